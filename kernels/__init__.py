@@ -1,0 +1,30 @@
+"""quantbench_kernels: GGUF block formats with a NumPy reference and Numba kernels, bit-identical.
+
+Public API::
+
+    dequantize(raw, qtype, *, backend="numba")  -> float32 weights
+    quantize(x, qtype, *, backend="numba")      -> uint8 blocks
+    quantize_q8_k(x, *, backend="numba")        -> uint8 Q8_K blocks
+    vec_dot(w_raw, x, qtype, *, backend="numba") -> float
+    gemv(w_raw, x, qtype, *, backend="numba", threads=None) -> float32 (rows,)
+    formats()                                   -> the registry of block formats
+
+``backend`` is "numba" (the fast kernels) or "reference" (readable NumPy that reproduces llama.cpp).
+"""
+
+from .api import dequantize, gemv, quantize, quantize_q8_k, vec_dot
+from .registry import BACKENDS, BlockFormat, Ops, formats, get_format, register
+
+__all__ = [
+    "BACKENDS",
+    "BlockFormat",
+    "Ops",
+    "dequantize",
+    "formats",
+    "gemv",
+    "get_format",
+    "quantize",
+    "quantize_q8_k",
+    "register",
+    "vec_dot",
+]

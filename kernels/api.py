@@ -1,0 +1,93 @@
+"""The public functions: validate, look the format and backend up in the registry, call the kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .registry import BlockFormat, get_format
+from .validation import as_bytes, as_float32, check_row_length, check_whole_blocks
+
+QType = str | GGMLQuantizationType | BlockFormat
+
+
+def _op(fmt: BlockFormat, backend: str, op: str) -> Callable[..., Any]:
+    fn = getattr(fmt.backend(backend), op)
+    if fn is None:
+        raise ValueError(f"{fmt.name} has no {op} in the {backend} backend")
+    return fn
+
+
+def dequantize(raw: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
+    """Decode quantized blocks to float32 weights.
+
+    ``raw`` is uint8 whose last dimension is a whole number of blocks: 1-D bytes, (n_blocks,
+    block_bytes), or (rows, row_bytes) as a GGUF file stores a tensor. The result keeps the leading
+    shape; its last dimension counts weights (as gguf-py's ``dequantize``).
+    """
+    fmt = get_format(qtype)
+    fn = _op(fmt, backend, "dequantize")
+    raw = as_bytes(raw, "raw")
+    n_blocks = check_whole_blocks(raw, fmt, "raw")
+    out = fn(raw.reshape(-1, fmt.block_bytes), threads)
+    return out.reshape(raw.shape[:-1] + (n_blocks * fmt.block_weights,))
+
+
+def quantize(x: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
+    """Quantize float32 weights, as llama.cpp's reference quantizer does, byte for byte.
+
+    ``x`` is float32, 1-D or 2-D, finite, with a length (row length) that is a multiple of the block
+    size (256 weights for k-quants). Returns uint8 (n_blocks, block_bytes) for 1-D input and
+    (rows, row_bytes) for 2-D input.
+    """
+    fmt = get_format(qtype)
+    fn = _op(fmt, backend, "quantize")
+    x = as_float32(x, "x", (1, 2))
+    n_blocks = check_row_length(x, fmt, "x")
+    out = fn(x.reshape(-1, fmt.block_weights), threads)
+    if x.ndim == 1:
+        return out
+    return out.reshape(x.shape[0], n_blocks * fmt.block_bytes)
+
+
+def quantize_q8_k(x: Any, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
+    """Quantize activations to Q8_K blocks, as ``quantize_row_q8_K_ref``: uint8 (n_blocks, 292)."""
+    return quantize(x, "Q8_K", backend=backend, threads=threads)
+
+
+def gemv(
+    w_raw: Any, x: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None
+) -> np.ndarray:
+    """Matrix-vector product: (rows, row_bytes) quantized weights times float32 ``x``.
+
+    ``x`` (one value per weight of a row) is first quantized to the activation format (Q8_K for
+    k-quants), once, as llama.cpp does; then each row is one ``vec_dot``. Returns float32 (rows,).
+    ``threads``: None picks by the size of the work; 1 runs the serial kernel.
+    """
+    fmt = get_format(qtype)
+    fn = _op(fmt, backend, "gemv")
+    w = as_bytes(w_raw, "w_raw")
+    if w.ndim != 2:
+        raise ValueError(f"w_raw must be 2-D (rows, row_bytes), got shape {w.shape}")
+    n_blocks = check_whole_blocks(w, fmt, "w_raw")
+    x = as_float32(x, "x", (1,))
+    if x.shape[0] != n_blocks * fmt.block_weights:
+        raise ValueError(
+            f"shape mismatch: w_raw rows hold {n_blocks * fmt.block_weights} weights "
+            f"({n_blocks} {fmt.name} blocks) but x has {x.shape[0]} values"
+        )
+    act_fmt = get_format(fmt.activation)
+    act = _op(act_fmt, backend, "quantize")(x.reshape(-1, act_fmt.block_weights), 1)
+    return fn(w.reshape(w.shape[0], n_blocks, fmt.block_bytes), act, threads)
+
+
+def vec_dot(w_raw: Any, x: Any, qtype: QType, *, backend: str = "numba") -> float:
+    """Dot product of one row of quantized weights (1-D bytes, or (n_blocks, block_bytes)) with
+    float32 ``x``, which is first quantized to Q8_K as llama.cpp does."""
+    w = as_bytes(w_raw, "w_raw")
+    if w.ndim > 2:
+        raise ValueError(f"w_raw must be one row: 1-D bytes or (n_blocks, block_bytes), got shape {w.shape}")
+    return float(gemv(w.reshape(1, -1), x, qtype, backend=backend, threads=1)[0])

@@ -1,0 +1,222 @@
+"""Numba building blocks shared by the format kernels, and the thread-count policy.
+
+Everything here runs in nopython mode with ``fastmath=False`` (no FMA contraction, no reassociation)
+and float32 constants, so that the kernels round exactly as the NumPy reference does.
+Numba has no float16 on the CPU: f16 values are decoded and encoded by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+F32 = np.float32
+
+# Numba's on-disk cache keys a kernel on its own source file only; set QUANTBENCH_NUMBA_CACHE=0 while
+# editing a helper in this module, or the kernels that inline it may come from a stale cache.
+CACHE = os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0"
+
+# Work (in weights) below which the serial kernel is used when the caller leaves ``threads`` unset.
+PARALLEL_MIN_WEIGHTS = 1 << 20
+
+# Parallel kernels split rows (or blocks) into this many contiguous chunks, each with its own
+# scratch buffers; a constant (not the thread count) so that the kernels stay cacheable.
+PARALLEL_CHUNKS = 64
+
+
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit`` with this project's settings: exact float semantics, cached."""
+    return numba.njit(cache=CACHE, fastmath=False, nogil=True)(fn)
+
+
+def pjit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Like :func:`jit`, with ``parallel=True`` for ``prange`` loops."""
+    return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=True)(fn)
+
+
+def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A helper that Numba inlines into its callers (no call overhead in inner loops)."""
+    return numba.njit(cache=CACHE, fastmath=False, inline="always")(fn)
+
+
+# POW2[e] = 2**(e - 25): the weight of a normal f16's integer significand (1024 + mantissa).
+_POW2 = np.array([2.0 ** (e - 25) for e in range(32)], dtype=np.float32)
+_TWO_M24 = F32(2.0**-24)
+
+
+@inline
+def f16_to_f32(h: int) -> np.float32:
+    """Decode the f16 bit pattern ``h`` (0..65535): normals, subnormals, +/-0, +/-inf, NaN."""
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0:
+        v = F32(m) * _TWO_M24
+    elif e == 31:
+        v = F32(np.inf) if m == 0 else F32(np.nan)
+    else:
+        v = F32(m | 0x400) * _POW2[e]
+    return -v if h & 0x8000 else v
+
+
+@inline
+def read_f16(buf: np.ndarray, offset: int) -> np.float32:
+    """The little-endian f16 at ``buf[offset:offset + 2]``, as float32."""
+    return f16_to_f32(np.int32(buf[offset]) | (np.int32(buf[offset + 1]) << 8))
+
+
+@inline
+def f32_to_f16_bits(v: np.float32) -> int:
+    """Round ``v`` to the nearest f16 (ties to even, overflow to inf); return its bit pattern.
+
+    Matches NumPy's ``astype(np.float16)`` except that every NaN encodes as 0x7E00.
+    """
+    if v != v:
+        return 0x7E00
+    sign = 0x8000 if (v < 0 or (v == 0 and math.copysign(1.0, v) < 0)) else 0
+    a = abs(np.float64(v))
+    if a >= 65520.0:  # halfway between 65504 (the largest f16) and 65536: ties go to inf
+        return sign | 0x7C00
+    if a < 6.103515625e-05:  # below 2**-14: subnormal, in steps of 2**-24 (1024 steps = 2**-14)
+        return sign | int(np.rint(a * 16777216.0))
+    _, ex = math.frexp(a)  # a = mant * 2**ex with mant in [0.5, 1)
+    q = int(np.rint(math.ldexp(a, 11 - ex)))  # 11-bit significand in [1024, 2048], exact scaling
+    if q == 2048:
+        q = 1024
+        ex += 1
+    return sign | ((ex + 14) << 10) | (q - 1024)
+
+
+@inline
+def write_f16(buf: np.ndarray, offset: int, v: np.float32) -> None:
+    """Store ``v`` rounded to f16, little-endian, at ``buf[offset:offset + 2]``."""
+    bits = f32_to_f16_bits(v)
+    buf[offset] = bits & 0xFF
+    buf[offset + 1] = bits >> 8
+
+
+@inline
+def nearest_int(f: np.float32) -> np.int32:
+    """llama.cpp's ``nearest_int`` (see :func:`quantbench_kernels.refmath.nearest_int`)."""
+    v = np.float32(f + F32(12582912.0))
+    bits = np.int32(float_bits(v))
+    return np.int32((bits & 0x007FFFFF) - 0x00400000)
+
+
+@numba.extending.intrinsic
+def float_bits(typingctx, v):  # type: ignore[no-untyped-def]
+    """Reinterpret a float32 as int32 (a bitcast, like ``memcpy`` in C)."""
+    if v != numba.types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], context.get_value_type(numba.types.int32))
+
+    return numba.types.int32(numba.types.float32), codegen
+
+
+@inline
+def make_qkx2_quants(
+    x: np.ndarray,
+    weights: np.ndarray,
+    L: np.ndarray,
+    Laux: np.ndarray,
+    nmax: int,
+    rmin: np.float32,
+    rdelta: np.float32,
+    nstep: int,
+    use_mad: bool,
+) -> tuple[np.float32, np.float32]:
+    """llama.cpp's ``make_qkx2_quants`` for one group ``x`` (float32, n): fills ``L``, returns
+    ``(scale, the_min)``. Scalar C loop order, float32 throughout."""
+    n = x.shape[0]
+    lo = x[0]
+    hi = x[0]
+    sum_w = weights[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < lo:
+            lo = x[i]
+        if x[i] > hi:
+            hi = x[i]
+        w = weights[i]
+        sum_w += w
+        sum_x += w * x[i]
+    if lo > 0:
+        lo = F32(0)
+    if hi == lo:
+        for i in range(n):
+            L[i] = 0
+        return F32(0), -lo
+    iscale = F32(nmax) / (hi - lo)
+    scale = F32(1) / iscale
+    best = F32(0)
+    for i in range(n):
+        q = nearest_int(iscale * (x[i] - lo))
+        L[i] = max(0, min(nmax, q))
+        diff = scale * F32(L[i]) + lo - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        best += weights[i] * diff
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (hi - lo)
+        sum_l = F32(0)
+        sum_l2 = F32(0)
+        sum_xl = F32(0)
+        for i in range(n):
+            q = nearest_int(iscale * (x[i] - lo))
+            q = max(0, min(nmax, q))
+            Laux[i] = q
+            wl = weights[i] * F32(q)
+            sum_l += wl
+            sum_l2 += wl * F32(q)
+            sum_xl += wl * x[i]
+        det = sum_w * sum_l2 - sum_l * sum_l
+        if det > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+            if this_min > 0:
+                this_min = F32(0)
+                this_scale = sum_xl / sum_l2
+            err = F32(0)
+            for i in range(n):
+                diff = this_scale * F32(Laux[i]) + this_min - x[i]
+                diff = abs(diff) if use_mad else diff * diff
+                err += weights[i] * diff
+            if err < best:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best = err
+                scale = this_scale
+                lo = this_min
+    return scale, -lo
+
+
+def resolve_threads(threads: int | None, work_weights: int) -> int:
+    """How many threads a kernel call uses: ``threads`` if given (capped at Numba's pool),
+    else all of them when the work is at least :data:`PARALLEL_MIN_WEIGHTS` weights, else 1."""
+    pool = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return pool if work_weights >= PARALLEL_MIN_WEIGHTS else 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return min(threads, pool)
+
+
+def dispatch(
+    serial: Callable[..., Any], parallel: Callable[..., Any], threads: int | None, work_weights: int,
+    *args: Any,
+) -> Any:
+    """Run ``serial(*args)`` or, on more than one thread, ``parallel(*args)`` with that many."""
+    n = resolve_threads(threads, work_weights)
+    if n == 1:
+        return serial(*args)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return parallel(*args)
+    finally:
+        numba.set_num_threads(previous)

@@ -1,0 +1,320 @@
+"""Q2_K: 256 weights in 84 bytes (2.625 bits per weight).
+
+One super-block of 16 sub-blocks of 16 weights; each sub-block has a 4-bit scale and a 4-bit min::
+
+    offset  size  field
+         0    16  scales  byte j: scale of sub-block j in bits 0-3, its min in bits 4-7
+        16    64  qs      2-bit quants: byte 32*h + l holds, in bits 2s..2s+1 (s = 0..3), the
+                          weight 128*h + 32*s + l (h = 0..1, l = 0..31)
+        80     2  d       f16, super-block scale of the 4-bit scales
+        82     2  dmin    f16, super-block scale of the 4-bit mins
+
+    weight = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4)      (j = weight index // 16)
+
+Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) follow llama.cpp's
+``dequantize_row_q2_K``, ``quantize_row_q2_K_ref`` and ``ggml_vec_dot_q2_K_q8_K`` (generic scalar).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..jitmath import (
+    F32,
+    PARALLEL_CHUNKS,
+    dispatch,
+    inline,
+    jit,
+    make_qkx2_quants,
+    nearest_int,
+    pjit,
+    read_f16,
+    write_f16,
+)
+from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
+from ..registry import BlockFormat, Ops, register
+from . import q8_k
+
+BLOCK_DTYPE = np.dtype([("scales", "u1", 16), ("qs", "u1", 64), ("d", "<f2"), ("dmin", "<f2")])
+QK = 256
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def unpack_quants_ref(qs: np.ndarray) -> np.ndarray:
+    """The 256 two-bit quants of each block, in weight order: uint8 (n, 64) -> uint8 (n, 256)."""
+    q = qs.reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    return (q & 3).reshape(-1, QK)
+
+
+def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (n_blocks, 84) -> float32 (n_blocks, 256)."""
+    b = blocks.view(BLOCK_DTYPE)[:, 0]
+    d = b["d"].astype(np.float32)[:, None]
+    dmin = b["dmin"].astype(np.float32)[:, None]
+    dl = d * (b["scales"] & 0xF)
+    ml = dmin * (b["scales"] >> 4)
+    q = unpack_quants_ref(b["qs"]).reshape(-1, 16, 16)
+    out = dl[..., None] * q - ml[..., None]
+    return out.reshape(-1, QK).astype(np.float32)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 84), as ``quantize_row_q2_K_ref``."""
+    n = x.shape[0]
+    xs = x.reshape(n, 16, 16)
+    scales, mins, levels = refmath.make_qkx2_quants(
+        xs.reshape(-1, 16), np.abs(xs).reshape(-1, 16), 3, -0.5, 0.1, 15, use_mad=True
+    )
+    scales = scales.reshape(n, 16)
+    mins = mins.reshape(n, 16)
+    levels = levels.reshape(n, 16, 16)
+
+    max_scale = running_max(scales)
+    max_min = running_max(mins)
+    with np.errstate(all="ignore"):
+        # C assigns nearest_int() to the uint8_t scales byte, then ORs the min in above it.
+        ls = refmath.nearest_int((F32(15) / max_scale)[:, None] * scales)
+        ls = np.where((max_scale > 0)[:, None], ls, 0)
+        lm = refmath.nearest_int((F32(15) / max_min)[:, None] * mins)
+        lm = np.where((max_min > 0)[:, None], lm, 0)
+        packed = ((ls | (lm << 4)) & 0xFF).astype(np.uint8)
+        d_bits = f32_to_f16_bits(np.where(max_scale > 0, max_scale / F32(15), F32(0)))
+        dmin_bits = f32_to_f16_bits(np.where(max_min > 0, max_min / F32(15), F32(0)))
+
+        d_sub = f16_to_f32(d_bits)[:, None] * (packed & 0xF)
+        dm_sub = f16_to_f32(dmin_bits)[:, None] * (packed >> 4)
+        q = np.clip(refmath.nearest_int((xs + dm_sub[..., None]) / d_sub[..., None]), 0, 3)
+        levels = np.where((d_sub != 0)[..., None], q, levels).astype(np.uint8)
+
+    out = np.empty(n, dtype=BLOCK_DTYPE)
+    out["scales"] = packed
+    q = levels.reshape(n, 2, 4, 32)
+    out["qs"] = (q[:, :, 0] | (q[:, :, 1] << 2) | (q[:, :, 2] << 4) | (q[:, :, 3] << 6)).reshape(n, 64)
+    out["d"] = d_bits.view(np.float16)
+    out["dmin"] = dmin_bits.view(np.float16)
+    return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Rows of Q2_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q2_K_q8_K``.
+
+    ``w``: uint8 (rows, nb, 84); ``act``: uint8 (nb, 292). Returns float32 (rows,). Per block the
+    integer sums are exact; then ``sumf += dall * isum - dmin * summs`` block after block.
+    """
+    rows, nb, _ = w.shape
+    b = w.view(BLOCK_DTYPE)[..., 0]
+    y = q8_k.fields_ref(act)
+    q2 = unpack_quants_ref(b["qs"].reshape(-1, 64)).reshape(rows, nb, 16, 16).astype(np.int32)
+    q8 = y["qs"].reshape(nb, 16, 16).astype(np.int32)
+    scales = b["scales"].astype(np.int32)
+    isum = ((q2 * q8).sum(axis=3) * (scales & 0xF)).sum(axis=2)  # (rows, nb), exact integers
+    summs = (y["bsums"].astype(np.int32) * (scales >> 4)).sum(axis=2)
+
+    sumf = np.zeros(rows, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        for i in range(nb):
+            dall = y["d"][i] * b["d"][:, i].astype(np.float32)
+            dmin = y["d"][i] * b["dmin"][:, i].astype(np.float32)
+            sumf = sumf + (dall * isum[:, i].astype(np.float32) - dmin * summs[:, i].astype(np.float32))
+    return sumf
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 80)
+    dmin = read_f16(blk, 82)
+    for h in range(2):
+        for s in range(4):
+            j = 8 * h + 2 * s  # sub-blocks j (weights l < 16) and j + 1 (l >= 16)
+            sc1 = np.int32(blk[j])
+            sc2 = np.int32(blk[j + 1])
+            d1 = d * F32(sc1 & 0xF)
+            d2 = d * F32(sc2 & 0xF)
+            m1 = dmin * F32(sc1 >> 4)
+            m2 = dmin * F32(sc2 >> 4)
+            o = 128 * h + 32 * s
+            for l in range(16):
+                out[o + l] = d1 * F32((np.int32(blk[16 + 32 * h + l]) >> (2 * s)) & 3) - m1
+            for l in range(16, 32):
+                out[o + l] = d2 * F32((np.int32(blk[16 + 32 * h + l]) >> (2 * s)) & 3) - m2
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (n_blocks, 84) -> float32 (n_blocks, 256), Numba."""
+    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    return out
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+                    weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
+    max_scale = F32(0)
+    max_min = F32(0)
+    for j in range(16):
+        xj = x[16 * j:16 * j + 16]
+        for i in range(16):
+            weights[i] = abs(xj[i])
+        sc, mn = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], Laux, 3, F32(-0.5), F32(0.1), 15, True)
+        scales[j] = sc
+        mins[j] = mn
+        if sc > max_scale:
+            max_scale = sc
+        if mn > max_min:
+            max_min = mn
+    if max_scale > 0:
+        iscale = F32(15) / max_scale
+        for j in range(16):
+            blk[j] = nearest_int(iscale * scales[j]) & 0xFF
+        write_f16(blk, 80, max_scale / F32(15))
+    else:
+        for j in range(16):
+            blk[j] = 0
+        write_f16(blk, 80, F32(0))
+    if max_min > 0:
+        iscale = F32(15) / max_min
+        for j in range(16):
+            blk[j] = (np.int32(blk[j]) | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
+        write_f16(blk, 82, max_min / F32(15))
+    else:
+        write_f16(blk, 82, F32(0))
+    d_all = read_f16(blk, 80)
+    dmin_all = read_f16(blk, 82)
+    for j in range(16):
+        sc = np.int32(blk[j])
+        d = d_all * F32(sc & 0xF)
+        if d == 0:
+            continue
+        dm = dmin_all * F32(sc >> 4)
+        for i in range(16):
+            q = nearest_int((x[16 * j + i] + dm) / d)
+            L[16 * j + i] = max(0, min(3, q))
+    for h in range(2):
+        for l in range(32):
+            o = 128 * h + l
+            blk[16 + 32 * h + l] = L[o] | (L[o + 32] << 2) | (L[o + 64] << 4) | (L[o + 96] << 6)
+
+
+@inline
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(QK, dtype=np.uint8)
+    Laux = np.empty(16, dtype=np.uint8)
+    weights = np.empty(16, dtype=np.float32)
+    scales = np.empty(16, dtype=np.float32)
+    mins = np.empty(16, dtype=np.float32)
+    for i in range(start, stop):
+        _quantize_block(x[i], out[i], L, Laux, weights, scales, mins)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, 0, x.shape[0])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 84), Numba."""
+    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+@inline
+def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
+             acc: np.ndarray) -> np.float32:
+    """One row (uint8 (nb, 84)) times the Q8_K vector (q8 int16 (nb*256), yd float32 (nb),
+    bsums int32 (nb, 16)). ``acc`` is int32 scratch of 16."""
+    sumf = F32(0)
+    for i in range(row.shape[0]):
+        blk = row[i]
+        summs = np.int32(0)
+        for j in range(16):
+            summs += bsums[i, j] * (np.int32(blk[j]) >> 4)
+        for l in range(16):
+            acc[l] = 0
+        for h in range(2):
+            for s in range(4):
+                j = 8 * h + 2 * s
+                sc1 = np.int32(blk[j]) & 0xF
+                sc2 = np.int32(blk[j + 1]) & 0xF
+                o = i * QK + 128 * h + 32 * s
+                # Weights l and l + 16 of this 32-weight group sit in bytes l and l + 16.
+                for l in range(16):
+                    qa = (np.int32(blk[16 + 32 * h + l]) >> (2 * s)) & 3
+                    qb = (np.int32(blk[32 + 32 * h + l]) >> (2 * s)) & 3
+                    acc[l] += sc1 * (np.int32(q8[o + l]) * qa) + sc2 * (np.int32(q8[o + 16 + l]) * qb)
+        isum = np.int32(0)
+        for l in range(16):
+            isum += acc[l]
+        dall = yd[i] * read_f16(blk, 80)
+        dmin = yd[i] * read_f16(blk, 82)
+        sumf += dall * F32(isum) - dmin * F32(summs)
+    return sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+    acc = np.empty(16, dtype=np.int32)
+    for r in range(w.shape[0]):
+        out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        acc = np.empty(16, dtype=np.int32)
+        for r in range(c * rows // chunks, (c + 1) * rows // chunks):
+            out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 84) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
+    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, q8, yd, bsums, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q2_K",
+        qtype=GGMLQuantizationType.Q2_K,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        activation="Q8_K",
+    )
+)

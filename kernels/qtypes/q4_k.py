@@ -1,0 +1,370 @@
+"""Q4_K: 256 weights in 144 bytes (4.5 bits per weight).
+
+One super-block of 8 sub-blocks of 32 weights; each sub-block has a 6-bit scale and a 6-bit min::
+
+    offset  size  field
+         0     2  d       f16, super-block scale of the 6-bit scales
+         2     2  dmin    f16, super-block scale of the 6-bit mins
+         4    12  scales  8 scales + 8 mins, 6 bits each, packed:
+                          bytes 0-3:  sc[0..3]  in bits 0-5, high 2 bits of sc[4..7] in bits 6-7
+                          bytes 4-7:  m[0..3]   in bits 0-5, high 2 bits of m[4..7]  in bits 6-7
+                          bytes 8-11: low 4 bits of sc[4..7] in bits 0-3, of m[4..7] in bits 4-7
+        16   128  qs      4-bit quants: byte 32*p + l holds weight 64*p + l in its low nibble
+                          and weight 64*p + 32 + l in its high nibble (p = 0..3, l = 0..31)
+
+    weight = d * sc[j] * q - dmin * m[j]      (j = sub-block of the weight)
+
+Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) follow llama.cpp's
+``dequantize_row_q4_K``, ``quantize_row_q4_K_ref`` and ``ggml_vec_dot_q4_K_q8_K`` (generic scalar).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..jitmath import (
+    F32,
+    PARALLEL_CHUNKS,
+    dispatch,
+    inline,
+    jit,
+    make_qkx2_quants,
+    nearest_int,
+    pjit,
+    read_f16,
+    write_f16,
+)
+from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
+from ..registry import BlockFormat, Ops, register
+from . import q8_k
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
+QK = 256
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def unpack_scales_ref(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 six-bit scales and 8 six-bit mins of each block: uint8 (n, 12) -> 2 x uint8 (n, 8)."""
+    q = packed.astype(np.uint8)
+    sc = np.empty(q.shape[:-1] + (8,), dtype=np.uint8)
+    m = np.empty_like(sc)
+    sc[..., :4] = q[..., 0:4] & 63
+    m[..., :4] = q[..., 4:8] & 63
+    sc[..., 4:] = (q[..., 8:12] & 0xF) | ((q[..., 0:4] >> 6) << 4)
+    m[..., 4:] = (q[..., 8:12] >> 4) | ((q[..., 4:8] >> 6) << 4)
+    return sc, m
+
+
+def pack_scales_ref(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`unpack_scales_ref` for values in 0..63: 2 x uint8 (n, 8) -> uint8 (n, 12)."""
+    packed = np.empty(sc.shape[:-1] + (12,), dtype=np.uint8)
+    packed[..., 0:4] = sc[..., :4] | ((sc[..., 4:] >> 4) << 6)
+    packed[..., 4:8] = m[..., :4] | ((m[..., 4:] >> 4) << 6)
+    packed[..., 8:12] = (sc[..., 4:] & 0xF) | ((m[..., 4:] & 0xF) << 4)
+    return packed
+
+
+def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (n_blocks, 144) -> float32 (n_blocks, 256)."""
+    b = blocks.view(BLOCK_DTYPE)[:, 0]
+    d = b["d"].astype(np.float32)[:, None]
+    dmin = b["dmin"].astype(np.float32)[:, None]
+    sc, m = unpack_scales_ref(b["scales"])
+    qs = b["qs"].reshape(-1, 4, 32)
+    # Sub-block 2p takes the low nibbles of qs[32p:32p+32], sub-block 2p+1 the high nibbles.
+    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
+    out = (d * sc)[..., None] * q - (dmin * m)[..., None]
+    return out.reshape(-1, QK).astype(np.float32)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 144), as ``quantize_row_q4_K_ref``."""
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 32)
+    with np.errstate(all="ignore"):
+        sum_x2 = np.zeros((n, 8), dtype=np.float32)
+        for i in range(32):
+            sum_x2 = sum_x2 + xs[..., i] * xs[..., i]
+        av_x = np.sqrt(sum_x2 / F32(32))
+        weights = av_x[..., None] + np.abs(xs)
+    scales, mins, levels = refmath.make_qkx2_quants(
+        xs.reshape(-1, 32), weights.reshape(-1, 32), 15, -1.0, 0.1, 20, use_mad=False
+    )
+    scales = scales.reshape(n, 8)
+    mins = mins.reshape(n, 8)
+    levels = levels.reshape(n, 8, 32)
+
+    max_scale = running_max(scales)
+    max_min = running_max(mins)
+    with np.errstate(all="ignore"):
+        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
+        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
+        # C stores nearest_int() in a uint8_t, then clamps to 63.
+        ls = np.minimum(refmath.nearest_int(inv_scale[:, None] * scales) & 0xFF, 63).astype(np.uint8)
+        lm = np.minimum(refmath.nearest_int(inv_min[:, None] * mins) & 0xFF, 63).astype(np.uint8)
+        d_bits = f32_to_f16_bits(max_scale / F32(63))
+        dmin_bits = f32_to_f16_bits(max_min / F32(63))
+
+        # Re-quantize every sub-block against the rounded scales; a sub-block whose scale rounds to
+        # zero keeps the levels that make_qkx2_quants chose.
+        d_sub = f16_to_f32(d_bits)[:, None] * ls
+        dm_sub = f16_to_f32(dmin_bits)[:, None] * lm
+        q = np.clip(refmath.nearest_int((xs + dm_sub[..., None]) / d_sub[..., None]), 0, 15)
+        levels = np.where((d_sub != 0)[..., None], q, levels).astype(np.uint8)
+
+    out = np.empty(n, dtype=BLOCK_DTYPE)
+    out["d"] = d_bits.view(np.float16)
+    out["dmin"] = dmin_bits.view(np.float16)
+    out["scales"] = pack_scales_ref(ls, lm)
+    pairs = levels.reshape(n, 4, 2, 32)
+    out["qs"] = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(n, 128)
+    return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Rows of Q4_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q4_K_q8_K``.
+
+    ``w``: uint8 (rows, nb, 144); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,).
+    Integer sums per block go into 8 lanes (lane = weight index mod 8); the float accumulation
+    then follows C exactly: ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` block after
+    block, and finally ``sumf += sums[l]`` for l = 0..7.
+    """
+    rows, nb, _ = w.shape
+    b = w.view(BLOCK_DTYPE)[..., 0]  # (rows, nb)
+    y = q8_k.fields_ref(act)
+    sc, m = unpack_scales_ref(b["scales"])  # (rows, nb, 8)
+    qs = b["qs"].reshape(rows, nb, 4, 32)
+    q4 = np.stack([qs & 0xF, qs >> 4], axis=3).reshape(rows, nb, 8, 32).astype(np.int32)
+    q8 = y["qs"].reshape(nb, 8, 32).astype(np.int32)
+    prod = (q4 * q8).reshape(rows, nb, 8, 4, 8).sum(axis=3)  # per sub-block, per lane
+    aux32 = (prod * sc[..., None].astype(np.int32)).sum(axis=2)  # (rows, nb, 8), exact integers
+    sumi = (y["bsums"].astype(np.int32) * np.repeat(m.astype(np.int32), 2, axis=-1)).sum(axis=-1)
+
+    sums = np.zeros((rows, 8), dtype=np.float32)
+    sumf = np.zeros(rows, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        for i in range(nb):
+            d = b["d"][:, i].astype(np.float32) * y["d"][i]
+            sums = sums + d[:, None] * aux32[:, i].astype(np.float32)
+            dmin = b["dmin"][:, i].astype(np.float32) * y["d"][i]
+            sumf = sumf - dmin * sumi[:, i].astype(np.float32)
+        for lane in range(8):
+            sumf = sumf + sums[:, lane]
+    return sumf
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
+    """6-bit scale and min of sub-block ``j`` of one block (uint8[144]); see the layout above."""
+    if j < 4:
+        sc = np.int32(blk[4 + j]) & 63
+        m = np.int32(blk[8 + j]) & 63
+    else:
+        sc = (np.int32(blk[8 + j]) & 0xF) | ((np.int32(blk[j]) >> 6) << 4)
+        m = (np.int32(blk[8 + j]) >> 4) | ((np.int32(blk[4 + j]) >> 6) << 4)
+    return sc, m
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 0)
+    dmin = read_f16(blk, 2)
+    for p in range(4):
+        sc1, m1 = _scale_min(blk, 2 * p)
+        sc2, m2 = _scale_min(blk, 2 * p + 1)
+        d1 = d * F32(sc1)
+        d2 = d * F32(sc2)
+        min1 = dmin * F32(m1)
+        min2 = dmin * F32(m2)
+        # One 32-wide loop that reads each byte once and writes both nibbles (vectorises).
+        for l in range(32):
+            b = np.int32(blk[16 + 32 * p + l])
+            out[64 * p + l] = d1 * F32(b & 0xF) - min1
+            out[64 * p + 32 + l] = d2 * F32(b >> 4) - min2
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (n_blocks, 144) -> float32 (n_blocks, 256), Numba."""
+    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    return out
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+                    weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
+    max_scale = F32(0)
+    max_min = F32(0)
+    for j in range(8):
+        xj = x[32 * j:32 * j + 32]
+        sum_x2 = F32(0)
+        for i in range(32):
+            sum_x2 += xj[i] * xj[i]
+        av_x = np.sqrt(sum_x2 / F32(32))
+        for i in range(32):
+            weights[i] = av_x + abs(xj[i])
+        sc, mn = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], Laux, 15, F32(-1.0), F32(0.1), 20, False)
+        scales[j] = sc
+        mins[j] = mn
+        if sc > max_scale:
+            max_scale = sc
+        if mn > max_min:
+            max_min = mn
+    inv_scale = F32(63) / max_scale if max_scale > 0 else F32(0)
+    inv_min = F32(63) / max_min if max_min > 0 else F32(0)
+    for k in range(12):
+        blk[4 + k] = 0
+    for j in range(8):
+        ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+        lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+        if j < 4:
+            blk[4 + j] |= ls
+            blk[8 + j] |= lm
+        else:
+            blk[8 + j] = (ls & 0xF) | ((lm & 0xF) << 4)
+            blk[j] |= (ls >> 4) << 6
+            blk[4 + j] |= (lm >> 4) << 6
+    write_f16(blk, 0, max_scale / F32(63))
+    write_f16(blk, 2, max_min / F32(63))
+    d_all = read_f16(blk, 0)
+    dmin_all = read_f16(blk, 2)
+    for j in range(8):
+        sc, m = _scale_min(blk, j)
+        d = d_all * F32(sc)
+        if d == 0:
+            continue
+        dm = dmin_all * F32(m)
+        for i in range(32):
+            q = nearest_int((x[32 * j + i] + dm) / d)
+            L[32 * j + i] = max(0, min(15, q))
+    for p in range(4):
+        for l in range(32):
+            blk[16 + 32 * p + l] = L[64 * p + l] | (L[64 * p + 32 + l] << 4)
+
+
+@inline
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(QK, dtype=np.uint8)
+    Laux = np.empty(32, dtype=np.uint8)
+    weights = np.empty(32, dtype=np.float32)
+    scales = np.empty(8, dtype=np.float32)
+    mins = np.empty(8, dtype=np.float32)
+    for i in range(start, stop):
+        _quantize_block(x[i], out[i], L, Laux, weights, scales, mins)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, 0, x.shape[0])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 144), Numba."""
+    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
+    # Quantize does ~100x the work per weight of dequantize: go parallel at 1/64 the size.
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+@inline
+def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
+             acc: np.ndarray) -> np.float32:
+    """One row (uint8 (nb, 144)) times the Q8_K vector (q8 int16 (nb*256), yd float32 (nb),
+    bsums int32 (nb, 16)). ``acc`` is int32 scratch of 32."""
+    sums = np.zeros(8, dtype=np.float32)
+    sumf = F32(0)
+    for i in range(row.shape[0]):
+        blk = row[i]
+        base = i * QK
+        for l in range(32):
+            acc[l] = 0
+        sumi = np.int32(0)
+        for p in range(4):
+            sc1, m1 = _scale_min(blk, 2 * p)
+            sc2, m2 = _scale_min(blk, 2 * p + 1)
+            sumi += m1 * (bsums[i, 4 * p] + bsums[i, 4 * p + 1])
+            sumi += m2 * (bsums[i, 4 * p + 2] + bsums[i, 4 * p + 3])
+            o = base + 64 * p
+            # acc[l] collects the weights l, l+8, l+16, l+24 of each sub-block; the lane sums of
+            # llama.cpp's aux32[8] are folded from it below.
+            for l in range(32):
+                b = np.int32(blk[16 + 32 * p + l])
+                acc[l] += sc1 * (np.int32(q8[o + l]) * (b & 0xF)) + sc2 * (np.int32(q8[o + 32 + l]) * (b >> 4))
+        d = read_f16(blk, 0) * yd[i]
+        for lane in range(8):
+            aux = acc[lane] + acc[lane + 8] + acc[lane + 16] + acc[lane + 24]
+            sums[lane] += d * F32(aux)
+        dmin = read_f16(blk, 2) * yd[i]
+        sumf -= dmin * F32(sumi)
+    for lane in range(8):
+        sumf += sums[lane]
+    return sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+    acc = np.empty(32, dtype=np.int32)
+    for r in range(w.shape[0]):
+        out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        acc = np.empty(32, dtype=np.int32)
+        for r in range(c * rows // chunks, (c + 1) * rows // chunks):
+            out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 144) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
+    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, q8, yd, bsums, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q4_K",
+        qtype=GGMLQuantizationType.Q4_K,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        activation="Q8_K",
+    )
+)

@@ -1,0 +1,147 @@
+"""Q8_K: 256 values in 292 bytes, the activation format of k-quant dot products.
+
+::
+
+    offset  size  field
+         0     4  d       f32, scale
+         4   256  qs      int8 quants, value = d * q
+       260    32  bsums   int16[16], sum of each 16 consecutive quants (for the mins term)
+
+As ``quantize_row_q8_K_ref``: ``iscale = -127 / max`` where ``max`` is the first value of largest
+magnitude, ``q = min(127, nearest_int(iscale * x))`` and ``d = 1 / iscale``. An all-zero block gets
+``d = 0`` and zero quants; llama.cpp leaves its ``bsums`` unset, here they are zero.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..jitmath import F32, dispatch, float_bits, inline, jit, nearest_int, pjit
+from ..registry import BlockFormat, Ops, register
+
+BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
+QK = 256
+
+
+def fields_ref(blocks: np.ndarray) -> np.ndarray:
+    """The structured view (fields d, qs, bsums) of uint8 (n_blocks, 292) Q8_K blocks."""
+    return blocks.view(BLOCK_DTYPE)[:, 0]
+
+
+def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (n_blocks, 292) -> float32 (n_blocks, 256)."""
+    b = fields_ref(blocks)
+    return (b["d"][:, None] * b["qs"]).astype(np.float32)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 292)."""
+    n = x.shape[0]
+    first_largest = np.argmax(np.abs(x), axis=1)  # the first index wins ties, as C's strict '>'
+    amax = np.abs(x[np.arange(n), first_largest])
+    with np.errstate(all="ignore"):
+        iscale = F32(-127) / x[np.arange(n), first_largest]
+        # C assigns MIN(127, v) to an int8_t: out-of-range values wrap (only for subnormal maxima).
+        q = np.minimum(refmath.nearest_int(iscale[:, None] * x), 127).astype(np.int8)
+        d = F32(1) / iscale
+    zero = amax == 0
+    q[zero] = 0
+    out = np.zeros(n, dtype=BLOCK_DTYPE)
+    out["d"] = np.where(zero, F32(0), d)
+    out["qs"] = q
+    out["bsums"] = q.reshape(n, 16, 16).astype(np.int32).sum(axis=2).astype(np.int16)
+    return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
+
+
+def unpack_for_dot(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the Numba dot kernels read: (d float32 (nb,), qs int16 (nb*256,), bsums int32 (nb, 16)).
+
+    The quants are widened to int16 once per vector so that the per-row loops multiply 16-bit
+    lanes (``vpmaddwd``) instead of widening bytes again for every row.
+    """
+    b = fields_ref(blocks)
+    return (
+        np.ascontiguousarray(b["d"]),
+        np.ascontiguousarray(b["qs"], dtype=np.int16).reshape(-1),
+        np.ascontiguousarray(b["bsums"], dtype=np.int32),
+    )
+
+
+@inline
+def _store_f32(blk: np.ndarray, v: np.float32) -> None:
+    bits = float_bits(v)
+    for k in range(4):
+        blk[k] = (bits >> (8 * k)) & 0xFF
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
+    amax = F32(0)
+    vmax = F32(0)
+    for j in range(QK):
+        ax = abs(x[j])
+        if ax > amax:
+            amax = ax
+            vmax = x[j]
+    for k in range(blk.shape[0]):
+        blk[k] = 0
+    if amax == 0:
+        return
+    iscale = F32(-127) / vmax
+    for g in range(16):
+        s = np.int32(0)
+        for l in range(16):
+            v = np.int8(min(127, nearest_int(iscale * x[16 * g + l])))
+            blk[4 + 16 * g + l] = np.uint8(v)
+            s += np.int32(v)
+        blk[260 + 2 * g] = s & 0xFF
+        blk[261 + 2 * g] = (s >> 8) & 0xFF
+    _store_f32(blk, F32(1) / iscale)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 292), Numba."""
+    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 4 * x.size, x, out)
+    return out
+
+
+@jit
+def _dequantize_serial(d: np.ndarray, qs: np.ndarray, out: np.ndarray) -> None:
+    for i in range(qs.shape[0]):
+        for j in range(QK):
+            out[i, j] = d[i] * F32(qs[i, j])
+
+
+def dequantize(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (n_blocks, 292) -> float32 (n_blocks, 256), Numba."""
+    b = fields_ref(blocks)
+    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
+    _dequantize_serial(np.ascontiguousarray(b["d"]), np.ascontiguousarray(b["qs"]), out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q8_K",
+        qtype=GGMLQuantizationType.Q8_K,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize),
+    )
+)

@@ -1,0 +1,120 @@
+"""The one registry of block formats.
+
+Each format module in :mod:`quantbench_kernels.qtypes` declares a :class:`BlockFormat` and calls
+:func:`register`. Everything else (the public API, the Hypothesis strategies, the benchmarks, the
+pytest plugin) finds formats and their implementations here, never through if/else chains on names.
+
+Sizes come from ``gguf.GGML_QUANT_SIZES`` so that they cannot drift from gguf-py and llama.cpp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+# Signatures of the per-backend operations (inputs are already validated and C-contiguous):
+#   dequantize(blocks uint8 (n_blocks, block_bytes), threads) -> float32 (n_blocks, block_weights)
+#   quantize(x float32 (n_blocks, block_weights), threads)    -> uint8 (n_blocks, block_bytes)
+#   gemv(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes),
+#        threads) -> float32 (rows,)      [act holds the activation format's blocks, e.g. Q8_K]
+DequantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
+QuantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
+GemvFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
+
+BACKENDS = ("numba", "reference")
+
+
+@dataclass(frozen=True)
+class Ops:
+    """One backend's implementation of a format. ``None`` means the operation does not exist."""
+
+    dequantize: DequantizeFn | None = None
+    quantize: QuantizeFn | None = None
+    gemv: GemvFn | None = None
+
+
+@dataclass(frozen=True)
+class BlockFormat:
+    """A GGUF block format: its identity, its byte layout and its implementations.
+
+    ``block_weights`` and ``block_bytes`` are read from ``gguf.GGML_QUANT_SIZES``; ``block_dtype`` is
+    the structured NumPy dtype of one block (little-endian), whose size must equal ``block_bytes``.
+    ``activation`` names the format that the activation vector is quantized to for dot products.
+    """
+
+    name: str
+    qtype: GGMLQuantizationType
+    block_dtype: np.dtype
+    reference: Ops
+    numba: Ops
+    activation: str | None = None
+    bits_per_weight: float = field(init=False)
+    block_weights: int = field(init=False)
+    block_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        weights, nbytes = GGML_QUANT_SIZES[self.qtype]
+        if self.block_dtype.itemsize != nbytes:
+            raise TypeError(
+                f"{self.name}: block_dtype is {self.block_dtype.itemsize} bytes, "
+                f"gguf.GGML_QUANT_SIZES says {nbytes}"
+            )
+        object.__setattr__(self, "block_weights", weights)
+        object.__setattr__(self, "block_bytes", nbytes)
+        object.__setattr__(self, "bits_per_weight", 8 * nbytes / weights)
+
+    def backend(self, name: str) -> Ops:
+        """The implementation called ``name`` ("numba" or "reference")."""
+        if name not in BACKENDS:
+            raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+        return getattr(self, name)
+
+    def supports(self, op: str) -> bool:
+        """Whether both backends implement ``op`` ("dequantize", "quantize" or "gemv")."""
+        return getattr(self.reference, op) is not None and getattr(self.numba, op) is not None
+
+
+_FORMATS: dict[str, BlockFormat] = {}
+
+
+def register(fmt: BlockFormat) -> BlockFormat:
+    """Add ``fmt`` to the registry (once per name) and return it."""
+    if fmt.name in _FORMATS:
+        raise ValueError(f"format {fmt.name} is already registered")
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> tuple[BlockFormat, ...]:
+    """Every registered format, in registration order."""
+    _load_formats()
+    return tuple(_FORMATS.values())
+
+
+def get_format(qtype: str | GGMLQuantizationType | BlockFormat) -> BlockFormat:
+    """Look a format up by name ("Q4_K", case-insensitive) or ``GGMLQuantizationType``."""
+    _load_formats()
+    if isinstance(qtype, BlockFormat):
+        return qtype
+    if isinstance(qtype, GGMLQuantizationType):
+        key = qtype.name
+    elif isinstance(qtype, str):
+        key = qtype.upper()
+    else:
+        raise ValueError(
+            f"qtype must be a format name or gguf.GGMLQuantizationType, got {type(qtype).__name__}"
+        )
+    try:
+        return _FORMATS[key]
+    except KeyError:
+        known = ", ".join(_FORMATS)
+        raise ValueError(f"unknown or unsupported qtype {qtype!r}: registered formats are {known}") from None
+
+
+def _load_formats() -> None:
+    # Importing the package imports every format module, and each one registers itself.
+    importlib.import_module(f"{__package__}.qtypes")

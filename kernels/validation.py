@@ -1,0 +1,64 @@
+"""Input checks that run before any kernel: Numba does not check bounds, so a wrong shape or dtype
+must be refused here with a message that names the problem, never reach compiled code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .registry import BlockFormat
+
+
+def as_bytes(raw: Any, what: str) -> np.ndarray:
+    """``raw`` as a C-contiguous uint8 array (bytes-like objects are accepted as 1-D)."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = np.frombuffer(raw, dtype=np.uint8)
+    if not isinstance(raw, np.ndarray):
+        raise ValueError(f"{what} must be a uint8 numpy array or bytes, got {type(raw).__name__}")
+    if raw.dtype != np.uint8:
+        raise ValueError(f"{what} must have dtype uint8 (raw block bytes), got dtype {raw.dtype}")
+    if raw.ndim == 0:
+        raise ValueError(f"{what} must have at least one dimension, got a 0-d array")
+    return np.ascontiguousarray(raw)
+
+
+def as_float32(x: Any, what: str, ndims: tuple[int, ...]) -> np.ndarray:
+    """``x`` as a C-contiguous float32 array with one of ``ndims`` dimensions and only finite values."""
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{what} must be a float32 numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise ValueError(f"{what} must have dtype float32, got dtype {x.dtype} (convert with .astype(np.float32))")
+    if x.ndim not in ndims:
+        allowed = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{what} must be {allowed}, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        index = tuple(int(i) for i in bad)
+        raise ValueError(
+            f"{what} contains non-finite values (NaN or inf), first at index "
+            f"{index[0] if len(index) == 1 else index}: {x[tuple(bad)]!r}"
+        )
+    return np.ascontiguousarray(x)
+
+
+def check_whole_blocks(raw: np.ndarray, fmt: BlockFormat, what: str) -> int:
+    """Number of blocks in the last dimension of ``raw``, which must be a whole number of blocks."""
+    n = raw.shape[-1]
+    if n % fmt.block_bytes:
+        raise ValueError(
+            f"{what} has a last dimension of {n} bytes, not a whole number of {fmt.name} blocks "
+            f"({fmt.block_bytes} bytes per {fmt.block_weights} weights)"
+        )
+    return n // fmt.block_bytes
+
+
+def check_row_length(x: np.ndarray, fmt: BlockFormat, what: str) -> int:
+    """Number of blocks in the last dimension of ``x``, which must be a multiple of the block size."""
+    n = x.shape[-1]
+    if n % fmt.block_weights:
+        raise ValueError(
+            f"{what} has a row length of {n} values, not a multiple of the {fmt.name} block size "
+            f"({fmt.block_weights} weights)"
+        )
+    return n // fmt.block_weights

@@ -1,0 +1,1 @@
+"""pytest-quantbench: bit-exact conformance and throughput benchmarks for GGUF quantized kernels."""
