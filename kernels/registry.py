@@ -44,6 +44,8 @@ class BlockFormat:
     ``block_weights`` and ``block_bytes`` are read from ``gguf.GGML_QUANT_SIZES``; ``block_dtype`` is
     the structured NumPy dtype of one block (little-endian), whose size must equal ``block_bytes``.
     ``activation`` names the format that the activation vector is quantized to for dot products.
+    ``fill_derived``, if set, recomputes in place the fields of structured blocks that are derived
+    from others (Q8_K's ``bsums``), so that generated blocks are valid.
     """
 
     name: str
@@ -52,6 +54,7 @@ class BlockFormat:
     reference: Ops
     numba: Ops
     activation: str | None = None
+    fill_derived: Callable[[np.ndarray], None] | None = None
     bits_per_weight: float = field(init=False)
     block_weights: int = field(init=False)
     block_bytes: int = field(init=False)

@@ -14,6 +14,8 @@ def as_bytes(raw: Any, what: str) -> np.ndarray:
     """``raw`` as a C-contiguous uint8 array (bytes-like objects are accepted as 1-D)."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = np.frombuffer(raw, dtype=np.uint8)
+    if isinstance(raw, np.generic):
+        raw = np.asarray(raw)
     if not isinstance(raw, np.ndarray):
         raise ValueError(f"{what} must be a uint8 numpy array or bytes, got {type(raw).__name__}")
     if raw.dtype != np.uint8:
@@ -25,6 +27,8 @@ def as_bytes(raw: Any, what: str) -> np.ndarray:
 
 def as_float32(x: Any, what: str, ndims: tuple[int, ...]) -> np.ndarray:
     """``x`` as a C-contiguous float32 array with one of ``ndims`` dimensions and only finite values."""
+    if isinstance(x, np.generic):
+        x = np.asarray(x)
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{what} must be a float32 numpy array, got {type(x).__name__}")
     if x.dtype != np.float32:

@@ -31,6 +31,11 @@ def fields_ref(blocks: np.ndarray) -> np.ndarray:
     return blocks.view(BLOCK_DTYPE)[:, 0]
 
 
+def fill_bsums(blocks: np.ndarray) -> None:
+    """Set ``bsums`` of structured Q8_K blocks to the sums of their quants, in place."""
+    blocks["bsums"] = blocks["qs"].reshape(-1, 16, 16).astype(np.int32).sum(axis=2)
+
+
 def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
     """uint8 (n_blocks, 292) -> float32 (n_blocks, 256)."""
     b = fields_ref(blocks)
@@ -52,7 +57,7 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     out = np.zeros(n, dtype=BLOCK_DTYPE)
     out["d"] = np.where(zero, F32(0), d)
     out["qs"] = q
-    out["bsums"] = q.reshape(n, 16, 16).astype(np.int32).sum(axis=2).astype(np.int16)
+    fill_bsums(out)
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
@@ -143,5 +148,6 @@ FORMAT = register(
         block_dtype=BLOCK_DTYPE,
         reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref),
         numba=Ops(dequantize=dequantize, quantize=quantize),
+        fill_derived=fill_bsums,
     )
 )

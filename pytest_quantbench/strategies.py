@@ -1,0 +1,143 @@
+"""Hypothesis strategies for quantized blocks and quantizer inputs, driven by the format registry.
+
+``blocks(qtype)`` draws valid raw blocks of any registered format from its structured block dtype,
+weighting edge cases: f16 scales that are zero, -0, subnormal, the largest finite, negative, inf
+and NaN; quant and scale bytes that are all zero or all 0xFF (for Q4_K that is scales and mins at 0
+and at 63). ``float_rows(qtype)`` draws float32 quantizer inputs: zeros, constants, one outlier,
+tiny (1e-30) and huge (1e30) magnitudes, exact ties, and rows that look like model weights.
+
+Profiles: "dev" (quick, random) and "ci" (derandomized, 500 examples); both have no deadline,
+since the first call of a Numba kernel compiles it. :func:`load_profile` picks "ci" when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+
+import hypothesis.strategies as st
+import numpy as np
+from hypothesis import HealthCheck, settings
+
+from quantbench_kernels import BlockFormat, get_format
+
+# f16 bit patterns worth hitting on purpose.
+F16_EDGES = (
+    0x0000,  # +0
+    0x8000,  # -0
+    0x0001,  # smallest subnormal
+    0x03FF,  # largest subnormal
+    0x8200,  # negative subnormal
+    0x0400,  # smallest normal
+    0x7BFF,  # largest finite (65504)
+    0xFBFF,  # most negative finite
+    0x3C00,  # 1.0
+    0xBC00,  # -1.0
+    0x7C00,  # +inf
+    0xFC00,  # -inf
+    0x7E00,  # NaN
+    0xFE01,  # NaN with sign and payload
+)
+
+F32_EDGES = (0.0, -0.0, 1e-45, 1e-38, 3.4028235e38, -1.0, float("inf"), float("-inf"), float("nan"))
+
+
+def f16_bits() -> st.SearchStrategy[int]:
+    """f16 bit patterns: edge cases, typical block scales (2^-20..1), and any pattern at all."""
+    typical = st.floats(2.0**-20, 1.0, width=16).map(lambda v: int(np.float16(v).view(np.uint16)))
+    return st.one_of(st.sampled_from(F16_EDGES), typical, typical.map(lambda b: b | 0x8000), st.integers(0, 0xFFFF))
+
+
+def _f32() -> st.SearchStrategy[float]:
+    return st.one_of(st.sampled_from(F32_EDGES), st.floats(-1.0, 1.0, width=32), st.floats(width=32))
+
+
+def _int_array(count: int, lo: int, hi: int) -> st.SearchStrategy[list[int]]:
+    """``count`` integers in [lo, hi]: all lo, all hi, all one value, or anything."""
+    same = st.integers(lo, hi).map(lambda v: [v] * count)
+    anything = st.lists(st.integers(lo, hi), min_size=count, max_size=count)
+    return st.one_of(st.just([lo] * count), st.just([hi] * count), same, anything)
+
+
+def _field(dtype: np.dtype) -> st.SearchStrategy:
+    base, shape = (dtype.subdtype if dtype.subdtype else (dtype, ()))
+    count = int(np.prod(shape)) if shape else 1
+    if base == np.float16:
+        return f16_bits().map(lambda b: np.uint16(b).view(np.float16))
+    if base == np.float32:
+        return _f32().map(np.float32)
+    if base.kind in "iu":
+        info = np.iinfo(base)
+        values = _int_array(count, int(info.min), int(info.max))
+        return values.map(lambda v: np.array(v, dtype=base).reshape(shape) if shape else base.type(v[0]))
+    raise TypeError(f"no strategy for block field dtype {dtype}")
+
+
+@st.composite
+def blocks(draw: st.DrawFn, qtype: str | BlockFormat, n_blocks: int | st.SearchStrategy[int] = 1) -> np.ndarray:
+    """Valid raw blocks of ``qtype``: uint8 (n_blocks, block_bytes), each field drawn with edge cases."""
+    fmt = get_format(qtype)
+    n = draw(n_blocks) if isinstance(n_blocks, st.SearchStrategy) else n_blocks
+    out = np.zeros(n, dtype=fmt.block_dtype)
+    for i in range(n):
+        for name in fmt.block_dtype.names:
+            out[name][i] = draw(_field(fmt.block_dtype.fields[name][0]))
+    if fmt.fill_derived is not None:
+        fmt.fill_derived(out)
+    return out.view(np.uint8).reshape(n, fmt.block_bytes)
+
+
+def _weights_like(seed: int, n: int) -> np.ndarray:
+    """Values shaped like transformer weights: Student-t (heavy tails), std about 0.02."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_t(5, size=n) * 0.015).astype(np.float32)
+
+
+@st.composite
+def float_rows(draw: st.DrawFn, qtype: str | BlockFormat, n_blocks: int | st.SearchStrategy[int] = 1) -> np.ndarray:
+    """Finite float32 input for ``quantize``: 1-D, ``n_blocks`` blocks long."""
+    fmt = get_format(qtype)
+    nb = draw(n_blocks) if isinstance(n_blocks, st.SearchStrategy) else n_blocks
+    n = nb * fmt.block_weights
+    kind = draw(st.sampled_from(["zeros", "constant", "outlier", "tiny", "huge", "ties", "weights", "any"]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    if kind == "zeros":
+        return np.zeros(n, dtype=np.float32)
+    if kind == "constant":
+        return np.full(n, draw(st.floats(-1e3, 1e3, width=32)), dtype=np.float32)
+    if kind == "any":
+        values = st.floats(allow_nan=False, allow_infinity=False, width=32)
+        return np.array(draw(st.lists(values, min_size=n, max_size=n)), dtype=np.float32)
+    if kind == "ties":
+        # Small integers and halves: exact ties for the rounding steps.
+        return np.random.default_rng(seed).integers(-8, 9, size=n).astype(np.float32) / np.float32(2)
+    x = _weights_like(seed, n)
+    if kind == "outlier":
+        x[draw(st.integers(0, n - 1))] = draw(st.sampled_from([-1.0, 1.0])) * draw(st.floats(1.0, 1e4, width=32))
+    elif kind == "tiny":
+        x = (x * np.float32(1e-28)).astype(np.float32)  # about 1e-30
+    elif kind == "huge":
+        x = (x * np.float32(1e32)).astype(np.float32)  # about 1e30
+    return x
+
+
+@st.composite
+def non_finite_rows(draw: st.DrawFn, qtype: str | BlockFormat) -> np.ndarray:
+    """A float row that is valid except for one NaN or +/-inf."""
+    x = draw(float_rows(qtype))
+    x[draw(st.integers(0, x.shape[0] - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return x
+
+
+def register_profiles() -> None:
+    """Register the "dev" and "ci" Hypothesis profiles."""
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("dev", max_examples=60, **common)
+    settings.register_profile("ci", max_examples=500, derandomize=True, print_blob=True, **common)
+
+
+def load_profile() -> str:
+    """Load "ci" when the environment variable CI is "true" (as CI services set it), else "dev"."""
+    register_profiles()
+    name = "ci" if os.environ.get("CI", "").lower() == "true" else "dev"
+    settings.load_profile(name)
+    return name

@@ -1,0 +1,141 @@
+"""Numba kernels equal the NumPy reference bit for bit, and the reference equals gguf-py and llama.cpp."""
+
+import gguf
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import quantbench_kernels as qk
+from pytest_quantbench import strategies as qst
+from pytest_quantbench.compare import assert_bit_identical
+
+ALL = [f.name for f in qk.formats()]
+DOT = [f.name for f in qk.formats() if f.supports("gemv")]
+GGUF_PY = [f.name for f in qk.formats() if f.qtype in gguf.quants._type_traits]
+
+
+@pytest.mark.parametrize("name", ALL)
+@given(data=st.data())
+def test_dequantize_numba_equals_reference(name, data):
+    raw = data.draw(qst.blocks(name, n_blocks=st.integers(1, 4)))
+    assert_bit_identical(qk.dequantize(raw, name, backend="reference"), qk.dequantize(raw, name))
+
+
+@pytest.mark.parametrize("name", GGUF_PY)
+@given(data=st.data())
+def test_dequantize_reference_equals_gguf_py(name, data):
+    raw = data.draw(qst.blocks(name, n_blocks=st.integers(1, 4)))
+    expected = gguf.quants.dequantize(raw, qk.get_format(name).qtype)
+    assert_bit_identical(expected, qk.dequantize(raw, name, backend="reference"))
+
+
+@pytest.mark.parametrize("name", ALL)
+@given(data=st.data())
+def test_quantize_numba_equals_reference(name, data):
+    x = data.draw(qst.float_rows(name, n_blocks=st.integers(1, 3)))
+    expected = qk.quantize(x, name, backend="reference")
+    assert np.array_equal(expected, qk.quantize(x, name)), "quantized bytes differ"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "Q8_K"])
+@given(data=st.data())
+def test_quantize_reference_equals_llama_cpp(name, data, libgguf):
+    x = data.draw(qst.float_rows(name, n_blocks=st.integers(1, 3)))
+    expected = libgguf.quantize_rows(x.reshape(1, -1), int(qk.get_format(name).qtype)).reshape(-1)
+    got = qk.quantize(x, name, backend="reference").reshape(-1)
+    assert np.array_equal(expected, got), f"first differing byte {np.argmax(expected != got)}"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "Q8_K"])
+@pytest.mark.parametrize("seed", range(3))
+def test_quantize_equals_llama_cpp_on_whole_weight_matrices(name, seed, libgguf):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_t(4, size=(16, 1024)) * 0.02).astype(np.float32)
+    w[seed, :7] = 0  # a partly zero sub-block
+    expected = libgguf.quantize_rows(w, int(qk.get_format(name).qtype))
+    assert np.array_equal(expected, qk.quantize(w, name, backend="reference"))
+    assert np.array_equal(expected, qk.quantize(w, name, threads=1))
+    assert np.array_equal(expected, qk.quantize(w, name, threads=2))
+
+
+@pytest.mark.parametrize("name", DOT)
+@given(data=st.data())
+def test_gemv_numba_equals_reference(name, data):
+    nb = data.draw(st.integers(1, 3))
+    rows = data.draw(st.integers(1, 3))
+    w = data.draw(qst.blocks(name, n_blocks=rows * nb)).reshape(rows, -1)
+    x = data.draw(qst.float_rows("Q8_K", n_blocks=nb))
+    assert_bit_identical(qk.gemv(w, x, name, backend="reference"), qk.gemv(w, x, name, threads=1))
+    assert_bit_identical(qk.gemv(w, x, name, backend="reference"), qk.gemv(w, x, name, threads=2))
+
+
+@pytest.mark.parametrize("name", DOT)
+@given(data=st.data())
+def test_vec_dot_numba_equals_reference(name, data):
+    nb = data.draw(st.integers(1, 4))
+    w = data.draw(qst.blocks(name, n_blocks=nb))
+    x = data.draw(qst.float_rows("Q8_K", n_blocks=nb))
+    expected = qk.vec_dot(w, x, name, backend="reference")
+    got = qk.vec_dot(w, x, name)
+    assert isinstance(got, float)
+    assert_bit_identical(np.float32([expected]), np.float32([got]), "vec_dot")
+
+
+@pytest.mark.parametrize("name", DOT)
+def test_gemv_is_one_vec_dot_per_row_on_real_sized_rows(name):
+    rng = np.random.default_rng(7)
+    w = qk.quantize((rng.standard_normal((8, 4096)) * 0.02).astype(np.float32), name)
+    x = rng.standard_normal(4096).astype(np.float32)
+    rows = np.float32([qk.vec_dot(w[r], x, name) for r in range(8)])
+    for backend in qk.BACKENDS:
+        assert_bit_identical(rows, qk.gemv(w, x, name, backend=backend), f"{backend} gemv")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_parallel_kernels_equal_serial_on_large_inputs(name):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 4096)) * 0.02).astype(np.float32)
+    q1 = qk.quantize(x, name, threads=1)
+    assert np.array_equal(q1, qk.quantize(x, name, threads=2))
+    assert np.array_equal(q1, qk.quantize(x, name))  # auto: above the parallel threshold
+    assert_bit_identical(qk.dequantize(q1, name, threads=1), qk.dequantize(q1, name, threads=2))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_result_shapes_follow_the_input(name):
+    fmt = qk.get_format(name)
+    x = np.linspace(-1, 1, 3 * 512, dtype=np.float32).reshape(3, 512)
+    rows = qk.quantize(x, name)
+    assert rows.shape == (3, 2 * fmt.block_bytes) and rows.dtype == np.uint8
+    flat = qk.quantize(x.reshape(-1), name)
+    assert flat.shape == (6, fmt.block_bytes)
+    assert np.array_equal(flat.reshape(3, -1), rows)
+    assert qk.dequantize(rows, name).shape == (3, 512)
+    assert qk.dequantize(flat, name).shape == (6, 256)
+    deq = qk.dequantize(rows.reshape(-1), name)
+    assert deq.shape == (1536,) and deq.dtype == np.float32
+    assert_bit_identical(deq.reshape(3, 512), qk.dequantize(rows, name))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_non_contiguous_input_is_handled_correctly(name):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((4, 1024)) * 0.1).astype(np.float32)
+    strided = x[::2, :]
+    assert not strided.flags.c_contiguous
+    q = qk.quantize(strided, name)
+    assert np.array_equal(q, qk.quantize(np.ascontiguousarray(strided), name))
+    wide = np.zeros((q.shape[0], 2 * q.shape[1]), dtype=np.uint8)
+    wide[:, ::2] = q
+    assert_bit_identical(qk.dequantize(q, name), qk.dequantize(wide[:, ::2], name))
+    fortran = np.asfortranarray(q)
+    assert_bit_identical(qk.dequantize(q, name), qk.dequantize(fortran, name))
+    if qk.get_format(name).supports("gemv"):
+        v = rng.standard_normal(2048).astype(np.float32)
+        assert_bit_identical(qk.gemv(q, v[::2].copy(), name), qk.gemv(q, v[::2], name))
+
+
+def test_bytes_objects_are_accepted_as_1d_raw():
+    q = qk.quantize(np.linspace(-1, 1, 256, dtype=np.float32), "Q4_K")
+    assert_bit_identical(qk.dequantize(q.reshape(-1), "Q4_K"), qk.dequantize(q.tobytes(), "Q4_K"))

@@ -1,0 +1,106 @@
+"""Bad input gets a ValueError that names the problem, from both backends, before any kernel runs."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import quantbench_kernels as qk
+from pytest_quantbench import strategies as qst
+
+BACKENDS = qk.BACKENDS
+KQ = ["Q2_K", "Q4_K"]
+
+
+def _blocks(name, n=2):
+    return qk.quantize(np.linspace(-1, 1, 256 * n, dtype=np.float32), name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", KQ)
+def test_dequantize_refuses_wrong_dtype(name, backend):
+    raw = _blocks(name)
+    with pytest.raises(ValueError, match="dtype uint8.*int8"):
+        qk.dequantize(raw.view(np.int8), name, backend=backend)
+    with pytest.raises(ValueError, match="dtype uint8.*float32"):
+        qk.dequantize(np.zeros(qk.get_format(name).block_bytes // 4, np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="uint8 numpy array or bytes.*list"):
+        qk.dequantize(list(raw.reshape(-1)), name, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", KQ)
+def test_dequantize_refuses_partial_blocks(name, backend):
+    raw = _blocks(name).reshape(-1)
+    bb = qk.get_format(name).block_bytes
+    with pytest.raises(ValueError, match=f"{raw.size - 1} bytes, not a whole number of {name} blocks .{bb} bytes"):
+        qk.dequantize(raw[:-1], name, backend=backend)
+    with pytest.raises(ValueError, match="at least one dimension"):
+        qk.dequantize(np.uint8(3), name, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", KQ + ["Q8_K"])
+def test_quantize_refuses_wrong_dtype_length_and_rank(name, backend):
+    with pytest.raises(ValueError, match="dtype float32, got dtype float64"):
+        qk.quantize(np.zeros(256), name, backend=backend)
+    with pytest.raises(ValueError, match="row length of 300 values, not a multiple of the .* block size .256"):
+        qk.quantize(np.zeros(300, np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="row length of 100"):
+        qk.quantize(np.zeros((2, 100), np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="1-D or 2-D, got shape"):
+        qk.quantize(np.zeros((2, 2, 256), np.float32), name, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", KQ + ["Q8_K"])
+@given(data=st.data())
+def test_quantize_refuses_non_finite_values(name, backend, data):
+    x = data.draw(qst.non_finite_rows(name))
+    with pytest.raises(ValueError, match="non-finite values .NaN or inf., first at index"):
+        qk.quantize(x, name, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", KQ)
+def test_gemv_and_vec_dot_refuse_mismatched_shapes(name, backend):
+    w = _blocks(name, 4).reshape(2, -1)  # 2 rows of 512 weights
+    with pytest.raises(ValueError, match="shape mismatch: w_raw rows hold 512 weights .2 .* blocks. but x has 256"):
+        qk.gemv(w, np.zeros(256, np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="w_raw must be 2-D"):
+        qk.gemv(w.reshape(-1), np.zeros(512, np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="x must be 1-D"):
+        qk.gemv(w, np.zeros((1, 512), np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="not a whole number"):
+        qk.gemv(w[:, :-1], np.zeros(512, np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        qk.vec_dot(w[0], np.zeros(1024, np.float32), name, backend=backend)
+    with pytest.raises(ValueError, match="dtype float32"):
+        qk.vec_dot(w[0], np.zeros(512), name, backend=backend)
+    with pytest.raises(ValueError, match="non-finite"):
+        qk.vec_dot(w[0], np.full(512, np.nan, np.float32), name, backend=backend)
+
+
+@pytest.mark.parametrize("op", ["dequantize", "quantize", "gemv"])
+def test_unknown_qtype_and_backend_are_refused(op):
+    args = {
+        "dequantize": (np.zeros(144, np.uint8),),
+        "quantize": (np.zeros(256, np.float32),),
+        "gemv": (np.zeros((1, 144), np.uint8), np.zeros(256, np.float32)),
+    }[op]
+    fn = getattr(qk, op)
+    with pytest.raises(ValueError, match="unknown or unsupported qtype 'Q5_K'"):
+        fn(*args, "Q5_K")
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        fn(*args, "Q4_K", backend="cuda")
+
+
+def test_q8_k_has_no_gemv_and_says_so():
+    with pytest.raises(ValueError, match="Q8_K has no gemv"):
+        qk.gemv(np.zeros((1, 292), np.uint8), np.zeros(256, np.float32), "Q8_K")
+
+
+def test_threads_must_be_positive():
+    w = _blocks("Q4_K").reshape(1, -1)
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        qk.gemv(w, np.zeros(512, np.float32), "Q4_K", threads=0)

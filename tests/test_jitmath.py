@@ -1,0 +1,86 @@
+"""The hand-written float helpers of the Numba kernels against NumPy."""
+
+import numba
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_quantbench.compare import assert_bit_identical
+from quantbench_kernels import jitmath, refmath
+
+
+@numba.njit
+def _decode_all(bits):
+    out = np.empty(bits.shape[0], dtype=np.float32)
+    for i in range(bits.shape[0]):
+        out[i] = jitmath.f16_to_f32(np.int32(bits[i]))
+    return out
+
+
+@numba.njit
+def _encode_all(values):
+    out = np.empty(values.shape[0], dtype=np.uint16)
+    for i in range(values.shape[0]):
+        out[i] = jitmath.f32_to_f16_bits(values[i])
+    return out
+
+
+@numba.njit
+def _nearest_all(values):
+    out = np.empty(values.shape[0], dtype=np.int32)
+    for i in range(values.shape[0]):
+        out[i] = jitmath.nearest_int(values[i])
+    return out
+
+
+def test_f16_decode_matches_numpy_on_all_65536_patterns():
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    expected = bits.view(np.float16).astype(np.float32)
+    assert_bit_identical(expected, _decode_all(bits), "f16 decode")
+    # The classes the issue names, spelled out.
+    got = _decode_all(np.array([0x0000, 0x8000, 0x0001, 0x7BFF, 0x7C00, 0xFC00, 0x7E00], dtype=np.uint16))
+    assert got[0] == 0 and not np.signbit(got[0]) and np.signbit(got[1])
+    assert got[2] == np.float32(2.0**-24) and got[3] == np.float32(65504)
+    assert np.isposinf(got[4]) and np.isneginf(got[5]) and np.isnan(got[6])
+
+
+def _f16_and_midpoints() -> np.ndarray:
+    finite = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    finite = np.sort(finite[np.isfinite(finite)].astype(np.float64))
+    mids = (finite[1:] + finite[:-1]) / 2  # exact ties: f16 needs 11 bits, float32 has 24
+    near = np.concatenate([np.nextafter(mids.astype(np.float32), np.float32(np.inf)),
+                           np.nextafter(mids.astype(np.float32), np.float32(-np.inf))])
+    edges = np.array([65504, 65519.996, 65520, 65536, 1e10, np.inf, -np.inf, 2.0**-25, 2.0**-26, 6.1e-5],
+                     dtype=np.float32)
+    return np.concatenate([finite.astype(np.float32), mids.astype(np.float32), near, edges, -edges])
+
+
+def test_f16_encode_rounds_like_numpy_on_every_f16_tie_and_neighbour():
+    values = _f16_and_midpoints()
+    expected = values.astype(np.float16).view(np.uint16)
+    got = _encode_all(values)
+    bad = np.nonzero(got != expected)[0]
+    assert bad.size == 0, f"{bad.size} differ, first {values[bad[0]]!r}: {got[bad[0]]:#06x} != {expected[bad[0]]:#06x}"
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=64))
+def test_f16_encode_matches_numpy_on_any_float32(bit_patterns):
+    values = np.array(bit_patterns, dtype=np.uint32).view(np.float32)
+    values = values[~np.isnan(values)]  # NaN payloads are not specified (every NaN -> 0x7E00)
+    assert np.array_equal(_encode_all(values), values.astype(np.float16).view(np.uint16))
+
+
+def test_f16_encode_of_nan_is_a_nan():
+    assert np.isnan(np.uint16(_encode_all(np.array([np.nan], dtype=np.float32))[0]).view(np.float16))
+
+
+@given(st.lists(st.floats(width=32, allow_nan=True), min_size=1, max_size=64))
+def test_nearest_int_matches_the_reference_everywhere(values):
+    x = np.array(values, dtype=np.float32)
+    assert np.array_equal(_nearest_all(x), refmath.nearest_int(x))
+
+
+def test_nearest_int_rounds_half_to_even_in_its_range():
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 4194303.0, -4194303.0, 0.49999997], dtype=np.float32)
+    assert _nearest_all(x).tolist() == [0, 2, 2, 0, -2, 4194303, -4194303, 0]
+    assert np.array_equal(refmath.nearest_int(x), np.rint(x).astype(np.int32))

@@ -1,0 +1,47 @@
+"""Round-trip and dot-product accuracy on llama.cpp's own test input (tests/test-quantize-fns)."""
+
+import numpy as np
+import pytest
+from conftest import cos_input
+
+import quantbench_kernels as qk
+
+# name: (max RMSE-like error sqrt(sum d^2)/n, max |vec_dot - f64 dot| / n), llama.cpp's limits.
+LIMITS = {"Q4_K": (0.002, 0.02), "Q2_K": (0.0075, 0.04)}
+
+
+@pytest.mark.parametrize("backend", qk.BACKENDS)
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_round_trip_error_is_within_llama_cpp_limit(name, backend, record_property):
+    x = cos_input(4096)
+    back = qk.dequantize(qk.quantize(x, name, backend=backend), name, backend=backend).reshape(-1)
+    err = float(np.sqrt(np.sum((back.astype(np.float64) - x) ** 2)) / x.size)
+    record_property("round_trip_error", err)
+    print(f"{name} {backend}: round-trip error {err:.6f} (limit {LIMITS[name][0]})")
+    assert err < LIMITS[name][0]
+    assert err > 0  # a lossless round trip would mean quantize did not quantize
+
+
+@pytest.mark.parametrize("backend", qk.BACKENDS)
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_vec_dot_error_is_within_llama_cpp_limit(name, backend, record_property):
+    w = cos_input(4096)
+    y = cos_input(4096, offset=1.0)
+    exact = float(np.dot(w.astype(np.float64), y.astype(np.float64)))
+    got = qk.vec_dot(qk.quantize(w, name, backend=backend), y, name, backend=backend)
+    err = abs(got - exact) / w.size
+    record_property("vec_dot_error", err)
+    print(f"{name} {backend}: vec_dot error {err:.6f} (limit {LIMITS[name][1]})")
+    assert err < LIMITS[name][1]
+
+
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_gemv_is_normwise_close_to_float64(name):
+    rng = np.random.default_rng(11)
+    w = (rng.standard_t(5, size=(64, 1024)) * 0.02).astype(np.float32)
+    x = rng.standard_normal(1024).astype(np.float32)
+    got = qk.gemv(qk.quantize(w, name), x, name).astype(np.float64)
+    exact = w.astype(np.float64) @ x.astype(np.float64)
+    # Normwise: rows whose true value is near zero would fail any per-element relative bound.
+    rel = np.abs(got - exact) / (np.linalg.norm(w, axis=1) * np.linalg.norm(x))
+    assert rel.max() < (0.03 if name == "Q4_K" else 0.15), rel.max()
