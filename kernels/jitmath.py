@@ -1,12 +1,15 @@
 """Numba building blocks shared by the format kernels, and the thread-count policy.
 
-Everything here runs in nopython mode with ``fastmath=False`` (no FMA contraction, no reassociation)
+Everything here runs in nopython mode with ``fastmath=False`` (no FMA contraction, no reassociation),
+``error_model="numpy"`` (x / 0 gives inf or NaN as in C, instead of raising ZeroDivisionError)
 and float32 constants, so that the kernels round exactly as the NumPy reference does.
 Numba has no float16 on the CPU: f16 values are decoded and encoded by hand.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -17,9 +20,46 @@ import numpy as np
 
 F32 = np.float32
 
-# Numba's on-disk cache keys a kernel on its own source file only; set QUANTBENCH_NUMBA_CACHE=0 while
-# editing a helper in this module, or the kernels that inline it may come from a stale cache.
-CACHE = os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0"
+
+def _install_cache_locator() -> bool:
+    """Make Numba's on-disk cache of this package's kernels safe to use.
+
+    Numba keys a cached kernel on its own source file only, but the kernels inline helpers from
+    other modules (this one): editing a helper would leave stale machine code in the cache. This
+    locator stamps every kernel of the package with a hash of all the package's sources instead, so
+    any edit recompiles. It relies on Numba's cache-locator classes; if they are not where this
+    expects, caching is simply turned off.
+    """
+    from numba.core import caching
+
+    in_tree = getattr(caching, "InTreeCacheLocator", None) or getattr(caching, "_InTreeCacheLocator", None)
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if in_tree is None or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
+        return False
+    package = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True)):
+        with open(path, "rb") as f:
+            digest.update(path[len(package):].encode() + b"\0" + f.read())
+    stamp = digest.hexdigest()
+
+    class PackageSourcesLocator(in_tree):  # type: ignore[misc, valid-type]
+        def get_source_stamp(self) -> str:
+            return stamp
+
+        @classmethod
+        def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
+            if not os.path.abspath(py_file).startswith(package + os.sep):
+                return None
+            return super().from_function(py_func, py_file)
+
+    if not any(c.__name__ == "PackageSourcesLocator" for c in impl._locator_classes):
+        impl._locator_classes.insert(0, PackageSourcesLocator)
+    return True
+
+
+# QUANTBENCH_NUMBA_CACHE=0 turns the on-disk cache of compiled kernels off.
+CACHE = os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0" and _install_cache_locator()
 
 # Work (in weights) below which the serial kernel is used when the caller leaves ``threads`` unset.
 PARALLEL_MIN_WEIGHTS = 1 << 20
@@ -31,17 +71,17 @@ PARALLEL_CHUNKS = 64
 
 def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``numba.njit`` with this project's settings: exact float semantics, cached."""
-    return numba.njit(cache=CACHE, fastmath=False, nogil=True)(fn)
+    return numba.njit(cache=CACHE, fastmath=False, error_model="numpy", nogil=True)(fn)
 
 
 def pjit(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Like :func:`jit`, with ``parallel=True`` for ``prange`` loops."""
-    return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=True)(fn)
+    return numba.njit(cache=CACHE, fastmath=False, error_model="numpy", nogil=True, parallel=True)(fn)
 
 
 def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A helper that Numba inlines into its callers (no call overhead in inner loops)."""
-    return numba.njit(cache=CACHE, fastmath=False, inline="always")(fn)
+    return numba.njit(cache=CACHE, fastmath=False, error_model="numpy", inline="always")(fn)
 
 
 # POW2[e] = 2**(e - 25): the weight of a normal f16's integer significand (1024 + mantissa).

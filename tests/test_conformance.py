@@ -139,3 +139,26 @@ def test_non_contiguous_input_is_handled_correctly(name):
 def test_bytes_objects_are_accepted_as_1d_raw():
     q = qk.quantize(np.linspace(-1, 1, 256, dtype=np.float32), "Q4_K")
     assert_bit_identical(qk.dequantize(q.reshape(-1), "Q4_K"), qk.dequantize(q.tobytes(), "Q4_K"))
+
+
+def _extreme_rows() -> dict[str, np.ndarray]:
+    z = np.zeros(256, dtype=np.float32)
+    span = z.copy()
+    span[-2:] = [3.4028235e38, -1.0141205e31]  # max - min overflows to inf: x / 0 inside the fit
+    alternating = np.where(np.arange(256) % 2, np.float32(3.4e38), np.float32(-3.4e38)).astype(np.float32)
+    subnormal = (np.arange(256, dtype=np.float32) - 128) * np.float32(1e-44)
+    one_value = z.copy()
+    one_value[100] = -2.5
+    return {"span-overflow": span, "alternating-max": alternating, "subnormal": subnormal, "one-value": one_value}
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("case", sorted(_extreme_rows()))
+def test_quantize_extreme_rows_agree_everywhere(name, case, request):
+    x = _extreme_rows()[case]
+    expected = qk.quantize(x, name, backend="reference")
+    assert np.array_equal(expected, qk.quantize(x, name))
+    if name != "Q8_K":
+        libgguf = request.getfixturevalue("libgguf")
+        llama = libgguf.quantize_rows(x.reshape(1, -1), int(qk.get_format(name).qtype))
+        assert np.array_equal(expected.reshape(-1), llama.reshape(-1))

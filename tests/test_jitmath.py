@@ -84,3 +84,16 @@ def test_nearest_int_rounds_half_to_even_in_its_range():
     x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 4194303.0, -4194303.0, 0.49999997], dtype=np.float32)
     assert _nearest_all(x).tolist() == [0, 2, 2, 0, -2, 4194303, -4194303, 0]
     assert np.array_equal(refmath.nearest_int(x), np.rint(x).astype(np.int32))
+
+
+def test_kernel_cache_is_keyed_on_all_package_sources():
+    # Kernels inline helpers from jitmath.py: a cache keyed on the kernel's own file would go stale.
+    from quantbench_kernels.qtypes import q4_k
+
+    if not jitmath.CACHE:
+        import pytest
+
+        pytest.skip("QUANTBENCH_NUMBA_CACHE=0 or this Numba has no cache-locator classes to extend")
+    locator = q4_k._dequantize_serial._cache._impl.locator
+    assert type(locator).__name__ == "PackageSourcesLocator"
+    assert len(locator.get_source_stamp()) == 64  # a sha256 over every source file of the package
