@@ -159,6 +159,42 @@ def float_bits(typingctx, v):  # type: ignore[no-untyped-def]
     return numba.types.int32(numba.types.float32), codegen
 
 
+def _int32_binop(name: str, doc: str):  # type: ignore[no-untyped-def]
+    @numba.extending.intrinsic
+    def op(typingctx, a, b):  # type: ignore[no-untyped-def]
+        if not (isinstance(a, numba.types.Integer) and isinstance(b, numba.types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            i32 = context.get_value_type(numba.types.int32)
+
+            def to_i32(value, ty):  # type: ignore[no-untyped-def]
+                if ty.bitwidth > 32:
+                    return builder.trunc(value, i32)
+                if ty.bitwidth < 32:
+                    return builder.sext(value, i32) if ty.signed else builder.zext(value, i32)
+                return value
+
+            x = to_i32(args[0], signature.args[0])
+            y = to_i32(args[1], signature.args[1])
+            return getattr(builder, name)(x, y)
+
+        return numba.types.int32(a, b), codegen
+
+    op.__doc__ = doc
+    return op
+
+
+# Numba widens every integer expression to int64, and LLVM then vectorises the dot products with
+# 64-bit lanes. These do the operation in 32 bits (operands extended or truncated to int32, C's
+# int arithmetic), which lets LLVM use vpmaddwd / vpdpwssd on 16-bit products. The callers keep
+# every value far below 2**31, so nothing wraps.
+add32 = _int32_binop("add", "a + b in int32")
+mul32 = _int32_binop("mul", "a * b in int32")
+and32 = _int32_binop("and_", "a & b in int32")
+shr32 = _int32_binop("ashr", "a >> b in int32 (arithmetic shift)")
+
+
 @inline
 def make_qkx2_quants(
     x: np.ndarray,

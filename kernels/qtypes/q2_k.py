@@ -25,13 +25,17 @@ from .. import refmath
 from ..jitmath import (
     F32,
     PARALLEL_CHUNKS,
+    add32,
+    and32,
     dispatch,
     inline,
     jit,
     make_qkx2_quants,
+    mul32,
     nearest_int,
     pjit,
     read_f16,
+    shr32,
     write_f16,
 )
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
@@ -136,19 +140,26 @@ def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
     d = read_f16(blk, 80)
     dmin = read_f16(blk, 82)
     for h in range(2):
-        for s in range(4):
-            j = 8 * h + 2 * s  # sub-blocks j (weights l < 16) and j + 1 (l >= 16)
-            sc1 = np.int32(blk[j])
-            sc2 = np.int32(blk[j + 1])
-            d1 = d * F32(sc1 & 0xF)
-            d2 = d * F32(sc2 & 0xF)
-            m1 = dmin * F32(sc1 >> 4)
-            m2 = dmin * F32(sc2 >> 4)
-            o = 128 * h + 32 * s
+        for half in range(2):
+            # Byte 32h + 16half + l holds weights 128h + 32s + 16half + l (s = 0..3) of the sub-blocks
+            # j = 8h + 2s + half: one 16-wide loop writes all four.
+            j = 8 * h + half
+            d0 = d * F32(and32(blk[j], 0xF))
+            d1 = d * F32(and32(blk[j + 2], 0xF))
+            d2 = d * F32(and32(blk[j + 4], 0xF))
+            d3 = d * F32(and32(blk[j + 6], 0xF))
+            m0 = dmin * F32(shr32(blk[j], 4))
+            m1 = dmin * F32(shr32(blk[j + 2], 4))
+            m2 = dmin * F32(shr32(blk[j + 4], 4))
+            m3 = dmin * F32(shr32(blk[j + 6], 4))
+            o = 128 * h + 16 * half
+            q = 16 + 32 * h + 16 * half
             for l in range(16):
-                out[o + l] = d1 * F32((np.int32(blk[16 + 32 * h + l]) >> (2 * s)) & 3) - m1
-            for l in range(16, 32):
-                out[o + l] = d2 * F32((np.int32(blk[16 + 32 * h + l]) >> (2 * s)) & 3) - m2
+                b = blk[q + l]
+                out[o + l] = d0 * F32(and32(b, 3)) - m0
+                out[o + 32 + l] = d1 * F32(and32(shr32(b, 2), 3)) - m1
+                out[o + 64 + l] = d2 * F32(and32(shr32(b, 4), 3)) - m2
+                out[o + 96 + l] = d3 * F32(shr32(b, 6)) - m3
 
 
 @jit
@@ -260,23 +271,29 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
         blk = row[i]
         summs = np.int32(0)
         for j in range(16):
-            summs += bsums[i, j] * (np.int32(blk[j]) >> 4)
+            summs = add32(summs, mul32(bsums[i, j], shr32(blk[j], 4)))
         for l in range(16):
             acc[l] = 0
         for h in range(2):
-            for s in range(4):
-                j = 8 * h + 2 * s
-                sc1 = np.int32(blk[j]) & 0xF
-                sc2 = np.int32(blk[j + 1]) & 0xF
-                o = i * QK + 128 * h + 32 * s
-                # Weights l and l + 16 of this 32-weight group sit in bytes l and l + 16.
+            for half in range(2):
+                # As in dequantize: byte l of this 16 holds one weight of each sub-block 8h+2s+half.
+                j = 8 * h + half
+                c0 = and32(blk[j], 0xF)
+                c1 = and32(blk[j + 2], 0xF)
+                c2 = and32(blk[j + 4], 0xF)
+                c3 = and32(blk[j + 6], 0xF)
+                o = i * QK + 128 * h + 16 * half
+                q = 16 + 32 * h + 16 * half
                 for l in range(16):
-                    qa = (np.int32(blk[16 + 32 * h + l]) >> (2 * s)) & 3
-                    qb = (np.int32(blk[32 + 32 * h + l]) >> (2 * s)) & 3
-                    acc[l] += sc1 * (np.int32(q8[o + l]) * qa) + sc2 * (np.int32(q8[o + 16 + l]) * qb)
+                    b = blk[q + l]
+                    s01 = add32(mul32(c0, mul32(q8[o + l], and32(b, 3))),
+                                mul32(c1, mul32(q8[o + 32 + l], and32(shr32(b, 2), 3))))
+                    s23 = add32(mul32(c2, mul32(q8[o + 64 + l], and32(shr32(b, 4), 3))),
+                                mul32(c3, mul32(q8[o + 96 + l], shr32(b, 6))))
+                    acc[l] = add32(acc[l], add32(s01, s23))
         isum = np.int32(0)
         for l in range(16):
-            isum += acc[l]
+            isum = add32(isum, acc[l])
         dall = yd[i] * read_f16(blk, 80)
         dmin = yd[i] * read_f16(blk, 82)
         sumf += dall * F32(isum) - dmin * F32(summs)

@@ -28,13 +28,17 @@ from .. import refmath
 from ..jitmath import (
     F32,
     PARALLEL_CHUNKS,
+    add32,
+    and32,
     dispatch,
     inline,
     jit,
     make_qkx2_quants,
+    mul32,
     nearest_int,
     pjit,
     read_f16,
+    shr32,
     write_f16,
 )
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
@@ -169,12 +173,12 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
 def _scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
     """6-bit scale and min of sub-block ``j`` of one block (uint8[144]); see the layout above."""
     if j < 4:
-        sc = np.int32(blk[4 + j]) & 63
-        m = np.int32(blk[8 + j]) & 63
+        sc = and32(blk[4 + j], 63)
+        m = and32(blk[8 + j], 63)
     else:
-        sc = (np.int32(blk[8 + j]) & 0xF) | ((np.int32(blk[j]) >> 6) << 4)
-        m = (np.int32(blk[8 + j]) >> 4) | ((np.int32(blk[4 + j]) >> 6) << 4)
-    return sc, m
+        sc = and32(blk[8 + j], 0xF) | (shr32(blk[j], 6) << 4)
+        m = shr32(blk[8 + j], 4) | (shr32(blk[4 + j], 6) << 4)
+    return np.int32(sc), np.int32(m)
 
 
 @inline
@@ -190,9 +194,9 @@ def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
         min2 = dmin * F32(m2)
         # One 32-wide loop that reads each byte once and writes both nibbles (vectorises).
         for l in range(32):
-            b = np.int32(blk[16 + 32 * p + l])
-            out[64 * p + l] = d1 * F32(b & 0xF) - min1
-            out[64 * p + 32 + l] = d2 * F32(b >> 4) - min2
+            b = blk[16 + 32 * p + l]
+            out[64 * p + l] = d1 * F32(and32(b, 0xF)) - min1
+            out[64 * p + 32 + l] = d2 * F32(shr32(b, 4)) - min2
 
 
 @jit
@@ -300,10 +304,11 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 @inline
 def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
-             acc: np.ndarray) -> np.float32:
+             acc: np.ndarray, sums: np.ndarray) -> np.float32:
     """One row (uint8 (nb, 144)) times the Q8_K vector (q8 int16 (nb*256), yd float32 (nb),
-    bsums int32 (nb, 16)). ``acc`` is int32 scratch of 32."""
-    sums = np.zeros(8, dtype=np.float32)
+    bsums int32 (nb, 16)). Scratch: ``acc`` int32 (32), ``sums`` float32 (8)."""
+    for lane in range(8):
+        sums[lane] = 0
     sumf = F32(0)
     for i in range(row.shape[0]):
         blk = row[i]
@@ -314,17 +319,19 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
         for p in range(4):
             sc1, m1 = _scale_min(blk, 2 * p)
             sc2, m2 = _scale_min(blk, 2 * p + 1)
-            sumi += m1 * (bsums[i, 4 * p] + bsums[i, 4 * p + 1])
-            sumi += m2 * (bsums[i, 4 * p + 2] + bsums[i, 4 * p + 3])
+            sumi = add32(sumi, add32(mul32(m1, add32(bsums[i, 4 * p], bsums[i, 4 * p + 1])),
+                                     mul32(m2, add32(bsums[i, 4 * p + 2], bsums[i, 4 * p + 3]))))
             o = base + 64 * p
-            # acc[l] collects the weights l, l+8, l+16, l+24 of each sub-block; the lane sums of
-            # llama.cpp's aux32[8] are folded from it below.
+            # acc[l] collects weights l, l+8, l+16, l+24 of each sub-block (both nibbles of byte l:
+            # sub-blocks 2p and 2p+1); llama.cpp's 8 lane sums aux32[] are folded from it below.
             for l in range(32):
-                b = np.int32(blk[16 + 32 * p + l])
-                acc[l] += sc1 * (np.int32(q8[o + l]) * (b & 0xF)) + sc2 * (np.int32(q8[o + 32 + l]) * (b >> 4))
+                b = blk[16 + 32 * p + l]
+                lo = mul32(sc1, mul32(q8[o + l], and32(b, 0xF)))
+                hi = mul32(sc2, mul32(q8[o + 32 + l], shr32(b, 4)))
+                acc[l] = add32(acc[l], add32(lo, hi))
         d = read_f16(blk, 0) * yd[i]
         for lane in range(8):
-            aux = acc[lane] + acc[lane + 8] + acc[lane + 16] + acc[lane + 24]
+            aux = add32(add32(acc[lane], acc[lane + 8]), add32(acc[lane + 16], acc[lane + 24]))
             sums[lane] += d * F32(aux)
         dmin = read_f16(blk, 2) * yd[i]
         sumf -= dmin * F32(sumi)
@@ -336,8 +343,9 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 @jit
 def _gemv_serial(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
     acc = np.empty(32, dtype=np.int32)
+    sums = np.empty(8, dtype=np.float32)
     for r in range(w.shape[0]):
-        out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+        out[r] = _dot_row(w[r], q8, yd, bsums, acc, sums)
 
 
 @pjit
@@ -346,8 +354,9 @@ def _gemv_parallel(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndar
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
         acc = np.empty(32, dtype=np.int32)
+        sums = np.empty(8, dtype=np.float32)
         for r in range(c * rows // chunks, (c + 1) * rows // chunks):
-            out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+            out[r] = _dot_row(w[r], q8, yd, bsums, acc, sums)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
