@@ -9,7 +9,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .registry import BlockFormat, get_format
-from .validation import as_bytes, as_float32, check_row_length, check_whole_blocks
+from .validation import as_bytes, as_float32, check_out, check_row_length, check_whole_blocks
 
 QType = str | GGMLQuantizationType | BlockFormat
 
@@ -21,19 +21,33 @@ def _op(fmt: BlockFormat, backend: str, op: str) -> Callable[..., Any]:
     return fn
 
 
-def dequantize(raw: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
+def dequantize(
+    raw: Any,
+    qtype: QType,
+    *,
+    backend: str = "numba",
+    threads: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Decode quantized blocks to float32 weights.
 
     ``raw`` is uint8 whose last dimension is a whole number of blocks: 1-D bytes, (n_blocks,
     block_bytes), or (rows, row_bytes) as a GGUF file stores a tensor. The result keeps the leading
-    shape; its last dimension counts weights (as gguf-py's ``dequantize``).
+    shape; its last dimension counts weights (as gguf-py's ``dequantize``). ``out``, if given, is a
+    C-contiguous float32 array of exactly that shape that receives the result (and is returned):
+    reusing it saves allocating, and page-faulting in, a new output on every call.
     """
     fmt = get_format(qtype)
     fn = _op(fmt, backend, "dequantize")
     raw = as_bytes(raw, "raw")
     n_blocks = check_whole_blocks(raw, fmt, "raw")
-    out = fn(raw.reshape(-1, fmt.block_bytes), threads)
-    return out.reshape(raw.shape[:-1] + (n_blocks * fmt.block_weights,))
+    shape = raw.shape[:-1] + (n_blocks * fmt.block_weights,)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    else:
+        check_out(out, shape)
+    fn(raw.reshape(-1, fmt.block_bytes), out.reshape(-1, fmt.block_weights), threads)
+    return out
 
 
 def quantize(x: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:

@@ -17,11 +17,12 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 # Signatures of the per-backend operations (inputs are already validated and C-contiguous):
-#   dequantize(blocks uint8 (n_blocks, block_bytes), threads) -> float32 (n_blocks, block_weights)
+#   dequantize(blocks uint8 (n_blocks, block_bytes), out float32 (n_blocks, block_weights), threads)
+#       -> None (writes out)
 #   quantize(x float32 (n_blocks, block_weights), threads)    -> uint8 (n_blocks, block_bytes)
 #   gemv(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes),
 #        threads) -> float32 (rows,)      [act holds the activation format's blocks, e.g. Q8_K]
-DequantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
+DequantizeFn = Callable[[np.ndarray, np.ndarray, "int | None"], None]
 QuantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
 GemvFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
 

@@ -66,3 +66,14 @@ def check_row_length(x: np.ndarray, fmt: BlockFormat, what: str) -> int:
             f"({fmt.block_weights} weights)"
         )
     return n // fmt.block_weights
+
+
+def check_out(out: Any, shape: tuple[int, ...]) -> None:
+    """``out`` must be a writeable, C-contiguous float32 array of exactly ``shape``."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+        kind = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a float32 numpy array, got {kind}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")

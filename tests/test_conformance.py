@@ -162,3 +162,13 @@ def test_quantize_extreme_rows_agree_everywhere(name, case, request):
         libgguf = request.getfixturevalue("libgguf")
         llama = libgguf.quantize_rows(x.reshape(1, -1), int(qk.get_format(name).qtype))
         assert np.array_equal(expected.reshape(-1), llama.reshape(-1))
+
+
+@pytest.mark.parametrize("backend", qk.BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_dequantize_into_a_caller_buffer(name, backend):
+    q = qk.quantize(np.linspace(-2, 2, 2 * 512, dtype=np.float32).reshape(2, 512), name)
+    out = np.full((2, 512), np.nan, dtype=np.float32)
+    result = qk.dequantize(q, name, backend=backend, out=out)
+    assert result is out
+    assert_bit_identical(qk.dequantize(q, name, backend=backend), out)

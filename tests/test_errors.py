@@ -104,3 +104,14 @@ def test_threads_must_be_positive():
     w = _blocks("Q4_K").reshape(1, -1)
     with pytest.raises(ValueError, match="threads must be a positive int"):
         qk.gemv(w, np.zeros(512, np.float32), "Q4_K", threads=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dequantize_out_must_match(backend):
+    raw = _blocks("Q4_K", 2)  # (2, 144) -> (2, 256)
+    with pytest.raises(ValueError, match=r"out has shape \(512,\), the result has shape \(2, 256\)"):
+        qk.dequantize(raw, "Q4_K", backend=backend, out=np.empty(512, np.float32))
+    with pytest.raises(ValueError, match="out must be a float32 numpy array, got dtype float64"):
+        qk.dequantize(raw, "Q4_K", backend=backend, out=np.empty((2, 256)))
+    with pytest.raises(ValueError, match="C-contiguous and writeable"):
+        qk.dequantize(raw, "Q4_K", backend=backend, out=np.empty((256, 2), np.float32).T)

@@ -57,16 +57,16 @@ def unpack_quants_ref(qs: np.ndarray) -> np.ndarray:
     return (q & 3).reshape(-1, QK)
 
 
-def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (n_blocks, 84) -> float32 (n_blocks, 256)."""
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 84) -> ``out``, float32 (n_blocks, 256)."""
     b = blocks.view(BLOCK_DTYPE)[:, 0]
     d = b["d"].astype(np.float32)[:, None]
     dmin = b["dmin"].astype(np.float32)[:, None]
     dl = d * (b["scales"] & 0xF)
     ml = dmin * (b["scales"] >> 4)
     q = unpack_quants_ref(b["qs"]).reshape(-1, 16, 16)
-    out = dl[..., None] * q - ml[..., None]
-    return out.reshape(-1, QK).astype(np.float32)
+    weights = dl[..., None] * q - ml[..., None]
+    out[...] = weights.reshape(-1, QK)
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -174,11 +174,9 @@ def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
         _dequantize_block(blocks[i], out[i])
 
 
-def dequantize(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (n_blocks, 84) -> float32 (n_blocks, 256), Numba."""
-    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 84) -> ``out``, float32 (n_blocks, 256), Numba."""
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
-    return out
 
 
 @inline

@@ -75,8 +75,8 @@ def pack_scales_ref(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
     return packed
 
 
-def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (n_blocks, 144) -> float32 (n_blocks, 256)."""
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 144) -> ``out``, float32 (n_blocks, 256)."""
     b = blocks.view(BLOCK_DTYPE)[:, 0]
     d = b["d"].astype(np.float32)[:, None]
     dmin = b["dmin"].astype(np.float32)[:, None]
@@ -84,8 +84,8 @@ def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray
     qs = b["qs"].reshape(-1, 4, 32)
     # Sub-block 2p takes the low nibbles of qs[32p:32p+32], sub-block 2p+1 the high nibbles.
     q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
-    out = (d * sc)[..., None] * q - (dmin * m)[..., None]
-    return out.reshape(-1, QK).astype(np.float32)
+    weights = (d * sc)[..., None] * q - (dmin * m)[..., None]
+    out[...] = weights.reshape(-1, QK)
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -211,11 +211,9 @@ def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
         _dequantize_block(blocks[i], out[i])
 
 
-def dequantize(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (n_blocks, 144) -> float32 (n_blocks, 256), Numba."""
-    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 144) -> ``out``, float32 (n_blocks, 256), Numba."""
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
-    return out
 
 
 @inline

@@ -36,10 +36,10 @@ def fill_bsums(blocks: np.ndarray) -> None:
     blocks["bsums"] = blocks["qs"].reshape(-1, 16, 16).astype(np.int32).sum(axis=2)
 
 
-def dequantize_ref(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (n_blocks, 292) -> float32 (n_blocks, 256)."""
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 292) -> ``out``, float32 (n_blocks, 256)."""
     b = fields_ref(blocks)
-    return (b["d"][:, None] * b["qs"]).astype(np.float32)
+    out[...] = b["d"][:, None] * b["qs"]
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -133,12 +133,10 @@ def _dequantize_serial(d: np.ndarray, qs: np.ndarray, out: np.ndarray) -> None:
             out[i, j] = d[i] * F32(qs[i, j])
 
 
-def dequantize(blocks: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (n_blocks, 292) -> float32 (n_blocks, 256), Numba."""
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 292) -> ``out``, float32 (n_blocks, 256), Numba."""
     b = fields_ref(blocks)
-    out = np.empty((blocks.shape[0], QK), dtype=np.float32)
     _dequantize_serial(np.ascontiguousarray(b["d"]), np.ascontiguousarray(b["qs"]), out)
-    return out
 
 
 FORMAT = register(
