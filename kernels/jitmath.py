@@ -195,6 +195,18 @@ and32 = _int32_binop("and_", "a & b in int32")
 shr32 = _int32_binop("ashr", "a >> b in int32 (arithmetic shift)")
 
 
+@numba.extending.intrinsic
+def bits_float(typingctx, v):  # type: ignore[no-untyped-def]
+    """Reinterpret an int32 as float32 (a bitcast)."""
+    if v != numba.types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float32))
+
+    return numba.types.float32(numba.types.int32), codegen
+
+
 @inline
 def make_qkx2_quants(
     x: np.ndarray,

@@ -19,3 +19,16 @@ def libgguf():
 def cos_input(n: int = 4096, offset: float = 0.0) -> np.ndarray:
     """llama.cpp's test-quantize-fns input: 0.1 + 2 cos(i + offset)."""
     return (0.1 + 2 * np.cos(np.arange(n) + offset)).astype(np.float32)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--perf", action="store_true", default=False, help="run the throughput benchmarks (tests/perf)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--perf"):
+        return
+    skip = pytest.mark.skip(reason="throughput benchmark: run with --perf")
+    for item in items:
+        if "perf" in item.keywords:
+            item.add_marker(skip)

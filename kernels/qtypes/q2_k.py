@@ -260,6 +260,18 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 @inline
+def _sub_dot(blk: np.ndarray, q8: np.ndarray, o: int, q: int, j: int, l: int) -> np.int32:
+    """sum over s of scale(j + 2s) * q8 * quant for byte ``q + l``: its four 2-bit weights belong to
+    sub-blocks j, j+2, j+4, j+6 and sit at q8 offsets o + l, o + 32 + l, o + 64 + l, o + 96 + l."""
+    b = blk[q + l]
+    s01 = add32(mul32(and32(blk[j], 0xF), mul32(q8[o + l], and32(b, 3))),
+                mul32(and32(blk[j + 2], 0xF), mul32(q8[o + 32 + l], and32(shr32(b, 2), 3))))
+    s23 = add32(mul32(and32(blk[j + 4], 0xF), mul32(q8[o + 64 + l], and32(shr32(b, 4), 3))),
+                mul32(and32(blk[j + 6], 0xF), mul32(q8[o + 96 + l], shr32(b, 6))))
+    return add32(s01, s23)
+
+
+@inline
 def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
              acc: np.ndarray) -> np.float32:
     """One row (uint8 (nb, 84)) times the Q8_K vector (q8 int16 (nb*256), yd float32 (nb),
@@ -270,25 +282,12 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
         summs = np.int32(0)
         for j in range(16):
             summs = add32(summs, mul32(bsums[i, j], shr32(blk[j], 4)))
+        o = i * QK
+        # Byte 32h + 16half + l holds one weight of each sub-block 8h + 2s + half (s = 0..3); one
+        # 16-wide loop takes all 64 bytes. Only the block's total isum matters (it is exact).
         for l in range(16):
-            acc[l] = 0
-        for h in range(2):
-            for half in range(2):
-                # As in dequantize: byte l of this 16 holds one weight of each sub-block 8h+2s+half.
-                j = 8 * h + half
-                c0 = and32(blk[j], 0xF)
-                c1 = and32(blk[j + 2], 0xF)
-                c2 = and32(blk[j + 4], 0xF)
-                c3 = and32(blk[j + 6], 0xF)
-                o = i * QK + 128 * h + 16 * half
-                q = 16 + 32 * h + 16 * half
-                for l in range(16):
-                    b = blk[q + l]
-                    s01 = add32(mul32(c0, mul32(q8[o + l], and32(b, 3))),
-                                mul32(c1, mul32(q8[o + 32 + l], and32(shr32(b, 2), 3))))
-                    s23 = add32(mul32(c2, mul32(q8[o + 64 + l], and32(shr32(b, 4), 3))),
-                                mul32(c3, mul32(q8[o + 96 + l], shr32(b, 6))))
-                    acc[l] = add32(acc[l], add32(s01, s23))
+            acc[l] = add32(add32(_sub_dot(blk, q8, o, 16, 0, l), _sub_dot(blk, q8, o + 16, 32, 1, l)),
+                           add32(_sub_dot(blk, q8, o + 128, 48, 8, l), _sub_dot(blk, q8, o + 144, 64, 9, l)))
         isum = np.int32(0)
         for l in range(16):
             isum = add32(isum, acc[l])
@@ -299,27 +298,34 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 
 @jit
-def _gemv_serial(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
+               start: int, stop: int) -> None:
     acc = np.empty(16, dtype=np.int32)
-    for r in range(w.shape[0]):
+    for r in range(start, stop):
         out[r] = _dot_row(w[r], q8, yd, bsums, acc)
 
 
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
+
+
 @pjit
-def _gemv_parallel(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    # Each chunk calls the serial row kernel: compiled on its own, it vectorises as in the serial
+    # path (inlined into the parfor body, the Q2_K loops did not).
+    yd, q8, bsums = q8_k.unpack_for_dot(act)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        acc = np.empty(16, dtype=np.int32)
-        for r in range(c * rows // chunks, (c + 1) * rows // chunks):
-            out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+        _gemv_rows(w, q8, yd, bsums, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
     """uint8 (rows, nb, 84) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    yd, q8, bsums = q8_k.unpack_for_dot(act)
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, q8, yd, bsums, out)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
     return out
 
 

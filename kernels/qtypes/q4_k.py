@@ -310,23 +310,37 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
     sumf = F32(0)
     for i in range(row.shape[0]):
         blk = row[i]
-        base = i * QK
+        o = i * QK
+        s0, m0 = _scale_min(blk, 0)
+        s1, m1 = _scale_min(blk, 1)
+        s2, m2 = _scale_min(blk, 2)
+        s3, m3 = _scale_min(blk, 3)
+        s4, m4 = _scale_min(blk, 4)
+        s5, m5 = _scale_min(blk, 5)
+        s6, m6 = _scale_min(blk, 6)
+        s7, m7 = _scale_min(blk, 7)
+        # sumi = sum over the 16 groups of 16 of bsums[g] * m[g // 2]
+        sumi = add32(
+            add32(add32(mul32(m0, add32(bsums[i, 0], bsums[i, 1])), mul32(m1, add32(bsums[i, 2], bsums[i, 3]))),
+                  add32(mul32(m2, add32(bsums[i, 4], bsums[i, 5])), mul32(m3, add32(bsums[i, 6], bsums[i, 7])))),
+            add32(add32(mul32(m4, add32(bsums[i, 8], bsums[i, 9])), mul32(m5, add32(bsums[i, 10], bsums[i, 11]))),
+                  add32(mul32(m6, add32(bsums[i, 12], bsums[i, 13])), mul32(m7, add32(bsums[i, 14], bsums[i, 15])))),
+        )
+        # acc[l] = the scaled products of weight l of every sub-block (byte l of each 32-byte group
+        # holds weight l of sub-blocks 2p and 2p+1). llama.cpp's lane sums aux32[l % 8] are folded
+        # from it below; the integer sums are exact, so only the float steps need C's order.
         for l in range(32):
-            acc[l] = 0
-        sumi = np.int32(0)
-        for p in range(4):
-            sc1, m1 = _scale_min(blk, 2 * p)
-            sc2, m2 = _scale_min(blk, 2 * p + 1)
-            sumi = add32(sumi, add32(mul32(m1, add32(bsums[i, 4 * p], bsums[i, 4 * p + 1])),
-                                     mul32(m2, add32(bsums[i, 4 * p + 2], bsums[i, 4 * p + 3]))))
-            o = base + 64 * p
-            # acc[l] collects weights l, l+8, l+16, l+24 of each sub-block (both nibbles of byte l:
-            # sub-blocks 2p and 2p+1); llama.cpp's 8 lane sums aux32[] are folded from it below.
-            for l in range(32):
-                b = blk[16 + 32 * p + l]
-                lo = mul32(sc1, mul32(q8[o + l], and32(b, 0xF)))
-                hi = mul32(sc2, mul32(q8[o + 32 + l], shr32(b, 4)))
-                acc[l] = add32(acc[l], add32(lo, hi))
+            b0 = blk[16 + l]
+            b1 = blk[48 + l]
+            b2 = blk[80 + l]
+            b3 = blk[112 + l]
+            t0 = add32(mul32(s0, mul32(q8[o + l], and32(b0, 0xF))), mul32(s1, mul32(q8[o + 32 + l], shr32(b0, 4))))
+            t1 = add32(mul32(s2, mul32(q8[o + 64 + l], and32(b1, 0xF))), mul32(s3, mul32(q8[o + 96 + l], shr32(b1, 4))))
+            t2 = add32(mul32(s4, mul32(q8[o + 128 + l], and32(b2, 0xF))),
+                       mul32(s5, mul32(q8[o + 160 + l], shr32(b2, 4))))
+            t3 = add32(mul32(s6, mul32(q8[o + 192 + l], and32(b3, 0xF))),
+                       mul32(s7, mul32(q8[o + 224 + l], shr32(b3, 4))))
+            acc[l] = add32(add32(t0, t1), add32(t2, t3))
         d = read_f16(blk, 0) * yd[i]
         for lane in range(8):
             aux = add32(add32(acc[lane], acc[lane + 8]), add32(acc[lane + 16], acc[lane + 24]))
@@ -339,29 +353,35 @@ def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 
 @jit
-def _gemv_serial(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
+               start: int, stop: int) -> None:
     acc = np.empty(32, dtype=np.int32)
     sums = np.empty(8, dtype=np.float32)
-    for r in range(w.shape[0]):
+    for r in range(start, stop):
         out[r] = _dot_row(w[r], q8, yd, bsums, acc, sums)
 
 
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
+
+
 @pjit
-def _gemv_parallel(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray) -> None:
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    # Each chunk calls the serial row kernel: compiled on its own, it vectorises as in the serial
+    # path (inlined into the parfor body, the Q2_K loops did not).
+    yd, q8, bsums = q8_k.unpack_for_dot(act)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        acc = np.empty(32, dtype=np.int32)
-        sums = np.empty(8, dtype=np.float32)
-        for r in range(c * rows // chunks, (c + 1) * rows // chunks):
-            out[r] = _dot_row(w[r], q8, yd, bsums, acc, sums)
+        _gemv_rows(w, q8, yd, bsums, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
     """uint8 (rows, nb, 144) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    yd, q8, bsums = q8_k.unpack_for_dot(act)
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, q8, yd, bsums, out)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
     return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath
-from ..jitmath import F32, dispatch, float_bits, inline, jit, nearest_int, pjit
+from ..jitmath import F32, bits_float, dispatch, float_bits, inline, jit, nearest_int, pjit
 from ..registry import BlockFormat, Ops, register
 
 BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
@@ -61,18 +61,27 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
+@inline
 def unpack_for_dot(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the Numba dot kernels read: (d float32 (nb,), qs int16 (nb*256,), bsums int32 (nb, 16)).
+    """What the Numba dot kernels read, decoded once per vector from uint8 (nb, 292) Q8_K blocks:
+    (d float32 (nb,), qs int16 (nb*256,), bsums int32 (nb, 16)).
 
-    The quants are widened to int16 once per vector so that the per-row loops multiply 16-bit
-    lanes (``vpmaddwd``) instead of widening bytes again for every row.
+    The quants are widened to int16 so that the per-row loops multiply 16-bit lanes
+    (``vpmaddwd``) instead of widening bytes again for every row.
     """
-    b = fields_ref(blocks)
-    return (
-        np.ascontiguousarray(b["d"]),
-        np.ascontiguousarray(b["qs"], dtype=np.int16).reshape(-1),
-        np.ascontiguousarray(b["bsums"], dtype=np.int32),
-    )
+    nb = blocks.shape[0]
+    d = np.empty(nb, dtype=np.float32)
+    qs = np.empty(nb * QK, dtype=np.int16)
+    bsums = np.empty((nb, 16), dtype=np.int32)
+    for i in range(nb):
+        blk = blocks[i]
+        d[i] = bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
+                                   | (np.int32(blk[3]) << 24)))
+        for j in range(QK):
+            qs[i * QK + j] = np.int8(blk[4 + j])
+        for g in range(16):
+            bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
+    return d, qs, bsums
 
 
 @inline
