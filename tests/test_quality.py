@@ -2,7 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import cos_input
+
+
+def cos_input(n: int = 4096, offset: float = 0.0) -> np.ndarray:
+    """llama.cpp's test-quantize-fns input: 0.1 + 2 cos(i + offset)."""
+    return (0.1 + 2 * np.cos(np.arange(n) + offset)).astype(np.float32)
+
 
 import quantbench_kernels as qk
 
