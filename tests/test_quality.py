@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
+import quantbench_kernels as qk
+
 
 def cos_input(n: int = 4096, offset: float = 0.0) -> np.ndarray:
     """llama.cpp's test-quantize-fns input: 0.1 + 2 cos(i + offset)."""
     return (0.1 + 2 * np.cos(np.arange(n) + offset)).astype(np.float32)
 
-
-import quantbench_kernels as qk
 
 # name: (max RMSE-like error sqrt(sum d^2)/n, max |vec_dot - f64 dot| / n), llama.cpp's limits.
 LIMITS = {"Q4_K": (0.002, 0.02), "Q2_K": (0.0075, 0.04)}
