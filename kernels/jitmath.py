@@ -254,13 +254,14 @@ def make_qkx2_quants(
         sum_l = F32(0)
         sum_l2 = F32(0)
         sum_xl = F32(0)
+        # Two loops where C has one: the first vectorises; the sums stay sequential, in C's order.
         for i in range(n):
-            q = nearest_int(iscale * (x[i] - lo))
-            q = max(0, min(nmax, q))
-            Laux[i] = q
-            wl = weights[i] * F32(q)
+            Laux[i] = max(0, min(nmax, nearest_int(iscale * (x[i] - lo))))
+        for i in range(n):
+            q = F32(Laux[i])
+            wl = weights[i] * q
             sum_l += wl
-            sum_l2 += wl * F32(q)
+            sum_l2 += wl * q
             sum_xl += wl * x[i]
         det = sum_w * sum_l2 - sum_l * sum_l
         if det > 0:
