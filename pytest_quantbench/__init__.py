@@ -1,1 +1,9 @@
-"""pytest-quantbench: bit-exact conformance and throughput benchmarks for GGUF quantized kernels."""
+"""pytest-quantbench: bit-exact conformance and throughput benchmarks for GGUF quantized kernels.
+
+Register kernels with the ``pytest_quantbench_kernels`` hook (return :class:`Kernel` objects) or
+the ``quantbench_kernels`` ini option, then run ``pytest --quantbench``.
+"""
+
+from .kernel import OPS, Kernel
+
+__all__ = ["OPS", "Kernel"]

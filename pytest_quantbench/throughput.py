@@ -73,6 +73,7 @@ def derive(measurements: Iterable[tuple[dict, float, float]]) -> list[Row]:
     for r in rows:
         r.weights_per_s = r.info["weights"] / r.median_s
         r.gb_per_s = r.info["bytes"] / r.median_s / 1e9
+    for r in rows:
         if r.info["impl"] == PROBE:
             continue
         p = probe.get(r.info["size"])
@@ -101,10 +102,12 @@ def _fmt(v: float | None, pattern: str) -> str:
 
 
 def format_table(rows: list[Row]) -> list[str]:
-    """The terminal table: one line per measured implementation, grouped by format, op and size."""
+    """The terminal table: one line per measured implementation, grouped by format, op and size.
+    The outside-baseline columns appear only when a baseline was measured."""
+    with_base = any(r.vs_baseline is not None for r in rows)
     header = (
-        f"{'format':<6} {'op':<11} {'size':<6} {'impl':<14} {'G w/s':>8} {'GB/s':>7} "
-        f"{'roofline':>8} {'x ref':>8} {'x base':>7} {'base':<10} {'IQR/med':>7}"
+        f"{'format':<6} {'op':<11} {'size':<8} {'impl':<18} {'G w/s':>8} {'GB/s':>7} "
+        f"{'roofline':>8} {'x ref':>8} " + (f"{'x base':>7} {'base':<10} " if with_base else "") + f"{'IQR/med':>7}"
     )
     lines = [header, "-" * len(header)]
     order = sorted(rows, key=lambda r: (r.info["format"], r.info["op"], r.info["size"], -r.weights_per_s))
@@ -112,8 +115,9 @@ def format_table(rows: list[Row]) -> list[str]:
         i = r.info
         base = BASELINES.get(i["op"], "") if r.vs_baseline is not None else ""
         lines.append(
-            f"{i['format']:<6} {i['op']:<11} {i['size']:<6} {i['impl']:<14} {r.weights_per_s / 1e9:>8.3f} "
+            f"{i['format']:<6} {i['op']:<11} {i['size']:<8} {i['impl']:<18} {r.weights_per_s / 1e9:>8.3f} "
             f"{r.gb_per_s:>7.2f} {_fmt(r.roofline, '{:.2f}'):>8} {_fmt(r.vs_reference, '{:.1f}x'):>8} "
-            f"{_fmt(r.vs_baseline, '{:.2f}x'):>7} {base:<10} {r.spread:>7.3f}"
+            + (f"{_fmt(r.vs_baseline, '{:.2f}x'):>7} {base:<10} " if with_base else "")
+            + f"{r.spread:>7.3f}"
         )
     return lines

@@ -1,20 +1,201 @@
-"""The pytest11 entry point is installed and leaves ordinary test runs alone."""
+"""``pytest --quantbench`` run for real in throwaway downstream projects (pytester)."""
+
+import json
+
+import pytest
 
 pytest_plugins = ["pytester"]
 
+# Small and quick: one 16 x 4096 size, short benchmarks, few Hypothesis examples.
+FAST = ["--quantbench-sizes=16x4096", "--benchmark-max-time=0.05", "-p", "no:cacheprovider"]
 
-def test_plain_pytest_run_is_unaffected(pytester):
-    pytester.makepyfile(test_mine="def test_ok():\n    assert 1 + 1 == 2\n")
-    result = pytester.runpytest_subprocess()
+CONFTEST = """
+import os
+import numpy as np
+from hypothesis import settings
+import quantbench_kernels as qk
+from pytest_quantbench import Kernel
+
+settings.register_profile("downstream", max_examples=25, deadline=None)
+settings.load_profile("downstream")
+
+
+def good_dequantize(raw):
+    return qk.dequantize(raw, "Q4_K", backend="reference")
+
+
+def broken_dequantize(raw):
+    out = qk.dequantize(raw, "Q4_K", backend="reference")
+    out[0, 3] = 12345.0 if out[0, 3] != 12345.0 else 0.0  # wrong in one weight of one block
+    return out
+
+
+def slowed_dequantize(raw):
+    # The same kernel doing extra work: SLOWDOWN=0.25 adds a quarter of its own time.
+    extra = float(os.environ.get("SLOWDOWN", "0"))
+    if extra:
+        qk.dequantize(raw[: max(1, int(len(raw) * extra))], "Q4_K")
+    return qk.dequantize(raw, "Q4_K")
+
+
+def raising_dequantize(raw):
+    raise RuntimeError("no AVX-1024 on this CPU")
+
+
+KERNELS = {
+    "good": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=good_dequantize)],
+    "broken": [Kernel(name="broken", qtype="Q4_K", op="dequantize", fn=broken_dequantize)],
+    "slowed": [Kernel(name="timed", qtype="Q4_K", op="dequantize", fn=slowed_dequantize)],
+    "bad": [
+        Kernel(name="transposer", qtype="Q4_K", op="transpose", fn=good_dequantize),
+        Kernel(name="q9", qtype="Q9_K", op="dequantize", fn=good_dequantize),
+        Kernel(name="raiser", qtype="Q4_K", op="dequantize", fn=raising_dequantize),
+    ],
+}
+
+
+def pytest_quantbench_kernels():
+    return KERNELS[os.environ.get("WHICH", "good")]
+"""
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_own="def test_own():\n    assert 1 + 1 == 2\n")
+    return pytester
+
+
+def _run(pytester, *args, env=None):
+    env = env or {}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("WHICH", "SLOWDOWN"):
+            if key in env:
+                mp.setenv(key, env[key])
+            else:
+                mp.delenv(key, raising=False)
+        return pytester.runpytest_subprocess(*FAST, *args)
+
+
+def test_without_the_option_the_projects_tests_are_untouched(project):
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["plugins:*quantbench*"])  # installed and loaded...
-    result.stdout.no_fnmatch_line("*--quantbench*")  # ...and silent without the option
+    result.stdout.no_fnmatch_line("*quantbench:*")  # ...and silent without the option
+    result.stdout.no_fnmatch_line("*test_conformance*")
 
 
-def test_quantbench_option_exists_and_says_the_suite_comes_later(pytester):
-    pytester.makepyfile(test_mine="def test_ok():\n    pass\n")
-    result = pytester.runpytest_subprocess("--quantbench")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*--quantbench: the conformance and throughput suite is not implemented yet*"])
-    help_text = pytester.runpytest_subprocess("--help")
-    help_text.stdout.fnmatch_lines(["*--quantbench*"])
+def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project):
+    result = _run(project, "--quantbench", "-k", "own or mine or probe or Q4_K-dequantize", "-v")
+    result.stdout.fnmatch_lines([
+        "*test_own*PASSED*",
+        "*test_conformance?mine-Q4_K-dequantize? PASSED*",
+        "*test_throughput?mine-Q4_K-dequantize-16x4096? PASSED*",
+        "*quantbench throughput*",
+        "Q4_K*dequantize*16x4096*mine*",
+    ])
+    assert result.ret == 0
+
+
+def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
+    result = _run(project, "--quantbench", "-k", "conformance and broken", env={"WHICH": "broken"})
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*kernel 'broken' (Q4_K dequantize) is not bit-identical to the reference: 1 of * weights differ*",
+        "*first at block 0, weight 3: expected * (0x*), got * (0x*)*",
+        "*block 0 bytes: * * *",
+        "*@reproduce_failure(*",
+    ])
+
+
+def test_bad_registrations_fail_and_name_the_kernel(project):
+    result = _run(project, "--quantbench", "-k", "conformance and not gguf and (transposer or q9 or raiser)",
+                  env={"WHICH": "bad"})
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines_random([
+        "*kernel 'transposer': unknown op 'transpose'; the ops are dequantize, quantize, vec_dot, gemv*",
+        "*kernel 'q9': unknown or unsupported qtype 'Q9_K'*",
+        "*kernel 'raiser' (Q4_K dequantize) raised RuntimeError: no AVX-1024 on this CPU*",
+    ])
+
+
+def test_kernels_from_the_ini_option(pytester):
+    pytester.makepyfile(mykernels="""
+import quantbench_kernels as qk
+from pytest_quantbench import Kernel
+KERNELS = [Kernel(name="from-ini", qtype="Q2_K", op="gemv",
+                  fn=lambda w, x: qk.gemv(w, x, "Q2_K", backend="reference"))]
+""")
+    pytester.makeini("[pytest]\nquantbench_kernels =\n    mykernels:KERNELS\n    nosuchmodule:X\n")
+    pytester.syspathinsert()
+    result = pytester.runpytest_subprocess(*FAST, "--quantbench", "-k", "conformance and (from-ini or nosuchmodule)",
+                                           "--hypothesis-seed=1")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*quantbench_kernels line 'nosuchmodule:X': ModuleNotFoundError*"])
+
+
+def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
+    from pytest_quantbench.fixtures import write_tiny_gguf
+
+    path = write_tiny_gguf(project.path / "tiny.gguf")
+    truncated = project.path / "truncated.gguf"
+    truncated.write_bytes(path.read_bytes()[:-700])
+    result = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v")
+    # tiny.gguf has two Q4_K tensors and one Q2_K tensor: 2 per Q4_K kernel, 1 per Q2_K kernel.
+    result.assert_outcomes(passed=2 * 4 + 1 * 4 + 2)  # built-in Q4_K and Q2_K ops, and "mine"
+    result.stdout.fnmatch_lines_random([
+        "*test_conformance_gguf?mine-Q4_K-dequantize-tiny.gguf:blk.0.attn_output.weight? PASSED*",
+        "*test_conformance_gguf?quantbench-numba-Q2_K-gemv-tiny.gguf:blk.0.ffn_down.weight? PASSED*",
+    ])
+    assert result.ret == 0
+    bad = _run(project, "--quantbench", f"--quantbench-gguf={truncated}", "-k", "gguf")
+    bad.assert_outcomes(failed=1)
+    bad.stdout.fnmatch_lines(["*truncated.gguf*truncated or corrupt*"])
+
+
+def test_the_gate_fails_a_slowed_kernel_and_passes_the_same_code(project):
+    select = ["--quantbench", "-k", "throughput and (timed or probe)"]
+    save = _run(project, *select, "--quantbench-save=base", env={"WHICH": "slowed"})
+    assert save.ret == 0, save.stdout.str()
+    stored = json.loads((project.path / ".quantbench" / "base.json").read_text())
+    assert {b["info"]["impl"] for b in stored["benchmarks"]} == {"timed", "np.copyto"}
+    assert all(len(b["rounds"]) >= 5 for b in stored["benchmarks"])
+
+    slow = _run(project, *select, "--quantbench-compare=base", "--quantbench-fail-on=10",
+                env={"WHICH": "slowed", "SLOWDOWN": "1.0"})
+    assert slow.ret == 1, slow.stdout.str()
+    slow.stdout.fnmatch_lines(["*quantbench gate*", "timed|Q4_K|dequantize|16x4096 * slower * FAIL*",
+                               "*quantbench gate FAILED: significantly slower: timed|Q4_K|dequantize|16x4096*"])
+
+    same = _run(project, *select, "--quantbench-compare", "--quantbench-fail-on=10", env={"WHICH": "slowed"})
+    assert same.ret == 0, same.stdout.str()
+    same.stdout.fnmatch_lines(["timed|Q4_K|dequantize|16x4096 *"])
+    same.stdout.no_fnmatch_line("*FAIL*")
+
+
+def test_the_gate_refuses_missing_or_corrupt_baselines(project):
+    select = ["--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-fail-on=5"]
+    missing = _run(project, *select, "--quantbench-compare=nothere")
+    assert missing.ret == 1
+    missing.stdout.fnmatch_lines(["*no stored quantbench run 'nothere'*", "*quantbench gate FAILED*"])
+    (project.path / ".quantbench").mkdir()
+    (project.path / ".quantbench" / "broken.json").write_text('{"version": 1, "benchm')
+    corrupt = _run(project, *select, "--quantbench-compare=broken")
+    assert corrupt.ret == 1
+    corrupt.stdout.fnmatch_lines(["*baseline*broken.json is unreadable or corrupt*"])
+    other = {"version": 1, "machine": {"cpu": "a different CPU"}, "benchmarks": [
+        {"key": "mine|Q4_K|dequantize|16x4096", "info": {"impl": "mine", "size": "16x4096"}, "rounds": [1.0]}]}
+    (project.path / ".quantbench" / "other.json").write_text(json.dumps(other))
+    elsewhere = _run(project, *select, "--quantbench-compare=other")
+    assert elsewhere.ret == 1
+    elsewhere.stdout.fnmatch_lines(["*the baseline was measured on another machine*"])
+
+
+def test_under_xdist_conformance_runs_and_benchmarks_skip_with_one_line(project):
+    pytest.importorskip("xdist")
+    result = _run(project, "--quantbench", "-n", "2", "-k", "mine or probe", "-rs")
+    result.stdout.fnmatch_lines([
+        "*quantbench: benchmarks skipped under pytest-xdist*",
+        "SKIPPED * quantbench benchmarks do not run under pytest-xdist (-n)*",
+    ])
+    result.assert_outcomes(passed=1, skipped=2)

@@ -59,14 +59,15 @@ def unpack_quants_ref(qs: np.ndarray) -> np.ndarray:
 
 def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 84) -> ``out``, float32 (n_blocks, 256)."""
-    b = blocks.view(BLOCK_DTYPE)[:, 0]
-    d = b["d"].astype(np.float32)[:, None]
-    dmin = b["dmin"].astype(np.float32)[:, None]
-    dl = d * (b["scales"] & 0xF)
-    ml = dmin * (b["scales"] >> 4)
-    q = unpack_quants_ref(b["qs"]).reshape(-1, 16, 16)
-    weights = dl[..., None] * q - ml[..., None]
-    out[...] = weights.reshape(-1, QK)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scales decode to inf/NaN, as in C
+        b = blocks.view(BLOCK_DTYPE)[:, 0]
+        d = b["d"].astype(np.float32)[:, None]
+        dmin = b["dmin"].astype(np.float32)[:, None]
+        dl = d * (b["scales"] & 0xF)
+        ml = dmin * (b["scales"] >> 4)
+        q = unpack_quants_ref(b["qs"]).reshape(-1, 16, 16)
+        weights = dl[..., None] * q - ml[..., None]
+        out[...] = weights.reshape(-1, QK)
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:

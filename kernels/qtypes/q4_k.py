@@ -77,15 +77,16 @@ def pack_scales_ref(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 144) -> ``out``, float32 (n_blocks, 256)."""
-    b = blocks.view(BLOCK_DTYPE)[:, 0]
-    d = b["d"].astype(np.float32)[:, None]
-    dmin = b["dmin"].astype(np.float32)[:, None]
-    sc, m = unpack_scales_ref(b["scales"])
-    qs = b["qs"].reshape(-1, 4, 32)
-    # Sub-block 2p takes the low nibbles of qs[32p:32p+32], sub-block 2p+1 the high nibbles.
-    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
-    weights = (d * sc)[..., None] * q - (dmin * m)[..., None]
-    out[...] = weights.reshape(-1, QK)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scales decode to inf/NaN, as in C
+        b = blocks.view(BLOCK_DTYPE)[:, 0]
+        d = b["d"].astype(np.float32)[:, None]
+        dmin = b["dmin"].astype(np.float32)[:, None]
+        sc, m = unpack_scales_ref(b["scales"])
+        qs = b["qs"].reshape(-1, 4, 32)
+        # Sub-block 2p takes the low nibbles of qs[32p:32p+32], sub-block 2p+1 the high nibbles.
+        q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
+        weights = (d * sc)[..., None] * q - (dmin * m)[..., None]
+        out[...] = weights.reshape(-1, QK)
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -1,0 +1,173 @@
+"""Stored runs and the regression gate.
+
+A stored run keeps every benchmark's rounds and the machine it ran on. Comparing two runs, each
+kernel's round times are first divided by the median time of the same session's bandwidth probe
+(``np.copyto`` at the same size), so that a machine that is uniformly slower today (another
+tenant, a lower clock) does not look like a regression. The ratio of the normalised medians,
+current over baseline, gets a bootstrap 95% confidence interval; a kernel fails the gate only when
+the ratio exceeds 1 + PCT/100 *and* the interval lies wholly above 1 (the slowdown is significant).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .record import Measurement
+from .throughput import PROBE, REFERENCE
+
+VERSION = 1
+BOOTSTRAP = 2000
+MAX_ROUNDS = 400  # rounds per side used by the bootstrap (evenly spaced in time if there are more)
+
+
+class GateError(Exception):
+    """Baseline data that cannot be used: missing, corrupt, from another machine or kernel set."""
+
+
+def machine() -> dict:
+    """What must match for two runs to be comparable."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "system": platform.system()}
+
+
+def snapshot(measurements: list[Measurement]) -> dict:
+    return {
+        "version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "benchmarks": [{"key": m.key, "info": m.info, "rounds": m.rounds} for m in measurements],
+    }
+
+
+def save(directory: Path, name: str, snap: dict) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise GateError(f"--quantbench-save: {name!r} is not a usable run name")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(snap))
+    os.replace(tmp, path)
+    return path
+
+
+def resolve(directory: Path, name: str) -> Path:
+    """The stored run called ``name``, or the latest stored one for "latest"."""
+    if name == "latest":
+        runs = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
+        if not runs:
+            raise GateError(f"no stored quantbench runs in {directory}: save one first with --quantbench-save NAME")
+        return runs[-1]
+    path = directory / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.json"))) if directory.is_dir() else ""
+        raise GateError(f"no stored quantbench run {name!r} in {directory} (stored: {known or 'none'})")
+    return path
+
+
+def load(path: Path) -> dict:
+    try:
+        snap = json.loads(path.read_text())
+        if snap.get("version") != VERSION:
+            raise GateError(f"baseline {path} has format version {snap.get('version')!r}, expected {VERSION}")
+        for b in snap["benchmarks"]:
+            if not isinstance(b["key"], str) or not b["rounds"] or not all(t > 0 for t in b["rounds"]):
+                raise ValueError(f"benchmark {b.get('key')!r} has no usable rounds")
+        snap["machine"]  # noqa: B018 - must exist
+        return snap
+    except GateError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise GateError(f"baseline {path} is unreadable or corrupt: {type(err).__name__}: {err}") from None
+
+
+@dataclass
+class Verdict:
+    key: str
+    ratio: float
+    low: float
+    high: float
+    verdict: str  # "slower", "faster" or "same"
+    fails: bool
+
+
+def _spaced(rounds: np.ndarray) -> np.ndarray:
+    if rounds.size <= MAX_ROUNDS:
+        return rounds
+    return rounds[np.linspace(0, rounds.size - 1, MAX_ROUNDS).astype(int)]
+
+
+def ratio_ci(base: np.ndarray, cur: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """median(cur) / median(base) and its bootstrap 95% interval (percentile method)."""
+    rng = np.random.default_rng(seed)
+    b, c = _spaced(np.asarray(base, float)), _spaced(np.asarray(cur, float))
+    mb = np.median(b[rng.integers(0, b.size, (BOOTSTRAP, b.size))], axis=1)
+    mc = np.median(c[rng.integers(0, c.size, (BOOTSTRAP, c.size))], axis=1)
+    low, high = np.percentile(mc / mb, [2.5, 97.5])
+    return float(np.median(cur) / np.median(base)), float(low), float(high)
+
+
+def _normalised(snap_benchmarks: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each kernel's rounds divided by its session's probe median at the same size."""
+    probes = {b["info"]["size"]: float(np.median(b["rounds"])) for b in snap_benchmarks if b["info"]["impl"] == PROBE}
+    out, problems = {}, []
+    for b in snap_benchmarks:
+        impl = b["info"]["impl"]
+        if impl in (PROBE, REFERENCE):
+            continue
+        size = b["info"]["size"]
+        if size not in probes:
+            problems.append(f"{b['key']}: no bandwidth probe at size {size} in the same run")
+            continue
+        out[b["key"]] = np.asarray(b["rounds"], float) / probes[size]
+    return out, problems
+
+
+def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
+    """Verdicts per kernel, and the problems that make the comparison unusable."""
+    problems = []
+    here = machine()
+    if baseline["machine"] != here:
+        problems.append(f"the baseline was measured on another machine ({baseline['machine']}); this is {here}")
+    if not current:
+        problems.append("this run measured no benchmarks (under xdist, or with --benchmark-disable?)")
+    base, p1 = _normalised(baseline["benchmarks"])
+    cur, p2 = _normalised([{"key": m.key, "info": m.info, "rounds": m.rounds} for m in current])
+    problems += p1 + p2
+    missing, extra = sorted(set(cur) - set(base)), sorted(set(base) - set(cur))
+    if missing:
+        problems.append(f"no baseline data for: {', '.join(missing)} (another kernel set)")
+    if extra:
+        problems.append(f"the baseline has kernels this run did not measure: {', '.join(extra)}")
+    threshold = 1 + (fail_pct or 0) / 100
+    verdicts = []
+    for key in sorted(set(cur) & set(base)):
+        ratio, low, high = ratio_ci(base[key], cur[key])
+        if low > 1 and ratio > threshold:
+            verdict = "slower"
+        elif high < 1 and ratio < 1 / threshold:
+            verdict = "faster"
+        else:
+            verdict = "same"
+        verdicts.append(Verdict(key, ratio, low, high, verdict, fail_pct is not None and verdict == "slower"))
+    return verdicts, problems
+
+
+def format_verdicts(verdicts: list[Verdict], fail_pct: float | None) -> list[str]:
+    rule = f"fails when slower by > {fail_pct:g}% and the 95% interval is above 1" if fail_pct is not None else ""
+    lines = [f"{'kernel|format|op|size':<48} {'ratio':>7} {'95% interval':>17}  verdict   {rule}"]
+    for v in verdicts:
+        mark = "FAIL" if v.fails else ""
+        lines.append(f"{v.key:<48} {v.ratio:>7.3f} [{v.low:>6.3f}, {v.high:>6.3f}]  {v.verdict:<8} {mark}")
+    return lines

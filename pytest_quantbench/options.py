@@ -1,0 +1,88 @@
+"""Command-line and ini options of pytest-quantbench, and typed access to their values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Named benchmark sizes in rows x 4096-weight rows: 1M weights (fits the L3 with its output) and
+# 16M weights (4096 x 4096, the size of a large layer).
+NAMED_SIZES = {"cache": (256, 4096), "16M": (4096, 4096)}
+DEFAULT_SIZES = "cache,16M"
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantbench", "quantized kernel conformance and throughput")
+    group.addoption("--quantbench", action="store_true", default=False,
+                    help="run the pytest-quantbench suite: bit-exactness and throughput of every registered kernel")
+    group.addoption("--quantbench-gguf", action="append", default=[], metavar="PATH",
+                    help="GGUF file whose tensors the conformance tests use (repeatable)")
+    group.addoption("--quantbench-sizes", default=None, metavar="LIST",
+                    help=f"benchmark sizes, comma-separated: {', '.join(NAMED_SIZES)} or ROWSxCOLS "
+                         f"(default {DEFAULT_SIZES})")
+    group.addoption("--quantbench-save", default=None, metavar="NAME",
+                    help="store this run's benchmark rounds as NAME in the storage folder")
+    group.addoption("--quantbench-compare", nargs="?", const="latest", default=None, metavar="NAME",
+                    help="compare against the stored run NAME (default: the latest stored)")
+    group.addoption("--quantbench-fail-on", type=float, default=None, metavar="PCT",
+                    help="with --quantbench-compare: fail when a kernel is slower by more than PCT percent "
+                         "and the slowdown is statistically significant")
+    group.addoption("--quantbench-storage", default=None, metavar="DIR",
+                    help="where stored runs live (default: .quantbench under the rootdir)")
+    parser.addini("quantbench_kernels", type="linelist", default=[],
+                  help="module:attribute lines naming pytest_quantbench.Kernel objects (or lists of them)")
+    parser.addini("quantbench_gguf", type="paths", default=[], help="GGUF files for the conformance tests")
+
+
+@dataclass(frozen=True)
+class Size:
+    """A benchmark size: ``rows`` x ``cols`` weights (cols is a multiple of 256)."""
+
+    label: str
+    rows: int
+    cols: int
+
+    @property
+    def weights(self) -> int:
+        return self.rows * self.cols
+
+
+def enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("quantbench"))
+
+
+def sizes(config: pytest.Config) -> list[Size]:
+    spec = config.getoption("quantbench_sizes") or DEFAULT_SIZES
+    out = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if item in NAMED_SIZES:
+            out.append(Size(item, *NAMED_SIZES[item]))
+            continue
+        rows, _, cols = item.lower().partition("x")
+        if not (rows.isdigit() and cols.isdigit()) or int(cols) % 256 or int(rows) < 1:
+            raise pytest.UsageError(
+                f"--quantbench-sizes: {item!r} is neither {' nor '.join(NAMED_SIZES)} nor ROWSxCOLS "
+                "with COLS a multiple of 256"
+            )
+        out.append(Size(item, int(rows), int(cols)))
+    return out
+
+
+def gguf_paths(config: pytest.Config) -> list[Path]:
+    cli = [Path(p) for p in config.getoption("quantbench_gguf") or []]
+    return cli + [Path(p) for p in config.getini("quantbench_gguf")]
+
+
+def storage_dir(config: pytest.Config) -> Path:
+    opt = config.getoption("quantbench_storage")
+    return Path(opt) if opt else config.rootpath / ".quantbench"
+
+
+def in_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def using_xdist(config: pytest.Config) -> bool:
+    return in_xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))

@@ -1,0 +1,47 @@
+"""This session's benchmark measurements: the tags and every round's time, kept for the table,
+the stored history and the gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+_RECORDS = pytest.StashKey[list]()
+
+
+@dataclass
+class Measurement:
+    """One benchmark: its tags (``extra_info``) and its rounds, in seconds per call."""
+
+    info: dict
+    rounds: list[float]
+
+    @property
+    def key(self) -> str:
+        i = self.info
+        return f"{i['impl']}|{i['format']}|{i['op']}|{i['size']}"
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.rounds))
+
+    @property
+    def iqr(self) -> float:
+        q1, q3 = np.percentile(self.rounds, [25, 75])
+        return float(q3 - q1)
+
+
+def record_benchmark(config: pytest.Config, benchmark, info: dict) -> None:
+    """Keep what pytest-benchmark measured (nothing if it was disabled). The tags are kept as the
+    fixture's own ``extra_info`` dict, so figures added to it later land in its saved JSON."""
+    meta = getattr(benchmark, "stats", None)
+    data = list(getattr(getattr(meta, "stats", None), "data", []) or [])
+    if data:
+        benchmark.extra_info.update(info)
+        config.stash.setdefault(_RECORDS, []).append(Measurement(benchmark.extra_info, data))
+
+
+def measurements(config: pytest.Config) -> list[Measurement]:
+    return list(config.stash.get(_RECORDS, []))

@@ -1,0 +1,133 @@
+"""The tests that ``pytest --quantbench`` adds; pytest collects this file when the option is given.
+
+For every registered kernel: a Hypothesis conformance test, a conformance test per matching tensor
+of each ``--quantbench-gguf`` file, and a throughput benchmark per size; beside them the bandwidth
+probe and the reference implementations are measured in the same session.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import quantbench_kernels as qk
+from pytest_quantbench import conformance, options, workloads
+from pytest_quantbench import strategies as qst
+from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
+from pytest_quantbench.kernel import BadEntry, Kernel, registered_kernels
+from pytest_quantbench.record import record_benchmark
+from pytest_quantbench.throughput import PROBE, REFERENCE, tag
+
+XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
+NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
+
+
+def _kernel_id(entry: Kernel | BadEntry) -> str:
+    return entry.id
+
+
+def _usable(entry: Kernel | BadEntry) -> Kernel:
+    """The kernel, or a test failure that names what is wrong with the registration."""
+    if isinstance(entry, BadEntry):
+        pytest.fail(entry.message, pytrace=False)
+    problem = entry.problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return entry
+
+
+def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list:
+    cases = []
+    for path in options.gguf_paths(config):
+        try:
+            tensors = read_tensors(path)
+        except GGUFFileError as err:
+            cases.append(pytest.param(None, err, id=f"{path.name}:unreadable"))
+            continue
+        for k in kernels:
+            if isinstance(k, Kernel) and k.problem() is None:
+                fmt = qk.get_format(k.qtype)
+                for t in tensors:
+                    if t.qtype == fmt.qtype:
+                        cases.append(pytest.param(k, t, id=f"{k.id}-{path.name}:{t.name}"))
+    return cases or [pytest.param(None, None, id="no-gguf", marks=pytest.mark.skip(reason=NO_GGUF))]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    config = metafunc.config
+    kernels = registered_kernels(config)
+    names = metafunc.fixturenames
+    if "qb_tensor" in names:
+        metafunc.parametrize("qb_kernel,qb_tensor", _gguf_cases(config, kernels))
+    elif "qb_kernel" in names:
+        metafunc.parametrize("qb_kernel", kernels, ids=_kernel_id)
+    if "qb_reference" in names:
+        pairs = sorted({(k.format_name, k.op) for k in kernels if isinstance(k, Kernel) and k.problem() is None})
+        metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
+    if "qb_size" in names:
+        metafunc.parametrize("qb_size", options.sizes(config), ids=lambda s: s.label)
+
+
+@settings(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_conformance(qb_kernel: Kernel | BadEntry, data: st.DataObject) -> None:
+    """The kernel equals the reference bit for bit on Hypothesis-drawn inputs (edge cases weighted)."""
+    kernel = _usable(qb_kernel)
+    fmt = qk.get_format(kernel.qtype)
+    args = data.draw(qst.kernel_inputs(fmt, kernel.op), label="input")
+    conformance.CHECKS[kernel.op](kernel, fmt, *args)
+
+
+def test_conformance_gguf(qb_kernel: Kernel | None, qb_tensor) -> None:
+    """The kernel equals the reference bit for bit on a real tensor of a GGUF file."""
+    if isinstance(qb_tensor, GGUFFileError):
+        pytest.fail(str(qb_tensor), pytrace=False)
+    kernel = _usable(qb_kernel)
+    fmt = qk.get_format(kernel.qtype)
+    conformance.CHECKS[kernel.op](kernel, fmt, *qst.tensor_inputs(fmt, kernel.op, qb_tensor.raw))
+
+
+def _skip_unless_measuring(config: pytest.Config) -> None:
+    if options.using_xdist(config):
+        pytest.skip(XDIST_SKIP)
+
+
+def _measure(benchmark, workload: workloads.Workload, fn, info: dict, config: pytest.Config) -> None:
+    call = workload.caller(fn)
+    call()  # the first call compiles (Numba) and warms caches: never timed
+    call()
+    benchmark.extra_info.update(info)
+    benchmark(call)
+    record_benchmark(config, benchmark, info)
+
+
+def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, benchmark, request) -> None:
+    """Time the kernel (pytest-benchmark: its --benchmark-* options apply)."""
+    _skip_unless_measuring(request.config)
+    kernel = _usable(qb_kernel)
+    fmt = qk.get_format(kernel.qtype)
+    work = workloads.build(fmt, kernel.op, qb_size)
+    info = tag(kernel.op, fmt.name, qb_size.label, kernel.name, work.n_weights, work.nbytes, None)
+    _measure(benchmark, work, kernel.fn, info, request.config)
+
+
+def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Size, benchmark, request) -> None:
+    """Time the NumPy reference, for the speed-up column."""
+    _skip_unless_measuring(request.config)
+    name, op = qb_reference
+    fmt = qk.get_format(name)
+    if op == "quantize" and qb_size.weights > (1 << 20):
+        pytest.skip("the NumPy reference quantizer takes minutes above 1M weights")
+    work = workloads.build(fmt, op, qb_size)
+    info = tag(op, fmt.name, qb_size.label, REFERENCE, work.n_weights, work.nbytes, 1)
+    _measure(benchmark, work, workloads.reference_fn(fmt, op), info, request.config)
+
+
+def test_throughput_probe(qb_size: options.Size, benchmark, request) -> None:
+    """Time np.copyto of the size's weights as float32: this session's memory bandwidth."""
+    _skip_unless_measuring(request.config)
+    work = workloads.probe(qb_size)
+    info = tag("copyto", "-", qb_size.label, PROBE, work.n_weights, work.nbytes, 1)
+    _measure(benchmark, work, np.copyto, info, request.config)
