@@ -1,11 +1,13 @@
 """Stored runs and the regression gate.
 
 A stored run keeps every benchmark's rounds and the machine it ran on. Comparing two runs, each
-kernel's round times are first divided by the median time of the same session's bandwidth probe
-(``np.copyto`` at the same size), so that a machine that is uniformly slower today (another
-tenant, a lower clock) does not look like a regression. The ratio of the normalised medians,
-current over baseline, gets a bootstrap 95% confidence interval; a kernel fails the gate only when
-the ratio exceeds 1 + PCT/100 *and* the interval lies wholly above 1 (the slowdown is significant).
+kernel's speed index (the 20th percentile of its round times: other processes only ever add
+time, so a low percentile is steadier than the median) is divided by that of the same session's
+bandwidth probe (``np.copyto`` at the same size), so that a machine that is uniformly slower today
+(another tenant, a lower clock) does not look like a regression. The ratio current / baseline of
+these normalised indices gets a bootstrap 95% confidence interval (all four sets of rounds
+resampled); a kernel fails the gate only when the ratio exceeds 1 + PCT/100 *and* the interval
+lies wholly above 1 (the slowdown is significant).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .throughput import PROBE, REFERENCE
 
 VERSION = 1
 BOOTSTRAP = 2000
-MAX_ROUNDS = 400  # rounds per side used by the bootstrap (evenly spaced in time if there are more)
+MAX_ROUNDS = 400  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
+QUANTILE = 20  # percentile of the round times that the gate compares (see speed_index)
 
 
 class GateError(Exception):
@@ -108,30 +111,38 @@ def _spaced(rounds: np.ndarray) -> np.ndarray:
     return rounds[np.linspace(0, rounds.size - 1, MAX_ROUNDS).astype(int)]
 
 
-def ratio_ci(base: np.ndarray, cur: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """median(cur) / median(base) and its bootstrap 95% interval (percentile method)."""
+def speed_index(rounds: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """The statistic compared: the QUANTILE-th percentile of round times. Interference from other
+    processes only ever adds time, so a low percentile moves less from run to run than the median."""
+    return np.percentile(rounds, QUANTILE, axis=axis)
+
+
+def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_probe: np.ndarray,
+             seed: int = 0) -> tuple[float, float, float]:
+    """(cur / cur_probe) / (base / base_probe) on :func:`speed_index`, and its bootstrap 95%
+    interval (percentile method), resampling all four sets of rounds."""
     rng = np.random.default_rng(seed)
-    b, c = _spaced(np.asarray(base, float)), _spaced(np.asarray(cur, float))
-    mb = np.median(b[rng.integers(0, b.size, (BOOTSTRAP, b.size))], axis=1)
-    mc = np.median(c[rng.integers(0, c.size, (BOOTSTRAP, c.size))], axis=1)
-    low, high = np.percentile(mc / mb, [2.5, 97.5])
-    return float(np.median(cur) / np.median(base)), float(low), float(high)
+
+    def resampled(x: np.ndarray) -> np.ndarray:
+        x = _spaced(np.asarray(x, float))
+        return speed_index(x[rng.integers(0, x.size, (BOOTSTRAP, x.size))], axis=1)
+
+    boot = (resampled(cur) / resampled(cur_probe)) / (resampled(base) / resampled(base_probe))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    point = (speed_index(cur) / speed_index(cur_probe)) / (speed_index(base) / speed_index(base_probe))
+    return float(point), float(low), float(high)
 
 
-def _normalised(snap_benchmarks: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Each kernel's rounds divided by its session's probe median at the same size."""
-    probes = {b["info"]["size"]: float(np.median(b["rounds"])) for b in snap_benchmarks if b["info"]["impl"] == PROBE}
-    out, problems = {}, []
-    for b in snap_benchmarks:
-        impl = b["info"]["impl"]
-        if impl in (PROBE, REFERENCE):
-            continue
-        size = b["info"]["size"]
-        if size not in probes:
-            problems.append(f"{b['key']}: no bandwidth probe at size {size} in the same run")
-            continue
-        out[b["key"]] = np.asarray(b["rounds"], float) / probes[size]
-    return out, problems
+def _split(benchmarks: list[dict]) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Kernel rounds by key (with their size), and probe rounds by size; references are left out."""
+    kernels, probes = {}, {}
+    for b in benchmarks:
+        impl, size = b["info"]["impl"], b["info"]["size"]
+        if impl == PROBE:
+            probes[size] = np.asarray(b["rounds"], float)
+        elif impl != REFERENCE:
+            kernels[b["key"]] = (size, np.asarray(b["rounds"], float))
+    return kernels, probes
 
 
 def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
@@ -142,9 +153,8 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
         problems.append(f"the baseline was measured on another machine ({baseline['machine']}); this is {here}")
     if not current:
         problems.append("this run measured no benchmarks (under xdist, or with --benchmark-disable?)")
-    base, p1 = _normalised(baseline["benchmarks"])
-    cur, p2 = _normalised([{"key": m.key, "info": m.info, "rounds": m.rounds} for m in current])
-    problems += p1 + p2
+    base, base_probes = _split(baseline["benchmarks"])
+    cur, cur_probes = _split([{"key": m.key, "info": m.info, "rounds": m.rounds} for m in current])
     missing, extra = sorted(set(cur) - set(base)), sorted(set(base) - set(cur))
     if missing:
         problems.append(f"no baseline data for: {', '.join(missing)} (another kernel set)")
@@ -153,7 +163,11 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
     threshold = 1 + (fail_pct or 0) / 100
     verdicts = []
     for key in sorted(set(cur) & set(base)):
-        ratio, low, high = ratio_ci(base[key], cur[key])
+        size = cur[key][0]
+        if size not in cur_probes or size not in base_probes:
+            problems.append(f"{key}: no np.copyto probe at size {size} in both runs, nothing to normalise by")
+            continue
+        ratio, low, high = ratio_ci(base[key][1], base_probes[size], cur[key][1], cur_probes[size])
         if low > 1 and ratio > threshold:
             verdict = "slower"
         elif high < 1 and ratio < 1 / threshold:

@@ -77,3 +77,17 @@ def test_bad_gguf_files_are_named_clearly(tmp_path, tiny_gguf):
         truncated.write_bytes(data[:cut])
         with pytest.raises(GGUFFileError, match="truncated or corrupt"):
             read_tensors(truncated)
+
+
+def test_the_committed_gguf_fixture_is_what_the_writer_makes(tmp_path):
+    from pathlib import Path
+
+    from pytest_quantbench.fixtures import write_tiny_gguf
+
+    committed = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.gguf"
+    assert write_tiny_gguf(tmp_path / "again.gguf").read_bytes() == committed.read_bytes()
+    tensors = read_tensors(committed)
+    q4 = [t for t in tensors if t.qtype.name == "Q4_K"]
+    assert len(q4) == 2
+    for t in q4:
+        assert_bit_identical(gguf.quants.dequantize(t.raw, t.qtype), qk.dequantize(t.raw, "Q4_K"))

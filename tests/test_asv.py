@@ -1,0 +1,99 @@
+"""asv: the suite follows the registry, and a real run publishes graphs that a browser shows."""
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import quantbench_kernels as qk
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def test_asv_suite_covers_every_registered_format_and_op():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import throughput as t
+    finally:
+        sys.path.remove(str(ROOT))
+    assert t.Dequantize.params[0] == [f.name for f in qk.formats()]
+    assert set(t.Quantize.params[0]) == {"Q2_K", "Q4_K", "Q8_K"}  # Q8_K: the activation quantizer
+    assert t.Gemv.params[0] == t.VecDot.params[0] == [f.name for f in qk.formats() if f.supports("gemv")]
+    assert t.Gemv.params[1] == ["cache", "16M"]
+    for cls in (t.Dequantize, t.Quantize, t.Gemv, t.VecDot):
+        assert cls.track_gweights_per_s.unit == "G weights/s" and cls.track_roofline_fraction.unit
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "Debian's chromium is not installed (.ci/run installs it): cannot check the published graphs"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _asv(args, conf, home):
+    env = dict(os.environ, HOME=str(home))  # asv keeps its machine file in $HOME
+    cmd = [sys.executable, "-m", "asv", *args, "--config", str(conf)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.mark.browser
+def test_published_asv_graph_shows_data_points_in_chromium(tmp_path):
+    chromium = _chromium()
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) is not installed")
+    from asv import util
+
+    conf = util.load_json(str(ROOT / "asv.conf.json"), js_comments=True)
+    conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "benchmarks"), results_dir=str(tmp_path / "results"),
+                html_dir=str(tmp_path / "html"), env_dir=str(tmp_path / "env"))
+    conf_path = tmp_path / "asv.conf.json"
+    conf_path.write_text(json.dumps(conf))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout with a commit: asv has no commit to file results under")
+    _asv(["machine", "--yes", "--machine", "quantbench-test"], conf_path, tmp_path)
+    _asv(["run", "--python=same", "--quick", "--set-commit-hash", head, "--machine", "quantbench-test",
+          "--bench", r"Gemv\.time_gemv"], conf_path, tmp_path)
+    _asv(["publish"], conf_path, tmp_path)
+    benchmark = "throughput.Gemv.time_gemv"
+    graphs = list((tmp_path / "html" / "graphs").rglob(f"{benchmark}.json"))
+    assert graphs, "asv publish wrote no graph data for the benchmark"
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "html"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/#{benchmark}")
+            # The graph page plots with flot, which keeps the plot object on its placeholder.
+            points = page.wait_for_function(
+                """() => {
+                    const plot = window.$ && $('#main-graph').data('plot');
+                    if (!plot) return 0;
+                    return plot.getData().reduce((n, s) => n + s.data.filter(p => p[1] !== null).length, 0);
+                }""",
+                timeout=60_000,
+            ).json_value()
+            page.screenshot(path=str(tmp_path / "asv-graph.png"))
+            browser.close()
+    finally:
+        server.shutdown()
+    assert points >= 1, "the published graph shows no data point"
+    assert (tmp_path / "asv-graph.png").stat().st_size > 10_000
