@@ -22,6 +22,7 @@ from pytest_quantbench.throughput import PROBE, REFERENCE, tag
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
 NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
+NO_MATCH = "the GGUF files hold no tensor in the format of a registered kernel"
 
 
 def _kernel_id(entry: Kernel | BadEntry) -> str:
@@ -52,7 +53,10 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
                 for t in tensors:
                     if t.qtype == fmt.qtype:
                         cases.append(pytest.param(k, t, id=f"{k.id}-{path.name}:{t.name}"))
-    return cases or [pytest.param(None, None, id="no-gguf", marks=pytest.mark.skip(reason=NO_GGUF))]
+    if cases:
+        return cases
+    reason = NO_GGUF if not options.gguf_paths(config) else NO_MATCH
+    return [pytest.param(None, None, id="no-gguf", marks=pytest.mark.skip(reason=reason))]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

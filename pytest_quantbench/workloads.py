@@ -20,6 +20,7 @@ from .throughput import bytes_moved
 
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
 MAX_COPIES = 16
+SMALL_COPIES = 8
 
 
 def last_level_cache_bytes() -> int:
@@ -48,9 +49,14 @@ class Workload:
 
 
 def _copies(size: Size, input_bytes: int) -> int:
+    """How many copies of the input to cycle through. Large sizes: enough to exceed twice the L3,
+    so that every call reads memory. Small sizes: a few that fit in a quarter of the L3 together,
+    so that the timing averages over several placements of the input in memory (one placement
+    can be luckier than another by several percent, from one process to the next)."""
+    llc = last_level_cache_bytes()
     if size.weights < ROTATE_FROM_WEIGHTS:
-        return 1
-    return max(1, min(MAX_COPIES, math.ceil(2 * last_level_cache_bytes() / max(input_bytes, 1))))
+        return max(1, min(SMALL_COPIES, llc // 4 // max(input_bytes, 1)))
+    return max(1, min(MAX_COPIES, math.ceil(2 * llc / max(input_bytes, 1))))
 
 
 def build(fmt: BlockFormat, op: str, size: Size, seed: int = 0) -> Workload:

@@ -86,7 +86,8 @@ def test_without_the_option_the_projects_tests_are_untouched(project):
 
 
 def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project):
-    result = _run(project, "--quantbench", "-k", "own or mine or probe or Q4_K-dequantize", "-v")
+    result = _run(project, "--quantbench", "-k", "own or mine or probe or Q4_K-dequantize", "-v",
+                  "--benchmark-json=bench.json")
     result.stdout.fnmatch_lines([
         "*test_own*PASSED*",
         "*test_conformance?mine-Q4_K-dequantize? PASSED*",
@@ -95,6 +96,12 @@ def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project
         "Q4_K*dequantize*16x4096*mine*",
     ])
     assert result.ret == 0
+    saved = {b["extra_info"]["impl"]: b["extra_info"] for b in json.loads((project.path / "bench.json").read_text())[
+        "benchmarks"]}
+    mine = saved["mine"]
+    assert mine["op"] == "dequantize" and mine["weights"] == 16 * 4096
+    assert mine["weights_per_s"] > 0 and 0 < mine["roofline"] and mine["speedup_vs_reference"] > 0
+    assert saved["np.copyto"]["bytes"] == 2 * 4 * 16 * 4096
 
 
 def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
