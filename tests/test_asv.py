@@ -4,6 +4,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,25 @@ import quantbench_kernels as qk
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# asv's pages load jQuery, flot and bootstrap from CDNs, which this machine cannot reach; .ci/run
+# installs the same libraries from the npm registry here, and the browser is served those instead.
+WEB_LIBS = ROOT / ".asv" / "web" / "node_modules"
+CDNJS_PACKAGES = {"flot": "flot", "stupidtable": "stupid-table-plugin", "blueimp-md5": "blueimp-md5"}
+
+
+def local_asset(url: str) -> Path | None:
+    """The npm-installed file that stands for a CDN URL of asv's pages (None if there is none)."""
+    candidates = []
+    if m := re.match(r"https://code\.jquery\.com/jquery-[\d.]+(\.min)?\.js$", url):
+        candidates.append(WEB_LIBS / "jquery" / "dist" / f"jquery{m.group(1) or ''}.js")
+    elif m := re.match(r"https://cdn\.jsdelivr\.net/npm/([^@/]+)@[^/]+/(.+)$", url):
+        candidates.append(WEB_LIBS / m.group(1) / m.group(2))
+    elif m := re.match(r"https://cdnjs\.cloudflare\.com/ajax/libs/([^/]+)/[^/]+/(.+)$", url):
+        package = WEB_LIBS / CDNJS_PACKAGES.get(m.group(1), m.group(1))
+        name = m.group(2)
+        candidates += [package / name, package / name.replace(".min.js", ".js"), package / Path(name).name,
+                       package / Path(name).name.replace(".min.js", ".js")]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def test_asv_suite_covers_every_registered_format_and_op():
@@ -32,13 +52,17 @@ def test_asv_suite_covers_every_registered_format_and_op():
         assert cls.track_gweights_per_s.unit == "G weights/s" and cls.track_roofline_fraction.unit
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        message = "Debian's chromium is not installed (.ci/run installs it): cannot check the published graphs"
+def _require(ok: bool, message: str) -> None:
+    if not ok:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    _require(path is not None, "Debian's chromium is not installed (.ci/run installs it): cannot check the graphs")
+    _require(WEB_LIBS.is_dir(), f"asv's web libraries are not in {WEB_LIBS} (.ci/run installs them with npm)")
     return path
 
 
@@ -81,6 +105,25 @@ def test_published_asv_graph_shows_data_points_in_chromium(tmp_path):
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1280, "height": 800})
+            missing = []
+
+            def serve_locally(route):
+                path = local_asset(route.request.url)
+                if path is None:
+                    missing.append(route.request.url)
+                    route.abort()
+                else:
+                    route.fulfill(path=str(path))
+
+            def without_integrity(route):
+                # The local copies are not byte-identical to the CDN's minified files (npm ships flot
+                # unminified), so the pages' subresource-integrity hashes are dropped for this check.
+                response = route.fetch()
+                body = re.sub(r'\s(integrity|crossorigin)="[^"]*"', "", response.text())
+                route.fulfill(response=response, body=body)
+
+            page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), serve_locally)
+            page.route(re.compile(r"^http://127\.0\.0\.1:\d+/(index\.html)?([?#].*)?$"), without_integrity)
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/#{benchmark}")
             # The graph page plots with flot, which keeps the plot object on its placeholder.
             points = page.wait_for_function(
@@ -93,6 +136,7 @@ def test_published_asv_graph_shows_data_points_in_chromium(tmp_path):
             ).json_value()
             page.screenshot(path=str(tmp_path / "asv-graph.png"))
             browser.close()
+            assert not missing, f"no local copy of {missing}"
     finally:
         server.shutdown()
     assert points >= 1, "the published graph shows no data point"
