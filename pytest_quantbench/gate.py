@@ -7,7 +7,9 @@ bandwidth probe (``np.copyto`` at the same size), so that a machine that is unif
 (another tenant, a lower clock) does not look like a regression. The ratio current / baseline of
 these normalised indices gets a bootstrap 95% confidence interval (all four sets of rounds
 resampled); a kernel fails the gate only when the ratio exceeds 1 + PCT/100 *and* the interval
-lies wholly above 1 (the slowdown is significant).
+lies wholly above 1 (the slowdown is significant). With ``--quantbench-windows N`` every benchmark
+is measured in N passes, each with its own probe, and each run is represented by its least
+disturbed pass.
 """
 
 from __future__ import annotations
@@ -133,16 +135,26 @@ def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_prob
     return float(point), float(low), float(high)
 
 
-def _split(benchmarks: list[dict]) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Kernel rounds by key (with their size), and probe rounds by size; references are left out."""
-    kernels, probes = {}, {}
+def _split(benchmarks: list[dict]) -> tuple[dict[str, list[tuple[int, str, np.ndarray]]], dict[tuple, np.ndarray]]:
+    """Kernel rounds by key, one entry per pass; probe rounds by (size, pass). References are left out."""
+    kernels: dict[str, list[tuple[int, str, np.ndarray]]] = {}
+    probes: dict[tuple, np.ndarray] = {}
     for b in benchmarks:
-        impl, size = b["info"]["impl"], b["info"]["size"]
+        info = b["info"]
+        impl, size, window = info["impl"], info["size"], info.get("window", 0)
         if impl == PROBE:
-            probes[size] = np.asarray(b["rounds"], float)
+            probes[(size, window)] = np.asarray(b["rounds"], float)
         elif impl != REFERENCE:
-            kernels[b["key"]] = (size, np.asarray(b["rounds"], float))
+            kernels.setdefault(b["key"], []).append((window, size, np.asarray(b["rounds"], float)))
     return kernels, probes
+
+
+def _best_pass(passes: list[tuple[int, str, np.ndarray]], probes: dict[tuple, np.ndarray]):
+    """The pass whose kernel/probe speed index is lowest (least disturbed), as (rounds, probe rounds)."""
+    usable = [(rounds, probes[(size, w)]) for w, size, rounds in passes if (size, w) in probes]
+    if not usable:
+        return None
+    return min(usable, key=lambda rp: speed_index(rp[0]) / speed_index(rp[1]))
 
 
 def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
@@ -163,11 +175,11 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
     threshold = 1 + (fail_pct or 0) / 100
     verdicts = []
     for key in sorted(set(cur) & set(base)):
-        size = cur[key][0]
-        if size not in cur_probes or size not in base_probes:
-            problems.append(f"{key}: no np.copyto probe at size {size} in both runs, nothing to normalise by")
+        b, c = _best_pass(base[key], base_probes), _best_pass(cur[key], cur_probes)
+        if b is None or c is None:
+            problems.append(f"{key}: no np.copyto probe at its size and pass in both runs, nothing to normalise by")
             continue
-        ratio, low, high = ratio_ci(base[key][1], base_probes[size], cur[key][1], cur_probes[size])
+        ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1])
         if low > 1 and ratio > threshold:
             verdict = "slower"
         elif high < 1 and ratio < 1 / threshold:

@@ -29,6 +29,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--quantbench-fail-on", type=float, default=None, metavar="PCT",
                     help="with --quantbench-compare: fail when a kernel is slower by more than PCT percent "
                          "and the slowdown is statistically significant")
+    group.addoption("--quantbench-windows", type=int, default=1, metavar="N",
+                    help="measure each kernel and the probe in N separate passes over all benchmarks; the gate "
+                         "keeps each kernel's best pass, which shrugs off a disturbance that lasts one pass")
     group.addoption("--quantbench-storage", default=None, metavar="DIR",
                     help="where stored runs live (default: .quantbench under the rootdir)")
     parser.addini("quantbench_kernels", type="linelist", default=[],
@@ -68,6 +71,13 @@ def sizes(config: pytest.Config) -> list[Size]:
             )
         out.append(Size(item, int(rows), int(cols)))
     return out
+
+
+def windows(config: pytest.Config) -> int:
+    n = config.getoption("quantbench_windows")
+    if n < 1:
+        raise pytest.UsageError(f"--quantbench-windows must be at least 1, got {n}")
+    return n
 
 
 def gguf_paths(config: pytest.Config) -> list[Path]:

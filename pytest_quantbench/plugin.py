@@ -13,7 +13,7 @@ import pytest
 
 from . import gate, hookspec, options
 from .fixtures import gguf_tensors, q2_k_blocks, q4_k_blocks, quant_blocks, tiny_gguf  # noqa: F401 - fixtures
-from .record import measurements
+from .record import measurements, merge_windows
 from .throughput import derive, format_table
 
 SUITE = Path(__file__).with_name("suite.py")
@@ -43,6 +43,16 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     return None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # With --quantbench-windows N, run pass 0 of every benchmark (kernels, references, probes), then
+    # pass 1, ...: each pass has its own probe, measured near its kernels.
+    def window(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("qb_window", 0) if callspec is not None else 0
+
+    items.sort(key=window)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if not options.enabled(config):
         return None
@@ -65,7 +75,7 @@ def pytest_sessionfinish(session: pytest.Session):  # type: ignore[no-untyped-de
 def _finish(session: pytest.Session) -> None:
     config = session.config
     done = measurements(config)
-    state: dict = {"rows": derive((m.info, m.median, m.iqr) for m in done)}
+    state: dict = {"rows": derive((m.info, m.median, m.iqr) for m in merge_windows(done))}
     name = config.getoption("quantbench_save")
     if name:
         state["saved"] = gate.save(options.storage_dir(config), name, gate.snapshot(done))

@@ -45,3 +45,14 @@ def record_benchmark(config: pytest.Config, benchmark, info: dict) -> None:
 
 def measurements(config: pytest.Config) -> list[Measurement]:
     return list(config.stash.get(_RECORDS, []))
+
+
+def merge_windows(done: list[Measurement]) -> list[Measurement]:
+    """One measurement per benchmark, the rounds of all its passes together (for the table)."""
+    merged: dict[str, Measurement] = {}
+    for m in done:
+        if m.key in merged:
+            merged[m.key].rounds = merged[m.key].rounds + m.rounds
+        else:
+            merged[m.key] = Measurement(m.info, list(m.rounds))
+    return list(merged.values())

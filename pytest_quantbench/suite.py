@@ -72,6 +72,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
     if "qb_size" in names:
         metafunc.parametrize("qb_size", options.sizes(config), ids=lambda s: s.label)
+    if "qb_window" in names and options.windows(config) > 1:
+        # The plugin orders the items pass by pass (pytest_collection_modifyitems).
+        n = options.windows(config)
+        metafunc.parametrize("qb_window", range(n), ids=[f"pass{i}" for i in range(n)])
+
+
+@pytest.fixture
+def qb_window() -> int:
+    """Which pass over the benchmarks this is (0 unless --quantbench-windows is above 1)."""
+    return 0
 
 
 @settings(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -107,13 +117,13 @@ def _measure(benchmark, workload: workloads.Workload, fn, info: dict, config: py
     record_benchmark(config, benchmark, info)
 
 
-def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, benchmark, request) -> None:
+def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_window: int, benchmark, request) -> None:
     """Time the kernel (pytest-benchmark: its --benchmark-* options apply)."""
     _skip_unless_measuring(request.config)
     kernel = _usable(qb_kernel)
     fmt = qk.get_format(kernel.qtype)
     work = workloads.build(fmt, kernel.op, qb_size)
-    info = tag(kernel.op, fmt.name, qb_size.label, kernel.name, work.n_weights, work.nbytes, None)
+    info = tag(kernel.op, fmt.name, qb_size.label, kernel.name, work.n_weights, work.nbytes, None, qb_window)
     _measure(benchmark, work, kernel.fn, info, request.config)
 
 
@@ -129,9 +139,9 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     _measure(benchmark, work, workloads.reference_fn(fmt, op), info, request.config)
 
 
-def test_throughput_probe(qb_size: options.Size, benchmark, request) -> None:
+def test_throughput_probe(qb_size: options.Size, qb_window: int, benchmark, request) -> None:
     """Time np.copyto of the size's weights as float32: this session's memory bandwidth."""
     _skip_unless_measuring(request.config)
     work = workloads.probe(qb_size)
-    info = tag("copyto", "-", qb_size.label, PROBE, work.n_weights, work.nbytes, 1)
+    info = tag("copyto", "-", qb_size.label, PROBE, work.n_weights, work.nbytes, 1, qb_window)
     _measure(benchmark, work, np.copyto, info, request.config)

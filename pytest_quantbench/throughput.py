@@ -34,8 +34,9 @@ def bytes_moved(op: str, fmt: BlockFormat, n_weights: int, rows: int = 1) -> int
     raise ValueError(f"unknown op {op!r}")
 
 
-def tag(op: str, fmt: str, size: str, impl: str, n_weights: int, nbytes: int, threads: int | None) -> dict:
-    """The ``extra_info`` of one measurement."""
+def tag(op: str, fmt: str, size: str, impl: str, n_weights: int, nbytes: int, threads: int | None,
+        window: int = 0) -> dict:
+    """The ``extra_info`` of one measurement (``window``: which pass over the benchmarks)."""
     return {
         "quantbench": True,
         "op": op,
@@ -45,6 +46,7 @@ def tag(op: str, fmt: str, size: str, impl: str, n_weights: int, nbytes: int, th
         "weights": n_weights,
         "bytes": nbytes,
         "threads": threads,
+        "window": window,
     }
 
 

@@ -206,3 +206,23 @@ def test_under_xdist_conformance_runs_and_benchmarks_skip_with_one_line(project)
         "SKIPPED * quantbench benchmarks do not run under pytest-xdist (-n)*",
     ])
     result.assert_outcomes(passed=1, skipped=2)
+
+
+def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
+    select = ["--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-windows=2", "-v"]
+    result = _run(project, *select, "--quantbench-save=two")
+    assert result.ret == 0, result.stdout.str()
+    order = [line.split("::")[1].split(" ")[0] for line in result.stdout.lines if line.startswith("quantbench::")]
+    assert order == [
+        "test_throughput[mine-Q4_K-dequantize-16x4096-pass0]",
+        "test_throughput_probe[16x4096-pass0]",
+        "test_throughput[mine-Q4_K-dequantize-16x4096-pass1]",
+        "test_throughput_probe[16x4096-pass1]",
+    ]
+    assert len([line for line in result.stdout.lines if line.startswith("Q4_K   dequantize")]) == 1
+    stored = json.loads((project.path / ".quantbench" / "two.json").read_text())
+    assert sorted((b["info"]["impl"], b["info"]["window"]) for b in stored["benchmarks"]) == [
+        ("mine", 0), ("mine", 1), ("np.copyto", 0), ("np.copyto", 1)]
+    again = _run(project, *select, "--quantbench-compare=two", "--quantbench-fail-on=50")
+    assert again.ret == 0, again.stdout.str()
+    again.stdout.fnmatch_lines(["mine|Q4_K|dequantize|16x4096 * same *"])
