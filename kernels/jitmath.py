@@ -147,16 +147,23 @@ def nearest_int(f: np.float32) -> np.int32:
     return np.int32((bits & 0x007FFFFF) - 0x00400000)
 
 
-@numba.extending.intrinsic
-def float_bits(typingctx, v):  # type: ignore[no-untyped-def]
-    """Reinterpret a float32 as int32 (a bitcast, like ``memcpy`` in C)."""
-    if v != numba.types.float32:
-        return None
+def _bitcast(src, dst, doc: str):  # type: ignore[no-untyped-def]
+    @numba.extending.intrinsic
+    def cast(typingctx, v):  # type: ignore[no-untyped-def]
+        if v != src:
+            return None
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], context.get_value_type(numba.types.int32))
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            return builder.bitcast(args[0], context.get_value_type(dst))
 
-    return numba.types.int32(numba.types.float32), codegen
+        return dst(src), codegen
+
+    cast.__doc__ = doc
+    return cast
+
+
+float_bits = _bitcast(numba.types.float32, numba.types.int32, "Reinterpret a float32 as int32 (C's memcpy).")
+bits_float = _bitcast(numba.types.int32, numba.types.float32, "Reinterpret an int32 as float32 (C's memcpy).")
 
 
 def _int32_binop(name: str, doc: str):  # type: ignore[no-untyped-def]
@@ -193,18 +200,6 @@ add32 = _int32_binop("add", "a + b in int32")
 mul32 = _int32_binop("mul", "a * b in int32")
 and32 = _int32_binop("and_", "a & b in int32")
 shr32 = _int32_binop("ashr", "a >> b in int32 (arithmetic shift)")
-
-
-@numba.extending.intrinsic
-def bits_float(typingctx, v):  # type: ignore[no-untyped-def]
-    """Reinterpret an int32 as float32 (a bitcast)."""
-    if v != numba.types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], context.get_value_type(numba.types.float32))
-
-    return numba.types.float32(numba.types.int32), codegen
 
 
 @inline
