@@ -85,9 +85,19 @@ class BlockFormat:
 _FORMATS: dict[str, BlockFormat] = {}
 
 
+def _declared_in(fmt: BlockFormat) -> str:
+    return getattr(fmt.reference.dequantize or fmt.reference.quantize, "__module__", "")
+
+
 def register(fmt: BlockFormat) -> BlockFormat:
-    """Add ``fmt`` to the registry (once per name) and return it."""
-    if fmt.name in _FORMATS:
+    """Add ``fmt`` to the registry (once per name) and return it.
+
+    The same format module imported again (pytest's pytester restores ``sys.modules`` between tests,
+    and the next import runs the module anew) replaces its earlier registration; a second format of
+    the same name from anywhere else is refused.
+    """
+    existing = _FORMATS.get(fmt.name)
+    if existing is not None and (existing is fmt or _declared_in(existing) != _declared_in(fmt)):
         raise ValueError(f"format {fmt.name} is already registered")
     _FORMATS[fmt.name] = fmt
     return fmt

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from .record import Measurement
 from .throughput import PROBE, REFERENCE
@@ -56,9 +57,13 @@ def snapshot(measurements: list[Measurement]) -> dict:
     }
 
 
+def check_name(name: str | None) -> None:
+    """A stored run's name becomes a file name: refuse one that is not a plain name."""
+    if name is not None and (not name or "/" in name or "\\" in name or name.startswith(".")):
+        raise pytest.UsageError(f"--quantbench-save: {name!r} is not a usable run name (a plain file name)")
+
+
 def save(directory: Path, name: str, snap: dict) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise GateError(f"--quantbench-save: {name!r} is not a usable run name")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

@@ -94,3 +94,15 @@ def reference_fn(fmt: BlockFormat, op: str) -> Callable[..., Any]:
     """The NumPy reference of ``op`` with the kernel signature."""
     fn = getattr(qk, op)
     return lambda *args: fn(*args, fmt, backend="reference")
+
+
+def order_by_pass(items: list) -> None:
+    """With --quantbench-windows N, order the items pass by pass (pass 0 of every benchmark: kernels,
+    references, probes; then pass 1...), so that each pass has its own probe measured near its kernels.
+    A stable sort: everything else keeps its place."""
+
+    def window(item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("qb_window", 0) if callspec is not None else 0
+
+    items.sort(key=window)
