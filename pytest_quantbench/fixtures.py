@@ -25,14 +25,9 @@ import quantbench_kernels as qk
 
 from . import options
 from .gguf_files import read_tensors
-from .strategies import F16_EDGES
+from .strategies import F16_EDGES, weight_like
 
 KINDS = ("random", "weights", "edge")
-
-
-def weight_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """float32 values shaped like transformer weights: Student-t (heavy tails), std about 0.02."""
-    return (rng.standard_t(5, size=shape) * 0.015).astype(np.float32)
 
 
 def make_blocks(

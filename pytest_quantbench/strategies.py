@@ -87,10 +87,9 @@ def blocks(draw: st.DrawFn, qtype: str | BlockFormat, n_blocks: int | st.SearchS
     return out.view(np.uint8).reshape(n, fmt.block_bytes)
 
 
-def _weights_like(seed: int, n: int) -> np.ndarray:
-    """Values shaped like transformer weights: Student-t (heavy tails), std about 0.02."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_t(5, size=n) * 0.015).astype(np.float32)
+def weight_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 values shaped like transformer weights: Student-t (heavy tails), std about 0.02."""
+    return (rng.standard_t(5, size=shape) * 0.015).astype(np.float32)
 
 
 @st.composite
@@ -111,7 +110,7 @@ def float_rows(draw: st.DrawFn, qtype: str | BlockFormat, n_blocks: int | st.Sea
     if kind == "ties":
         # Small integers and halves: exact ties for the rounding steps.
         return np.random.default_rng(seed).integers(-8, 9, size=n).astype(np.float32) / np.float32(2)
-    x = _weights_like(seed, n)
+    x = weight_like(np.random.default_rng(seed), (n,))
     if kind == "outlier":
         x[draw(st.integers(0, n - 1))] = draw(st.sampled_from([-1.0, 1.0])) * draw(st.floats(1.0, 1e4, width=32))
     elif kind == "tiny":

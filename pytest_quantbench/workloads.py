@@ -14,8 +14,8 @@ import numpy as np
 import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat
 
-from .fixtures import weight_like
 from .options import Size
+from .strategies import weight_like
 from .throughput import bytes_moved
 
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
