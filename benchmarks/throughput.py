@@ -5,6 +5,10 @@ Formats and ops come from the registry (``quantbench_kernels.formats()``): a new
 here without edits. Each class warms the Numba JIT in ``setup``, so compile time is never timed
 (``timeraw_import_and_compile`` measures it on its own). At 16M weights the inputs rotate among
 copies whose total exceeds the last-level cache, as in ``pytest --quantbench``.
+
+This file uses only ``quantbench_kernels``' public functions, not ``pytest_quantbench``'s helpers
+(whose weight generator and input rotation it repeats in a few lines): asv runs the current suite
+against past commits, whose packages lack helpers added since.
 """
 
 from __future__ import annotations

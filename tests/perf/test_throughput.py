@@ -11,20 +11,21 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
+from pytest_quantbench.options import NAMED_SIZES
+from pytest_quantbench.strategies import weight_like
 from pytest_quantbench.throughput import PROBE, bytes_moved, tag
 
 pytestmark = pytest.mark.perf
 
 COLS = 4096
-SIZES = {"cache": 256, "16M": 4096}  # rows of 4096 weights: 1M weights (fits the 32 MB L3) and 16M
+SIZES = {name: rows for name, (rows, _) in NAMED_SIZES.items()}  # rows of 4096 weights: 1M and 16M
 ROTATE = 4  # at 16M, cycle through 4 copies of the input so that it never sits in the 32 MB L3
 KQUANTS = [f.name for f in qk.formats() if f.supports("gemv")]
 
 
 @pytest.fixture(scope="session")
 def weights():
-    rng = np.random.default_rng(2026)
-    return (rng.standard_t(5, size=(SIZES["16M"], COLS)) * 0.015).astype(np.float32)
+    return weight_like(np.random.default_rng(2026), (SIZES["16M"], COLS))
 
 
 @pytest.fixture(scope="session")
