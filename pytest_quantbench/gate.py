@@ -2,14 +2,14 @@
 
 A stored run keeps every benchmark's rounds and the machine it ran on. Comparing two runs, each
 kernel's speed index (the 20th percentile of its round times: other processes only ever add
-time, so a low percentile is steadier than the median) is divided by that of the same session's
-bandwidth probe (``np.copyto`` at the same size), so that a machine that is uniformly slower today
-(another tenant, a lower clock) does not look like a regression. The ratio current / baseline of
-these normalised indices gets a bootstrap 95% confidence interval (all four sets of rounds
-resampled); a kernel fails the gate only when the ratio exceeds 1 + PCT/100 *and* the interval
-lies wholly above 1 (the slowdown is significant). With ``--quantbench-windows N`` every benchmark
-is measured in N passes, each with its own probe, and each run is represented by its least
-disturbed pass.
+time, so a low percentile is steadier than the median) is compared with the baseline's, and the
+ratio is corrected by the same session's bandwidth probe (``np.copyto`` at the same size), so that a
+machine that is uniformly slower today (another tenant, a lower clock) does not look like a
+regression: see :func:`probe_correction`. The ratio gets a bootstrap 95% confidence interval (all
+four sets of rounds resampled); a kernel fails the gate only when the ratio exceeds 1 + PCT/100
+*and* the interval lies wholly above 1 (the slowdown is significant). With
+``--quantbench-windows N`` every benchmark is measured in N passes, each with its own probe, and
+the rounds of all passes are pooled.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from .throughput import PROBE, REFERENCE
 
 VERSION = 1
 BOOTSTRAP = 2000
-MAX_ROUNDS = 400  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
+MAX_ROUNDS = 1000  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
+PROBE_BAND = 0.03  # probe changes within +-3% are not corrected for (see probe_correction)
 QUANTILE = 20  # percentile of the round times that the gate compares (see speed_index)
 
 
@@ -124,19 +125,32 @@ def speed_index(rounds: np.ndarray, axis: int | None = None) -> np.ndarray:
     return np.percentile(rounds, QUANTILE, axis=axis)
 
 
+def probe_correction(probe_ratio: np.ndarray | float, band: float) -> np.ndarray | float:
+    """The factor a kernel's time ratio is divided by, given the probe's ratio current / baseline:
+    the part of the probe's change beyond +-``band``. Within the band the probe's change is its own
+    run-to-run noise (it moves more than the kernels it normalises), and dividing by noise only adds
+    noise; beyond it the machine really is faster or slower, and that part is cancelled. A machine
+    uniformly slower by any amount thus moves a kernel's ratio by ``band`` at most."""
+    return probe_ratio / np.clip(probe_ratio, 1 / (1 + band), 1 + band)
+
+
 def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_probe: np.ndarray,
-             seed: int = 0) -> tuple[float, float, float]:
-    """(cur / cur_probe) / (base / base_probe) on :func:`speed_index`, and its bootstrap 95%
-    interval (percentile method), resampling all four sets of rounds."""
+             band: float = 0.0, seed: int = 0) -> tuple[float, float, float]:
+    """(cur / base) / :func:`probe_correction` ((cur_probe / base_probe), band) on
+    :func:`speed_index`, and its bootstrap 95% interval (percentile method), resampling all four
+    sets of rounds."""
     rng = np.random.default_rng(seed)
 
     def resampled(x: np.ndarray) -> np.ndarray:
         x = _spaced(np.asarray(x, float))
         return speed_index(x[rng.integers(0, x.size, (BOOTSTRAP, x.size))], axis=1)
 
-    boot = (resampled(cur) / resampled(cur_probe)) / (resampled(base) / resampled(base_probe))
+    def ratio(b, bp, c, cp):  # type: ignore[no-untyped-def]
+        return (c / b) / probe_correction(cp / bp, band)
+
+    boot = ratio(resampled(base), resampled(base_probe), resampled(cur), resampled(cur_probe))
     low, high = np.percentile(boot, [2.5, 97.5])
-    point = (speed_index(cur) / speed_index(cur_probe)) / (speed_index(base) / speed_index(base_probe))
+    point = ratio(speed_index(base), speed_index(base_probe), speed_index(cur), speed_index(cur_probe))
     return float(point), float(low), float(high)
 
 
@@ -154,12 +168,14 @@ def _split(benchmarks: list[dict]) -> tuple[dict[str, list[tuple[int, str, np.nd
     return kernels, probes
 
 
-def _best_pass(passes: list[tuple[int, str, np.ndarray]], probes: dict[tuple, np.ndarray]):
-    """The pass whose kernel/probe speed index is lowest (least disturbed), as (rounds, probe rounds)."""
+def _pooled(passes: list[tuple[int, str, np.ndarray]], probes: dict[tuple, np.ndarray]):
+    """A kernel's rounds of every pass together, and the probe's rounds of the same passes, or None
+    if no pass has its probe. A disturbance that spoils one pass (of the kernel or of the probe)
+    then holds only part of the rounds and barely moves their low percentile."""
     usable = [(rounds, probes[(size, w)]) for w, size, rounds in passes if (size, w) in probes]
     if not usable:
         return None
-    return min(usable, key=lambda rp: speed_index(rp[0]) / speed_index(rp[1]))
+    return np.concatenate([r for r, _ in usable]), np.concatenate([p for _, p in usable])
 
 
 def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
@@ -178,13 +194,14 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
     if extra:
         problems.append(f"the baseline has kernels this run did not measure: {', '.join(extra)}")
     threshold = 1 + (fail_pct or 0) / 100
+    band = PROBE_BAND if fail_pct is None else min(PROBE_BAND, fail_pct / 200)
     verdicts = []
     for key in sorted(set(cur) & set(base)):
-        b, c = _best_pass(base[key], base_probes), _best_pass(cur[key], cur_probes)
+        b, c = _pooled(base[key], base_probes), _pooled(cur[key], cur_probes)
         if b is None or c is None:
             problems.append(f"{key}: no np.copyto probe at its size and pass in both runs, nothing to normalise by")
             continue
-        ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1])
+        ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1], band)
         if low > 1 and ratio > threshold:
             verdict = "slower"
         elif high < 1 and ratio < 1 / threshold:
