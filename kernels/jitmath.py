@@ -18,6 +18,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from . import simd
+
 F32 = np.float32
 
 
@@ -26,9 +28,9 @@ def _install_cache_locator() -> bool:
 
     Numba keys a cached kernel on its own source file only, but the kernels inline helpers from
     other modules (this one): editing a helper would leave stale machine code in the cache. This
-    locator stamps every kernel of the package with a hash of all the package's sources instead, so
-    any edit recompiles. It relies on Numba's cache-locator classes; if they are not where this
-    expects, caching is simply turned off.
+    locator stamps every kernel of the package with a hash of all the package's sources (and of the
+    vector-IR spelling that ``simd`` chose) instead, so any edit recompiles. It relies on Numba's
+    cache-locator classes; if they are not where this expects, caching is simply turned off.
     """
     from numba.core import caching
 
@@ -37,7 +39,7 @@ def _install_cache_locator() -> bool:
     if in_tree is None or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
         return False
     package = os.path.dirname(os.path.abspath(__file__))
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(simd.CODEGEN.encode())
     for path in sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True)):
         with open(path, "rb") as f:
             digest.update(path[len(package):].encode() + b"\0" + f.read())

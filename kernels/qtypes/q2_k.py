@@ -20,18 +20,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-from .. import refmath
+from .. import refmath, simd
 from ..jitmath import (
     F32,
     PARALLEL_CHUNKS,
-    add32,
     and32,
     dispatch,
     inline,
     jit,
     make_qkx2_quants,
-    mul32,
     nearest_int,
     pjit,
     read_f16,
@@ -260,63 +261,82 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-@inline
-def _sub_dot(blk: np.ndarray, q8: np.ndarray, o: int, q: int, j: int, l: int) -> np.int32:
-    """sum over s of scale(j + 2s) * q8 * quant for byte ``q + l``: its four 2-bit weights belong to
-    sub-blocks j, j+2, j+4, j+6 and sit at q8 offsets o + l, o + 32 + l, o + 64 + l, o + 96 + l."""
-    b = blk[q + l]
-    s01 = add32(mul32(and32(blk[j], 0xF), mul32(q8[o + l], and32(b, 3))),
-                mul32(and32(blk[j + 2], 0xF), mul32(q8[o + 32 + l], and32(shr32(b, 2), 3))))
-    s23 = add32(mul32(and32(blk[j + 4], 0xF), mul32(q8[o + 64 + l], and32(shr32(b, 4), 3))),
-                mul32(and32(blk[j + 6], 0xF), mul32(q8[o + 96 + l], shr32(b, 6))))
-    return add32(s01, s23)
+# Q8_K quants in the order the dot kernel reads them: for each shift s (bits 2s..2s+1 of every
+# quant byte), the quants of the 64 weights those bits hold, in byte order: byte 32h + r holds
+# weight 128h + 32s + r.
+Q8_ORDER = np.array([128 * ((k % 64) // 32) + 32 * (k // 64) + k % 32 for k in range(QK)], dtype=np.int64)
+# For shift s, the sub-block (0..15) of the weight in byte k: 8h + 2s + (k // 16) % 2.
+_SUB_BLOCK_OF_BYTE = [[8 * (k // 32) + 2 * s + (k // 16) % 2 for k in range(64)] for s in range(4)]
 
 
-@inline
-def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
-             acc: np.ndarray) -> np.float32:
-    """One row (uint8 (nb, 84)) times the Q8_K vector (q8 int16 (nb*256), yd float32 (nb),
-    bsums int32 (nb, 16)). ``acc`` is int32 scratch of 16."""
-    sumf = F32(0)
-    for i in range(row.shape[0]):
-        blk = row[i]
-        summs = np.int32(0)
-        for j in range(16):
-            summs = add32(summs, mul32(bsums[i, j], shr32(blk[j], 4)))
-        o = i * QK
-        # Byte 32h + 16half + l holds one weight of each sub-block 8h + 2s + half (s = 0..3); one
-        # 16-wide loop takes all 64 bytes. Only the block's total isum matters (it is exact).
-        for l in range(16):
-            acc[l] = add32(add32(_sub_dot(blk, q8, o, 16, 0, l), _sub_dot(blk, q8, o + 16, 32, 1, l)),
-                           add32(_sub_dot(blk, q8, o + 128, 48, 8, l), _sub_dot(blk, q8, o + 144, 64, 9, l)))
-        isum = np.int32(0)
-        for l in range(16):
-            isum = add32(isum, acc[l])
-        dall = yd[i] * read_f16(blk, 80)
-        dmin = yd[i] * read_f16(blk, 82)
-        sumf += dall * F32(isum) - dmin * F32(summs)
-    return sumf
+@intrinsic
+def _block_sums(typingctx, w, woff, q8, qoff, bsums, boff):  # type: ignore[no-untyped-def]
+    """One block's integer sums for ``ggml_vec_dot_q2_K_q8_K``, as vector IR (see ``simd``).
+
+    ``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int16
+    quants in :data:`Q8_ORDER`, the block's 256 from ``qoff``; ``bsums``: int32, the block's 16
+    from ``boff``. Returns (isum, summs), int32: the sum of scale * quant * q8 over the block and
+    the sum of min * bsums over its 16 sub-blocks.
+    """
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(bsums, types.int32)):
+        return None
+    sig = types.UniTuple(types.int32, 2)(w, woff, q8, qoff, bsums, boff)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, q8_, qoff_, bs_, boff_ = args
+        wt, _, qt, _, bt, _ = signature.args
+        i8, i16, i32, vec = simd.I8, simd.I16, simd.I32, simd.vec
+        scales = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
+        sc = builder.and_(scales, simd.splat_const(i8, 15, 16))
+        qs = simd.load(builder, simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 16)),
+                       vec(i8, 64))
+        parts = []
+        for s in range(4):
+            q = builder.and_(builder.lshr(qs, simd.splat_const(i8, 2 * s, 64)), simd.splat_const(i8, 3, 64))
+            # scale * quant <= 45: one 16-bit lane per weight, multiplied by q8 in pairs.
+            scaled = builder.mul(builder.zext(q, vec(i16, 64)),
+                                 builder.zext(simd.pick(builder, sc, _SUB_BLOCK_OF_BYTE[s]), vec(i16, 64)))
+            q8p = simd.element_ptr(context, builder, qt, q8_, simd.offset(builder, qoff_, 64 * s))
+            parts.append(simd.madd16(builder, scaled, simd.load(builder, q8p, vec(i16, 64))))
+        isum = simd.fold(builder, simd.tree_sum(builder, parts), 1)
+        mins = builder.zext(builder.lshr(scales, simd.splat_const(i8, 4, 16)), vec(i32, 16))
+        bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
+        summs = simd.fold(builder, builder.mul(mins, bsv), 1)
+        zero = ir.Constant(i32, 0)
+        return context.make_tuple(builder, signature.return_type,
+                                  [builder.extract_element(isum, zero), builder.extract_element(summs, zero)])
+
+    return sig, codegen
 
 
 @jit
 def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
                start: int, stop: int) -> None:
-    acc = np.empty(16, dtype=np.int32)
+    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 84), C-contiguous) times the unpacked Q8_K
+    vector, into ``out``: ``ggml_vec_dot_q2_K_q8_K``'s float steps, per row."""
+    nb = w.shape[1]
     for r in range(start, stop):
-        out[r] = _dot_row(w[r], q8, yd, bsums, acc)
+        row = w[r]
+        sumf = F32(0)
+        for i in range(nb):
+            blk = row[i]
+            isum, summs = _block_sums(w, (r * nb + i) * 84, q8, i * QK, bsums, i * 16)
+            dall = yd[i] * read_f16(blk, 80)
+            dmin = yd[i] * read_f16(blk, 82)
+            sumf += dall * F32(isum) - dmin * F32(summs)
+        out[r] = sumf
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel: compiled on its own, it vectorises as in the serial
-    # path (inlined into the parfor body, the Q2_K loops did not).
-    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    # Each chunk calls the serial row kernel, compiled on its own.
+    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

@@ -23,18 +23,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-from .. import refmath
+from .. import refmath, simd
 from ..jitmath import (
     F32,
     PARALLEL_CHUNKS,
-    add32,
     and32,
     dispatch,
     inline,
     jit,
     make_qkx2_quants,
-    mul32,
     nearest_int,
     pjit,
     read_f16,
@@ -301,78 +302,103 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-@inline
-def _dot_row(row: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
-             acc: np.ndarray, sums: np.ndarray) -> np.float32:
-    """One row (uint8 (nb, 144)) times the Q8_K vector (q8 int16 (nb*256), yd float32 (nb),
-    bsums int32 (nb, 16)). Scratch: ``acc`` int32 (32), ``sums`` float32 (8)."""
-    for lane in range(8):
-        sums[lane] = 0
-    sumf = F32(0)
-    for i in range(row.shape[0]):
-        blk = row[i]
-        o = i * QK
-        s0, m0 = _scale_min(blk, 0)
-        s1, m1 = _scale_min(blk, 1)
-        s2, m2 = _scale_min(blk, 2)
-        s3, m3 = _scale_min(blk, 3)
-        s4, m4 = _scale_min(blk, 4)
-        s5, m5 = _scale_min(blk, 5)
-        s6, m6 = _scale_min(blk, 6)
-        s7, m7 = _scale_min(blk, 7)
-        # sumi = sum over the 16 groups of 16 of bsums[g] * m[g // 2]
-        sumi = add32(
-            add32(add32(mul32(m0, add32(bsums[i, 0], bsums[i, 1])), mul32(m1, add32(bsums[i, 2], bsums[i, 3]))),
-                  add32(mul32(m2, add32(bsums[i, 4], bsums[i, 5])), mul32(m3, add32(bsums[i, 6], bsums[i, 7])))),
-            add32(add32(mul32(m4, add32(bsums[i, 8], bsums[i, 9])), mul32(m5, add32(bsums[i, 10], bsums[i, 11]))),
-                  add32(mul32(m6, add32(bsums[i, 12], bsums[i, 13])), mul32(m7, add32(bsums[i, 14], bsums[i, 15])))),
-        )
-        # acc[l] = the scaled products of weight l of every sub-block (byte l of each 32-byte group
-        # holds weight l of sub-blocks 2p and 2p+1). llama.cpp's lane sums aux32[l % 8] are folded
-        # from it below; the integer sums are exact, so only the float steps need C's order.
-        for l in range(32):
-            b0 = blk[16 + l]
-            b1 = blk[48 + l]
-            b2 = blk[80 + l]
-            b3 = blk[112 + l]
-            t0 = add32(mul32(s0, mul32(q8[o + l], and32(b0, 0xF))), mul32(s1, mul32(q8[o + 32 + l], shr32(b0, 4))))
-            t1 = add32(mul32(s2, mul32(q8[o + 64 + l], and32(b1, 0xF))), mul32(s3, mul32(q8[o + 96 + l], shr32(b1, 4))))
-            t2 = add32(mul32(s4, mul32(q8[o + 128 + l], and32(b2, 0xF))),
-                       mul32(s5, mul32(q8[o + 160 + l], shr32(b2, 4))))
-            t3 = add32(mul32(s6, mul32(q8[o + 192 + l], and32(b3, 0xF))),
-                       mul32(s7, mul32(q8[o + 224 + l], shr32(b3, 4))))
-            acc[l] = add32(add32(t0, t1), add32(t2, t3))
-        d = read_f16(blk, 0) * yd[i]
-        for lane in range(8):
-            aux = add32(add32(acc[lane], acc[lane + 8]), add32(acc[lane + 16], acc[lane + 24]))
-            sums[lane] += d * F32(aux)
-        dmin = read_f16(blk, 2) * yd[i]
-        sumf -= dmin * F32(sumi)
-    for lane in range(8):
-        sumf += sums[lane]
-    return sumf
+# Q8_K quants in the order the dot kernel reads them: per 64-weight pair of sub-blocks p, the
+# quants of weights 64p + l and 64p + 32 + l side by side (l = 0..31), to meet the low and high
+# nibble of byte 32p + l as one pair of 16-bit lanes.
+Q8_ORDER = np.array([64 * (k // 64) + 32 * (k % 2) + (k % 64) // 2 for k in range(QK)], dtype=np.int64)
+
+
+@intrinsic
+def _block_dot(typingctx, w, woff, q8, qoff, bsums, boff, d, sums):  # type: ignore[no-untyped-def]
+    """One block's share of a row's dot product, as vector IR (see ``simd``).
+
+    ``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int16
+    quants in :data:`Q8_ORDER`, the block's 256 from ``qoff``; ``bsums``: int32, the block's 16
+    from ``boff``; ``d``: float32, the block's d times the activations' d. Adds
+    ``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes, C's order per lane) where ``aux32[l]`` is
+    the scaled integer sum of the products of the weights whose index is l mod 8, and returns
+    ``sumi`` = sum over sub-blocks j of m[j] * (bsums[2j] + bsums[2j+1]) (int32).
+    """
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(bsums, types.int32)
+            and simd.c_array(sums, types.float32) and d == types.float32):
+        return None
+    sig = types.int32(w, woff, q8, qoff, bsums, boff, d, sums)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, q8_, qoff_, bs_, boff_, d_, sums_ = args
+        wt, _, qt, _, bt, _, _, st = signature.args
+        i8, i16, i32, vec = simd.I8, simd.I16, simd.I32, simd.vec
+        hdr = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
+        # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
+        low6_or_4 = simd.const_vec(i8, [63] * 4 + [15] * 4)
+        high2 = simd.const_vec(i8, [0] * 4 + [0x30] * 4)  # bits 6-7 of a byte, moved to bits 4-5
+        two = simd.splat_const(i8, 2, 8)
+        sc = builder.or_(builder.and_(simd.pick(builder, hdr, [4, 5, 6, 7, 12, 13, 14, 15]), low6_or_4),
+                         builder.and_(builder.lshr(simd.pick(builder, hdr, [4, 5, 6, 7, 4, 5, 6, 7]), two), high2))
+        m = builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 12, 13, 14, 15]), simd.const_vec(i8, [0] * 4 + [4] * 4))
+        m = builder.or_(builder.and_(m, low6_or_4),
+                        builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two), high2))
+        # Scale pairs as 32-bit lanes: sc[2p] in the low 16 bits, sc[2p + 1] in the high 16 bits.
+        pairs = builder.bitcast(builder.zext(sc, vec(i16, 8)), vec(i32, 4))
+        parts = []
+        for p in range(4):
+            qs = simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * p))
+            # Byte l -> 32-bit lane l holding its low nibble in bits 0-15 and its high nibble in
+            # bits 16-31: the 16-bit pairs meet (q8[64p + l], q8[64p + 32 + l]) in Q8_ORDER.
+            v = builder.zext(simd.load(builder, qs, vec(i8, 32)), vec(i32, 32))
+            v = builder.and_(builder.or_(v, builder.shl(v, simd.splat_const(i32, 12, 32))),
+                             simd.splat_const(i32, 0x000F000F, 32))
+            q8p = simd.element_ptr(context, builder, qt, q8_, simd.offset(builder, qoff_, 64 * p))
+            # sc * q8 fits in 16 bits (63 * 128); the pair sums of nibble * that fit in 32.
+            scaled = builder.mul(simd.load(builder, q8p, vec(i16, 64)),
+                                 builder.bitcast(simd.pick(builder, pairs, [p] * 32), vec(i16, 64)))
+            parts.append(simd.madd16(builder, builder.bitcast(v, vec(i16, 64)), scaled))
+        aux32 = simd.fold(builder, simd.tree_sum(builder, parts), 8)  # lane l: the weights l mod 8
+        sp = simd.element_ptr(context, builder, st, sums_, ir.Constant(simd.I64, 0))
+        total = builder.fadd(simd.load(builder, sp, vec(simd.F32, 8)),
+                             builder.fmul(simd.splat(builder, d_, 8), builder.sitofp(aux32, vec(simd.F32, 8))))
+        simd.store(builder, total, sp)
+        bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
+        groups = builder.add(simd.pick(builder, bsv, range(0, 16, 2)), simd.pick(builder, bsv, range(1, 16, 2)))
+        sumi = simd.fold(builder, builder.mul(groups, builder.zext(m, vec(i32, 8))), 1)
+        return builder.extract_element(sumi, ir.Constant(i32, 0))
+
+    return sig, codegen
 
 
 @jit
 def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
                start: int, stop: int) -> None:
-    acc = np.empty(32, dtype=np.int32)
+    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 144), C-contiguous) times the unpacked Q8_K
+    vector, into ``out``: ``ggml_vec_dot_q4_K_q8_K``'s float steps, per row."""
     sums = np.empty(8, dtype=np.float32)
+    nb = w.shape[1]
     for r in range(start, stop):
-        out[r] = _dot_row(w[r], q8, yd, bsums, acc, sums)
+        row = w[r]
+        for lane in range(8):
+            sums[lane] = 0
+        sumf = F32(0)
+        for i in range(nb):
+            blk = row[i]
+            d = read_f16(blk, 0) * yd[i]
+            sumi = _block_dot(w, (r * nb + i) * 144, q8, i * QK, bsums, i * 16, d, sums)
+            dmin = read_f16(blk, 2) * yd[i]
+            sumf -= dmin * F32(sumi)
+        for lane in range(8):
+            sumf += sums[lane]
+        out[r] = sumf
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel: compiled on its own, it vectorises as in the serial
-    # path (inlined into the parfor body, the Q2_K loops did not).
-    yd, q8, bsums = q8_k.unpack_for_dot(act)
+    # Each chunk calls the serial row kernel, compiled on its own.
+    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

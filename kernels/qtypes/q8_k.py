@@ -62,12 +62,12 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 @inline
-def unpack_for_dot(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unpack_for_dot(blocks: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the Numba dot kernels read, decoded once per vector from uint8 (nb, 292) Q8_K blocks:
     (d float32 (nb,), qs int16 (nb*256,), bsums int32 (nb, 16)).
 
-    The quants are widened to int16 so that the per-row loops multiply 16-bit lanes
-    (``vpmaddwd``) instead of widening bytes again for every row.
+    The quants are widened to int16 (the kernels multiply 16-bit lanes) and put in the order the
+    weight format's kernel consumes them: ``qs[256*i + k]`` is quant ``order[k]`` of block i.
     """
     nb = blocks.shape[0]
     d = np.empty(nb, dtype=np.float32)
@@ -77,8 +77,8 @@ def unpack_for_dot(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
         blk = blocks[i]
         d[i] = bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
                                    | (np.int32(blk[3]) << 24)))
-        for j in range(QK):
-            qs[i * QK + j] = np.int8(blk[4 + j])
+        for k in range(QK):
+            qs[i * QK + k] = np.int8(blk[4 + order[k]])
         for g in range(16):
             bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
     return d, qs, bsums

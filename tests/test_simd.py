@@ -1,0 +1,69 @@
+"""The vector-IR dot kernels (kernels/simd.py and the formats' block intrinsics) on inputs the
+public API never makes, and on the generic IR path that CPUs without pmaddwd take."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import quantbench_kernels as qk
+from pytest_quantbench import strategies as qst
+from pytest_quantbench.compare import assert_bit_identical
+from quantbench_kernels import simd
+
+DOT = [f.name for f in qk.formats() if f.supports("gemv")]
+
+
+@pytest.mark.parametrize("name", DOT)
+@given(data=st.data())
+def test_gemv_kernel_on_any_q8_k_blocks(name, data):
+    """Activation blocks straight from the Q8_K strategy (quants -128..127 and any d, edge cases
+    weighted), not only those quantize_q8_k makes: the kernel still equals the reference."""
+    fmt = qk.get_format(name)
+    nb = data.draw(st.integers(1, 3), label="blocks per row")
+    rows = data.draw(st.integers(1, 3), label="rows")
+    w = data.draw(qst.blocks(name, n_blocks=rows * nb)).reshape(rows, nb, fmt.block_bytes)
+    act = data.draw(qst.blocks(fmt.activation, n_blocks=nb))
+    expected = fmt.reference.gemv(w, act, 1)
+    for threads in (1, 2):
+        assert_bit_identical(expected, fmt.numba.gemv(w, act, threads), f"{name} gemv, {threads} thread(s)")
+
+
+@pytest.mark.parametrize("name", DOT)
+def test_gemv_kernel_on_extreme_blocks(name):
+    """Every quant and scale at its maximum against q8 = -128 everywhere: the largest integer sums."""
+    fmt = qk.get_format(name)
+    w = np.full((2, 2, fmt.block_bytes), 0xFF, dtype=np.uint8)
+    w.view(fmt.block_dtype)["d"] = np.float16(1)
+    w.view(fmt.block_dtype)["dmin"] = np.float16(-1)
+    act = np.zeros(2, dtype=qk.get_format(fmt.activation).block_dtype)
+    act["d"], act["qs"] = 1, -128
+    act["bsums"] = -128 * 16
+    act = act.view(np.uint8).reshape(2, -1)
+    expected = fmt.reference.gemv(w, act, 1)
+    assert np.all(np.isfinite(expected)) and np.all(expected != 0)
+    assert_bit_identical(expected, fmt.numba.gemv(w, act, 1), f"{name} gemv")
+
+
+@pytest.mark.skipif(simd.PMADDWD is None, reason="this CPU already runs the generic IR (no pmaddwd)")
+def test_generic_ir_path_equals_reference():
+    """Rerun the dot conformance tests with QUANTBENCH_GENERIC_IR=1, the code CPUs without
+    AVX2/AVX-512 (ARM, for one) compile."""
+    here = Path(__file__).parent
+    env = dict(os.environ, QUANTBENCH_GENERIC_IR="1")
+    tests = [f"{here / 'test_simd.py'}::test_gemv_kernel_on_any_q8_k_blocks",
+             f"{here / 'test_simd.py'}::test_gemv_kernel_on_extreme_blocks",
+             f"{here / 'test_conformance.py'}::test_gemv_is_one_vec_dot_per_row_on_real_sized_rows"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *tests, "-c", str(here.parent / "pyproject.toml")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    probe = subprocess.run([sys.executable, "-c", "from quantbench_kernels import simd; print(simd.CODEGEN)"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "pmaddwd=generic"
