@@ -53,7 +53,8 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
         return
     tr.section("quantbench gate")
     if "baseline" in state:
-        tr.write_line(f"baseline: {state['baseline']} (times normalised by each run's np.copyto probe)")
+        tr.write_line(f"baseline: {state['baseline']} (ratios corrected for the change of the np.copyto probe "
+                      f"beyond +-{gate.PROBE_BAND:.0%} or PCT/2)")
     for line in gate.format_verdicts(state["verdicts"], state["fail_pct"]):
         tr.write_line(line)
     for problem in state["problems"]:
@@ -61,5 +62,7 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
     failed = [v.key for v in state["verdicts"] if v.fails]
     if failed:
         tr.write_line(f"quantbench gate FAILED: significantly slower: {', '.join(failed)}", red=True, bold=True)
+        tr.write_line("quantbench gate: on a shared machine a whole process can run slow (its buffers on slower "
+                      "memory); before trusting one failing run, rerun the same command: a real slowdown fails again")
     elif state["problems"] and state["fail_pct"] is not None:
         tr.write_line("quantbench gate FAILED: the baseline cannot be used (see above)", red=True, bold=True)
