@@ -20,14 +20,21 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core import config as numba_config
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 F32 = ir.FloatType()
 
 
 def _pmaddwd_intrinsic() -> tuple[str, int] | None:
-    """(LLVM intrinsic, i16 lanes) of the host's widest pmaddwd, or None for the generic IR."""
+    """(LLVM intrinsic, i16 lanes) of the host's widest pmaddwd, or None for the generic IR.
+
+    Numba compiles for the host CPU unless NUMBA_CPU_NAME / NUMBA_CPU_FEATURES name another target
+    (portable caches do): then the host's features say nothing about the target, and the generic
+    IR is the safe choice."""
     if os.environ.get("QUANTBENCH_GENERIC_IR", "0") not in ("", "0"):
+        return None
+    if numba_config.CPU_NAME or numba_config.CPU_FEATURES:
         return None
     features = llvm.get_host_cpu_features()
     if features.get("avx512bw"):

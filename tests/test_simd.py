@@ -67,3 +67,23 @@ def test_generic_ir_path_equals_reference():
     probe = subprocess.run([sys.executable, "-c", "from quantbench_kernels import simd; print(simd.CODEGEN)"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert probe.stdout.strip() == "pmaddwd=generic"
+
+
+def test_another_numba_target_gets_the_generic_ir():
+    """NUMBA_CPU_NAME=generic (a portable cache) compiles for a CPU without AVX: calling x86's
+    pmaddwd there would not compile, so the kernels take the generic IR and stay exact."""
+    script = (
+        "import numpy as np, quantbench_kernels as qk\n"
+        "from quantbench_kernels import simd\n"
+        "assert simd.CODEGEN == 'pmaddwd=generic', simd.CODEGEN\n"
+        "rng = np.random.default_rng(5)\n"
+        "x = rng.standard_normal(512).astype(np.float32)\n"
+        "for name in ('Q4_K', 'Q2_K'):\n"
+        "    w = qk.quantize((rng.standard_normal((4, 512)) * 0.02).astype(np.float32), name)\n"
+        "    a, b = qk.gemv(w, x, name, threads=1), qk.gemv(w, x, name, backend='reference')\n"
+        "    assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), name\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout[-2000:] + proc.stderr[-3000:]
