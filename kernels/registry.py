@@ -78,7 +78,10 @@ class BlockFormat:
         return getattr(self, name)
 
     def supports(self, op: str) -> bool:
-        """Whether both backends implement ``op`` ("dequantize", "quantize" or "gemv")."""
+        """Whether both backends implement ``op`` ("dequantize", "quantize", "gemv", or "vec_dot",
+        which is a one-row gemv)."""
+        if op == "vec_dot":
+            op = "gemv"
         return getattr(self.reference, op) is not None and getattr(self.numba, op) is not None
 
 

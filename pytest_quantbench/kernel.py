@@ -60,8 +60,7 @@ class Kernel:
             fmt = qk.get_format(self.qtype)
         except ValueError as err:
             return f"kernel {self.name!r}: {err}"
-        needed = "gemv" if self.op == "vec_dot" else self.op
-        if not fmt.supports(needed):
+        if not fmt.supports(self.op):
             return f"kernel {self.name!r}: format {fmt.name} has no reference {self.op} to check it against"
         if not callable(self.fn):
             return f"kernel {self.name!r}: fn is not callable ({type(self.fn).__name__})"
@@ -73,7 +72,7 @@ def builtin_kernels() -> list[Kernel]:
     out = []
     for fmt in qk.formats():
         for op in OPS:
-            if fmt.supports("gemv" if op == "vec_dot" else op):
+            if fmt.supports(op):
                 fn = functools.partial(getattr(qk, op), qtype=fmt.name, backend="numba")
                 out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op, fn=fn, source="quantbench_kernels"))
     return out
