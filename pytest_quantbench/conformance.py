@@ -80,13 +80,13 @@ def check_quantize(kernel: Kernel, fmt: BlockFormat, x: np.ndarray) -> None:
     """``x``: float32 (n_weights,)."""
     expected = qk.quantize(x, fmt, backend="reference")
     actual = _as_array(kernel, fmt, _call(kernel, fmt, x.copy()), np.uint8, expected.shape)
-    if not np.array_equal(expected, actual):
-        differ = expected != actual
-        block, offset = (int(i) for i in np.argwhere(differ)[0])
+    m = first_difference(expected, actual)
+    if m is not None:
+        block, offset = m.index
         raise ConformanceError(
-            f"{_header(kernel, fmt)}: {int(differ.sum())} of {differ.size} bytes differ\n"
+            f"{_header(kernel, fmt)}: {m.n_different} of {m.n_total} bytes differ\n"
             f"  first at block {block}, byte {offset} ({_field_at(fmt, offset)}): "
-            f"expected 0x{expected[block, offset]:02x}, got 0x{actual[block, offset]:02x}\n"
+            f"expected 0x{m.expected_bits:02x}, got 0x{m.actual_bits:02x}\n"
             f"  expected block {block}: {_hex(expected[block])}\n"
             f"  actual block {block}:   {_hex(actual[block])}\n"
             f"  input weights of block {block}: {x[block * fmt.block_weights:(block + 1) * fmt.block_weights]!r}"
