@@ -1,89 +1,19 @@
-"""Numba building blocks shared by the format kernels, and the thread-count policy.
+"""The math the format kernels share, compiled with :mod:`quantbench_kernels.compilation`'s settings.
 
-Everything here runs in nopython mode with ``fastmath=False`` (no FMA contraction, no reassociation),
-``error_model="numpy"`` (x / 0 gives inf or NaN as in C, instead of raising ZeroDivisionError)
-and float32 constants, so that the kernels round exactly as the NumPy reference does.
+float32 constants throughout, so that the kernels round exactly as the NumPy reference does.
 Numba has no float16 on the CPU: f16 values are decoded and encoded by hand.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import math
-import os
-from collections.abc import Callable
-from typing import Any
 
 import numba
 import numpy as np
 
-from . import simd
+from .compilation import inline
 
 F32 = np.float32
-
-
-def _install_cache_locator() -> bool:
-    """Make Numba's on-disk cache of this package's kernels safe to use.
-
-    Numba keys a cached kernel on its own source file only, but the kernels inline helpers from
-    other modules (this one): editing a helper would leave stale machine code in the cache. This
-    locator stamps every kernel of the package with a hash of all the package's sources (and of the
-    vector-IR spelling that ``simd`` chose) instead, so any edit recompiles. It relies on Numba's
-    cache-locator classes; if they are not where this expects, caching is simply turned off.
-    """
-    from numba.core import caching
-
-    in_tree = getattr(caching, "InTreeCacheLocator", None) or getattr(caching, "_InTreeCacheLocator", None)
-    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
-    if in_tree is None or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
-        return False
-    package = os.path.dirname(os.path.abspath(__file__))
-    digest = hashlib.sha256(simd.CODEGEN.encode())
-    for path in sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True)):
-        with open(path, "rb") as f:
-            digest.update(path[len(package):].encode() + b"\0" + f.read())
-    stamp = digest.hexdigest()
-
-    class PackageSourcesLocator(in_tree):  # type: ignore[misc, valid-type]
-        def get_source_stamp(self) -> str:
-            return stamp
-
-        @classmethod
-        def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
-            if not os.path.abspath(py_file).startswith(package + os.sep):
-                return None
-            return super().from_function(py_func, py_file)
-
-    if not any(c.__name__ == "PackageSourcesLocator" for c in impl._locator_classes):
-        impl._locator_classes.insert(0, PackageSourcesLocator)
-    return True
-
-
-# QUANTBENCH_NUMBA_CACHE=0 turns the on-disk cache of compiled kernels off.
-CACHE = os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0" and _install_cache_locator()
-
-# Work (in weights) below which the serial kernel is used when the caller leaves ``threads`` unset.
-PARALLEL_MIN_WEIGHTS = 1 << 20
-
-# Parallel kernels split rows (or blocks) into this many contiguous chunks, each with its own
-# scratch buffers; a constant (not the thread count) so that the kernels stay cacheable.
-PARALLEL_CHUNKS = 64
-
-
-def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` with this project's settings: exact float semantics, cached."""
-    return numba.njit(cache=CACHE, fastmath=False, error_model="numpy", nogil=True)(fn)
-
-
-def pjit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Like :func:`jit`, with ``parallel=True`` for ``prange`` loops."""
-    return numba.njit(cache=CACHE, fastmath=False, error_model="numpy", nogil=True, parallel=True)(fn)
-
-
-def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A helper that Numba inlines into its callers (no call overhead in inner loops)."""
-    return numba.njit(cache=CACHE, fastmath=False, error_model="numpy", inline="always")(fn)
 
 
 # POW2[e] = 2**(e - 25): the weight of a normal f16's integer significand (1024 + mantissa).
@@ -198,8 +128,6 @@ def _int32_binop(name: str, doc: str):  # type: ignore[no-untyped-def]
 # 64-bit lanes. These do the operation in 32 bits (operands extended or truncated to int32, C's
 # int arithmetic), which lets LLVM use vpmaddwd / vpdpwssd on 16-bit products. The callers keep
 # every value far below 2**31, so nothing wraps.
-add32 = _int32_binop("add", "a + b in int32")
-mul32 = _int32_binop("mul", "a * b in int32")
 and32 = _int32_binop("and_", "a & b in int32")
 shr32 = _int32_binop("ashr", "a >> b in int32 (arithmetic shift)")
 
@@ -279,30 +207,3 @@ def make_qkx2_quants(
                 scale = this_scale
                 lo = this_min
     return scale, -lo
-
-
-def resolve_threads(threads: int | None, work_weights: int) -> int:
-    """How many threads a kernel call uses: ``threads`` if given (capped at Numba's pool),
-    else all of them when the work is at least :data:`PARALLEL_MIN_WEIGHTS` weights, else 1."""
-    pool = numba.config.NUMBA_NUM_THREADS
-    if threads is None:
-        return pool if work_weights >= PARALLEL_MIN_WEIGHTS else 1
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return min(threads, pool)
-
-
-def dispatch(
-    serial: Callable[..., Any], parallel: Callable[..., Any], threads: int | None, work_weights: int,
-    *args: Any,
-) -> Any:
-    """Run ``serial(*args)`` or, on more than one thread, ``parallel(*args)`` with that many."""
-    n = resolve_threads(threads, work_weights)
-    if n == 1:
-        return serial(*args)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        return parallel(*args)
-    finally:
-        numba.set_num_threads(previous)

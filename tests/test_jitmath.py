@@ -1,12 +1,15 @@
 """The hand-written float helpers of the Numba kernels against NumPy."""
 
+import shutil
+
 import numba
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_quantbench.compare import assert_bit_identical
-from quantbench_kernels import jitmath, refmath
+from quantbench_kernels import compilation, jitmath, refmath, simd
 
 
 @numba.njit
@@ -86,14 +89,26 @@ def test_nearest_int_rounds_half_to_even_in_its_range():
     assert np.array_equal(refmath.nearest_int(x), np.rint(x).astype(np.int32))
 
 
-def test_kernel_cache_is_keyed_on_all_package_sources():
+def test_the_cache_stamp_changes_when_any_helper_source_changes(tmp_path):
     # Kernels inline helpers from jitmath.py: a cache keyed on the kernel's own file would go stale.
+    package = tmp_path / "kernels"
+    shutil.copytree(compilation.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = compilation.source_stamp(str(package), "generic")
+    assert before == compilation.source_stamp(compilation.PACKAGE_DIR, "generic")
+    helper = package / "jitmath.py"
+    text = helper.read_text()
+    edited = text.replace("v = np.float32(f + F32(12582912.0))", "v = f + F32(12582912.0)")
+    assert edited != text
+    helper.write_text(edited)
+    assert compilation.source_stamp(str(package), "generic") != before
+    here = compilation.PACKAGE_DIR
+    assert compilation.source_stamp(here, "pmaddwd") != compilation.source_stamp(here, "generic")
+
+
+def test_every_kernel_is_cached_under_the_package_stamp():
     from quantbench_kernels.qtypes import q4_k
 
-    if not jitmath.CACHE:
-        import pytest
-
+    if not compilation.CACHE:
         pytest.skip("QUANTBENCH_NUMBA_CACHE=0 or this Numba has no cache-locator classes to extend")
     locator = q4_k._dequantize_serial._cache._impl.locator
-    assert type(locator).__name__ == "PackageSourcesLocator"
-    assert len(locator.get_source_stamp()) == 64  # a sha256 over every source file of the package
+    assert locator.get_source_stamp() == compilation.source_stamp(compilation.PACKAGE_DIR, simd.CODEGEN)

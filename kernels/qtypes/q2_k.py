@@ -25,20 +25,8 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..jitmath import (
-    F32,
-    PARALLEL_CHUNKS,
-    and32,
-    dispatch,
-    inline,
-    jit,
-    make_qkx2_quants,
-    nearest_int,
-    pjit,
-    read_f16,
-    shr32,
-    write_f16,
-)
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, Ops, register
 from . import q8_k

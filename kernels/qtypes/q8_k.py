@@ -19,7 +19,8 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath
-from ..jitmath import F32, bits_float, dispatch, float_bits, inline, jit, nearest_int, pjit
+from ..compilation import dispatch, inline, jit, pjit
+from ..jitmath import F32, bits_float, float_bits, nearest_int
 from ..registry import BlockFormat, Ops, register
 
 BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])

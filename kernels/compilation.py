@@ -1,0 +1,120 @@
+"""How the kernels are compiled and run: Numba's settings, its on-disk cache, and the thread policy.
+
+Every kernel is compiled in nopython mode with ``fastmath=False`` (no FMA contraction, no
+reassociation) and ``error_model="numpy"`` (x / 0 gives inf or NaN as in C, instead of raising
+ZeroDivisionError), so that it rounds exactly as the NumPy reference does. The shared math the
+kernels inline lives in :mod:`quantbench_kernels.jitmath`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numba
+
+from . import simd
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def source_stamp(package_dir: str, codegen: str) -> str:
+    """A sha256 over every ``.py`` file under ``package_dir`` (its path and bytes) and ``codegen``
+    (the vector-IR spelling that :mod:`simd` chose): editing any source changes it."""
+    digest = hashlib.sha256(codegen.encode())
+    for path in sorted(glob.glob(os.path.join(package_dir, "**", "*.py"), recursive=True)):
+        with open(path, "rb") as f:
+            digest.update(path[len(package_dir):].encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
+def _install_cache_locator() -> bool:
+    """Make Numba's on-disk cache of this package's kernels safe to use.
+
+    Numba keys a cached kernel on its own source file only, but the kernels inline helpers from
+    other modules: editing a helper would leave stale machine code in the cache. This locator
+    stamps every kernel of the package with :func:`source_stamp` instead, so any edit recompiles.
+    It relies on Numba's cache-locator classes; if they are not where this expects, caching is
+    simply turned off.
+    """
+    from numba.core import caching
+
+    in_tree = getattr(caching, "InTreeCacheLocator", None) or getattr(caching, "_InTreeCacheLocator", None)
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if in_tree is None or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
+        return False
+    stamp = source_stamp(PACKAGE_DIR, simd.CODEGEN)
+
+    class PackageSourcesLocator(in_tree):  # type: ignore[misc, valid-type]
+        def get_source_stamp(self) -> str:
+            return stamp
+
+        @classmethod
+        def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
+            if not os.path.abspath(py_file).startswith(PACKAGE_DIR + os.sep):
+                return None
+            return super().from_function(py_func, py_file)
+
+    if not any(c.__name__ == "PackageSourcesLocator" for c in impl._locator_classes):
+        impl._locator_classes.insert(0, PackageSourcesLocator)
+    return True
+
+
+# QUANTBENCH_NUMBA_CACHE=0 turns the on-disk cache of compiled kernels off.
+CACHE = os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0" and _install_cache_locator()
+
+# The settings of every kernel; see the module docstring.
+SETTINGS = dict(cache=CACHE, fastmath=False, error_model="numpy")
+
+
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A kernel: ``numba.njit`` with :data:`SETTINGS`, releasing the GIL."""
+    return numba.njit(nogil=True, **SETTINGS)(fn)
+
+
+def pjit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Like :func:`jit`, with ``parallel=True`` for ``prange`` loops."""
+    return numba.njit(nogil=True, parallel=True, **SETTINGS)(fn)
+
+
+def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A helper that Numba inlines into its callers (no call overhead in inner loops)."""
+    return numba.njit(inline="always", **SETTINGS)(fn)
+
+
+# Work (in weights) below which the serial kernel is used when the caller leaves ``threads`` unset.
+PARALLEL_MIN_WEIGHTS = 1 << 20
+
+# Parallel kernels split rows (or blocks) into this many contiguous chunks, each with its own
+# scratch buffers; a constant (not the thread count) so that the kernels stay cacheable.
+PARALLEL_CHUNKS = 64
+
+
+def resolve_threads(threads: int | None, work_weights: int) -> int:
+    """How many threads a kernel call uses: ``threads`` if given (capped at Numba's pool),
+    else all of them when the work is at least :data:`PARALLEL_MIN_WEIGHTS` weights, else 1."""
+    pool = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return pool if work_weights >= PARALLEL_MIN_WEIGHTS else 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return min(threads, pool)
+
+
+def dispatch(
+    serial: Callable[..., Any], parallel: Callable[..., Any], threads: int | None, work_weights: int,
+    *args: Any,
+) -> Any:
+    """Run ``serial(*args)`` or, on more than one thread, ``parallel(*args)`` with that many."""
+    n = resolve_threads(threads, work_weights)
+    if n == 1:
+        return serial(*args)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return parallel(*args)
+    finally:
+        numba.set_num_threads(previous)
