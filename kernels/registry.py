@@ -78,10 +78,10 @@ class BlockFormat:
         return getattr(self, name)
 
     def supports(self, op: str) -> bool:
-        """Whether both backends implement ``op`` ("dequantize", "quantize", "gemv", or "vec_dot",
-        which is a one-row gemv)."""
-        if op == "vec_dot":
-            op = "gemv"
+        """Whether both backends implement ``op`` (a field of :class:`Ops`: "dequantize", "quantize"
+        or "gemv"; ``vec_dot`` is a one-row ``gemv``)."""
+        if op not in Ops.__dataclass_fields__:
+            raise ValueError(f"unknown op {op!r}: the registry's ops are {', '.join(Ops.__dataclass_fields__)}")
         return getattr(self.reference, op) is not None and getattr(self.numba, op) is not None
 
 

@@ -8,7 +8,7 @@ and how many values differ in all.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,7 +16,9 @@ import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat
 
 from .compare import first_difference
-from .kernel import Kernel
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 
 class ConformanceError(AssertionError):
@@ -121,6 +123,3 @@ def check_vec_dot(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray
         raise ConformanceError(f"kernel {kernel.name!r} ({fmt.name} vec_dot) returned {type(value).__name__}, "
                                "expected a float")
     _check_rows(kernel, fmt, w.reshape(1, -1), expected, np.float32([value]))
-
-
-CHECKS = {"dequantize": check_dequantize, "quantize": check_quantize, "gemv": check_gemv, "vec_dot": check_vec_dot}

@@ -14,14 +14,15 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 import quantbench_kernels as qk
 
-OPS = ("dequantize", "quantize", "vec_dot", "gemv")
+from .ops import OPS
+
 BUILTIN = "quantbench-numba"
 
 
@@ -39,7 +40,6 @@ class Kernel:
     qtype: Any
     op: str
     fn: Callable[..., Any]
-    source: str = field(default="", compare=False)
 
     @property
     def format_name(self) -> str:
@@ -60,7 +60,7 @@ class Kernel:
             fmt = qk.get_format(self.qtype)
         except ValueError as err:
             return f"kernel {self.name!r}: {err}"
-        if not fmt.supports(self.op):
+        if not OPS[self.op].supported_by(fmt):
             return f"kernel {self.name!r}: format {fmt.name} has no reference {self.op} to check it against"
         if not callable(self.fn):
             return f"kernel {self.name!r}: fn is not callable ({type(self.fn).__name__})"
@@ -71,10 +71,9 @@ def builtin_kernels() -> list[Kernel]:
     """The package's own Numba kernels: every op that each registered format supports."""
     out = []
     for fmt in qk.formats():
-        for op in OPS:
-            if fmt.supports(op):
-                fn = functools.partial(getattr(qk, op), qtype=fmt.name, backend="numba")
-                out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op, fn=fn, source="quantbench_kernels"))
+        for op in OPS.values():
+            if op.supported_by(fmt):
+                out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op.name, fn=op.builtin(fmt)))
     return out
 
 

@@ -18,7 +18,6 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import HealthCheck, settings
 
-import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat, get_format
 
 # f16 bit patterns worth hitting on purpose.
@@ -129,41 +128,24 @@ def non_finite_rows(draw: st.DrawFn, qtype: str | BlockFormat) -> np.ndarray:
 
 
 @st.composite
-def kernel_inputs(draw: st.DrawFn, qtype: str | BlockFormat, op: str) -> tuple[np.ndarray, ...]:
-    """Arguments for a kernel of ``op`` (the kernel signatures of :mod:`pytest_quantbench.kernel`):
-    blocks for dequantize, float rows for quantize, a row or rows of blocks and a float vector for
-    vec_dot and gemv."""
+def vec_dot_args(draw: st.DrawFn, qtype: str | BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Arguments of a vec_dot kernel: one row of 1-3 blocks, uint8 (n_blocks, block_bytes), and a
+    float32 activation of its length, drawn as the activation format's quantizer input."""
     fmt = get_format(qtype)
-    if op == "dequantize":
-        return (draw(blocks(fmt, n_blocks=st.integers(1, 4))),)
-    if op == "quantize":
-        return (draw(float_rows(fmt, n_blocks=st.integers(1, 3))),)
     nb = draw(st.integers(1, 3))
     x = draw(float_rows(fmt.activation, n_blocks=nb))
-    if op == "vec_dot":
-        return draw(blocks(fmt, n_blocks=nb)), x
-    if op == "gemv":
-        rows = draw(st.integers(1, 3))
-        return draw(blocks(fmt, n_blocks=rows * nb)).reshape(rows, -1), x
-    raise ValueError(f"unknown op {op!r}")
+    return draw(blocks(fmt, n_blocks=nb)), x
 
 
-def tensor_inputs(qtype: str | BlockFormat, op: str, raw: np.ndarray, max_rows: int = 64) -> tuple[np.ndarray, ...]:
-    """Arguments for a kernel of ``op`` made from a real tensor, uint8 (rows, row_bytes): all its
-    blocks for dequantize; its first ``max_rows`` rows, dequantized by the reference, for
-    quantize; the tensor (or its first row) times a fixed random vector for gemv (vec_dot)."""
+@st.composite
+def gemv_args(draw: st.DrawFn, qtype: str | BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Arguments of a gemv kernel: 1-3 rows of 1-3 blocks, uint8 (rows, row_bytes), and a float32
+    activation of a row's length."""
     fmt = get_format(qtype)
-    if op == "dequantize":
-        return (raw.reshape(-1, fmt.block_bytes),)
-    if op == "quantize":
-        return (qk.dequantize(raw[:max_rows], fmt, backend="reference").reshape(-1),)
-    x = np.random.default_rng(0).standard_normal(raw.shape[1] // fmt.block_bytes * fmt.block_weights)
-    x = x.astype(np.float32)
-    if op == "vec_dot":
-        return raw[0].reshape(-1, fmt.block_bytes), x
-    if op == "gemv":
-        return raw, x
-    raise ValueError(f"unknown op {op!r}")
+    nb = draw(st.integers(1, 3))
+    x = draw(float_rows(fmt.activation, n_blocks=nb))
+    rows = draw(st.integers(1, 3))
+    return draw(blocks(fmt, n_blocks=rows * nb)).reshape(rows, -1), x
 
 
 def register_profiles() -> None:

@@ -13,20 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench import conformance, options, workloads
-from pytest_quantbench import strategies as qst
+from pytest_quantbench import options, workloads
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 from pytest_quantbench.kernel import BadEntry, Kernel, registered_kernels
+from pytest_quantbench.ops import OPS
 from pytest_quantbench.record import record_benchmark
 from pytest_quantbench.throughput import PROBE, REFERENCE, tag
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
 NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
 NO_MATCH = "the GGUF files hold no tensor in the format of a registered kernel"
-
-
-def _kernel_id(entry: Kernel | BadEntry) -> str:
-    return entry.id
 
 
 def _usable(entry: Kernel | BadEntry) -> Kernel:
@@ -66,7 +62,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "qb_tensor" in names:
         metafunc.parametrize("qb_kernel,qb_tensor", _gguf_cases(config, kernels))
     elif "qb_kernel" in names:
-        metafunc.parametrize("qb_kernel", kernels, ids=_kernel_id)
+        metafunc.parametrize("qb_kernel", kernels, ids=lambda entry: entry.id)
     if "qb_reference" in names:
         pairs = sorted({(k.format_name, k.op) for k in kernels if isinstance(k, Kernel) and k.problem() is None})
         metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
@@ -90,8 +86,8 @@ def test_conformance(qb_kernel: Kernel | BadEntry, data: st.DataObject) -> None:
     """The kernel equals the reference bit for bit on Hypothesis-drawn inputs (edge cases weighted)."""
     kernel = _usable(qb_kernel)
     fmt = qk.get_format(kernel.qtype)
-    args = data.draw(qst.kernel_inputs(fmt, kernel.op), label="input")
-    conformance.CHECKS[kernel.op](kernel, fmt, *args)
+    op = OPS[kernel.op]
+    op.check(kernel, fmt, *data.draw(op.draw(fmt), label="input"))
 
 
 def test_conformance_gguf(qb_kernel: Kernel | None, qb_tensor) -> None:
@@ -100,7 +96,8 @@ def test_conformance_gguf(qb_kernel: Kernel | None, qb_tensor) -> None:
         pytest.fail(str(qb_tensor), pytrace=False)
     kernel = _usable(qb_kernel)
     fmt = qk.get_format(kernel.qtype)
-    conformance.CHECKS[kernel.op](kernel, fmt, *qst.tensor_inputs(fmt, kernel.op, qb_tensor.raw))
+    op = OPS[kernel.op]
+    op.check(kernel, fmt, *op.from_tensor(fmt, qb_tensor.raw))
 
 
 def _skip_unless_measuring(config: pytest.Config) -> None:
@@ -136,7 +133,7 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
         pytest.skip("the NumPy reference quantizer takes minutes above 1M weights")
     work = workloads.build(fmt, op, qb_size)
     info = tag(op, fmt.name, qb_size.label, REFERENCE, work.n_weights, work.nbytes, 1)
-    _measure(benchmark, work, workloads.reference_fn(fmt, op), info, request.config)
+    _measure(benchmark, work, OPS[op].reference(fmt), info, request.config)
 
 
 def test_throughput_probe(qb_size: options.Size, qb_window: int, benchmark, request) -> None:

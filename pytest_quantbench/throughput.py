@@ -12,26 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from quantbench_kernels import BlockFormat
+from .ops import OPS
 
 PROBE = "np.copyto"  # implementation name of the bandwidth probe
 REFERENCE = "reference"
-# Outside baselines, per op: what a user would otherwise call.
-BASELINES = {"dequantize": "gguf-py", "quantize": "libgguf", "gemv": "numpy-blas", "vec_dot": "numpy-blas"}
-
-
-def bytes_moved(op: str, fmt: BlockFormat, n_weights: int, rows: int = 1) -> int:
-    """Bytes a kernel must read and write for ``n_weights`` weights (``rows`` rows for gemv).
-
-    dequantize reads the blocks and writes float32; quantize the reverse; gemv and vec_dot read the
-    blocks and the float32 activation of one row and write one float32 per row.
-    """
-    packed = n_weights * fmt.block_bytes // fmt.block_weights
-    if op in ("dequantize", "quantize"):
-        return packed + 4 * n_weights
-    if op in ("gemv", "vec_dot"):
-        return packed + 4 * (n_weights // rows) + 4 * rows
-    raise ValueError(f"unknown op {op!r}")
 
 
 def tag(op: str, fmt: str, size: str, impl: str, n_weights: int, nbytes: int, threads: int | None,
@@ -84,7 +68,7 @@ def derive(measurements: Iterable[tuple[dict, float, float]]) -> list[Row]:
         peers = by_key[(r.info["op"], r.info["format"], r.info["size"])]
         if REFERENCE in peers and r.info["impl"] != REFERENCE:
             r.vs_reference = peers[REFERENCE].median_s / r.median_s
-        base = BASELINES.get(r.info["op"])
+        base = OPS[r.info["op"]].outside_baseline if r.info["op"] in OPS else None
         if base in peers and r.info["impl"] != base:
             r.vs_baseline = peers[base].median_s / r.median_s
         r.info.update(
@@ -115,7 +99,7 @@ def format_table(rows: list[Row]) -> list[str]:
     order = sorted(rows, key=lambda r: (r.info["format"], r.info["op"], r.info["size"], -r.weights_per_s))
     for r in order:
         i = r.info
-        base = BASELINES.get(i["op"], "") if r.vs_baseline is not None else ""
+        base = i.get("baseline", "") if r.vs_baseline is not None else ""
         lines.append(
             f"{i['format']:<6} {i['op']:<11} {i['size']:<8} {i['impl']:<18} {r.weights_per_s / 1e9:>8.3f} "
             f"{r.gb_per_s:>7.2f} {_fmt(r.roofline, '{:.2f}'):>8} {_fmt(r.vs_reference, '{:.1f}x'):>8} "

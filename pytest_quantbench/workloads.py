@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 
-import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat
 
+from .ops import OPS
 from .options import Size
 from .strategies import weight_like
-from .throughput import bytes_moved
 
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
 MAX_COPIES = 16
@@ -60,27 +59,14 @@ def _copies(size: Size, input_bytes: int) -> int:
 
 
 def build(fmt: BlockFormat, op: str, size: Size, seed: int = 0) -> Workload:
-    """Inputs for ``op`` on ``fmt`` at ``size`` (rows x cols weights)."""
+    """Inputs for ``op`` on ``fmt`` at ``size`` (rows x cols weights), from weight-like values; the
+    first argument (the weights or their blocks) is copied for the rotation, the others shared."""
     rng = np.random.default_rng(seed)
-    dense = weight_like(rng, (size.rows, size.cols))
-    if op == "quantize":
-        x = dense.reshape(-1)
-        return Workload([(x.copy(),) for _ in range(_copies(size, x.nbytes))], size.weights,
-                        bytes_moved(op, fmt, size.weights))
-    raw = qk.quantize(dense, fmt)
-    x = rng.standard_normal(size.cols).astype(np.float32)
-    if op == "dequantize":
-        args: tuple[Any, ...] = (raw.reshape(-1, fmt.block_bytes),)
-    elif op == "gemv":
-        args = (raw, x)
-    elif op == "vec_dot":
-        args = (raw.reshape(-1, fmt.block_bytes), rng.standard_normal(size.weights).astype(np.float32))
-    else:
-        raise ValueError(f"unknown op {op!r}")
-    n_copies = _copies(size, raw.nbytes)
-    inputs = [tuple(a.copy() if i == 0 else a for i, a in enumerate(args)) for _ in range(n_copies)]
-    rows = size.rows if op == "gemv" else 1
-    return Workload(inputs, size.weights, bytes_moved(op, fmt, size.weights, rows))
+    spec = OPS[op]
+    args = spec.bench_args(fmt, weight_like(rng, (size.rows, size.cols)), rng)
+    n_copies = _copies(size, args[0].nbytes)
+    inputs = [(args[0].copy(), *args[1:]) for _ in range(n_copies)]
+    return Workload(inputs, size.weights, spec.bytes_moved(fmt, size.weights, size.rows))
 
 
 def probe(size: Size) -> Workload:
@@ -88,12 +74,6 @@ def probe(size: Size) -> Workload:
     src = np.ones(size.weights, dtype=np.float32)
     dst = np.empty_like(src)
     return Workload([(dst, src)], size.weights, 2 * dst.nbytes)
-
-
-def reference_fn(fmt: BlockFormat, op: str) -> Callable[..., Any]:
-    """The NumPy reference of ``op`` with the kernel signature."""
-    fn = getattr(qk, op)
-    return lambda *args: fn(*args, fmt, backend="reference")
 
 
 def order_by_pass(items: list) -> None:
