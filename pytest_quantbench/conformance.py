@@ -15,7 +15,7 @@ import numpy as np
 import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat
 
-from .compare import first_difference
+from .bitexact import first_difference
 
 if TYPE_CHECKING:
     from .kernel import Kernel

@@ -8,7 +8,7 @@ machine that is uniformly slower today (another tenant, a lower clock) does not 
 regression: see :func:`probe_correction`. The ratio gets a bootstrap 95% confidence interval (all
 four sets of rounds resampled); a kernel fails the gate only when the ratio exceeds 1 + PCT/100
 *and* the interval lies wholly above 1 (the slowdown is significant). With
-``--quantbench-windows N`` every benchmark is measured in N passes, each with its own probe, and
+``--quantbench-passes N`` every benchmark is measured in N passes, each with its own probe, and
 the rounds of all passes are pooled.
 """
 
@@ -95,6 +95,8 @@ def load(path: Path) -> dict:
         for b in snap["benchmarks"]:
             if not isinstance(b["key"], str) or not b["rounds"] or not all(t > 0 for t in b["rounds"]):
                 raise ValueError(f"benchmark {b.get('key')!r} has no usable rounds")
+            if "window" in b["info"]:  # runs stored before the passes were called passes
+                b["info"].setdefault("pass", b["info"].pop("window"))
         snap["machine"]  # noqa: B018 - must exist
         return snap
     except GateError:
@@ -160,11 +162,11 @@ def _split(benchmarks: list[dict]) -> tuple[dict[str, list[tuple[int, str, np.nd
     probes: dict[tuple, np.ndarray] = {}
     for b in benchmarks:
         info = b["info"]
-        impl, size, window = info["impl"], info["size"], info.get("window", 0)
+        impl, size, pass_no = info["impl"], info["size"], info.get("pass", 0)
         if impl == PROBE:
-            probes[(size, window)] = np.asarray(b["rounds"], float)
+            probes[(size, pass_no)] = np.asarray(b["rounds"], float)
         elif impl != REFERENCE:
-            kernels.setdefault(b["key"], []).append((window, size, np.asarray(b["rounds"], float)))
+            kernels.setdefault(b["key"], []).append((pass_no, size, np.asarray(b["rounds"], float)))
     return kernels, probes
 
 

@@ -12,8 +12,8 @@ import pytest
 NAMED_SIZES = {"cache": (256, 4096), "16M": (4096, 4096)}
 DEFAULT_SIZES = "cache,16M"
 # Passes over the benchmarks when a run is stored or gated: a disturbance that lasts one pass then
-# holds a third of the rounds (see gate.py; calibrated in the README).
-GATE_WINDOWS = 3
+# holds a third of the rounds (see gate.py; calibrated in docs/gate.md).
+GATE_PASSES = 3
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -32,10 +32,12 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--quantbench-fail-on", type=float, default=None, metavar="PCT",
                     help="with --quantbench-compare: fail when a kernel is slower by more than PCT percent "
                          "and the slowdown is statistically significant")
-    group.addoption("--quantbench-windows", type=int, default=None, metavar="N",
+    group.addoption("--quantbench-passes", type=int, default=None, metavar="N",
                     help="measure each kernel and the probe in N separate passes over all benchmarks, whose rounds "
-                         f"the gate pools (default: {GATE_WINDOWS} with --quantbench-save or --quantbench-compare, "
+                         f"the gate pools (default: {GATE_PASSES} with --quantbench-save or --quantbench-compare, "
                          "else 1)")
+    group.addoption("--quantbench-windows", type=int, default=None, metavar="N", dest="quantbench_windows",
+                    help="deprecated alias of --quantbench-passes")
     group.addoption("--quantbench-storage", default=None, metavar="DIR",
                     help="where stored runs live (default: .quantbench under the rootdir)")
     parser.addini("quantbench_kernels", type="linelist", default=[],
@@ -77,15 +79,29 @@ def sizes(config: pytest.Config) -> list[Size]:
     return out
 
 
-def windows(config: pytest.Config) -> int:
-    """Passes over the benchmarks: --quantbench-windows, else GATE_WINDOWS for a stored or gated run."""
-    n = config.getoption("quantbench_windows")
+def passes(config: pytest.Config) -> int:
+    """Passes over the benchmarks: --quantbench-passes, else GATE_PASSES for a stored or gated run."""
+    n = config.getoption("quantbench_passes")
+    old = config.getoption("quantbench_windows")
+    if old is not None:
+        if n is not None:
+            raise pytest.UsageError("give --quantbench-passes only: --quantbench-windows is its deprecated alias")
+        n = old
     if n is None:
         gating = config.getoption("quantbench_save") or config.getoption("quantbench_compare")
-        return GATE_WINDOWS if gating else 1
+        return GATE_PASSES if gating else 1
     if n < 1:
-        raise pytest.UsageError(f"--quantbench-windows must be at least 1, got {n}")
+        raise pytest.UsageError(f"--quantbench-passes must be at least 1, got {n}")
     return n
+
+
+def warn_deprecated(config: pytest.Config) -> None:
+    """Say once, at start-up, which deprecated options this run uses."""
+    if config.getoption("quantbench_windows") is not None:
+        config.issue_config_time_warning(
+            pytest.PytestDeprecationWarning("--quantbench-windows is deprecated: use --quantbench-passes"),
+            stacklevel=2,
+        )
 
 
 def gguf_paths(config: pytest.Config) -> list[Path]:

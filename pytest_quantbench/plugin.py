@@ -29,7 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if options.enabled(config):
         options.sizes(config)  # refuse bad option values before collecting anything
-        options.windows(config)
+        options.passes(config)
+        options.warn_deprecated(config)
         gate.check_name(config.getoption("quantbench_save"))
         if str(SUITE) not in config.args:
             config.args.append(str(SUITE))

@@ -47,7 +47,7 @@ def measurements(config: pytest.Config) -> list[Measurement]:
     return list(config.stash.get(_RECORDS, []))
 
 
-def merge_windows(done: list[Measurement]) -> list[Measurement]:
+def merge_passes(done: list[Measurement]) -> list[Measurement]:
     """One measurement per benchmark, the rounds of all its passes together (for the table)."""
     merged: dict[str, Measurement] = {}
     for m in done:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from . import gate, options
-from .record import measurements, merge_windows
+from .record import measurements, merge_passes
 from .throughput import derive, format_table
 
 _STATE = pytest.StashKey[dict]()
@@ -16,7 +16,7 @@ def finish(session: pytest.Session) -> None:
     gate if asked, and set a failing exit status when the gate fails."""
     config = session.config
     done = measurements(config)
-    state: dict = {"rows": derive((m.info, m.median, m.iqr) for m in merge_windows(done))}
+    state: dict = {"rows": derive((m.info, m.median, m.iqr) for m in merge_passes(done))}
     name = config.getoption("quantbench_save")
     if name:
         state["saved"] = gate.save(options.storage_dir(config), name, gate.snapshot(done))

@@ -68,15 +68,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
     if "qb_size" in names:
         metafunc.parametrize("qb_size", options.sizes(config), ids=lambda s: s.label)
-    if "qb_window" in names and options.windows(config) > 1:
+    if "qb_pass" in names and options.passes(config) > 1:
         # The plugin orders the items pass by pass (pytest_collection_modifyitems).
-        n = options.windows(config)
-        metafunc.parametrize("qb_window", range(n), ids=[f"pass{i}" for i in range(n)])
+        n = options.passes(config)
+        metafunc.parametrize("qb_pass", range(n), ids=[f"pass{i}" for i in range(n)])
 
 
 @pytest.fixture
-def qb_window() -> int:
-    """Which pass over the benchmarks this is (0 unless --quantbench-windows is above 1)."""
+def qb_pass() -> int:
+    """Which pass over the benchmarks this is (0 unless --quantbench-passes is above 1)."""
     return 0
 
 
@@ -114,13 +114,14 @@ def _measure(benchmark, workload: workloads.Workload, fn, info: dict, config: py
     record_benchmark(config, benchmark, info)
 
 
-def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_window: int, benchmark, request) -> None:
+def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_pass: int, benchmark, request) -> None:
     """Time the kernel (pytest-benchmark: its --benchmark-* options apply)."""
     _skip_unless_measuring(request.config)
     kernel = _usable(qb_kernel)
     fmt = qk.get_format(kernel.qtype)
     work = workloads.build(fmt, kernel.op, qb_size)
-    info = tag(kernel.op, fmt.name, qb_size.label, kernel.name, work.n_weights, work.nbytes, None, qb_window)
+    info = tag(op=kernel.op, fmt=fmt.name, size=qb_size.label, impl=kernel.name, weights=work.n_weights,
+               nbytes=work.nbytes, threads=None, pass_no=qb_pass)
     _measure(benchmark, work, kernel.fn, info, request.config)
 
 
@@ -132,13 +133,15 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     if op == "quantize" and qb_size.weights > (1 << 20):
         pytest.skip("the NumPy reference quantizer takes minutes above 1M weights")
     work = workloads.build(fmt, op, qb_size)
-    info = tag(op, fmt.name, qb_size.label, REFERENCE, work.n_weights, work.nbytes, 1)
+    info = tag(op=op, fmt=fmt.name, size=qb_size.label, impl=REFERENCE, weights=work.n_weights, nbytes=work.nbytes,
+               threads=1)
     _measure(benchmark, work, OPS[op].reference(fmt), info, request.config)
 
 
-def test_throughput_probe(qb_size: options.Size, qb_window: int, benchmark, request) -> None:
+def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, request) -> None:
     """Time np.copyto of the size's weights as float32: this session's memory bandwidth."""
     _skip_unless_measuring(request.config)
     work = workloads.probe(qb_size)
-    info = tag("copyto", "-", qb_size.label, PROBE, work.n_weights, work.nbytes, 1, qb_window)
+    info = tag(op="copyto", fmt="-", size=qb_size.label, impl=PROBE, weights=work.n_weights, nbytes=work.nbytes,
+               threads=1, pass_no=qb_pass)
     _measure(benchmark, work, np.copyto, info, request.config)

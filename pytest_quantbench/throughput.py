@@ -18,19 +18,21 @@ PROBE = "np.copyto"  # implementation name of the bandwidth probe
 REFERENCE = "reference"
 
 
-def tag(op: str, fmt: str, size: str, impl: str, n_weights: int, nbytes: int, threads: int | None,
-        window: int = 0) -> dict:
-    """The ``extra_info`` of one measurement (``window``: which pass over the benchmarks)."""
+def tag(*, op: str, fmt: str, size: str, impl: str, weights: int, nbytes: int, threads: int | None,
+        pass_no: int = 0) -> dict:
+    """The ``extra_info`` of one measurement: what was measured, how much work one call is
+    (``weights``, ``nbytes`` moved), on how many threads (None: the kernel decides) and in which
+    pass over the benchmarks (``pass_no``)."""
     return {
         "quantbench": True,
         "op": op,
         "format": fmt,
         "size": size,
         "impl": impl,
-        "weights": n_weights,
+        "weights": weights,
         "bytes": nbytes,
         "threads": threads,
-        "window": window,
+        "pass": pass_no,
     }
 
 

@@ -77,12 +77,12 @@ def probe(size: Size) -> Workload:
 
 
 def order_by_pass(items: list) -> None:
-    """With --quantbench-windows N, order the items pass by pass (pass 0 of every benchmark: kernels,
+    """With --quantbench-passes N, order the items pass by pass (pass 0 of every benchmark: kernels,
     references, probes; then pass 1...), so that each pass has its own probe measured near its kernels.
     A stable sort: everything else keeps its place."""
 
-    def window(item) -> int:
+    def pass_no(item) -> int:
         callspec = getattr(item, "callspec", None)
-        return callspec.params.get("qb_window", 0) if callspec is not None else 0
+        return callspec.params.get("qb_pass", 0) if callspec is not None else 0
 
-    items.sort(key=window)
+    items.sort(key=pass_no)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import quantbench_kernels as qk
 from pytest_quantbench import strategies as qst
-from pytest_quantbench.compare import assert_bit_identical
+from pytest_quantbench.bitexact import assert_bit_identical
 
 ALL = [f.name for f in qk.formats()]
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]

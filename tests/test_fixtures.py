@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench.compare import assert_bit_identical
+from pytest_quantbench.bitexact import assert_bit_identical
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 
 pytest_plugins = ["pytester"]

@@ -22,8 +22,10 @@ def _run(seed: int, kernel: float = 1.0, probe: float = 1.0, passes: int = 3,
         dk, dp = (disturbed or {}).get(w, (1.0, 1.0))
         k = KERNEL_S * kernel * dk * np.exp(rng.normal(0, 0.02, 400))
         p = PROBE_S * probe * dp * np.exp(rng.normal(0, 0.02, 300))
-        out.append(Measurement(tag("dequantize", "Q4_K", "16M", "mine", 1 << 24, 1, None, w), list(k)))
-        out.append(Measurement(tag("copyto", "-", "16M", PROBE, 1 << 24, 1, 1, w), list(p)))
+        out.append(Measurement(tag(op="dequantize", fmt="Q4_K", size="16M", impl="mine", weights=1 << 24, nbytes=1,
+                                   threads=None, pass_no=w), list(k)))
+        out.append(Measurement(tag(op="copyto", fmt="-", size="16M", impl=PROBE, weights=1 << 24, nbytes=1,
+                                   threads=1, pass_no=w), list(p)))
     return out
 
 
@@ -81,3 +83,14 @@ def test_one_disturbed_pass_does_not_decide_the_verdict():
 def test_the_threshold_leaves_a_small_significant_slowdown_alone():
     v = _verdict(_run(seed=1, kernel=1.03), pct=5)
     assert v.low > 1 and not v.fails
+
+
+def test_a_run_stored_with_the_old_window_tag_is_read_pass_by_pass(tmp_path):
+    snap = gate.snapshot(_run(seed=0, disturbed={1: (1.0, 1.3)}))
+    for b in snap["benchmarks"]:
+        b["info"]["window"] = b["info"].pop("pass")
+    path = gate.save(tmp_path, "old", snap)
+    loaded = gate.load(path)
+    assert sorted(b["info"]["pass"] for b in loaded["benchmarks"]) == [0, 0, 1, 1, 2, 2]
+    verdicts, problems = gate.compare(loaded, _run(seed=1), 5)
+    assert problems == [] and verdicts[0].verdict == "same"

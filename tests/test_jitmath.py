@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_quantbench.compare import assert_bit_identical
+from pytest_quantbench.bitexact import assert_bit_identical
 from quantbench_kernels import compilation, jitmath, refmath, simd
 
 

@@ -198,6 +198,16 @@ def test_bad_option_values_are_usage_errors(project):
     bad_size = _run(project, "--quantbench", "--quantbench-sizes=16x100")
     assert bad_size.ret == pytest.ExitCode.USAGE_ERROR
     bad_size.stderr.fnmatch_lines(["*--quantbench-sizes: '16x100' is neither*"])
+    both = _run(project, "--quantbench", "--quantbench-passes=2", "--quantbench-windows=2")
+    assert both.ret == pytest.ExitCode.USAGE_ERROR
+    both.stderr.fnmatch_lines(["*give --quantbench-passes only: --quantbench-windows is its deprecated alias*"])
+
+
+def test_the_old_windows_option_still_works_and_says_it_is_deprecated(project):
+    result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-windows=2", "-v")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_throughput?mine-Q4_K-dequantize-16x4096-pass1? PASSED*",
+                                 "*PytestDeprecationWarning: --quantbench-windows is deprecated*"])
 
 
 def test_the_gate_refuses_missing_or_corrupt_baselines(project):
@@ -229,7 +239,7 @@ def test_under_xdist_conformance_runs_and_benchmarks_skip_with_one_line(project)
 
 
 def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
-    select = ["--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-windows=2", "-v"]
+    select = ["--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-passes=2", "-v"]
     result = _run(project, *select, "--quantbench-save=two")
     assert result.ret == 0, result.stdout.str()
     order = [line.split("::")[1].split(" ")[0] for line in result.stdout.lines if line.startswith("quantbench::")]
@@ -241,7 +251,7 @@ def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     ]
     assert len([line for line in result.stdout.lines if line.startswith("Q4_K   dequantize")]) == 1
     stored = json.loads((project.path / ".quantbench" / "two.json").read_text())
-    assert sorted((b["info"]["impl"], b["info"]["window"]) for b in stored["benchmarks"]) == [
+    assert sorted((b["info"]["impl"], b["info"]["pass"]) for b in stored["benchmarks"]) == [
         ("mine", 0), ("mine", 1), ("np.copyto", 0), ("np.copyto", 1)]
     again = _run(project, *select, "--quantbench-compare=two", "--quantbench-fail-on=100")
     assert again.ret == 0, again.stdout.str()
