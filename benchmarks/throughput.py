@@ -2,9 +2,10 @@
 registered format, at a cache-resident size and at 16M weights.
 
 Formats and ops come from the registry (``quantbench_kernels.formats()``): a new format appears
-here without edits. Each class warms the Numba JIT in ``setup``, so compile time is never timed
-(``timeraw_import_and_compile`` measures it on its own). At 16M weights the inputs rotate among
-copies whose total exceeds the last-level cache, as in ``pytest --quantbench``.
+here without edits. Each class quantizes its inputs once (``setup_cache``) and warms the Numba JIT
+before timing, so compile time is never timed (``timeraw_import_and_compile`` measures it on its
+own). At 16M weights the inputs rotate among copies whose total exceeds the last-level cache, as
+in ``pytest --quantbench``.
 
 This file uses only ``quantbench_kernels``' public functions, not ``pytest_quantbench``'s helpers
 (whose weight generator and input rotation it repeats in a few lines): asv runs the current suite
@@ -47,50 +48,82 @@ def _median_seconds(fn, rounds: int = ROUNDS) -> float:
     return float(np.median(times))
 
 
+def _rotating(args: tuple, size: str):
+    """A no-argument function that returns the next of enough copies of ``args`` (the first one
+    copied, the others shared) to exceed the last-level cache at 16M weights."""
+    copies = [(args[0].copy(), *args[1:]) for _ in range(_copies(args[0].nbytes, size))]
+    it = itertools.cycle(copies)
+    return lambda: next(it)
+
+
+def _probe_gbps(n_weights: int) -> float:
+    """This process's memory bandwidth: np.copyto of ``n_weights`` float32."""
+    src = np.ones(n_weights, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    return 2 * dst.nbytes / _median_seconds(lambda: np.copyto(dst, src)) / 1e9
+
+
 class _Op:
-    """Shared machinery: subclasses set ``op`` and build ``self.call`` (one kernel call on the next
-    input), ``self.n_weights`` and ``self.nbytes`` (bytes one call must move) in ``prepare``."""
+    """Shared machinery. A subclass sets ``op`` and defines ``inputs`` (the arguments of one call,
+    quantized once for all benchmarks of the class in ``setup_cache``), ``kernel`` (the call) and
+    ``moved`` (the bytes one call must move). ``setup_cache`` also times every format and size once,
+    beside the np.copyto probe: the three ``track_`` figures are derived from that one timing.
+    asv keys a cache by where ``setup_cache`` is written, so each subclass writes its own (one line
+    calling :meth:`prepare`); an inherited one would share one cache between the classes."""
 
     op = ""
     param_names = ["format", "size"]
-    timeout = 600
+    timeout = 1800
 
-    def setup(self, fmt: str, size: str) -> None:
-        self.fmt = qk.get_format(fmt)
-        self.rows, self.cols = SIZES[size]
-        self.n_weights = self.rows * self.cols
-        self.prepare(size)
-        self.call()  # compile (first Numba call) and warm up
-        self.call()
-
-    def prepare(self, size: str) -> None:
+    def inputs(self, fmt: str, rows: int, cols: int) -> tuple:
         raise NotImplementedError
 
-    def _cycle(self, args: tuple, nbytes: int, size: str) -> None:
-        inputs = [tuple(a.copy() for a in args) for _ in range(_copies(nbytes, size))]
-        it = itertools.cycle(inputs)
-        self._next = lambda: next(it)
+    def kernel(self, fmt: str, args: tuple):
+        raise NotImplementedError
 
-    def _probe_gbps(self) -> float:
-        """This process's memory bandwidth: np.copyto of as many float32 as the size has weights."""
-        src = np.ones(self.n_weights, dtype=np.float32)
-        dst = np.empty_like(src)
-        np.copyto(dst, src)
-        return 2 * dst.nbytes / _median_seconds(lambda: np.copyto(dst, src)) / 1e9
+    def moved(self, fmt: str, args: tuple, rows: int) -> int:
+        raise NotImplementedError
 
-    def track_gweights_per_s(self, fmt: str, size: str) -> float:
-        return self.n_weights / _median_seconds(self.call) / 1e9
+    def prepare(self) -> dict:
+        """What ``setup_cache`` returns: per (format, size), the inputs and one timing."""
+        cache = {}
+        for fmt in self.params[0]:
+            for size in self.params[1]:
+                rows, cols = SIZES[size]
+                args = self.inputs(fmt, rows, cols)
+                call = self._call(fmt, args, size)
+                seconds = _median_seconds(call)
+                cache[fmt, size] = {"args": args, "seconds": seconds, "weights": rows * cols,
+                                    "bytes": self.moved(fmt, args, rows), "probe_gbps": _probe_gbps(rows * cols)}
+        return cache
+
+    def _call(self, fmt: str, args: tuple, size: str):
+        nxt = _rotating(args, size)
+        call = lambda: self.kernel(fmt, nxt())  # noqa: E731
+        call()  # compile (first Numba call) and warm up
+        call()
+        return call
+
+    def setup(self, cache: dict, fmt: str, size: str) -> None:
+        self.call = self._call(fmt, cache[fmt, size]["args"], size)
+
+    def track_gweights_per_s(self, cache: dict, fmt: str, size: str) -> float:
+        c = cache[fmt, size]
+        return c["weights"] / c["seconds"] / 1e9
 
     track_gweights_per_s.unit = "G weights/s"
 
-    def track_gbytes_per_s(self, fmt: str, size: str) -> float:
-        return self.nbytes / _median_seconds(self.call) / 1e9
+    def track_gbytes_per_s(self, cache: dict, fmt: str, size: str) -> float:
+        c = cache[fmt, size]
+        return c["bytes"] / c["seconds"] / 1e9
 
     track_gbytes_per_s.unit = "GB/s"
 
-    def track_roofline_fraction(self, fmt: str, size: str) -> float:
-        """GB/s moved by the kernel over np.copyto's GB/s, both measured here, now."""
-        return (self.nbytes / _median_seconds(self.call) / 1e9) / self._probe_gbps()
+    def track_roofline_fraction(self, cache: dict, fmt: str, size: str) -> float:
+        """GB/s moved by the kernel over np.copyto's GB/s, measured in the same process."""
+        c = cache[fmt, size]
+        return c["bytes"] / c["seconds"] / 1e9 / c["probe_gbps"]
 
     track_roofline_fraction.unit = "fraction of np.copyto bandwidth"
 
@@ -98,15 +131,29 @@ class _Op:
 class Dequantize(_Op):
     params = (formats_with("dequantize"), list(SIZES))
 
-    def prepare(self, size: str) -> None:
-        raw = qk.quantize(_weights(self.rows, self.cols), self.fmt)
-        self.out = np.empty((self.rows, self.cols), dtype=np.float32)
-        self._cycle((raw,), raw.nbytes, size)
-        self.nbytes = raw.nbytes + self.out.nbytes
-        self.call = lambda: qk.dequantize(*self._next(), self.fmt, threads=1, out=self.out)
+    def inputs(self, fmt: str, rows: int, cols: int) -> tuple:
+        return (qk.quantize(_weights(rows, cols), fmt),)
 
-    def time_dequantize(self, fmt: str, size: str) -> None:
+    def kernel(self, fmt: str, args: tuple):
+        # Into one reused buffer per shape, made here rather than stored in the cache.
+        raw = args[0]
+        if getattr(self, "_out", None) is None or self._out.shape[0] != raw.shape[0]:
+            self._out = np.empty((raw.shape[0], self.weights_per_row(fmt, raw)), dtype=np.float32)
+        return qk.dequantize(raw, fmt, threads=1, out=self._out)
+
+    @staticmethod
+    def weights_per_row(fmt: str, raw: np.ndarray) -> int:
+        f = qk.get_format(fmt)
+        return raw.shape[1] // f.block_bytes * f.block_weights
+
+    def moved(self, fmt: str, args: tuple, rows: int) -> int:
+        return args[0].nbytes + 4 * rows * self.weights_per_row(fmt, args[0])
+
+    def time_dequantize(self, cache: dict, fmt: str, size: str) -> None:
         self.call()
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
 
 
 class Quantize(_Op):
@@ -114,28 +161,41 @@ class Quantize(_Op):
 
     params = (formats_with("quantize"), list(SIZES))
 
-    def prepare(self, size: str) -> None:
-        x = _weights(self.rows, self.cols)
-        self._cycle((x,), x.nbytes, size)
-        self.nbytes = x.nbytes + self.n_weights * self.fmt.block_bytes // self.fmt.block_weights
-        self.call = lambda: qk.quantize(*self._next(), self.fmt, threads=1)
+    def inputs(self, fmt: str, rows: int, cols: int) -> tuple:
+        return (_weights(rows, cols),)
 
-    def time_quantize(self, fmt: str, size: str) -> None:
+    def kernel(self, fmt: str, args: tuple):
+        return qk.quantize(args[0], fmt, threads=1)
+
+    def moved(self, fmt: str, args: tuple, rows: int) -> int:
+        f = qk.get_format(fmt)
+        return args[0].nbytes + args[0].size * f.block_bytes // f.block_weights
+
+    def time_quantize(self, cache: dict, fmt: str, size: str) -> None:
         self.call()
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
 
 
 class Gemv(_Op):
     params = (formats_with("gemv"), list(SIZES))
 
-    def prepare(self, size: str) -> None:
-        w = qk.quantize(_weights(self.rows, self.cols), self.fmt)
-        x = np.random.default_rng(1).standard_normal(self.cols).astype(np.float32)
-        self._cycle((w,), w.nbytes, size)
-        self.nbytes = w.nbytes + x.nbytes + 4 * self.rows
-        self.call = lambda: qk.gemv(*self._next(), x, self.fmt, threads=1)
+    def inputs(self, fmt: str, rows: int, cols: int) -> tuple:
+        x = np.random.default_rng(1).standard_normal(cols).astype(np.float32)
+        return (qk.quantize(_weights(rows, cols), fmt), x)
 
-    def time_gemv(self, fmt: str, size: str) -> None:
+    def kernel(self, fmt: str, args: tuple):
+        return qk.gemv(args[0], args[1], fmt, threads=1)
+
+    def moved(self, fmt: str, args: tuple, rows: int) -> int:
+        return args[0].nbytes + args[1].nbytes + 4 * rows
+
+    def time_gemv(self, cache: dict, fmt: str, size: str) -> None:
         self.call()
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
 
 
 class VecDot(_Op):
@@ -143,15 +203,21 @@ class VecDot(_Op):
 
     params = (formats_with("vec_dot"), list(SIZES))
 
-    def prepare(self, size: str) -> None:
-        row = qk.quantize(_weights(1, self.n_weights), self.fmt).reshape(-1)
-        x = np.random.default_rng(1).standard_normal(self.n_weights).astype(np.float32)
-        self._cycle((row,), row.nbytes, size)
-        self.nbytes = row.nbytes + x.nbytes
-        self.call = lambda: qk.vec_dot(*self._next(), x, self.fmt)
+    def inputs(self, fmt: str, rows: int, cols: int) -> tuple:
+        x = np.random.default_rng(1).standard_normal(rows * cols).astype(np.float32)
+        return (qk.quantize(_weights(1, rows * cols), fmt).reshape(-1), x)
 
-    def time_vec_dot(self, fmt: str, size: str) -> None:
+    def kernel(self, fmt: str, args: tuple):
+        return qk.vec_dot(args[0], args[1], fmt)
+
+    def moved(self, fmt: str, args: tuple, rows: int) -> int:
+        return args[0].nbytes + args[1].nbytes
+
+    def time_vec_dot(self, cache: dict, fmt: str, size: str) -> None:
         self.call()
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
 
 
 class PeakMemory:

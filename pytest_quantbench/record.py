@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
+from pytest_benchmark.stats import Stats
 
 _RECORDS = pytest.StashKey[list]()
 
@@ -23,14 +23,20 @@ class Measurement:
         i = self.info
         return f"{i['impl']}|{i['format']}|{i['op']}|{i['size']}"
 
+    def _stats(self) -> Stats:
+        stats = Stats()
+        for t in self.rounds:
+            stats.update(t)
+        return stats
+
     @property
     def median(self) -> float:
-        return float(np.median(self.rounds))
+        return float(self._stats().median)
 
     @property
     def iqr(self) -> float:
-        q1, q3 = np.percentile(self.rounds, [25, 75])
-        return float(q3 - q1)
+        """pytest-benchmark's interquartile range, so that the table and its JSON agree."""
+        return float(self._stats().iqr)
 
 
 def record_benchmark(config: pytest.Config, benchmark, info: dict) -> None:

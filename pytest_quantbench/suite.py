@@ -17,7 +17,6 @@ from pytest_quantbench import options, workloads
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 from pytest_quantbench.kernel import BadEntry, Kernel, registered_kernels
 from pytest_quantbench.ops import OPS
-from pytest_quantbench.record import record_benchmark
 from pytest_quantbench.throughput import PROBE, REFERENCE, tag
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
@@ -105,15 +104,6 @@ def _skip_unless_measuring(config: pytest.Config) -> None:
         pytest.skip(XDIST_SKIP)
 
 
-def _measure(benchmark, workload: workloads.Workload, fn, info: dict, config: pytest.Config) -> None:
-    call = workload.caller(fn)
-    call()  # the first call compiles (Numba) and warms caches: never timed
-    call()
-    benchmark.extra_info.update(info)
-    benchmark(call)
-    record_benchmark(config, benchmark, info)
-
-
 def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_pass: int, benchmark, request) -> None:
     """Time the kernel (pytest-benchmark: its --benchmark-* options apply)."""
     _skip_unless_measuring(request.config)
@@ -122,7 +112,7 @@ def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_pass
     work = workloads.build(fmt, kernel.op, qb_size)
     info = tag(op=kernel.op, fmt=fmt.name, size=qb_size.label, impl=kernel.name, weights=work.n_weights,
                nbytes=work.nbytes, threads=None, pass_no=qb_pass)
-    _measure(benchmark, work, kernel.fn, info, request.config)
+    workloads.measure(benchmark, work, kernel.fn, info, request.config)
 
 
 def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Size, benchmark, request) -> None:
@@ -135,7 +125,7 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     work = workloads.build(fmt, op, qb_size)
     info = tag(op=op, fmt=fmt.name, size=qb_size.label, impl=REFERENCE, weights=work.n_weights, nbytes=work.nbytes,
                threads=1)
-    _measure(benchmark, work, OPS[op].reference(fmt), info, request.config)
+    workloads.measure(benchmark, work, OPS[op].reference(fmt), info, request.config)
 
 
 def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, request) -> None:
@@ -144,4 +134,4 @@ def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, reques
     work = workloads.probe(qb_size)
     info = tag(op="copyto", fmt="-", size=qb_size.label, impl=PROBE, weights=work.n_weights, nbytes=work.nbytes,
                threads=1, pass_no=qb_pass)
-    _measure(benchmark, work, np.copyto, info, request.config)
+    workloads.measure(benchmark, work, np.copyto, info, request.config)

@@ -15,6 +15,7 @@ from quantbench_kernels import BlockFormat
 
 from .ops import OPS
 from .options import Size
+from .record import record_benchmark
 from .strategies import weight_like
 
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
@@ -74,6 +75,23 @@ def probe(size: Size) -> Workload:
     src = np.ones(size.weights, dtype=np.float32)
     dst = np.empty_like(src)
     return Workload([(dst, src)], size.weights, 2 * dst.nbytes)
+
+
+def measure(benchmark, workload: Workload, fn: Callable[..., Any], info: dict, config,
+            rounds: int | None = None) -> None:
+    """Time ``fn`` on the workload's inputs with pytest-benchmark (its options apply), after two
+    untimed calls (the first compiles a Numba kernel, both warm caches), tagged with ``info``, and
+    keep the rounds for the table, the stored runs and the gate. ``rounds``: a fixed number of
+    one-call rounds instead of pytest-benchmark's calibration (for calls that take seconds)."""
+    call = workload.caller(fn)
+    call()
+    call()
+    benchmark.extra_info.update(info)
+    if rounds is None:
+        benchmark(call)
+    else:
+        benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
+    record_benchmark(config, benchmark, info)
 
 
 def order_by_pass(items: list) -> None:

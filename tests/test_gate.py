@@ -94,3 +94,15 @@ def test_a_run_stored_with_the_old_window_tag_is_read_pass_by_pass(tmp_path):
     assert sorted(b["info"]["pass"] for b in loaded["benchmarks"]) == [0, 0, 1, 1, 2, 2]
     verdicts, problems = gate.compare(loaded, _run(seed=1), 5)
     assert problems == [] and verdicts[0].verdict == "same"
+
+
+def test_the_tables_spread_is_pytest_benchmarks_own_iqr():
+    from pytest_benchmark.stats import Stats
+
+    rounds = [1.0, 2.0, 3.0, 4.0, 10.0, 11.0, 30.0]
+    stats = Stats()
+    for t in rounds:
+        stats.update(t)
+    m = Measurement({}, rounds)
+    assert m.iqr == stats.iqr and m.median == stats.median == 4.0
+    assert m.iqr != float(np.subtract(*np.percentile(rounds, [75, 25])))  # numpy's quartiles differ here

@@ -1,21 +1,15 @@
 import pytest
 
+from pytest_quantbench.record import measurements, merge_passes
 from pytest_quantbench.throughput import derive, format_table
 
 _rows = []
 
 
-def _measurements(session):
-    bs = getattr(session.config, "_benchmarksession", None)
-    for bench in getattr(bs, "benchmarks", []):
-        if bench.extra_info.get("quantbench") and bench.stats:
-            yield bench.extra_info, bench.stats.median, bench.stats.iqr
-
-
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session):
     # An outer wrapper, before pytest-benchmark's saves its JSON: the derived figures land in extra_info.
-    _rows[:] = derive(_measurements(session))
+    _rows[:] = derive((m.info, m.median, m.iqr) for m in merge_passes(measurements(session.config)))
     yield
 
 
