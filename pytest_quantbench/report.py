@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
 
 from . import gate, options
 from .record import measurements, merge_passes
-from .throughput import derive, format_table
+from .throughput import Row, derive, format_table
 
-_STATE = pytest.StashKey[dict]()
+
+@dataclass
+class GateOutcome:
+    """What the gate found: the baseline it read (None if it found none), its verdicts, and the
+    problems that make the comparison unusable."""
+
+    fail_pct: float | None
+    baseline: Path | None = None
+    verdicts: list[gate.Verdict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(v.fails for v in self.verdicts) or (self.fail_pct is not None and bool(self.problems))
+
+
+@dataclass
+class SessionReport:
+    """The end of a --quantbench session: the table's rows, where the run was saved, the gate."""
+
+    rows: list[Row]
+    saved: Path | None = None
+    gate: GateOutcome | None = None
+
+
+_REPORT = pytest.StashKey[SessionReport]()
+
+
+def _run_gate(config: pytest.Config, done: list) -> GateOutcome:
+    compare_to = config.getoption("quantbench_compare")
+    outcome = GateOutcome(fail_pct=config.getoption("quantbench_fail_on"))
+    try:
+        if not compare_to:
+            raise gate.GateError("--quantbench-fail-on needs --quantbench-compare [NAME] to know the baseline")
+        outcome.baseline = gate.resolve(options.storage_dir(config), compare_to)
+        outcome.verdicts, outcome.problems = gate.compare(gate.load(outcome.baseline), done, outcome.fail_pct)
+    except gate.GateError as err:
+        outcome.problems = [str(err)]
+    return outcome
 
 
 def finish(session: pytest.Session) -> None:
@@ -16,53 +57,43 @@ def finish(session: pytest.Session) -> None:
     gate if asked, and set a failing exit status when the gate fails."""
     config = session.config
     done = measurements(config)
-    state: dict = {"rows": derive((m.info, m.median, m.iqr) for m in merge_passes(done))}
+    report = SessionReport(rows=derive((m.info, m.median, m.iqr) for m in merge_passes(done)))
     name = config.getoption("quantbench_save")
     if name:
-        state["saved"] = gate.save(options.storage_dir(config), name, gate.snapshot(done))
-    compare_to = config.getoption("quantbench_compare")
-    fail_pct = config.getoption("quantbench_fail_on")
-    if compare_to or fail_pct is not None:
-        state["fail_pct"] = fail_pct
-        try:
-            if not compare_to:
-                raise gate.GateError("--quantbench-fail-on needs --quantbench-compare [NAME] to know the baseline")
-            path = gate.resolve(options.storage_dir(config), compare_to)
-            state["baseline"] = path
-            state["verdicts"], state["problems"] = gate.compare(gate.load(path), done, fail_pct)
-        except gate.GateError as err:
-            state["verdicts"], state["problems"] = [], [str(err)]
-        gate_failed = any(v.fails for v in state["verdicts"]) or (fail_pct is not None and state["problems"])
-        if gate_failed and session.exitstatus == pytest.ExitCode.OK:
+        report.saved = gate.save(options.storage_dir(config), name, gate.snapshot(done))
+    if config.getoption("quantbench_compare") or config.getoption("quantbench_fail_on") is not None:
+        report.gate = _run_gate(config, done)
+        if report.gate.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    config.stash[_STATE] = state
+    config.stash[_REPORT] = report
 
 
 def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
     """Print the table, where the run was saved, and the gate's verdicts and problems."""
-    state = config.stash.get(_STATE, None)
-    if not state:
+    report = config.stash.get(_REPORT, None)
+    if report is None:
         return
-    if state["rows"]:
+    if report.rows:
         tr.section("quantbench throughput (medians; roofline = GB/s over this run's np.copyto GB/s)")
-        for line in format_table(state["rows"]):
+        for line in format_table(report.rows):
             tr.write_line(line)
-    if "saved" in state:
-        tr.write_line(f"quantbench: saved this run as {state['saved']}")
-    if "verdicts" not in state:
+    if report.saved is not None:
+        tr.write_line(f"quantbench: saved this run as {report.saved}")
+    outcome = report.gate
+    if outcome is None:
         return
     tr.section("quantbench gate")
-    if "baseline" in state:
-        tr.write_line(f"baseline: {state['baseline']} (ratios corrected for the change of the np.copyto probe "
+    if outcome.baseline is not None:
+        tr.write_line(f"baseline: {outcome.baseline} (ratios corrected for the change of the np.copyto probe "
                       f"beyond +-{gate.PROBE_BAND:.0%} or PCT/2)")
-    for line in gate.format_verdicts(state["verdicts"], state["fail_pct"]):
+    for line in gate.format_verdicts(outcome.verdicts, outcome.fail_pct):
         tr.write_line(line)
-    for problem in state["problems"]:
+    for problem in outcome.problems:
         tr.write_line(f"quantbench gate: {problem}", red=True)
-    failed = [v.key for v in state["verdicts"] if v.fails]
+    failed = [v.key for v in outcome.verdicts if v.fails]
     if failed:
         tr.write_line(f"quantbench gate FAILED: significantly slower: {', '.join(failed)}", red=True, bold=True)
         tr.write_line("quantbench gate: on a shared machine a whole process can run slow (its buffers on slower "
                       "memory); before trusting one failing run, rerun the same command: a real slowdown fails again")
-    elif state["problems"] and state["fail_pct"] is not None:
+    elif outcome.failed:
         tr.write_line("quantbench gate FAILED: the baseline cannot be used (see above)", red=True, bold=True)
