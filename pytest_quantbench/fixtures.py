@@ -25,7 +25,7 @@ import quantbench_kernels as qk
 
 from . import options
 from .gguf_files import read_tensors
-from .strategies import F16_EDGES, weight_like
+from .strategies import F16_EDGES, F32_EDGES, weight_like
 
 KINDS = ("random", "weights", "edge")
 
@@ -60,7 +60,7 @@ def make_blocks(
             values = np.array(F16_EDGES, dtype=np.uint16)[(np.arange(n_blocks) + seed) % len(F16_EDGES)]
             values = values.reshape(shape).view(np.float16)
         elif base.kind == "f":
-            values = np.array([0.0, -0.0, 1e-45, 3.4e38, np.inf, np.nan], dtype=base)[np.arange(n_blocks) % 6]
+            values = np.array(F32_EDGES, dtype=base)[(np.arange(n_blocks) + seed) % len(F32_EDGES)]
         else:
             info = np.iinfo(base)
             pattern = np.array([info.min, info.max, 0], dtype=base)[(np.arange(n_blocks) + seed) % 3]

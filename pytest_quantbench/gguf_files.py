@@ -20,7 +20,6 @@ class Tensor:
     """One tensor of a GGUF file. ``raw`` is its data as uint8 (rows, row_bytes); ``shape`` is
     (rows, row_weights) in weights."""
 
-    file: str
     name: str
     qtype: GGMLQuantizationType
     shape: tuple[int, int]
@@ -67,5 +66,5 @@ def _read(path: Path, size: int) -> list[Tensor]:
                 f"does not fit the file: truncated or corrupt"
             )
         raw = data.view(np.uint8).reshape(-1, row_bytes)
-        tensors.append(Tensor(str(path), str(t.name), qtype, (raw.shape[0], row_weights), raw))
+        tensors.append(Tensor(str(t.name), qtype, (raw.shape[0], row_weights), raw))
     return tensors

@@ -34,8 +34,7 @@ def test_dequantize_reference_equals_gguf_py(name, data):
 @given(data=st.data())
 def test_quantize_numba_equals_reference(name, data):
     x = data.draw(qst.float_rows(name, n_blocks=st.integers(1, 3)))
-    expected = qk.quantize(x, name, backend="reference")
-    assert np.array_equal(expected, qk.quantize(x, name)), "quantized bytes differ"
+    assert_bit_identical(qk.quantize(x, name, backend="reference"), qk.quantize(x, name), "quantized bytes")
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "Q8_K"])
@@ -43,8 +42,7 @@ def test_quantize_numba_equals_reference(name, data):
 def test_quantize_reference_equals_llama_cpp(name, data, libgguf):
     x = data.draw(qst.float_rows(name, n_blocks=st.integers(1, 3)))
     expected = libgguf.quantize_rows(x.reshape(1, -1), int(qk.get_format(name).qtype)).reshape(-1)
-    got = qk.quantize(x, name, backend="reference").reshape(-1)
-    assert np.array_equal(expected, got), f"first differing byte {np.argmax(expected != got)}"
+    assert_bit_identical(expected, qk.quantize(x, name, backend="reference").reshape(-1), "quantized bytes")
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "Q8_K"])
@@ -54,9 +52,9 @@ def test_quantize_equals_llama_cpp_on_whole_weight_matrices(name, seed, libgguf)
     w = (rng.standard_t(4, size=(16, 1024)) * 0.02).astype(np.float32)
     w[seed, :7] = 0  # a partly zero sub-block
     expected = libgguf.quantize_rows(w, int(qk.get_format(name).qtype))
-    assert np.array_equal(expected, qk.quantize(w, name, backend="reference"))
-    assert np.array_equal(expected, qk.quantize(w, name, threads=1))
-    assert np.array_equal(expected, qk.quantize(w, name, threads=2))
+    assert_bit_identical(expected, qk.quantize(w, name, backend="reference"), "reference")
+    assert_bit_identical(expected, qk.quantize(w, name, threads=1), "Numba, 1 thread")
+    assert_bit_identical(expected, qk.quantize(w, name, threads=2), "Numba, 2 threads")
 
 
 @pytest.mark.parametrize("name", DOT)
@@ -65,7 +63,7 @@ def test_gemv_numba_equals_reference(name, data):
     nb = data.draw(st.integers(1, 3))
     rows = data.draw(st.integers(1, 3))
     w = data.draw(qst.blocks(name, n_blocks=rows * nb)).reshape(rows, -1)
-    x = data.draw(qst.float_rows("Q8_K", n_blocks=nb))
+    x = data.draw(qst.float_rows(qk.get_format(name).activation, n_blocks=nb))
     assert_bit_identical(qk.gemv(w, x, name, backend="reference"), qk.gemv(w, x, name, threads=1))
     assert_bit_identical(qk.gemv(w, x, name, backend="reference"), qk.gemv(w, x, name, threads=2))
 
@@ -75,7 +73,7 @@ def test_gemv_numba_equals_reference(name, data):
 def test_vec_dot_numba_equals_reference(name, data):
     nb = data.draw(st.integers(1, 4))
     w = data.draw(qst.blocks(name, n_blocks=nb))
-    x = data.draw(qst.float_rows("Q8_K", n_blocks=nb))
+    x = data.draw(qst.float_rows(qk.get_format(name).activation, n_blocks=nb))
     expected = qk.vec_dot(w, x, name, backend="reference")
     got = qk.vec_dot(w, x, name)
     assert isinstance(got, float)
@@ -97,8 +95,7 @@ def test_parallel_kernels_equal_serial_on_large_inputs(name):
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((64, 4096)) * 0.02).astype(np.float32)
     q1 = qk.quantize(x, name, threads=1)
-    assert np.array_equal(q1, qk.quantize(x, name, threads=2))
-    assert np.array_equal(q1, qk.quantize(x, name))  # auto: above the parallel threshold
+    assert_bit_identical(q1, qk.quantize(x, name), "quantize, threads=None")  # above the parallel threshold
     assert_bit_identical(qk.dequantize(q1, name, threads=1), qk.dequantize(q1, name, threads=2))
 
 
@@ -110,7 +107,7 @@ def test_result_shapes_follow_the_input(name):
     assert rows.shape == (3, 2 * fmt.block_bytes) and rows.dtype == np.uint8
     flat = qk.quantize(x.reshape(-1), name)
     assert flat.shape == (6, fmt.block_bytes)
-    assert np.array_equal(flat.reshape(3, -1), rows)
+    assert_bit_identical(rows, flat.reshape(3, -1))
     assert qk.dequantize(rows, name).shape == (3, 512)
     assert qk.dequantize(flat, name).shape == (6, 256)
     deq = qk.dequantize(rows.reshape(-1), name)
@@ -125,7 +122,7 @@ def test_non_contiguous_input_is_handled_correctly(name):
     strided = x[::2, :]
     assert not strided.flags.c_contiguous
     q = qk.quantize(strided, name)
-    assert np.array_equal(q, qk.quantize(np.ascontiguousarray(strided), name))
+    assert_bit_identical(qk.quantize(np.ascontiguousarray(strided), name), q)
     wide = np.zeros((q.shape[0], 2 * q.shape[1]), dtype=np.uint8)
     wide[:, ::2] = q
     assert_bit_identical(qk.dequantize(q, name), qk.dequantize(wide[:, ::2], name))
@@ -157,11 +154,11 @@ def _extreme_rows() -> dict[str, np.ndarray]:
 def test_quantize_extreme_rows_agree_everywhere(name, case, request):
     x = _extreme_rows()[case]
     expected = qk.quantize(x, name, backend="reference")
-    assert np.array_equal(expected, qk.quantize(x, name))
+    assert_bit_identical(expected, qk.quantize(x, name))
     if name != "Q8_K":
         libgguf = request.getfixturevalue("libgguf")
         llama = libgguf.quantize_rows(x.reshape(1, -1), int(qk.get_format(name).qtype))
-        assert np.array_equal(expected.reshape(-1), llama.reshape(-1))
+        assert_bit_identical(llama.reshape(-1), expected.reshape(-1), "reference vs llama.cpp")
 
 
 @pytest.mark.parametrize("backend", qk.BACKENDS)
