@@ -125,3 +125,89 @@ def make_qkx2_quants(
     levels = np.where(flat[:, None], np.uint8(0), levels).astype(np.uint8)
     minimum = np.where(flat, lo, minimum)
     return scale, (-minimum).astype(np.float32), levels
+
+
+# llama.cpp's GROUP_MAX_EPS: a group whose largest magnitude is below it counts as all zero.
+GROUP_MAX_EPS = F32(1e-15)
+
+
+def first_largest(x: np.ndarray) -> np.ndarray:
+    """Per row of ``x`` (float32 (groups, n)): the value of the first element of largest magnitude,
+    as C's ``if (ax > amax) { amax = ax; max = x[i]; }`` picks it (ties keep the earlier one)."""
+    return x[np.arange(x.shape[0]), np.argmax(np.abs(x), axis=1)]
+
+
+def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw=NULL)`` for every group (row) of
+    ``x`` (float32 (groups, n)): symmetric levels ``L - nmax`` in [-nmax, nmax - 1] and the scale
+    that fits them, weighting each value by its square; tries 18 rescalings of the first fit.
+
+    Returns ``(scale float32 (groups,), L uint8 (groups, n))`` with ``L`` in [0, 2 nmax - 1].
+    """
+    groups, n = x.shape
+    with np.errstate(all="ignore"):
+        vmax = first_largest(x)
+        zero = np.abs(vmax) < GROUP_MAX_EPS
+        w = x * x
+
+        def fit(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            levels = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+            sumlx = np.zeros(groups, dtype=np.float32)
+            suml2 = np.zeros(groups, dtype=np.float32)
+            for i in range(n):
+                lf = levels[:, i].astype(np.float32)
+                sumlx = sumlx + w[:, i] * x[:, i] * lf
+                suml2 = suml2 + w[:, i] * lf * lf
+            return levels, sumlx, suml2
+
+        levels, sumlx, suml2 = fit(F32(-nmax) / vmax)
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(np.float32)
+        best = scale * sumlx
+        for step in [s for s in range(-9, 10) if s != 0]:
+            cand, sumlx, suml2 = fit(-(F32(nmax) + F32(0.1) * F32(step)) / vmax)
+            take = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            levels = np.where(take[:, None], cand, levels)
+            scale = np.where(take, sumlx / suml2, scale)
+            best = np.where(take, scale * sumlx, best)
+    levels = np.where(zero[:, None], 0, levels + nmax).astype(np.uint8)
+    return np.where(zero, F32(0), scale).astype(np.float32), levels
+
+
+def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's ``make_q3_quants(n, nmax, x, L, do_rmse=true)`` for every group (row) of ``x``
+    (float32 (groups, n)): the first symmetric fit, then up to 5 passes that move one level at a
+    time while the weighted fit improves (weights x^2), in C's element order.
+
+    Returns ``(scale float32 (groups,), L uint8 (groups, n))`` with ``L`` in [0, 2 nmax - 1]. A pass
+    that changes nothing leaves the state as it was, so running all 5 equals C's early ``break``.
+    """
+    groups, n = x.shape
+    with np.errstate(all="ignore"):
+        vmax = first_largest(x)
+        zero = np.abs(vmax) < GROUP_MAX_EPS
+        iscale = F32(-nmax) / vmax
+        levels = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+        w = x * x
+        sumlx = np.zeros(groups, dtype=np.float32)
+        suml2 = np.zeros(groups, dtype=np.float32)
+        for i in range(n):
+            lf = levels[:, i].astype(np.float32)
+            sumlx = sumlx + w[:, i] * x[:, i] * lf
+            suml2 = suml2 + w[:, i] * lf * lf
+        for _ in range(5):
+            for i in range(n):
+                li = levels[:, i].astype(np.float32)
+                wx = w[:, i] * x[:, i]
+                slx = sumlx - wx * li
+                sl2 = suml2 - w[:, i] * li * li
+                new_l = np.clip(nearest_int(x[:, i] * sl2 / slx), -nmax, nmax - 1)
+                nf = new_l.astype(np.float32)
+                slx2 = slx + wx * nf
+                sl22 = sl2 + w[:, i] * nf * nf
+                take = (slx > 0) & (new_l != levels[:, i]) & (sl22 > 0) & (slx2 * slx2 * suml2 > sumlx * sumlx * sl22)
+                levels[:, i] = np.where(take, new_l, levels[:, i])
+                sumlx = np.where(take, slx2, sumlx)
+                suml2 = np.where(take, sl22, suml2)
+        scale = sumlx / suml2
+    levels = np.where(zero[:, None], 0, levels + nmax).astype(np.uint8)
+    return np.where(zero, F32(0), scale).astype(np.float32), levels

@@ -138,3 +138,53 @@ def fold(builder: ir.IRBuilder, v: ir.Value, width: int) -> ir.Value:
 def c_array(ty: types.Type, dtype: types.Type) -> bool:
     """Whether a Numba type is a C-contiguous array of ``dtype`` (the intrinsics index flatly)."""
     return isinstance(ty, types.Array) and ty.layout == "C" and ty.dtype == dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# The 8-lane k-quant dot product (Q3_K, Q4_K, Q5_K, Q6_K): llama.cpp's generic C sums, per block,
+# aux32[l] = sum of scale(w) * q(w) * q8(w) over the weights w with w % 8 == l, then does
+# sums[l] += d * aux32[l] in float. A format's intrinsic decodes a block into 4 parts of 32 pairs
+# of 16-bit quants, both weights of a pair in the same lane, in the order its Q8_ORDER puts the
+# Q8_K quants; these helpers do the rest.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_bytes_i32(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, offset_: ir.Value,
+                   n: int) -> ir.Value:
+    """``n`` bytes of a uint8 array from element ``offset_``, each zero-extended to an i32 lane."""
+    return builder.zext(load(builder, element_ptr(context, builder, aryty, ary, offset_), vec(I8, n)), vec(I32, n))
+
+
+def pairs16(builder: ir.IRBuilder, first: ir.Value, second: ir.Value) -> ir.Value:
+    """Two ``<n x i32>`` vectors of 16-bit values (signed or not) as one ``<2n x i16>``: lane 2t is
+    ``first[t]``, lane 2t + 1 is ``second[t]`` (little-endian halves of 32-bit lanes, no shuffle)."""
+    n = first.type.count
+    low = builder.and_(first, splat_const(I32, 0xFFFF, n))
+    return builder.bitcast(builder.or_(low, builder.shl(second, splat_const(I32, 16, n))), vec(I16, 2 * n))
+
+
+def lanes_dot(context, builder: ir.IRBuilder, q_parts: Sequence[ir.Value], scale_parts: Sequence[ir.Value],
+              q8ty: types.Array, q8: ir.Value, q8_offset: ir.Value) -> ir.Value:
+    """aux32 (``<8 x i32>``) of one block: part c of ``q_parts`` (``<64 x i16>`` quants) meets the
+    block's Q8_K quants 64c..64c + 63 (int16, from ``q8_offset`` of ``q8``), each first multiplied by
+    its weight's scale (``scale_parts``, ``<64 x i16>``; scale times q8 must fit in 16 bits)."""
+    parts = []
+    for c, (q, scale) in enumerate(zip(q_parts, scale_parts, strict=True)):
+        q8p = element_ptr(context, builder, q8ty, q8, offset(builder, q8_offset, 64 * c))
+        parts.append(madd16(builder, q, builder.mul(load(builder, q8p, vec(I16, 64)), scale)))
+    return fold(builder, tree_sum(builder, parts), 8)
+
+
+def add_scaled_lanes(context, builder: ir.IRBuilder, sumsty: types.Array, sums: ir.Value, d: ir.Value,
+                     aux32: ir.Value) -> None:
+    """``sums[l] += d * (float)aux32[l]`` for the 8 lanes (float32, C's order in each lane)."""
+    sp = element_ptr(context, builder, sumsty, sums, ir.Constant(I64, 0))
+    scaled = builder.fmul(splat(builder, d, 8), builder.sitofp(aux32, vec(F32, 8)))
+    store(builder, builder.fadd(load(builder, sp, vec(F32, 8)), scaled), sp)
+
+
+def lane_scales(builder: ir.IRBuilder, scales: ir.Value, sub_blocks: Sequence[int], signed: bool) -> ir.Value:
+    """``<64 x i16>`` of the i8 ``scales`` vector's entries ``sub_blocks`` (the scale of each quant
+    of a part, in its pair order), sign- or zero-extended."""
+    picked = pick(builder, scales, sub_blocks)
+    return builder.sext(picked, vec(I16, 64)) if signed else builder.zext(picked, vec(I16, 64))

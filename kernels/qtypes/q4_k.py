@@ -135,23 +135,13 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     y = q8_k.fields_ref(act)
     sc, m = unpack_scales_ref(b["scales"])  # (rows, nb, 8)
     qs = b["qs"].reshape(rows, nb, 4, 32)
-    q4 = np.stack([qs & 0xF, qs >> 4], axis=3).reshape(rows, nb, 8, 32).astype(np.int32)
-    q8 = y["qs"].reshape(nb, 8, 32).astype(np.int32)
-    prod = (q4 * q8).reshape(rows, nb, 8, 4, 8).sum(axis=3)  # per sub-block, per lane
-    aux32 = (prod * sc[..., None].astype(np.int32)).sum(axis=2)  # (rows, nb, 8), exact integers
+    q4 = np.stack([qs & 0xF, qs >> 4], axis=3).reshape(rows, nb, QK)
+    aux32 = q8_k.lane_sums_ref(q4, np.repeat(sc, 32, axis=-1), act)
     sumi = (y["bsums"].astype(np.int32) * np.repeat(m.astype(np.int32), 2, axis=-1)).sum(axis=-1)
-
-    sums = np.zeros((rows, 8), dtype=np.float32)
-    sumf = np.zeros(rows, dtype=np.float32)
     with np.errstate(all="ignore"):
-        for i in range(nb):
-            d = b["d"][:, i].astype(np.float32) * y["d"][i]
-            sums = sums + d[:, None] * aux32[:, i].astype(np.float32)
-            dmin = b["dmin"][:, i].astype(np.float32) * y["d"][i]
-            sumf = sumf - dmin * sumi[:, i].astype(np.float32)
-        for lane in range(8):
-            sumf = sumf + sums[:, lane]
-    return sumf
+        d = b["d"].astype(np.float32) * y["d"]
+        dmin = b["dmin"].astype(np.float32) * y["d"]
+    return q8_k.accumulate_lanes_ref(d, aux32, dmin, sumi)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,62 +286,76 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 Q8_ORDER = np.array([64 * (k // 64) + 32 * (k % 2) + (k % 64) // 2 for k in range(QK)], dtype=np.int64)
 
 
-@intrinsic
-def _block_dot(typingctx, w, woff, q8, qoff, bsums, boff, d, sums):  # type: ignore[no-untyped-def]
-    """One block's share of a row's dot product, as vector IR (see ``simd``).
+def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+    """The block intrinsic of the formats with Q4_K's header (d, dmin, 12 bytes of 6-bit scales and
+    mins) and 4-bit quants at byte ``qs_offset``; ``qh_offset``: where Q5_K's fifth bits are
+    (None for Q4_K). See :func:`_block_dot`."""
 
-    ``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int16
-    quants in :data:`Q8_ORDER`, the block's 256 from ``qoff``; ``bsums``: int32, the block's 16
-    from ``boff``; ``d``: float32, the block's d times the activations' d. Adds
-    ``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes, C's order per lane) where ``aux32[l]`` is
-    the scaled integer sum of the products of the weights whose index is l mod 8, and returns
-    ``sumi`` = sum over sub-blocks j of m[j] * (bsums[2j] + bsums[2j+1]) (int32).
-    """
-    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(bsums, types.int32)
-            and simd.c_array(sums, types.float32) and d == types.float32):
-        return None
-    sig = types.int32(w, woff, q8, qoff, bsums, boff, d, sums)
+    @intrinsic
+    def block_dot(typingctx, w, woff, q8, qoff, bsums, boff, d, sums):  # type: ignore[no-untyped-def]
+        if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16)
+                and simd.c_array(bsums, types.int32) and simd.c_array(sums, types.float32) and d == types.float32):
+            return None
+        sig = types.int32(w, woff, q8, qoff, bsums, boff, d, sums)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, q8_, qoff_, bs_, boff_, d_, sums_ = args
-        wt, _, qt, _, bt, _, _, st = signature.args
-        i8, i16, i32, vec = simd.I8, simd.I16, simd.I32, simd.vec
-        hdr = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
-        # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
-        low6_or_4 = simd.const_vec(i8, [63] * 4 + [15] * 4)
-        high2 = simd.const_vec(i8, [0] * 4 + [0x30] * 4)  # bits 6-7 of a byte, moved to bits 4-5
-        two = simd.splat_const(i8, 2, 8)
-        sc = builder.or_(builder.and_(simd.pick(builder, hdr, [4, 5, 6, 7, 12, 13, 14, 15]), low6_or_4),
-                         builder.and_(builder.lshr(simd.pick(builder, hdr, [4, 5, 6, 7, 4, 5, 6, 7]), two), high2))
-        m = builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 12, 13, 14, 15]), simd.const_vec(i8, [0] * 4 + [4] * 4))
-        m = builder.or_(builder.and_(m, low6_or_4),
-                        builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two), high2))
-        # Scale pairs as 32-bit lanes: sc[2p] in the low 16 bits, sc[2p + 1] in the high 16 bits.
-        pairs = builder.bitcast(builder.zext(sc, vec(i16, 8)), vec(i32, 4))
-        parts = []
-        for p in range(4):
-            qs = simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * p))
-            # Byte l -> 32-bit lane l holding its low nibble in bits 0-15 and its high nibble in
-            # bits 16-31: the 16-bit pairs meet (q8[64p + l], q8[64p + 32 + l]) in Q8_ORDER.
-            v = builder.zext(simd.load(builder, qs, vec(i8, 32)), vec(i32, 32))
-            v = builder.and_(builder.or_(v, builder.shl(v, simd.splat_const(i32, 12, 32))),
-                             simd.splat_const(i32, 0x000F000F, 32))
-            q8p = simd.element_ptr(context, builder, qt, q8_, simd.offset(builder, qoff_, 64 * p))
-            # sc * q8 fits in 16 bits (63 * 128); the pair sums of nibble * that fit in 32.
-            scaled = builder.mul(simd.load(builder, q8p, vec(i16, 64)),
-                                 builder.bitcast(simd.pick(builder, pairs, [p] * 32), vec(i16, 64)))
-            parts.append(simd.madd16(builder, builder.bitcast(v, vec(i16, 64)), scaled))
-        aux32 = simd.fold(builder, simd.tree_sum(builder, parts), 8)  # lane l: the weights l mod 8
-        sp = simd.element_ptr(context, builder, st, sums_, ir.Constant(simd.I64, 0))
-        total = builder.fadd(simd.load(builder, sp, vec(simd.F32, 8)),
-                             builder.fmul(simd.splat(builder, d_, 8), builder.sitofp(aux32, vec(simd.F32, 8))))
-        simd.store(builder, total, sp)
-        bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
-        groups = builder.add(simd.pick(builder, bsv, range(0, 16, 2)), simd.pick(builder, bsv, range(1, 16, 2)))
-        sumi = simd.fold(builder, builder.mul(groups, builder.zext(m, vec(i32, 8))), 1)
-        return builder.extract_element(sumi, ir.Constant(i32, 0))
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            w_, woff_, q8_, qoff_, bs_, boff_, d_, sums_ = args
+            wt, _, qt, _, bt, _, _, st = signature.args
+            i8, i16, i32, vec = simd.I8, simd.I16, simd.I32, simd.vec
+            hdr = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
+            # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
+            low6_or_4 = simd.const_vec(i8, [63] * 4 + [15] * 4)
+            high2 = simd.const_vec(i8, [0] * 4 + [0x30] * 4)  # bits 6-7 of a byte, moved to bits 4-5
+            two = simd.splat_const(i8, 2, 8)
+            sc = builder.or_(builder.and_(simd.pick(builder, hdr, [4, 5, 6, 7, 12, 13, 14, 15]), low6_or_4),
+                             builder.and_(builder.lshr(simd.pick(builder, hdr, [4, 5, 6, 7, 4, 5, 6, 7]), two),
+                                          high2))
+            m = builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 12, 13, 14, 15]),
+                             simd.const_vec(i8, [0] * 4 + [4] * 4))
+            m = builder.or_(builder.and_(m, low6_or_4),
+                            builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two),
+                                         high2))
+            if qh_offset is not None:
+                qh = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset), 32)
+            q_parts, scale_parts = [], []
+            for p in range(4):
+                # Byte l -> 32-bit lane l holding its low nibble in bits 0-15 and its high nibble in
+                # bits 16-31: the 16-bit pairs meet (q8[64p + l], q8[64p + 32 + l]) in Q8_ORDER.
+                v = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p), 32)
+                v = builder.and_(builder.or_(v, builder.shl(v, simd.splat_const(i32, 12, 32))),
+                                 simd.splat_const(i32, 0x000F000F, 32))
+                if qh_offset is not None:
+                    # Q5_K: bit 2p of qh[l] is the fifth bit of the low nibble, bit 2p + 1 of the high one.
+                    low = builder.and_(builder.lshr(qh, simd.splat_const(i32, 2 * p, 32)), simd.splat_const(i32, 1, 32))
+                    high = builder.and_(builder.lshr(qh, simd.splat_const(i32, 2 * p + 1, 32)),
+                                        simd.splat_const(i32, 1, 32))
+                    v = builder.or_(v, builder.or_(builder.shl(low, simd.splat_const(i32, 4, 32)),
+                                                   builder.shl(high, simd.splat_const(i32, 20, 32))))
+                q_parts.append(builder.bitcast(v, vec(i16, 64)))
+                # sc * q8 fits in 16 bits (63 * 128); the pair sums of quant * that fit in 32.
+                scale_parts.append(simd.lane_scales(builder, sc, [2 * p, 2 * p + 1] * 32, signed=False))
+            aux32 = simd.lanes_dot(context, builder, q_parts, scale_parts, qt, q8_, qoff_)
+            simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
+            bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
+            groups = builder.add(simd.pick(builder, bsv, range(0, 16, 2)), simd.pick(builder, bsv, range(1, 16, 2)))
+            sumi = simd.fold(builder, builder.mul(groups, builder.zext(m, vec(i32, 8))), 1)
+            return builder.extract_element(sumi, ir.Constant(i32, 0))
 
-    return sig, codegen
+        return sig, codegen
+
+    return block_dot
+
+
+_block_dot = block_dot_intrinsic(qs_offset=16, qh_offset=None)
+_block_dot.__doc__ = """One Q4_K block's share of a row's dot product, as vector IR (see ``simd``).
+
+``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int16
+quants in :data:`Q8_ORDER`, the block's 256 from ``qoff``; ``bsums``: int32, the block's 16
+from ``boff``; ``d``: float32, the block's d times the activations' d. Adds
+``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes, C's order per lane) where ``aux32[l]`` is
+the scaled integer sum of the products of the weights whose index is l mod 8, and returns
+``sumi`` = sum over sub-blocks j of m[j] * (bsums[2j] + bsums[2j+1]) (int32).
+"""
 
 
 @jit

@@ -62,6 +62,37 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
+def lane_sums_ref(q: np.ndarray, scales: np.ndarray, act: np.ndarray) -> np.ndarray:
+    """The integer part of llama.cpp's 8-lane k-quant dots (Q3_K..Q6_K): for each row and block,
+    ``aux32[l]`` = the sum of scale(w) * q(w) * q8(w) over the block's weights w with w % 8 == l.
+
+    ``q`` and ``scales``: integers (rows, nb, 256), each weight's quant and its sub-block's scale;
+    ``act``: uint8 (nb, 292) Q8_K blocks. Returns int64 (rows, nb, 8), exact."""
+    q8 = fields_ref(act)["qs"].astype(np.int64)
+    prod = q.astype(np.int64) * scales.astype(np.int64) * q8
+    return prod.reshape(prod.shape[0], prod.shape[1], 32, 8).sum(axis=2)
+
+
+def accumulate_lanes_ref(d: np.ndarray, aux32: np.ndarray, dmin: np.ndarray | None = None,
+                         sumi: np.ndarray | None = None) -> np.ndarray:
+    """The float part of those dots, in C's order: per block ``sums[l] += d * aux32[l]`` (and
+    ``sumf -= dmin * sumi`` for formats with mins), then ``sumf += sums[l]`` for l = 0..7.
+
+    ``d``, ``dmin``: float32 (rows, nb), the block's scale times the activations' d; ``aux32``:
+    (rows, nb, 8); ``sumi``: (rows, nb), the mins times the Q8_K bsums. Returns float32 (rows,)."""
+    rows, nb = d.shape
+    sums = np.zeros((rows, 8), dtype=np.float32)
+    sumf = np.zeros(rows, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        for i in range(nb):
+            sums = sums + d[:, i, None] * aux32[:, i].astype(np.float32)
+            if dmin is not None:
+                sumf = sumf - dmin[:, i] * sumi[:, i].astype(np.float32)
+        for lane in range(8):
+            sumf = sumf + sums[:, lane]
+    return sumf
+
+
 @inline
 def unpack_for_dot(blocks: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the Numba dot kernels read, decoded once per vector from uint8 (nb, 292) Q8_K blocks:
