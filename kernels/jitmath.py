@@ -207,3 +207,102 @@ def make_qkx2_quants(
                 scale = this_scale
                 lo = this_min
     return scale, -lo
+
+
+GROUP_MAX_EPS = F32(1e-15)  # llama.cpp's: a group whose largest magnitude is below it is all zero
+
+
+@inline
+def first_largest(x: np.ndarray) -> np.float32:
+    """The first element of largest magnitude of ``x`` (C: ``if (ax > amax) { amax = ax; max = x[i]; }``)."""
+    amax = F32(0)
+    vmax = F32(0)
+    for i in range(x.shape[0]):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            vmax = x[i]
+    return vmax
+
+
+@inline
+def _qx_fit(x: np.ndarray, iscale: np.float32, nmax: int, L: np.ndarray, store: bool) -> tuple[np.float32, np.float32]:
+    """One symmetric fit of make_qx_quants (weights x^2): ``(sumlx, suml2)``; stores the levels
+    plus ``nmax`` in ``L`` if ``store``."""
+    sumlx = F32(0)
+    suml2 = F32(0)
+    for i in range(x.shape[0]):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        if store:
+            L[i] = l + nmax
+        w = x[i] * x[i]
+        sumlx += w * x[i] * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    return sumlx, suml2
+
+
+@inline
+def make_qx_quants(x: np.ndarray, nmax: int, L: np.ndarray) -> np.float32:
+    """llama.cpp's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw=NULL)`` for one group: fills
+    ``L`` with levels in [0, 2 nmax - 1], returns the scale (see :func:`refmath.make_qx_quants`)."""
+    vmax = first_largest(x)
+    if abs(vmax) < GROUP_MAX_EPS:
+        for i in range(x.shape[0]):
+            L[i] = 0
+        return F32(0)
+    sumlx, suml2 = _qx_fit(x, F32(-nmax) / vmax, nmax, L, True)
+    scale = sumlx / suml2 if suml2 != 0 else F32(0)
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(F32(nmax) + F32(0.1) * F32(step)) / vmax
+        sumlx, suml2 = _qx_fit(x, iscale, nmax, L, False)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            _qx_fit(x, iscale, nmax, L, True)
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@inline
+def make_q3_quants(x: np.ndarray, nmax: int, L: np.ndarray) -> np.float32:
+    """llama.cpp's ``make_q3_quants(n, nmax, x, L, do_rmse=true)`` for one group: fills ``L``
+    with levels in [0, 2 nmax - 1], returns the scale (see :func:`refmath.make_q3_quants`)."""
+    n = x.shape[0]
+    vmax = first_largest(x)
+    if abs(vmax) < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0)
+    iscale = F32(-nmax) / vmax
+    sumlx = F32(0)
+    suml2 = F32(0)
+    for i in range(n):
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l  # signed until the end, as in C
+        w = x[i] * x[i]
+        sumlx += w * x[i] * F32(l)
+        suml2 += w * F32(l) * F32(l)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = x[i] * x[i]
+            li = F32(L[i])
+            slx = sumlx - w * x[i] * li
+            if slx > 0:
+                sl2 = suml2 - w * li * li
+                new_l = max(-nmax, min(nmax - 1, nearest_int(x[i] * sl2 / slx)))
+                if new_l != L[i]:
+                    slx += w * x[i] * F32(new_l)
+                    sl2 += w * F32(new_l) * F32(new_l)
+                    if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    for i in range(n):
+        L[i] += nmax
+    return sumlx / suml2

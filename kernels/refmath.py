@@ -133,8 +133,16 @@ GROUP_MAX_EPS = F32(1e-15)
 
 def first_largest(x: np.ndarray) -> np.ndarray:
     """Per row of ``x`` (float32 (groups, n)): the value of the first element of largest magnitude,
-    as C's ``if (ax > amax) { amax = ax; max = x[i]; }`` picks it (ties keep the earlier one)."""
-    return x[np.arange(x.shape[0]), np.argmax(np.abs(x), axis=1)]
+    as C's ``if (ax > amax) { amax = ax; max = x[i]; }`` picks it: ties keep the earlier one, NaN
+    never wins, and a row of zeros (or NaN) gives 0."""
+    amax = np.zeros(x.shape[0], dtype=np.float32)
+    vmax = np.zeros(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[1]):
+        ax = np.abs(x[:, i])
+        take = ax > amax
+        amax = np.where(take, ax, amax)
+        vmax = np.where(take, x[:, i], vmax)
+    return vmax
 
 
 def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:

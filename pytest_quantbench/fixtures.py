@@ -8,8 +8,8 @@
 - ``q2_k_blocks``, ``q4_k_blocks``: 64 "weights" blocks of each.
 - ``gguf_tensors``: (name, qtype, shape, raw) for every tensor of the files given with
   ``--quantbench-gguf`` (or the ``quantbench_gguf`` ini option); skips when there are none.
-- ``tiny_gguf``: the path of a small GGUF file, written with ``gguf.GGUFWriter``, holding Q4_K,
-  Q2_K, Q8_0, F16 and F32 tensors of weight-like values.
+- ``tiny_gguf``: the path of a small GGUF file, written with ``gguf.GGUFWriter``, holding Q2_K,
+  Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, F16 and F32 tensors of weight-like values.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
         ("blk.0.attn_output.weight", "Q4_K", 8, 512),
         ("blk.0.ffn_down.weight", "Q2_K", 4, 768),
         ("blk.0.attn_q.weight", "Q4_K", 16, 256),
+        ("blk.0.attn_k.weight", "Q3_K", 4, 256),
+        ("blk.0.attn_v.weight", "Q5_K", 4, 512),
+        ("blk.0.ffn_up.weight", "Q6_K", 8, 256),
     ]:
         raw = qk.quantize(weight_like(rng, (rows, cols)), qtype)
         writer.add_tensor(name, raw, raw_dtype=qk.get_format(qtype).qtype)  # shape in bytes, as gguf-py wants
@@ -126,5 +129,5 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
 
 @pytest.fixture
 def tiny_gguf(tmp_path: Path) -> Path:
-    """Path of a small GGUF file (Q4_K, Q2_K, Q8_0, F16 and F32 tensors) in a tmp dir."""
+    """Path of a small GGUF file (k-quant, Q8_0, F16 and F32 tensors) in a tmp dir."""
     return write_tiny_gguf(tmp_path / "tiny.gguf")

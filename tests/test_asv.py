@@ -45,7 +45,8 @@ def test_asv_suite_covers_every_registered_format_and_op():
     finally:
         sys.path.remove(str(ROOT))
     assert t.Dequantize.params[0] == [f.name for f in qk.formats()]
-    assert set(t.Quantize.params[0]) == {"Q2_K", "Q4_K", "Q8_K"}  # Q8_K: the activation quantizer
+    assert t.Quantize.params[0] == [f.name for f in qk.formats() if f.numba.quantize is not None]
+    assert "Q8_K" in t.Quantize.params[0]  # the activation quantizer
     assert t.Gemv.params[0] == t.VecDot.params[0] == [f.name for f in qk.formats() if f.supports("gemv")]
     assert t.Gemv.params[1] == ["cache", "16M"]
     for cls in (t.Dequantize, t.Quantize, t.Gemv, t.VecDot):

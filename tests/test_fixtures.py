@@ -12,7 +12,7 @@ pytest_plugins = ["pytester"]
 
 
 @pytest.mark.parametrize("kind", ["random", "weights", "edge"])
-@pytest.mark.parametrize("name", ["Q2_K", "Q4_K"])
+@pytest.mark.parametrize("name", [f.name for f in qk.formats() if f.qtype in gguf.quants._type_traits])
 def test_quant_blocks_are_valid_blocks_of_each_kind(quant_blocks, name, kind):
     fmt = qk.get_format(name)
     raw = quant_blocks(name, 12, seed=3, kind=kind)
@@ -40,7 +40,7 @@ def test_ready_made_blocks(q2_k_blocks, q4_k_blocks):
 
 def test_tiny_gguf_holds_several_formats(tiny_gguf):
     tensors = {t.name: t for t in read_tensors(tiny_gguf)}
-    assert {t.qtype.name for t in tensors.values()} == {"Q4_K", "Q2_K", "Q8_0", "F16", "F32"}
+    assert {t.qtype.name for t in tensors.values()} == {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "F32"}
     out = tensors["blk.0.attn_output.weight"]
     assert out.shape == (8, 512) and out.raw.shape == (8, 2 * 144)
     w = qk.dequantize(out.raw, "Q4_K")
@@ -59,7 +59,7 @@ def test_gguf_tensors_iterates_the_given_files(pytester, tiny_gguf):
 def test_it(gguf_tensors):
     got = {name: (qtype.name, shape, raw.shape) for name, qtype, shape, raw in gguf_tensors}
     assert got["blk.0.ffn_down.weight"] == ("Q2_K", (4, 768), (4, 252))
-    assert len(got) == 6
+    assert len(got) == 9
 """)
     pytester.runpytest(f"--quantbench-gguf={tiny_gguf}", "-p", "no:cacheprovider").assert_outcomes(passed=1)
 
@@ -87,7 +87,7 @@ def test_the_committed_gguf_fixture_is_what_the_writer_makes(tmp_path):
     committed = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.gguf"
     assert write_tiny_gguf(tmp_path / "again.gguf").read_bytes() == committed.read_bytes()
     tensors = read_tensors(committed)
-    q4 = [t for t in tensors if t.qtype.name == "Q4_K"]
-    assert len(q4) == 2
-    for t in q4:
-        assert_bit_identical(gguf.quants.dequantize(t.raw, t.qtype), qk.dequantize(t.raw, "Q4_K"))
+    kquants = [t for t in tensors if t.qtype.name.endswith("_K")]
+    assert len(kquants) == 6
+    for t in kquants:
+        assert_bit_identical(gguf.quants.dequantize(t.raw, t.qtype), qk.dequantize(t.raw, t.qtype))

@@ -157,11 +157,15 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     truncated = project.path / "truncated.gguf"
     truncated.write_bytes(path.read_bytes()[:-700])
     result = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v")
-    # tiny.gguf has two Q4_K tensors and one Q2_K tensor: 2 per Q4_K kernel, 1 per Q2_K kernel.
-    result.assert_outcomes(passed=2 * 4 + 1 * 4 + 2)  # built-in Q4_K and Q2_K ops, and "mine"
+    # tiny.gguf has two Q4_K tensors and one each of Q2_K, Q3_K, Q5_K and Q6_K: 2 per Q4_K kernel, 1 per
+    # other k-quant kernel; the built-ins have 4 ops per format, "mine" is a Q4_K dequantize.
+    result.assert_outcomes(passed=2 * 4 + 4 * 1 * 4 + 2)
     result.stdout.fnmatch_lines_random([
         "*test_conformance_gguf?mine-Q4_K-dequantize-tiny.gguf:blk.0.attn_output.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q2_K-gemv-tiny.gguf:blk.0.ffn_down.weight? PASSED*",
+        "*test_conformance_gguf?quantbench-numba-Q6_K-vec_dot-tiny.gguf:blk.0.ffn_up.weight? PASSED*",
+        "*test_conformance_gguf?quantbench-numba-Q3_K-quantize-tiny.gguf:blk.0.attn_k.weight? PASSED*",
+        "*test_conformance_gguf?quantbench-numba-Q5_K-dequantize-tiny.gguf:blk.0.attn_v.weight? PASSED*",
     ])
     assert result.ret == 0
     bad = _run(project, "--quantbench", f"--quantbench-gguf={truncated}", "-k", "gguf")

@@ -78,8 +78,14 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
         out[...] = weights.reshape(-1, QK)
 
 
-def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 144), as ``quantize_row_q4_K_ref``."""
+def fit_blocks_ref(x: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int) -> tuple[np.ndarray, ...]:
+    """The quantizer of the formats with Q4_K's header (Q4_K: nmax 15, Q5_K: 31), as their
+    ``quantize_row_*_ref``: ``make_qkx2_quants`` per 32-weight sub-block (weights: the sub-block's
+    RMS plus |x|), the scales and mins rounded to 6 bits against the block's d and dmin, then every
+    sub-block re-quantized against its rounded scale and min.
+
+    ``x``: float32 (n_blocks, 256). Returns (d bits, dmin bits, uint8 (n, 12) packed scales and
+    mins, uint8 (n, 256) levels in [0, nmax])."""
     n = x.shape[0]
     xs = x.reshape(n, 8, 32)
     with np.errstate(all="ignore"):
@@ -89,7 +95,7 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
         av_x = np.sqrt(sum_x2 / F32(32))
         weights = av_x[..., None] + np.abs(xs)
     scales, mins, levels = refmath.make_qkx2_quants(
-        xs.reshape(-1, 32), weights.reshape(-1, 32), 15, -1.0, 0.1, 20, use_mad=False
+        xs.reshape(-1, 32), weights.reshape(-1, 32), nmax, rmin, rdelta, nstep, use_mad=False
     )
     scales = scales.reshape(n, 8)
     mins = mins.reshape(n, 8)
@@ -110,13 +116,19 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
         # zero keeps the levels that make_qkx2_quants chose.
         d_sub = f16_to_f32(d_bits)[:, None] * ls
         dm_sub = f16_to_f32(dmin_bits)[:, None] * lm
-        q = np.clip(refmath.nearest_int((xs + dm_sub[..., None]) / d_sub[..., None]), 0, 15)
+        q = np.clip(refmath.nearest_int((xs + dm_sub[..., None]) / d_sub[..., None]), 0, nmax)
         levels = np.where((d_sub != 0)[..., None], q, levels).astype(np.uint8)
+    return d_bits, dmin_bits, pack_scales_ref(ls, lm), levels.reshape(n, QK)
 
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 144), as ``quantize_row_q4_K_ref``."""
+    d_bits, dmin_bits, packed, levels = fit_blocks_ref(x, 15, -1.0, 0.1, 20)
+    n = x.shape[0]
     out = np.empty(n, dtype=BLOCK_DTYPE)
     out["d"] = d_bits.view(np.float16)
     out["dmin"] = dmin_bits.view(np.float16)
-    out["scales"] = pack_scales_ref(ls, lm)
+    out["scales"] = packed
     pairs = levels.reshape(n, 4, 2, 32)
     out["qs"] = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(n, 128)
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
@@ -150,7 +162,7 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
 
 
 @inline
-def _scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
+def scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
     """6-bit scale and min of sub-block ``j`` of one block (uint8[144]); see the layout above."""
     if j < 4:
         sc = and32(blk[4 + j], 63)
@@ -166,8 +178,8 @@ def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
     d = read_f16(blk, 0)
     dmin = read_f16(blk, 2)
     for p in range(4):
-        sc1, m1 = _scale_min(blk, 2 * p)
-        sc2, m2 = _scale_min(blk, 2 * p + 1)
+        sc1, m1 = scale_min(blk, 2 * p)
+        sc2, m2 = scale_min(blk, 2 * p + 1)
         d1 = d * F32(sc1)
         d2 = d * F32(sc2)
         min1 = dmin * F32(m1)
@@ -197,8 +209,11 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 
 @inline
-def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
-                    weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
+def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray, weights: np.ndarray,
+              scales: np.ndarray, mins: np.ndarray, nmax: int, rmin: np.float32, rdelta: np.float32,
+              nstep: int) -> None:
+    """:func:`fit_blocks_ref` for one block (float32 x[256]): writes d, dmin and the packed scales
+    and mins into the block's header, and the levels (0..nmax) into ``L``."""
     max_scale = F32(0)
     max_min = F32(0)
     for j in range(8):
@@ -209,7 +224,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndar
         av_x = np.sqrt(sum_x2 / F32(32))
         for i in range(32):
             weights[i] = av_x + abs(xj[i])
-        sc, mn = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], Laux, 15, F32(-1.0), F32(0.1), 20, False)
+        sc, mn = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], Laux, nmax, rmin, rdelta, nstep, False)
         scales[j] = sc
         mins[j] = mn
         if sc > max_scale:
@@ -235,14 +250,20 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndar
     d_all = read_f16(blk, 0)
     dmin_all = read_f16(blk, 2)
     for j in range(8):
-        sc, m = _scale_min(blk, j)
+        sc, m = scale_min(blk, j)
         d = d_all * F32(sc)
         if d == 0:
             continue
         dm = dmin_all * F32(m)
         for i in range(32):
             q = nearest_int((x[32 * j + i] + dm) / d)
-            L[32 * j + i] = max(0, min(15, q))
+            L[32 * j + i] = max(0, min(nmax, q))
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+                    weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
+    fit_block(x, blk, L, Laux, weights, scales, mins, 15, F32(-1.0), F32(0.1), 20)
     for p in range(4):
         for l in range(32):
             blk[16 + 32 * p + l] = L[64 * p + l] | (L[64 * p + 32 + l] << 4)

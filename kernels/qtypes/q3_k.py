@@ -1,0 +1,342 @@
+"""Q3_K: 256 weights in 110 bytes (3.4375 bits per weight).
+
+One super-block of 16 sub-blocks of 16 weights, each with a 6-bit scale (stored plus 32); no mins::
+
+    offset  size  field
+         0    32  hmask   third bits: bit 4*h + s of byte l is that of weight 128*h + 32*s + l
+                          (h = 0..1, s = 0..3, l = 0..31); a set bit means the quant is not offset
+        32    64  qs      low 2 bits: byte 32*h + l holds, in bits 2s..2s+1, weight 128*h + 32*s + l
+        96    12  scales  16 scales of 6 bits: the low 4 bits of scale j in byte j (j < 8, bits 0-3)
+                          or byte j - 8 (j >= 8, bits 4-7); its high 2 bits in byte 8 + j % 4, bits
+                          2 * (j // 4) .. 2 * (j // 4) + 1
+       108     2  d       f16, super-block scale of the scales
+
+    weight = d * (scale[j] - 32) * (q - (third bit ? 0 : 4))      (q = low 2 bits; j = index // 16)
+
+Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) follow llama.cpp's
+``dequantize_row_q3_K``, ``quantize_row_q3_K_ref`` (``make_q3_quants`` per sub-block) and
+``ggml_vec_dot_q3_K_q8_K`` (generic scalar).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+from numba import types
+from numba.extending import intrinsic
+
+from .. import refmath, simd
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, and32, first_largest, make_q3_quants, nearest_int, read_f16, shr32, write_f16
+from ..refmath import f16_to_f32, f32_to_f16_bits
+from ..registry import BlockFormat, Ops, register
+from . import q4_k, q8_k
+
+BLOCK_DTYPE = np.dtype([("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<f2")])
+QK = 256
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def unpack_scales_ref(packed: np.ndarray) -> np.ndarray:
+    """The 16 scales of each block minus 32 (-32..31): uint8 (n, 12) -> int8 (n, 16)."""
+    low = np.concatenate([packed[:, :8] & 0xF, packed[:, :8] >> 4], axis=1)
+    high = (packed[:, 8:12][:, np.arange(16) % 4] >> (2 * (np.arange(16) // 4)).astype(np.uint8)) & 3
+    return ((low | (high << 4)).astype(np.int16) - 32).astype(np.int8)
+
+
+def pack_scales_ref(levels: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`unpack_scales_ref` for 6-bit levels (scale + 32, 0..63): (n, 16) -> uint8 (n, 12)."""
+    levels = levels.astype(np.uint8)
+    packed = np.zeros((levels.shape[0], 12), dtype=np.uint8)
+    packed[:, :8] = (levels[:, :8] & 0xF) | ((levels[:, 8:] & 0xF) << 4)
+    for j in range(16):
+        packed[:, 8 + j % 4] |= (levels[:, j] >> 4) << (2 * (j // 4))
+    return packed
+
+
+def unpack_quants_ref(hmask: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """The 256 quants of each block (-4..3), in weight order: uint8 (n, 32) and (n, 64) -> int8 (n, 256)."""
+    n = qs.shape[0]
+    low = (qs.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & 3
+    third = (hmask.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1  # bit 4h + s
+    return (low.reshape(n, 8, 32).astype(np.int8) - 4 * (1 - third.astype(np.int8))).reshape(n, QK)
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 110) -> ``out``, float32 (n_blocks, 256)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scales decode to inf/NaN, as in C
+        b = blocks.view(BLOCK_DTYPE)[:, 0]
+        dl = b["d"].astype(np.float32)[:, None] * unpack_scales_ref(b["scales"]).astype(np.float32)
+        q = unpack_quants_ref(b["hmask"], b["qs"]).astype(np.float32).reshape(-1, 16, 16)
+        out[...] = (dl[..., None] * q).reshape(-1, QK)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 110), as ``quantize_row_q3_K_ref``."""
+    n = x.shape[0]
+    xs = x.reshape(n, 16, 16)
+    scales, levels = refmath.make_q3_quants(xs.reshape(-1, 16), 4)
+    scales = scales.reshape(n, 16)
+    levels = levels.reshape(n, 16, 16)
+    max_scale = refmath.first_largest(scales)
+    with np.errstate(all="ignore"):
+        iscale = F32(-32) / max_scale
+        # C assigns nearest_int() to an int8_t, then clamps to [-32, 31].
+        ls = np.clip(refmath.nearest_int(iscale[:, None] * scales).astype(np.int8), -32, 31) + 32
+        ls = np.where((max_scale != 0)[:, None], ls, 0)
+        d_bits = f32_to_f16_bits(np.where(max_scale != 0, F32(1) / iscale, F32(0)))
+        packed = pack_scales_ref(ls)
+        d_sub = f16_to_f32(d_bits)[:, None] * unpack_scales_ref(packed).astype(np.float32)
+        q = np.clip(refmath.nearest_int(xs / d_sub[..., None]), -4, 3) + 4
+        levels = np.where((d_sub != 0)[..., None], q, levels).astype(np.uint8).reshape(n, 8, 32)
+    out = np.empty(n, dtype=BLOCK_DTYPE)
+    third = (levels >> 2) << np.arange(8, dtype=np.uint8).reshape(1, 8, 1)  # weight 32m + l: byte l, bit m
+    out["hmask"] = np.bitwise_or.reduce(third, axis=1)
+    low = (levels & 3).reshape(n, 2, 4, 32) << np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    out["qs"] = np.bitwise_or.reduce(low, axis=2).reshape(n, 64)
+    out["scales"] = packed
+    out["d"] = d_bits.view(np.float16)
+    return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Rows of Q3_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q3_K_q8_K``:
+    per block ``sums[l] += d * aux32[l]`` (8 lanes, lane = weight index mod 8), then their sum.
+
+    ``w``: uint8 (rows, nb, 110); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
+    rows, nb, _ = w.shape
+    b = w.view(BLOCK_DTYPE)[..., 0]
+    q = unpack_quants_ref(b["hmask"].reshape(-1, 32), b["qs"].reshape(-1, 64)).reshape(rows, nb, QK)
+    scales = np.repeat(unpack_scales_ref(b["scales"].reshape(-1, 12)).reshape(rows, nb, 16), 16, axis=-1)
+    aux32 = q8_k.lane_sums_ref(q, scales, act)
+    with np.errstate(all="ignore"):
+        d = b["d"].astype(np.float32) * q8_k.fields_ref(act)["d"]
+    return q8_k.accumulate_lanes_ref(d, aux32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _scale(blk: np.ndarray, j: int) -> np.int32:
+    """Scale ``j`` of one block (uint8[110]) minus 32; see the layout above."""
+    low = and32(blk[96 + j], 0xF) if j < 8 else shr32(blk[88 + j], 4)
+    high = and32(shr32(blk[104 + j % 4], 2 * (j // 4)), 3)
+    return np.int32((low | (high << 4)) - 32)
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 108)
+    for h in range(2):
+        for half in range(2):
+            # Byte 32h + 16half + l of qs and byte 16half + l of hmask hold weights
+            # 128h + 32s + 16half + l (s = 0..3) of the sub-blocks j = 8h + 2s + half.
+            j = 8 * h + half
+            d0 = d * F32(_scale(blk, j))
+            d1 = d * F32(_scale(blk, j + 2))
+            d2 = d * F32(_scale(blk, j + 4))
+            d3 = d * F32(_scale(blk, j + 6))
+            o = 128 * h + 16 * half
+            for l in range(16):
+                b = np.int32(blk[32 + 32 * h + 16 * half + l])
+                m = shr32(blk[16 * half + l], 4 * h)
+                out[o + l] = d0 * F32(and32(b, 3) - 4 + (and32(m, 1) << 2))
+                out[o + 32 + l] = d1 * F32(and32(shr32(b, 2), 3) - 4 + (and32(shr32(m, 1), 1) << 2))
+                out[o + 64 + l] = d2 * F32(and32(shr32(b, 4), 3) - 4 + (and32(shr32(m, 2), 1) << 2))
+                out[o + 96 + l] = d3 * F32(shr32(b, 6) - 4 + (and32(shr32(m, 3), 1) << 2))
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 110) -> ``out``, float32 (n_blocks, 256), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.ndarray) -> None:
+    for j in range(16):
+        scales[j] = make_q3_quants(x[16 * j:16 * j + 16], 4, L[16 * j:16 * j + 16])
+    max_scale = first_largest(scales)
+    for k in range(blk.shape[0]):
+        blk[k] = 0
+    if max_scale != 0:
+        iscale = F32(-32) / max_scale
+        for j in range(16):
+            # C assigns nearest_int() to an int8_t, then clamps to [-32, 31].
+            l = max(-32, min(31, np.int32(np.int8(nearest_int(iscale * scales[j]))))) + 32
+            if j < 8:
+                blk[96 + j] = l & 0xF
+            else:
+                blk[88 + j] |= (l & 0xF) << 4
+            blk[104 + j % 4] |= (l >> 4) << (2 * (j // 4))
+        write_f16(blk, 108, F32(1) / iscale)
+    d_all = read_f16(blk, 108)
+    for j in range(16):
+        d = d_all * F32(_scale(blk, j))
+        if d == 0:
+            continue
+        for i in range(16):
+            L[16 * j + i] = max(-4, min(3, nearest_int(x[16 * j + i] / d))) + 4
+    for k in range(QK):
+        if L[k] > 3:
+            blk[k % 32] |= 1 << (k // 32)
+    for h in range(2):
+        for l in range(32):
+            o = 128 * h + l
+            blk[32 + 32 * h + l] = (L[o] & 3) | ((L[o + 32] & 3) << 2) | ((L[o + 64] & 3) << 4) | ((L[o + 96] & 3) << 6)
+
+
+@inline
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(QK, dtype=np.int8)  # make_q3_quants keeps signed levels until its end
+    scales = np.empty(16, dtype=np.float32)
+    for i in range(start, stop):
+        _quantize_block(x[i], out[i], L, scales)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, 0, x.shape[0])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 110), Numba."""
+    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+# Part c = 2h + sp pairs bits 2s..2s+1 and 2s+2..2s+3 (s = 2sp) of qs byte 32h + l, i.e. weights
+# 64c + l and 64c + 32 + l: the pairs, and so the order, of Q4_K.
+Q8_ORDER = q4_k.Q8_ORDER
+_PART_SUB_BLOCKS = [[(Q8_ORDER[64 * c + t]) // 16 for t in range(64)] for c in range(4)]
+
+
+@intrinsic
+def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untyped-def]
+    """One Q3_K block's share of a row's dot product, as vector IR (see ``simd``): adds
+    ``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes). ``w``: the weights, uint8, C-contiguous,
+    the block from byte ``woff``; ``q8``: int16 quants in :data:`Q8_ORDER`, the block's 256 from
+    ``qoff``; ``d``: float32, the block's d times the activations' d."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(sums, types.float32)
+            and d == types.float32):
+        return None
+    sig = types.none(w, woff, q8, qoff, d, sums)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, q8_, qoff_, d_, sums_ = args
+        wt, _, qt, _, _, st = signature.args
+        i8, i32 = simd.I8, simd.I32
+
+        def const(v):  # type: ignore[no-untyped-def]
+            return simd.splat_const(i32, v, 32)
+
+        # The 16 scales minus 32 (layout above), all at once from the 12 packed bytes.
+        packed = simd.load(builder, simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 96)),
+                           simd.vec(i8, 12))
+        low = builder.and_(builder.lshr(simd.pick(builder, packed, list(range(8)) * 2),
+                                        simd.const_vec(i8, [0] * 8 + [4] * 8)), simd.splat_const(i8, 15, 16))
+        high = builder.and_(builder.lshr(simd.pick(builder, packed, [8 + j % 4 for j in range(16)]),
+                                         simd.const_vec(i8, [2 * (j // 4) for j in range(16)])),
+                            simd.splat_const(i8, 3, 16))
+        scales = builder.sub(builder.or_(low, builder.shl(high, simd.splat_const(i8, 4, 16))),
+                             simd.splat_const(i8, 32, 16))
+        hm = simd.load_bytes_i32(context, builder, wt, w_, woff_, 32)
+        q_parts, scale_parts = [], []
+        for c in range(4):
+            h, sp = divmod(c, 2)
+            qs = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h), 32)
+            pair = []
+            for s in (2 * sp, 2 * sp + 1):
+                low2 = builder.and_(builder.lshr(qs, const(2 * s)), const(3))
+                third = builder.and_(builder.lshr(hm, const(4 * h + s)), const(1))
+                pair.append(builder.sub(builder.or_(low2, builder.shl(third, const(2))), const(4)))
+            q_parts.append(simd.pairs16(builder, *pair))
+            # |(scale - 32) * q8| <= 32 * 128 fits in 16 bits.
+            scale_parts.append(simd.lane_scales(builder, scales, _PART_SUB_BLOCKS[c], signed=True))
+        aux32 = simd.lanes_dot(context, builder, q_parts, scale_parts, qt, q8_, qoff_)
+        simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 110), C-contiguous) times the unpacked Q8_K
+    vector, into ``out``: ``ggml_vec_dot_q3_K_q8_K``'s float steps, per row."""
+    sums = np.empty(8, dtype=np.float32)
+    nb = w.shape[1]
+    for r in range(start, stop):
+        row = w[r]
+        for lane in range(8):
+            sums[lane] = 0
+        for i in range(nb):
+            d = read_f16(row[i], 108) * yd[i]
+            _block_dot(w, (r * nb + i) * 110, q8, i * QK, d, sums)
+        sumf = F32(0)
+        for lane in range(8):
+            sumf += sums[lane]
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
+    _gemv_rows(w, q8, yd, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    # Each chunk calls the serial row kernel, compiled on its own.
+    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, q8, yd, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 110) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q3_K",
+        qtype=GGMLQuantizationType.Q3_K,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        activation="Q8_K",
+    )
+)

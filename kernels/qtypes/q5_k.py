@@ -1,0 +1,241 @@
+"""Q5_K: 256 weights in 176 bytes (5.5 bits per weight).
+
+Q4_K's layout with a fifth bit per weight: 8 sub-blocks of 32 weights, each with a 6-bit scale
+and a 6-bit min (packed as in Q4_K)::
+
+    offset  size  field
+         0     2  d       f16, super-block scale of the 6-bit scales
+         2     2  dmin    f16, super-block scale of the 6-bit mins
+         4    12  scales  8 scales + 8 mins, 6 bits each, packed as in Q4_K
+        16    32  qh      fifth bits: bit 2p of byte l is that of weight 64*p + l, bit 2p + 1 that of
+                          weight 64*p + 32 + l (p = 0..3, l = 0..31)
+        48   128  qs      low 4 bits: byte 32*p + l holds weight 64*p + l in its low nibble and
+                          weight 64*p + 32 + l in its high nibble
+
+    weight = d * sc[j] * q - dmin * m[j]      (q = 5-bit quant, 0..31; j = weight index // 32)
+
+Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) follow llama.cpp's
+``dequantize_row_q5_K``, ``quantize_row_q5_K_ref`` and ``ggml_vec_dot_q5_K_q8_K`` (generic
+scalar). The scales, the quantizer's search and the block intrinsic are Q4_K's (:mod:`.q4_k`).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, and32, read_f16, shr32
+from ..registry import BlockFormat, Ops, register
+from . import q4_k, q8_k
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qh", "u1", 32), ("qs", "u1", 128)])
+QK = 256
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def unpack_quants_ref(qh: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """The 256 five-bit quants of each block (0..31), in weight order: uint8 (n, 32) and (n, 128)
+    -> uint8 (n, 256)."""
+    n = qs.shape[0]
+    low = qs.reshape(n, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)
+    high = qh.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)  # bit 2p + nibble
+    return ((low & 0xF).reshape(n, 8, 32) | ((high & 1) << 4)).reshape(n, QK)
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 176) -> ``out``, float32 (n_blocks, 256)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scales decode to inf/NaN, as in C
+        b = blocks.view(BLOCK_DTYPE)[:, 0]
+        sc, m = q4_k.unpack_scales_ref(b["scales"])
+        d = b["d"].astype(np.float32)[:, None] * sc
+        dmin = b["dmin"].astype(np.float32)[:, None] * m
+        q = unpack_quants_ref(b["qh"], b["qs"]).reshape(-1, 8, 32)
+        out[...] = (d[..., None] * q - dmin[..., None]).reshape(-1, QK)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 176), as ``quantize_row_q5_K_ref``."""
+    d_bits, dmin_bits, packed, levels = q4_k.fit_blocks_ref(x, 31, -0.5, 0.1, 15)
+    n = x.shape[0]
+    parts = levels.reshape(n, 4, 2, 32)  # (p, nibble, l)
+    out = np.empty(n, dtype=BLOCK_DTYPE)
+    out["d"] = d_bits.view(np.float16)
+    out["dmin"] = dmin_bits.view(np.float16)
+    out["scales"] = packed
+    out["qs"] = ((parts[:, :, 0] & 0xF) | ((parts[:, :, 1] & 0xF) << 4)).reshape(n, 128)
+    fifth = (parts >> 4).reshape(n, 8, 32) << np.arange(8, dtype=np.uint8).reshape(1, 8, 1)
+    out["qh"] = np.bitwise_or.reduce(fifth, axis=1)
+    return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Rows of Q5_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q5_K_q8_K``: as
+    Q4_K, ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` per block, then the lanes.
+
+    ``w``: uint8 (rows, nb, 176); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
+    rows, nb, _ = w.shape
+    b = w.view(BLOCK_DTYPE)[..., 0]
+    y = q8_k.fields_ref(act)
+    sc, m = q4_k.unpack_scales_ref(b["scales"])  # (rows, nb, 8)
+    q = unpack_quants_ref(b["qh"].reshape(-1, 32), b["qs"].reshape(-1, 128)).reshape(rows, nb, QK)
+    aux32 = q8_k.lane_sums_ref(q, np.repeat(sc, 32, axis=-1), act)
+    sumi = (y["bsums"].astype(np.int32) * np.repeat(m.astype(np.int32), 2, axis=-1)).sum(axis=-1)
+    with np.errstate(all="ignore"):
+        d = b["d"].astype(np.float32) * y["d"]
+        dmin = b["dmin"].astype(np.float32) * y["d"]
+    return q8_k.accumulate_lanes_ref(d, aux32, dmin, sumi)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 0)
+    dmin = read_f16(blk, 2)
+    for p in range(4):
+        sc1, m1 = q4_k.scale_min(blk, 2 * p)
+        sc2, m2 = q4_k.scale_min(blk, 2 * p + 1)
+        d1 = d * F32(sc1)
+        d2 = d * F32(sc2)
+        min1 = dmin * F32(m1)
+        min2 = dmin * F32(m2)
+        for l in range(32):
+            b = np.int32(blk[48 + 32 * p + l])
+            h = np.int32(blk[16 + l])
+            out[64 * p + l] = d1 * F32(and32(b, 0xF) | (and32(shr32(h, 2 * p), 1) << 4)) - min1
+            out[64 * p + 32 + l] = d2 * F32(shr32(b, 4) | (and32(shr32(h, 2 * p + 1), 1) << 4)) - min2
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 176) -> ``out``, float32 (n_blocks, 256), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+                    weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
+    q4_k.fit_block(x, blk, L, Laux, weights, scales, mins, 31, F32(-0.5), F32(0.1), 15)
+    for l in range(32):
+        blk[16 + l] = 0
+    for p in range(4):
+        for l in range(32):
+            a = L[64 * p + l]
+            b = L[64 * p + 32 + l]
+            blk[48 + 32 * p + l] = (a & 0xF) | ((b & 0xF) << 4)
+            blk[16 + l] |= ((a >> 4) << (2 * p)) | ((b >> 4) << (2 * p + 1))
+
+
+@inline
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(QK, dtype=np.uint8)
+    Laux = np.empty(32, dtype=np.uint8)
+    weights = np.empty(32, dtype=np.float32)
+    scales = np.empty(8, dtype=np.float32)
+    mins = np.empty(8, dtype=np.float32)
+    for i in range(start, stop):
+        _quantize_block(x[i], out[i], L, Laux, weights, scales, mins)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, 0, x.shape[0])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 176), Numba."""
+    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+# The quants pair up as in Q4_K (the low and high nibble of one qs byte), so the order is Q4_K's.
+Q8_ORDER = q4_k.Q8_ORDER
+
+_block_dot = q4_k.block_dot_intrinsic(qs_offset=48, qh_offset=16)
+
+
+@jit
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
+               start: int, stop: int) -> None:
+    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 176), C-contiguous) times the unpacked Q8_K
+    vector, into ``out``: ``ggml_vec_dot_q5_K_q8_K``'s float steps, per row."""
+    sums = np.empty(8, dtype=np.float32)
+    nb = w.shape[1]
+    for r in range(start, stop):
+        row = w[r]
+        for lane in range(8):
+            sums[lane] = 0
+        sumf = F32(0)
+        for i in range(nb):
+            blk = row[i]
+            d = read_f16(blk, 0) * yd[i]
+            sumi = _block_dot(w, (r * nb + i) * 176, q8, i * QK, bsums, i * 16, d, sums)
+            dmin = read_f16(blk, 2) * yd[i]
+            sumf -= dmin * F32(sumi)
+        for lane in range(8):
+            sumf += sums[lane]
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
+    _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    # Each chunk calls the serial row kernel, compiled on its own.
+    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, q8, yd, bsums, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 176) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q5_K",
+        qtype=GGMLQuantizationType.Q5_K,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        activation="Q8_K",
+    )
+)

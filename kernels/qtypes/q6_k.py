@@ -1,0 +1,323 @@
+"""Q6_K: 256 weights in 210 bytes (6.5625 bits per weight).
+
+One super-block of 16 sub-blocks of 16 weights, each with a signed 8-bit scale; no mins::
+
+    offset  size  field
+         0   128  ql      low 4 bits of the quants: byte 64*h + 32*c + l holds, in its low nibble,
+                          weight 128*h + 32*c + l and, in its high nibble, weight 128*h + 32*c + 64 + l
+                          (h = 0..1, c = 0..1, l = 0..31)
+       128    64  qh      high 2 bits: byte 32*h + l holds, in bits 2k..2k+1, those of weight
+                          128*h + 32*k + l (k = 0..3)
+       192    16  scales  int8, the scale of sub-block j (weights 16j..16j+15)
+       208     2  d       f16, super-block scale of the scales
+
+    weight = d * scales[j] * (q - 32)      (q = 6-bit quant, 0..63; j = weight index // 16)
+
+Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) follow llama.cpp's
+``dequantize_row_q6_K``, ``quantize_row_q6_K_ref`` (``make_qx_quants`` per sub-block) and
+``ggml_vec_dot_q6_K_q8_K`` (generic scalar).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+from numba import types
+from numba.extending import intrinsic
+
+from .. import refmath, simd
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, GROUP_MAX_EPS, and32, make_qx_quants, nearest_int, read_f16, shr32, write_f16
+from ..refmath import f16_to_f32, f32_to_f16_bits
+from ..registry import BlockFormat, Ops, register
+from . import q8_k
+
+BLOCK_DTYPE = np.dtype([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<f2")])
+QK = 256
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def unpack_quants_ref(ql: np.ndarray, qh: np.ndarray) -> np.ndarray:
+    """The 256 six-bit quants of each block (0..63), in weight order: uint8 (n, 128) and (n, 64)
+    -> uint8 (n, 256)."""
+    n = ql.shape[0]
+    low = ql.reshape(n, 2, 1, 64) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)  # (n, h, nibble, 64)
+    low = (low & 0xF).reshape(n, 2, 4, 32)  # weight 128h + 32k + l: k = 2 * nibble + c
+    high = qh.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    return (low | ((high & 3) << 4)).reshape(n, QK)
+
+
+def pack_quants_ref(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`unpack_quants_ref` for quants 0..63: uint8 (n, 256) -> (ql, qh)."""
+    n = q.shape[0]
+    parts = q.reshape(n, 2, 4, 32)
+    low = parts & 0xF
+    ql = (low[:, :, 0:2] | (low[:, :, 2:4] << 4)).reshape(n, 128)
+    high = parts >> 4
+    qh = (high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)).reshape(n, 64)
+    return ql.astype(np.uint8), qh.astype(np.uint8)
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 210) -> ``out``, float32 (n_blocks, 256)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN scales decode to inf/NaN, as in C
+        b = blocks.view(BLOCK_DTYPE)[:, 0]
+        d = b["d"].astype(np.float32)[:, None] * b["scales"].astype(np.float32)  # (n, 16)
+        q = unpack_quants_ref(b["ql"], b["qh"]).astype(np.float32) - F32(32)
+        out[...] = (d[..., None] * q.reshape(-1, 16, 16)).reshape(-1, QK)
+
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 210), as ``quantize_row_q6_K_ref``."""
+    n = x.shape[0]
+    xs = x.reshape(n, 16, 16)
+    scales, levels = refmath.make_qx_quants(xs.reshape(-1, 16), 32)
+    scales = scales.reshape(n, 16)
+    levels = levels.reshape(n, 16, 16)
+    max_scale = refmath.first_largest(scales)
+    empty = np.abs(max_scale) < refmath.GROUP_MAX_EPS
+    with np.errstate(all="ignore"):
+        iscale = F32(-128) / max_scale
+        d_bits = f32_to_f16_bits(F32(1) / iscale)
+        # C stores MIN(127, nearest_int(...)) in an int8_t.
+        sc = np.minimum(refmath.nearest_int(iscale[:, None] * scales), 127).astype(np.int8)
+        d_sub = f16_to_f32(d_bits)[:, None] * sc.astype(np.float32)
+        q = np.clip(refmath.nearest_int(xs / d_sub[..., None]), -32, 31) + 32
+        levels = np.where((d_sub != 0)[..., None], q, levels).astype(np.uint8)
+    out = np.zeros(n, dtype=BLOCK_DTYPE)
+    ql, qh = pack_quants_ref(levels.reshape(n, QK))
+    out["ql"] = ql
+    out["qh"] = qh
+    out["scales"] = sc
+    out["d"] = d_bits.view(np.float16)
+    out[empty] = np.zeros(1, dtype=BLOCK_DTYPE)  # an all-zero super-block is all zero bytes
+    return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Rows of Q6_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q6_K_q8_K``:
+    per block ``sums[l] += d * aux32[l]`` (8 lanes, lane = weight index mod 8), then their sum.
+
+    ``w``: uint8 (rows, nb, 210); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
+    rows, nb, _ = w.shape
+    b = w.view(BLOCK_DTYPE)[..., 0]
+    q = unpack_quants_ref(b["ql"].reshape(-1, 128), b["qh"].reshape(-1, 64)).astype(np.int32) - 32
+    scales = np.repeat(b["scales"].astype(np.int32), 16, axis=-1)
+    aux32 = q8_k.lane_sums_ref(q.reshape(rows, nb, QK), scales, act)
+    with np.errstate(all="ignore"):
+        d = b["d"].astype(np.float32) * q8_k.fields_ref(act)["d"]
+    return q8_k.accumulate_lanes_ref(d, aux32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 208)
+    for h in range(2):
+        for half in range(2):
+            # Weights 128h + 32k + 16half + l (k = 0..3, l = 0..15) share their scale per k.
+            j = 8 * h + half
+            d0 = d * F32(np.int8(blk[192 + j]))
+            d1 = d * F32(np.int8(blk[192 + j + 2]))
+            d2 = d * F32(np.int8(blk[192 + j + 4]))
+            d3 = d * F32(np.int8(blk[192 + j + 6]))
+            o = 128 * h + 16 * half
+            for l in range(16):
+                a = np.int32(blk[64 * h + 16 * half + l])
+                b = np.int32(blk[64 * h + 32 + 16 * half + l])
+                hb = np.int32(blk[128 + 32 * h + 16 * half + l])
+                out[o + l] = d0 * F32((and32(a, 0xF) | (and32(hb, 3) << 4)) - 32)
+                out[o + 32 + l] = d1 * F32((and32(b, 0xF) | (and32(shr32(hb, 2), 3) << 4)) - 32)
+                out[o + 64 + l] = d2 * F32((shr32(a, 4) | (and32(shr32(hb, 4), 3) << 4)) - 32)
+                out[o + 96 + l] = d3 * F32((shr32(b, 4) | (shr32(hb, 6) << 4)) - 32)
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 210) -> ``out``, float32 (n_blocks, 256), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.ndarray) -> None:
+    max_scale = F32(0)
+    max_abs = F32(0)
+    for j in range(16):
+        sc = make_qx_quants(x[16 * j:16 * j + 16], 32, L[16 * j:16 * j + 16])
+        scales[j] = sc
+        if abs(sc) > max_abs:
+            max_abs = abs(sc)
+            max_scale = sc
+    for k in range(blk.shape[0]):
+        blk[k] = 0
+    if max_abs < GROUP_MAX_EPS:
+        return
+    iscale = F32(-128) / max_scale
+    write_f16(blk, 208, F32(1) / iscale)
+    for j in range(16):
+        blk[192 + j] = np.uint8(np.int8(min(127, nearest_int(iscale * scales[j]))))
+    d_all = read_f16(blk, 208)
+    for j in range(16):
+        d = d_all * F32(np.int8(blk[192 + j]))
+        if d == 0:
+            continue
+        for i in range(16):
+            L[16 * j + i] = max(-32, min(31, nearest_int(x[16 * j + i] / d))) + 32
+    for h in range(2):
+        for l in range(32):
+            o = 128 * h + l
+            blk[64 * h + l] = (L[o] & 0xF) | ((L[o + 64] & 0xF) << 4)
+            blk[64 * h + 32 + l] = (L[o + 32] & 0xF) | ((L[o + 96] & 0xF) << 4)
+            blk[128 + 32 * h + l] = (L[o] >> 4) | ((L[o + 32] >> 4) << 2) | ((L[o + 64] >> 4) << 4) | (
+                (L[o + 96] >> 4) << 6)
+
+
+@inline
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(QK, dtype=np.uint8)
+    scales = np.empty(16, dtype=np.float32)
+    for i in range(start, stop):
+        _quantize_block(x[i], out[i], L, scales)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, 0, x.shape[0])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 210), Numba."""
+    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+# Q8_K quants in the order the dot kernel reads them: part c = 2h + half pairs the weights of the
+# low and high nibble of ql byte 64h + 32half + l, i.e. 128h + 32half + l and that + 64.
+Q8_ORDER = np.array([128 * (k // 128) + 32 * ((k // 64) % 2) + 64 * (k % 2) + (k % 64) // 2 for k in range(QK)],
+                    dtype=np.int64)
+# The sub-block (0..15) of each quant of part c, in pair order.
+_PART_SUB_BLOCKS = [[(Q8_ORDER[64 * c + t]) // 16 for t in range(64)] for c in range(4)]
+
+
+@intrinsic
+def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untyped-def]
+    """One Q6_K block's share of a row's dot product, as vector IR (see ``simd``): adds
+    ``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes). ``w``: the weights, uint8, C-contiguous,
+    the block from byte ``woff``; ``q8``: int16 quants in :data:`Q8_ORDER`, the block's 256 from
+    ``qoff``; ``d``: float32, the block's d times the activations' d."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(sums, types.float32)
+            and d == types.float32):
+        return None
+    sig = types.none(w, woff, q8, qoff, d, sums)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, q8_, qoff_, d_, sums_ = args
+        wt, _, qt, _, _, st = signature.args
+        i32 = simd.I32
+
+        def const(v):  # type: ignore[no-untyped-def]
+            return simd.splat_const(i32, v, 32)
+
+        scales = simd.load(builder, simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 192)),
+                           simd.vec(simd.I8, 16))
+        q_parts, scale_parts = [], []
+        for c in range(4):
+            h, half = divmod(c, 2)
+            ql = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * half), 32)
+            qh = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h), 32)
+            first = builder.or_(builder.and_(ql, const(0xF)),
+                                builder.shl(builder.and_(builder.lshr(qh, const(2 * half)), const(3)), const(4)))
+            second = builder.or_(builder.lshr(ql, const(4)),
+                                 builder.shl(builder.and_(builder.lshr(qh, const(2 * half + 4)), const(3)), const(4)))
+            q_parts.append(simd.pairs16(builder, builder.sub(first, const(32)), builder.sub(second, const(32))))
+            # |scale * q8| <= 128 * 128 fits in 16 bits.
+            scale_parts.append(simd.lane_scales(builder, scales, _PART_SUB_BLOCKS[c], signed=True))
+        aux32 = simd.lanes_dot(context, builder, q_parts, scale_parts, qt, q8_, qoff_)
+        simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 210), C-contiguous) times the unpacked Q8_K
+    vector, into ``out``: ``ggml_vec_dot_q6_K_q8_K``'s float steps, per row."""
+    sums = np.empty(8, dtype=np.float32)
+    nb = w.shape[1]
+    for r in range(start, stop):
+        row = w[r]
+        for lane in range(8):
+            sums[lane] = 0
+        for i in range(nb):
+            d = read_f16(row[i], 208) * yd[i]
+            _block_dot(w, (r * nb + i) * 210, q8, i * QK, d, sums)
+        sumf = F32(0)
+        for lane in range(8):
+            sumf += sums[lane]
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
+    _gemv_rows(w, q8, yd, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    # Each chunk calls the serial row kernel, compiled on its own.
+    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, q8, yd, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 210) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q6_K",
+        qtype=GGMLQuantizationType.Q6_K,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        activation="Q8_K",
+    )
+)
