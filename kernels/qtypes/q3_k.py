@@ -146,12 +146,13 @@ def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
             d3 = d * F32(_scale(blk, j + 6))
             o = 128 * h + 16 * half
             for l in range(16):
+                # The 3-bit quant q, then q - 4 in float (exact either way): keeps the loop in 32 bits.
                 b = np.int32(blk[32 + 32 * h + 16 * half + l])
                 m = shr32(blk[16 * half + l], 4 * h)
-                out[o + l] = d0 * F32(and32(b, 3) - 4 + (and32(m, 1) << 2))
-                out[o + 32 + l] = d1 * F32(and32(shr32(b, 2), 3) - 4 + (and32(shr32(m, 1), 1) << 2))
-                out[o + 64 + l] = d2 * F32(and32(shr32(b, 4), 3) - 4 + (and32(shr32(m, 2), 1) << 2))
-                out[o + 96 + l] = d3 * F32(shr32(b, 6) - 4 + (and32(shr32(m, 3), 1) << 2))
+                out[o + l] = d0 * (F32(and32(b, 3) | and32(m << 2, 4)) - F32(4))
+                out[o + 32 + l] = d1 * (F32(and32(shr32(b, 2), 3) | and32(m << 1, 4)) - F32(4))
+                out[o + 64 + l] = d2 * (F32(and32(shr32(b, 4), 3) | and32(m, 4)) - F32(4))
+                out[o + 96 + l] = d3 * (F32(shr32(b, 6) | and32(shr32(m, 1), 4)) - F32(4))
 
 
 @jit
