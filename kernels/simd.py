@@ -26,27 +26,41 @@ I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64
 F32 = ir.FloatType()
 
 
-def _pmaddwd_intrinsic() -> tuple[str, int] | None:
-    """(LLVM intrinsic, i16 lanes) of the host's widest pmaddwd, or None for the generic IR.
-
-    Numba compiles for the host CPU unless NUMBA_CPU_NAME / NUMBA_CPU_FEATURES name another target
-    (portable caches do): then the host's features say nothing about the target, and the generic
-    IR is the safe choice."""
+def _host_features() -> dict | None:
+    """The host CPU's features, or None where the generic IR must be used: QUANTBENCH_GENERIC_IR
+    set, or Numba compiling for another target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, as portable
+    caches do: then the host's features say nothing about the target)."""
     if os.environ.get("QUANTBENCH_GENERIC_IR", "0") not in ("", "0"):
         return None
     if numba_config.CPU_NAME or numba_config.CPU_FEATURES:
         return None
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512bw"):
-        return "llvm.x86.avx512.pmaddw.d.512", 32
-    if features.get("avx2"):
-        return "llvm.x86.avx2.pmadd.wd", 16
+    return dict(llvm.get_host_cpu_features())
+
+
+def _pmaddwd_intrinsics(features: dict | None) -> list[tuple[str, int]]:
+    """(LLVM intrinsic, i16 lanes) of the host's pmaddwd, widest first; empty for the generic IR."""
+    out = []
+    if features and features.get("avx512bw"):
+        out.append(("llvm.x86.avx512.pmaddw.d.512", 32))
+    if features and features.get("avx2"):
+        out.append(("llvm.x86.avx2.pmadd.wd", 16))
+    return out
+
+
+def _pmaddubsw_intrinsic(features: dict | None) -> tuple[str, int] | None:
+    """(LLVM intrinsic, i8 lanes) of x86's pmaddubsw on 256-bit vectors, or None for the generic IR."""
+    if features and features.get("avx2"):
+        return "llvm.x86.avx2.pmadd.ub.sw", 32
     return None
 
 
-PMADDWD = _pmaddwd_intrinsic()
+_FEATURES = _host_features()
+PMADDWDS = _pmaddwd_intrinsics(_FEATURES)
+PMADDWD = PMADDWDS[0] if PMADDWDS else None
+PMADDUBSW = _pmaddubsw_intrinsic(_FEATURES)
 # Part of the kernels' cache stamp: code compiled for one spelling must not be reused for another.
-CODEGEN = f"pmaddwd={PMADDWD[0] if PMADDWD else 'generic'}"
+CODEGEN = (f"pmaddwd={PMADDWD[0] if PMADDWD else 'generic'},"
+           f"pmaddubsw={PMADDUBSW[0] if PMADDUBSW else 'generic'}")
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:
@@ -98,8 +112,9 @@ def offset(builder: ir.IRBuilder, base: ir.Value, delta: int) -> ir.Value:
 def madd16(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
     """x86's pmaddwd on ``<2n x i16>`` vectors: ``<n x i32>`` of ``a[2k]*b[2k] + a[2k+1]*b[2k+1]``."""
     n = a.type.count // 2
-    if PMADDWD is not None and a.type.count % PMADDWD[1] == 0:
-        name, width = PMADDWD
+    fitting = [(name, width) for name, width in PMADDWDS if a.type.count % width == 0]
+    if fitting:
+        name, width = fitting[0]
         fnty = ir.FunctionType(vec(I32, width // 2), [vec(I16, width)] * 2)
         fn = cgutils.get_or_insert_function(builder.module, fnty, name)
         parts = [builder.call(fn, [pick(builder, a, range(c, c + width)), pick(builder, b, range(c, c + width))])
@@ -141,38 +156,98 @@ def c_array(ty: types.Type, dtype: types.Type) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# The 8-lane k-quant dot product (Q3_K, Q4_K, Q5_K, Q6_K): llama.cpp's generic C sums, per block,
-# aux32[l] = sum of scale(w) * q(w) * q8(w) over the weights w with w % 8 == l, then does
-# sums[l] += d * aux32[l] in float. A format's intrinsic decodes a block into 4 parts of 32 pairs
-# of 16-bit quants, both weights of a pair in the same lane, in the order its Q8_ORDER puts the
-# Q8_K quants; these helpers do the rest.
+# The 8-lane k-quant dot products (Q3_K, Q4_K, Q5_K, Q6_K). llama.cpp's generic C sums, per block,
+# aux32[l] = the sum of scale(w) * q(w) * q8(w) over the weights w with w % 8 == l, then does
+# sums[l] += d * aux32[l] in float. A format's intrinsic decodes its block into 8 chunks of 32
+# unsigned quants (chunk t: weights 32t..32t + 31, in order) and gives the scales; these helpers
+# do the rest with two multiply-adds per 64 weights:
+#   1. each chunk's bytes are reordered within each 16-byte half so that byte pairs hold the
+#      weights m and m + 8 of the half (the same lane m); the Q8_K quants are stored in that
+#      order once per vector (:data:`LANE_Q8_ORDER`);
+#   2. pmaddubsw: unsigned quant times int8 q8, pair-summed: per half, lane m's two products
+#      (at most 2 * 63 * 128 in magnitude: no saturation); a format whose quants carry an offset
+#      (q - 4, q - 32) subtracts offset * (the pair's q8 sum), stored once per vector too;
+#   3. two chunks' pair sums are interleaved per lane and pmaddwd multiplies each by its
+#      sub-block's scale and adds the two chunks: <8 x i32>, lanes 0-3 (or 4-7) per half;
+#   4. the halves and the block's 4 chunk pairs are added up: aux32, lane by lane.
+# Integer sums are exact, so this grouping gives C's aux32 bit for bit.
 # ---------------------------------------------------------------------------------------------
 
-
-def load_bytes_i32(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, offset_: ir.Value,
-                   n: int) -> ir.Value:
-    """``n`` bytes of a uint8 array from element ``offset_``, each zero-extended to an i32 lane."""
-    return builder.zext(load(builder, element_ptr(context, builder, aryty, ary, offset_), vec(I8, n)), vec(I32, n))
-
-
-def pairs16(builder: ir.IRBuilder, first: ir.Value, second: ir.Value) -> ir.Value:
-    """Two ``<n x i32>`` vectors of 16-bit values (signed or not) as one ``<2n x i16>``: lane 2t is
-    ``first[t]``, lane 2t + 1 is ``second[t]`` (little-endian halves of 32-bit lanes, no shuffle)."""
-    n = first.type.count
-    low = builder.and_(first, splat_const(I32, 0xFFFF, n))
-    return builder.bitcast(builder.or_(low, builder.shl(second, splat_const(I32, 16, n))), vec(I16, 2 * n))
+# Within a 16-byte half: byte 2m + e holds weight m + 8e of the half.
+_HALF_ORDER = [p // 2 + 8 * (p % 2) for p in range(16)]
+# LANE_Q8_ORDER[k]: the weight (0..255) of a block whose Q8_K quant goes to position k.
+LANE_Q8_ORDER = [32 * (k // 32) + 16 * ((k % 32) // 16) + _HALF_ORDER[k % 16] for k in range(256)]
+# pmaddwd's pairs: per 128-bit half, lanes 0-3 (LOW) or 4-7 (HIGH) of two chunks, interleaved.
+_PAIR_LOW = [h * 8 + k // 2 + 16 * (k % 2) for h in range(2) for k in range(8)]
+_PAIR_HIGH = [i + 4 for i in _PAIR_LOW]
 
 
-def lanes_dot(context, builder: ir.IRBuilder, q_parts: Sequence[ir.Value], scale_parts: Sequence[ir.Value],
-              q8ty: types.Array, q8: ir.Value, q8_offset: ir.Value) -> ir.Value:
-    """aux32 (``<8 x i32>``) of one block: part c of ``q_parts`` (``<64 x i16>`` quants) meets the
-    block's Q8_K quants 64c..64c + 63 (int16, from ``q8_offset`` of ``q8``), each first multiplied by
-    its weight's scale (``scale_parts``, ``<64 x i16>``; scale times q8 must fit in 16 bits)."""
-    parts = []
-    for c, (q, scale) in enumerate(zip(q_parts, scale_parts, strict=True)):
-        q8p = element_ptr(context, builder, q8ty, q8, offset(builder, q8_offset, 64 * c))
-        parts.append(madd16(builder, q, builder.mul(load(builder, q8p, vec(I16, 64)), scale)))
-    return fold(builder, tree_sum(builder, parts), 8)
+def maddubs(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """x86's pmaddubsw on ``<32 x i8>``: ``<16 x i16>`` of ``a[2k]*b[2k] + a[2k+1]*b[2k+1]``, ``a``
+    unsigned and ``b`` signed. The generic IR adds without saturating: the same result as long as
+    the sums fit in 16 bits, which the callers guarantee."""
+    if PMADDUBSW is not None:
+        fnty = ir.FunctionType(vec(I16, 16), [vec(I8, 32)] * 2)
+        return builder.call(cgutils.get_or_insert_function(builder.module, fnty, PMADDUBSW[0]), [a, b])
+    even, odd = range(0, 32, 2), range(1, 32, 2)
+    wide = vec(I16, 16)
+    lo = builder.mul(builder.zext(pick(builder, a, even), wide), builder.sext(pick(builder, b, even), wide))
+    hi = builder.mul(builder.zext(pick(builder, a, odd), wide), builder.sext(pick(builder, b, odd), wide))
+    return builder.add(lo, hi)
+
+
+def load_bytes(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, offset_: ir.Value,
+               n: int = 32) -> ir.Value:
+    """``n`` bytes of a uint8 array from element ``offset_``, as ``<n x i8>``."""
+    return load(builder, element_ptr(context, builder, aryty, ary, offset_), vec(I8, n))
+
+
+def bits8(builder: ir.IRBuilder, v: ir.Value, shift: int, mask: int) -> ir.Value:
+    """``(v >> shift) & mask`` on a ``<32 x i8>`` vector (logical shift)."""
+    if shift:
+        v = builder.lshr(v, splat_const(I8, shift, 32))
+    return builder.and_(v, splat_const(I8, mask, 32))
+
+
+def pair_scales(builder: ir.IRBuilder, scales: ir.Value, sub_block_of: Sequence[Sequence[int]], pair: int,
+                signed: bool) -> ir.Value:
+    """The ``<16 x i16>`` scale vector of chunks 2 * ``pair`` and 2 * ``pair`` + 1 for
+    :func:`lanes_dot`: per 128-bit half h, (scale of the first chunk's half h, of the second's) four
+    times. ``scales``: ``<n x i8>`` of the block's sub-block scales; ``sub_block_of[t][h]``: the
+    sub-block of chunk t's half h."""
+    a, b = sub_block_of[2 * pair], sub_block_of[2 * pair + 1]
+    picked = pick(builder, scales, [a[0], b[0]] * 4 + [a[1], b[1]] * 4)
+    return builder.sext(picked, vec(I16, 16)) if signed else builder.zext(picked, vec(I16, 16))
+
+
+def lanes_dot(context, builder: ir.IRBuilder, chunks: Sequence[ir.Value], scales: Sequence[ir.Value],
+              offset_: int, q8ty: types.Array, q8: ir.Value, q8_at: ir.Value, pty: types.Array, psums: ir.Value,
+              psums_at: ir.Value) -> ir.Value:
+    """aux32 (``<8 x i32>``) of one block (see above). ``chunks``: 8 ``<32 x i8>`` of unsigned quants
+    in weight order (the true quant is the value minus ``offset_``); ``scales``: 4 pair-scale
+    vectors (:func:`pair_scales`); ``q8``: int8 quants in :data:`LANE_Q8_ORDER`, the block's 256 from
+    ``q8_at``; ``psums``: int16, per chunk and half the q8 sum of each lane's byte pair, the block's
+    128 from ``psums_at`` (used when ``offset_`` is not 0)."""
+    order = const_vec(I32, _HALF_ORDER + [16 + i for i in _HALF_ORDER])
+    sums = []
+    for t, chunk in enumerate(chunks):
+        v = builder.shuffle_vector(chunk, ir.Constant(chunk.type, None), order)
+        q8v = load(builder, element_ptr(context, builder, q8ty, q8, offset(builder, q8_at, 32 * t)), vec(I8, 32))
+        s = maddubs(builder, v, q8v)
+        if offset_:
+            pv = load(builder, element_ptr(context, builder, pty, psums, offset(builder, psums_at, 16 * t)),
+                      vec(I16, 16))
+            s = builder.sub(s, builder.mul(pv, splat_const(I16, offset_, 16)))
+        sums.append(s)
+    low, high = [], []
+    for u in range(4):
+        a, b = sums[2 * u], sums[2 * u + 1]
+        low.append(madd16(builder, builder.shuffle_vector(a, b, const_vec(I32, _PAIR_LOW)), scales[u]))
+        high.append(madd16(builder, builder.shuffle_vector(a, b, const_vec(I32, _PAIR_HIGH)), scales[u]))
+    low, high = tree_sum(builder, low), tree_sum(builder, high)
+    low = builder.add(pick(builder, low, range(4)), pick(builder, low, range(4, 8)))
+    high = builder.add(pick(builder, high, range(4)), pick(builder, high, range(4, 8)))
+    return builder.shuffle_vector(low, high, const_vec(I32, range(8)))
 
 
 def add_scaled_lanes(context, builder: ir.IRBuilder, sumsty: types.Array, sums: ir.Value, d: ir.Value,
@@ -181,10 +256,3 @@ def add_scaled_lanes(context, builder: ir.IRBuilder, sumsty: types.Array, sums: 
     sp = element_ptr(context, builder, sumsty, sums, ir.Constant(I64, 0))
     scaled = builder.fmul(splat(builder, d, 8), builder.sitofp(aux32, vec(F32, 8)))
     store(builder, builder.fadd(load(builder, sp, vec(F32, 8)), scaled), sp)
-
-
-def lane_scales(builder: ir.IRBuilder, scales: ir.Value, sub_blocks: Sequence[int], signed: bool) -> ir.Value:
-    """``<64 x i16>`` of the i8 ``scales`` vector's entries ``sub_blocks`` (the scale of each quant
-    of a part, in its pair order), sign- or zero-extended."""
-    picked = pick(builder, scales, sub_blocks)
-    return builder.sext(picked, vec(I16, 64)) if signed else builder.zext(picked, vec(I16, 64))

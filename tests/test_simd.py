@@ -55,7 +55,8 @@ def test_gemv_kernel_on_extreme_blocks(name, fill, q8):
     assert_bit_identical(expected, fmt.numba.gemv(w, act, 1), f"{name} gemv")
 
 
-@pytest.mark.skipif(simd.PMADDWD is None, reason="this CPU already runs the generic IR (no pmaddwd)")
+@pytest.mark.skipif(simd.PMADDWD is None and simd.PMADDUBSW is None,
+                    reason="this CPU already runs the generic IR (no pmaddwd, no pmaddubsw)")
 def test_generic_ir_path_equals_reference():
     """Rerun the dot conformance tests with QUANTBENCH_GENERIC_IR=1, the code CPUs without
     AVX2/AVX-512 (ARM, for one) compile."""
@@ -71,7 +72,7 @@ def test_generic_ir_path_equals_reference():
     assert " passed" in proc.stdout and "failed" not in proc.stdout
     probe = subprocess.run([sys.executable, "-c", "from quantbench_kernels import simd; print(simd.CODEGEN)"],
                            env=env, capture_output=True, text=True, timeout=120)
-    assert probe.stdout.strip() == "pmaddwd=generic"
+    assert probe.stdout.strip() == "pmaddwd=generic,pmaddubsw=generic"
 
 
 def test_another_numba_target_gets_the_generic_ir():
@@ -80,7 +81,7 @@ def test_another_numba_target_gets_the_generic_ir():
     script = (
         "import numpy as np, quantbench_kernels as qk\n"
         "from quantbench_kernels import simd\n"
-        "assert simd.CODEGEN == 'pmaddwd=generic', simd.CODEGEN\n"
+        "assert simd.CODEGEN == 'pmaddwd=generic,pmaddubsw=generic', simd.CODEGEN\n"
         "rng = np.random.default_rng(5)\n"
         "x = rng.standard_normal(512).astype(np.float32)\n"
         f"for name in {DOT!r}:\n"

@@ -249,44 +249,38 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-# Q8_K quants in the order the dot kernel reads them: for each shift s (bits 2s..2s+1 of every
-# quant byte), the quants of the 64 weights those bits hold, in byte order: byte 32h + r holds
-# weight 128h + 32s + r.
-Q8_ORDER = np.array([128 * ((k % 64) // 32) + 32 * (k // 64) + k % 32 for k in range(QK)], dtype=np.int64)
-# For shift s, the sub-block (0..15) of the weight in byte k: 8h + 2s + (k // 16) % 2.
-_SUB_BLOCK_OF_BYTE = [[8 * (k // 32) + 2 * s + (k // 16) % 2 for k in range(64)] for s in range(4)]
+# The sub-blocks (scales) of the two halves of each 32-weight chunk (chunk t = 4h + s: bits 2s of
+# bytes 32h..32h + 31, weights 32t..32t + 31).
+_SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
 @intrinsic
 def _block_sums(typingctx, w, woff, q8, qoff, bsums, boff):  # type: ignore[no-untyped-def]
-    """One block's integer sums for ``ggml_vec_dot_q2_K_q8_K``, as vector IR (see ``simd``).
+    """One block's integer sums for ``ggml_vec_dot_q2_K_q8_K``, as vector IR (``simd.lanes_dot``,
+    whose lanes are then added up: this dot has no lanes).
 
-    ``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int16
-    quants in :data:`Q8_ORDER`, the block's 256 from ``qoff``; ``bsums``: int32, the block's 16
-    from ``boff``. Returns (isum, summs), int32: the sum of scale * quant * q8 over the block and
+    ``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int8
+    quants in ``simd.LANE_Q8_ORDER``, the block's 256 from ``qoff``; ``bsums``: int32, the block's
+    16 from ``boff``. Returns (isum, summs), int32: the sum of scale * quant * q8 over the block and
     the sum of min * bsums over its 16 sub-blocks.
     """
-    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(bsums, types.int32)):
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int8) and simd.c_array(bsums, types.int32)):
         return None
     sig = types.UniTuple(types.int32, 2)(w, woff, q8, qoff, bsums, boff)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, q8_, qoff_, bs_, boff_ = args
         wt, _, qt, _, bt, _ = signature.args
-        i8, i16, i32, vec = simd.I8, simd.I16, simd.I32, simd.vec
-        scales = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
+        i8, i32, vec = simd.I8, simd.I32, simd.vec
+        scales = simd.load_bytes(context, builder, wt, w_, woff_, 16)
         sc = builder.and_(scales, simd.splat_const(i8, 15, 16))
-        qs = simd.load(builder, simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 16)),
-                       vec(i8, 64))
-        parts = []
-        for s in range(4):
-            q = builder.and_(builder.lshr(qs, simd.splat_const(i8, 2 * s, 64)), simd.splat_const(i8, 3, 64))
-            # scale * quant <= 45: one 16-bit lane per weight, multiplied by q8 in pairs.
-            scaled = builder.mul(builder.zext(q, vec(i16, 64)),
-                                 builder.zext(simd.pick(builder, sc, _SUB_BLOCK_OF_BYTE[s]), vec(i16, 64)))
-            q8p = simd.element_ptr(context, builder, qt, q8_, simd.offset(builder, qoff_, 64 * s))
-            parts.append(simd.madd16(builder, scaled, simd.load(builder, q8p, vec(i16, 64))))
-        isum = simd.fold(builder, simd.tree_sum(builder, parts), 1)
+        chunks = []
+        for h in range(2):
+            qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h))
+            chunks.extend(simd.bits8(builder, qs, 2 * s, 3) for s in range(4))
+        pair_scales = [simd.pair_scales(builder, sc, _SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
+        lanes = simd.lanes_dot(context, builder, chunks, pair_scales, 0, qt, q8_, qoff_, qt, q8_, qoff_)
+        isum = simd.fold(builder, lanes, 1)
         mins = builder.zext(builder.lshr(scales, simd.splat_const(i8, 4, 16)), vec(i32, 16))
         bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
         summs = simd.fold(builder, builder.mul(mins, bsv), 1)
@@ -317,14 +311,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

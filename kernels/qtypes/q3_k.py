@@ -31,7 +31,7 @@ from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, and32, first_largest, make_q3_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, Ops, register
-from . import q4_k, q8_k
+from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<f2")])
 QK = 256
@@ -234,34 +234,28 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-# Part c = 2h + sp pairs bits 2s..2s+1 and 2s+2..2s+3 (s = 2sp) of qs byte 32h + l, i.e. weights
-# 64c + l and 64c + 32 + l: the pairs, and so the order, of Q4_K.
-Q8_ORDER = q4_k.Q8_ORDER
-_PART_SUB_BLOCKS = [[(Q8_ORDER[64 * c + t]) // 16 for t in range(64)] for c in range(4)]
+# The sub-blocks (scales) of the two halves of each 32-weight chunk.
+_SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
 @intrinsic
-def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untyped-def]
-    """One Q3_K block's share of a row's dot product, as vector IR (see ``simd``): adds
+def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ignore[no-untyped-def]
+    """One Q3_K block's share of a row's dot product, as vector IR (``simd.lanes_dot``): adds
     ``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes). ``w``: the weights, uint8, C-contiguous,
-    the block from byte ``woff``; ``q8``: int16 quants in :data:`Q8_ORDER`, the block's 256 from
-    ``qoff``; ``d``: float32, the block's d times the activations' d."""
-    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(sums, types.float32)
-            and d == types.float32):
+    the block from byte ``woff``; ``q8``: int8 quants in ``simd.LANE_Q8_ORDER``, the block's 256
+    from ``qoff``; ``psums``: int16, their pair sums, the block's 128 from ``poff``; ``d``:
+    float32, the block's d times the activations' d."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int8) and simd.c_array(psums, types.int16)
+            and simd.c_array(sums, types.float32) and d == types.float32):
         return None
-    sig = types.none(w, woff, q8, qoff, d, sums)
+    sig = types.none(w, woff, q8, qoff, psums, poff, d, sums)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, q8_, qoff_, d_, sums_ = args
-        wt, _, qt, _, _, st = signature.args
-        i8, i32 = simd.I8, simd.I32
-
-        def const(v):  # type: ignore[no-untyped-def]
-            return simd.splat_const(i32, v, 32)
-
+        w_, woff_, q8_, qoff_, ps_, poff_, d_, sums_ = args
+        wt, _, qt, _, pt, _, _, st = signature.args
+        i8 = simd.I8
         # The 16 scales minus 32 (layout above), all at once from the 12 packed bytes.
-        packed = simd.load(builder, simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 96)),
-                           simd.vec(i8, 12))
+        packed = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 96), 12)
         low = builder.and_(builder.lshr(simd.pick(builder, packed, list(range(8)) * 2),
                                         simd.const_vec(i8, [0] * 8 + [4] * 8)), simd.splat_const(i8, 15, 16))
         high = builder.and_(builder.lshr(simd.pick(builder, packed, [8 + j % 4 for j in range(16)]),
@@ -269,20 +263,16 @@ def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untype
                             simd.splat_const(i8, 3, 16))
         scales = builder.sub(builder.or_(low, builder.shl(high, simd.splat_const(i8, 4, 16))),
                              simd.splat_const(i8, 32, 16))
-        hm = simd.load_bytes_i32(context, builder, wt, w_, woff_, 32)
-        q_parts, scale_parts = [], []
-        for c in range(4):
-            h, sp = divmod(c, 2)
-            qs = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h), 32)
-            pair = []
-            for s in (2 * sp, 2 * sp + 1):
-                low2 = builder.and_(builder.lshr(qs, const(2 * s)), const(3))
-                third = builder.and_(builder.lshr(hm, const(4 * h + s)), const(1))
-                pair.append(builder.sub(builder.or_(low2, builder.shl(third, const(2))), const(4)))
-            q_parts.append(simd.pairs16(builder, *pair))
-            # |(scale - 32) * q8| <= 32 * 128 fits in 16 bits.
-            scale_parts.append(simd.lane_scales(builder, scales, _PART_SUB_BLOCKS[c], signed=True))
-        aux32 = simd.lanes_dot(context, builder, q_parts, scale_parts, qt, q8_, qoff_)
+        hm = simd.load_bytes(context, builder, wt, w_, woff_)
+        chunks = []
+        for h in range(2):
+            qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h))
+            for s in range(4):  # chunk t = 4h + s: the 2 bits at 2s of qs and bit t of hmask
+                third = builder.shl(simd.bits8(builder, hm, 4 * h + s, 1), simd.splat_const(i8, 2, 32))
+                chunks.append(builder.or_(simd.bits8(builder, qs, 2 * s, 3), third))
+        # The quants carry an offset of 4; |(scale - 32) * pair sum| fits in 32 bits.
+        pair_scales = [simd.pair_scales(builder, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
+        aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, 4, qt, q8_, qoff_, pt, ps_, poff_)
         simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
         return context.get_dummy_value()
 
@@ -290,7 +280,8 @@ def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untype
 
 
 @jit
-def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, psums: np.ndarray, yd: np.ndarray, out: np.ndarray, start: int,
+               stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 110), C-contiguous) times the unpacked Q8_K
     vector, into ``out``: ``ggml_vec_dot_q3_K_q8_K``'s float steps, per row."""
     sums = np.empty(8, dtype=np.float32)
@@ -301,7 +292,7 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, s
             sums[lane] = 0
         for i in range(nb):
             d = read_f16(row[i], 108) * yd[i]
-            _block_dot(w, (r * nb + i) * 110, q8, i * QK, d, sums)
+            _block_dot(w, (r * nb + i) * 110, q8, i * QK, psums, i * QK // 2, d, sums)
         sumf = F32(0)
         for lane in range(8):
             sumf += sums[lane]
@@ -310,18 +301,18 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, s
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
-    _gemv_rows(w, q8, yd, out, 0, w.shape[0])
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
+    _gemv_rows(w, q8, psums, yd, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, q8, yd, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, q8, psums, yd, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -301,20 +301,22 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-# Q8_K quants in the order the dot kernel reads them: per 64-weight pair of sub-blocks p, the
-# quants of weights 64p + l and 64p + 32 + l side by side (l = 0..31), to meet the low and high
-# nibble of byte 32p + l as one pair of 16-bit lanes.
-Q8_ORDER = np.array([64 * (k // 64) + 32 * (k % 2) + (k % 64) // 2 for k in range(QK)], dtype=np.int64)
-
-
 def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
     """The block intrinsic of the formats with Q4_K's header (d, dmin, 12 bytes of 6-bit scales and
     mins) and 4-bit quants at byte ``qs_offset``; ``qh_offset``: where Q5_K's fifth bits are
-    (None for Q4_K). See :func:`_block_dot`."""
+    (None for Q4_K).
+
+    The intrinsic ``block_dot(w, woff, q8, qoff, bsums, boff, d, sums)``: ``w``, the weights, uint8,
+    C-contiguous, the block from byte ``woff``; ``q8``: int8 Q8_K quants in ``simd.LANE_Q8_ORDER``,
+    the block's 256 from ``qoff``; ``bsums``: int32, the block's 16 from ``boff``; ``d``: float32,
+    the block's d times the activations' d. Adds ``d * aux32[l]`` to ``sums[l]`` (float32, 8
+    lanes, C's order per lane; see ``simd.lanes_dot``) and returns ``sumi``, the sum over
+    sub-blocks j of m[j] * (bsums[2j] + bsums[2j+1]) (int32).
+    """
 
     @intrinsic
     def block_dot(typingctx, w, woff, q8, qoff, bsums, boff, d, sums):  # type: ignore[no-untyped-def]
-        if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16)
+        if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int8)
                 and simd.c_array(bsums, types.int32) and simd.c_array(sums, types.float32) and d == types.float32):
             return None
         sig = types.int32(w, woff, q8, qoff, bsums, boff, d, sums)
@@ -322,7 +324,7 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
             w_, woff_, q8_, qoff_, bs_, boff_, d_, sums_ = args
             wt, _, qt, _, bt, _, _, st = signature.args
-            i8, i16, i32, vec = simd.I8, simd.I16, simd.I32, simd.vec
+            i8, i32, vec = simd.I8, simd.I32, simd.vec
             hdr = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
             # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
             low6_or_4 = simd.const_vec(i8, [63] * 4 + [15] * 4)
@@ -337,25 +339,19 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
                             builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two),
                                          high2))
             if qh_offset is not None:
-                qh = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset), 32)
-            q_parts, scale_parts = [], []
+                qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset))
+            chunks = []
             for p in range(4):
-                # Byte l -> 32-bit lane l holding its low nibble in bits 0-15 and its high nibble in
-                # bits 16-31: the 16-bit pairs meet (q8[64p + l], q8[64p + 32 + l]) in Q8_ORDER.
-                v = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p), 32)
-                v = builder.and_(builder.or_(v, builder.shl(v, simd.splat_const(i32, 12, 32))),
-                                 simd.splat_const(i32, 0x000F000F, 32))
-                if qh_offset is not None:
-                    # Q5_K: bit 2p of qh[l] is the fifth bit of the low nibble, bit 2p + 1 of the high one.
-                    low = builder.and_(builder.lshr(qh, simd.splat_const(i32, 2 * p, 32)), simd.splat_const(i32, 1, 32))
-                    high = builder.and_(builder.lshr(qh, simd.splat_const(i32, 2 * p + 1, 32)),
-                                        simd.splat_const(i32, 1, 32))
-                    v = builder.or_(v, builder.or_(builder.shl(low, simd.splat_const(i32, 4, 32)),
-                                                   builder.shl(high, simd.splat_const(i32, 20, 32))))
-                q_parts.append(builder.bitcast(v, vec(i16, 64)))
-                # sc * q8 fits in 16 bits (63 * 128); the pair sums of quant * that fit in 32.
-                scale_parts.append(simd.lane_scales(builder, sc, [2 * p, 2 * p + 1] * 32, signed=False))
-            aux32 = simd.lanes_dot(context, builder, q_parts, scale_parts, qt, q8_, qoff_)
+                qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p))
+                for nibble in range(2):  # chunk t = 2p + nibble: weights 64p + 32 nibble + l
+                    q = simd.bits8(builder, qs, 4 * nibble, 0xF)
+                    if qh_offset is not None:  # Q5_K: bit t of qh[l] is the quant's fifth bit
+                        q = builder.or_(q, builder.shl(simd.bits8(builder, qh, 2 * p + nibble, 1),
+                                                       simd.splat_const(i8, 4, 32)))
+                    chunks.append(q)
+            # sc * (pair sum of quant * q8) fits in 32 bits; the pair sums (at most 2 * 31 * 128) in 16.
+            scales = [simd.pair_scales(builder, sc, SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
+            aux32 = simd.lanes_dot(context, builder, chunks, scales, 0, qt, q8_, qoff_, qt, q8_, qoff_)
             simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
             bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
             groups = builder.add(simd.pick(builder, bsv, range(0, 16, 2)), simd.pick(builder, bsv, range(1, 16, 2)))
@@ -367,16 +363,10 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
     return block_dot
 
 
-_block_dot = block_dot_intrinsic(qs_offset=16, qh_offset=None)
-_block_dot.__doc__ = """One Q4_K block's share of a row's dot product, as vector IR (see ``simd``).
+# The sub-block (scale) of each half of each 32-weight chunk: chunk t is sub-block t.
+SUB_BLOCK_OF_CHUNK = [(t, t) for t in range(8)]
 
-``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int16
-quants in :data:`Q8_ORDER`, the block's 256 from ``qoff``; ``bsums``: int32, the block's 16
-from ``boff``; ``d``: float32, the block's d times the activations' d. Adds
-``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes, C's order per lane) where ``aux32[l]`` is
-the scaled integer sum of the products of the weights whose index is l mod 8, and returns
-``sumi`` = sum over sub-blocks j of m[j] * (bsums[2j] + bsums[2j+1]) (int32).
-"""
+_block_dot = block_dot_intrinsic(qs_offset=16, qh_offset=None)
 
 
 @jit
@@ -404,14 +394,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, bsums = q8_k.unpack_for_dot(act, Q8_ORDER)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

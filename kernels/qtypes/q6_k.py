@@ -221,48 +221,37 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-# Q8_K quants in the order the dot kernel reads them: part c = 2h + half pairs the weights of the
-# low and high nibble of ql byte 64h + 32half + l, i.e. 128h + 32half + l and that + 64.
-Q8_ORDER = np.array([128 * (k // 128) + 32 * ((k // 64) % 2) + 64 * (k % 2) + (k % 64) // 2 for k in range(QK)],
-                    dtype=np.int64)
-# The sub-block (0..15) of each quant of part c, in pair order.
-_PART_SUB_BLOCKS = [[(Q8_ORDER[64 * c + t]) // 16 for t in range(64)] for c in range(4)]
+# The sub-blocks (scales) of the two halves of each 32-weight chunk.
+_SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
 @intrinsic
-def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untyped-def]
-    """One Q6_K block's share of a row's dot product, as vector IR (see ``simd``): adds
+def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ignore[no-untyped-def]
+    """One Q6_K block's share of a row's dot product, as vector IR (``simd.lanes_dot``): adds
     ``d * aux32[l]`` to ``sums[l]`` (float32, 8 lanes). ``w``: the weights, uint8, C-contiguous,
-    the block from byte ``woff``; ``q8``: int16 quants in :data:`Q8_ORDER`, the block's 256 from
-    ``qoff``; ``d``: float32, the block's d times the activations' d."""
-    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int16) and simd.c_array(sums, types.float32)
-            and d == types.float32):
+    the block from byte ``woff``; ``q8``: int8 quants in ``simd.LANE_Q8_ORDER``, the block's 256
+    from ``qoff``; ``psums``: int16, their pair sums, the block's 128 from ``poff``; ``d``:
+    float32, the block's d times the activations' d."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int8) and simd.c_array(psums, types.int16)
+            and simd.c_array(sums, types.float32) and d == types.float32):
         return None
-    sig = types.none(w, woff, q8, qoff, d, sums)
+    sig = types.none(w, woff, q8, qoff, psums, poff, d, sums)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, q8_, qoff_, d_, sums_ = args
-        wt, _, qt, _, _, st = signature.args
-        i32 = simd.I32
-
-        def const(v):  # type: ignore[no-untyped-def]
-            return simd.splat_const(i32, v, 32)
-
-        scales = simd.load(builder, simd.element_ptr(context, builder, wt, w_, simd.offset(builder, woff_, 192)),
-                           simd.vec(simd.I8, 16))
-        q_parts, scale_parts = [], []
-        for c in range(4):
-            h, half = divmod(c, 2)
-            ql = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * half), 32)
-            qh = simd.load_bytes_i32(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h), 32)
-            first = builder.or_(builder.and_(ql, const(0xF)),
-                                builder.shl(builder.and_(builder.lshr(qh, const(2 * half)), const(3)), const(4)))
-            second = builder.or_(builder.lshr(ql, const(4)),
-                                 builder.shl(builder.and_(builder.lshr(qh, const(2 * half + 4)), const(3)), const(4)))
-            q_parts.append(simd.pairs16(builder, builder.sub(first, const(32)), builder.sub(second, const(32))))
-            # |scale * q8| <= 128 * 128 fits in 16 bits.
-            scale_parts.append(simd.lane_scales(builder, scales, _PART_SUB_BLOCKS[c], signed=True))
-        aux32 = simd.lanes_dot(context, builder, q_parts, scale_parts, qt, q8_, qoff_)
+        w_, woff_, q8_, qoff_, ps_, poff_, d_, sums_ = args
+        wt, _, qt, _, pt, _, _, st = signature.args
+        scales = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 192), 16)
+        chunks = []
+        for h in range(2):
+            qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h))
+            ql = [simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * c))
+                  for c in range(2)]
+            for k in range(4):  # chunk t = 4h + k: a nibble of ql[64h + 32(k % 2) + l], 2 bits of qh
+                high = builder.shl(simd.bits8(builder, qh, 2 * k, 3), simd.splat_const(simd.I8, 4, 32))
+                chunks.append(builder.or_(simd.bits8(builder, ql[k % 2], 4 * (k // 2), 0xF), high))
+        # The quants carry an offset of 32; |scale * pair sum| fits in 32 bits.
+        pair_scales = [simd.pair_scales(builder, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
+        aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, 32, qt, q8_, qoff_, pt, ps_, poff_)
         simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
         return context.get_dummy_value()
 
@@ -270,7 +259,8 @@ def _block_dot(typingctx, w, woff, q8, qoff, d, sums):  # type: ignore[no-untype
 
 
 @jit
-def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, q8: np.ndarray, psums: np.ndarray, yd: np.ndarray, out: np.ndarray, start: int,
+               stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 210), C-contiguous) times the unpacked Q8_K
     vector, into ``out``: ``ggml_vec_dot_q6_K_q8_K``'s float steps, per row."""
     sums = np.empty(8, dtype=np.float32)
@@ -281,7 +271,7 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, s
             sums[lane] = 0
         for i in range(nb):
             d = read_f16(row[i], 208) * yd[i]
-            _block_dot(w, (r * nb + i) * 210, q8, i * QK, d, sums)
+            _block_dot(w, (r * nb + i) * 210, q8, i * QK, psums, i * QK // 2, d, sums)
         sumf = F32(0)
         for lane in range(8):
             sumf += sums[lane]
@@ -290,18 +280,18 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, out: np.ndarray, s
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
-    _gemv_rows(w, q8, yd, out, 0, w.shape[0])
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
+    _gemv_rows(w, q8, psums, yd, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _ = q8_k.unpack_for_dot(act, Q8_ORDER)
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, q8, yd, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, q8, psums, yd, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import dispatch, inline, jit, pjit
 from ..jitmath import F32, bits_float, float_bits, nearest_int
 from ..registry import BlockFormat, Ops, register
@@ -93,27 +93,30 @@ def accumulate_lanes_ref(d: np.ndarray, aux32: np.ndarray, dmin: np.ndarray | No
     return sumf
 
 
-@inline
-def unpack_for_dot(blocks: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the Numba dot kernels read, decoded once per vector from uint8 (nb, 292) Q8_K blocks:
-    (d float32 (nb,), qs int16 (nb*256,), bsums int32 (nb, 16)).
+LANE_ORDER = np.array(simd.LANE_Q8_ORDER, dtype=np.int64)
 
-    The quants are widened to int16 (the kernels multiply 16-bit lanes) and put in the order the
-    weight format's kernel consumes them: ``qs[256*i + k]`` is quant ``order[k]`` of block i.
-    """
+
+@inline
+def unpack_for_lanes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the 8-lane dot kernels (``simd.lanes_dot``) read, decoded once per vector from uint8
+    (nb, 292) Q8_K blocks: (d float32 (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
+    (nb*128,): the sum of each pair of consecutive quants of that order, bsums int32 (nb, 16))."""
     nb = blocks.shape[0]
     d = np.empty(nb, dtype=np.float32)
-    qs = np.empty(nb * QK, dtype=np.int16)
+    qs = np.empty(nb * QK, dtype=np.int8)
+    psums = np.empty(nb * QK // 2, dtype=np.int16)
     bsums = np.empty((nb, 16), dtype=np.int32)
     for i in range(nb):
         blk = blocks[i]
         d[i] = bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
                                    | (np.int32(blk[3]) << 24)))
         for k in range(QK):
-            qs[i * QK + k] = np.int8(blk[4 + order[k]])
+            qs[i * QK + k] = np.int8(blk[4 + LANE_ORDER[k]])
+        for j in range(QK // 2):
+            psums[i * QK // 2 + j] = np.int16(np.int32(qs[i * QK + 2 * j]) + np.int32(qs[i * QK + 2 * j + 1]))
         for g in range(16):
             bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
-    return d, qs, bsums
+    return d, qs, psums, bsums
 
 
 @inline
