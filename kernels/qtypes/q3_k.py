@@ -197,9 +197,11 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.nd
             continue
         for i in range(16):
             L[16 * j + i] = max(-4, min(3, nearest_int(x[16 * j + i] / d))) + 4
-    for k in range(QK):
-        if L[k] > 3:
-            blk[k % 32] |= 1 << (k // 32)
+    for l in range(32):  # hmask byte l, bit m: the third bit of weight 32m + l (one loop per byte: vectorises)
+        bits = 0
+        for m in range(8):
+            bits |= (L[32 * m + l] >> 2) << m
+        blk[l] = bits
     for h in range(2):
         for l in range(32):
             o = 128 * h + l
