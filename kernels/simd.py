@@ -256,3 +256,30 @@ def add_scaled_lanes(context, builder: ir.IRBuilder, sumsty: types.Array, sums: 
     sp = element_ptr(context, builder, sumsty, sums, ir.Constant(I64, 0))
     scaled = builder.fmul(splat(builder, d, 8), builder.sitofp(aux32, vec(F32, 8)))
     store(builder, builder.fadd(load(builder, sp, vec(F32, 8)), scaled), sp)
+
+
+def store_dequantized(context, builder: ir.IRBuilder, outty: types.Array, out: ir.Value, out_at: ir.Value,
+                      chunks: Sequence[ir.Value], offset_: int, sub_block_of: Sequence[Sequence[int]],
+                      scales: ir.Value, mins: ir.Value | None = None) -> None:
+    """Write one block's 256 weights to float32 ``out`` from element ``out_at``: weight 32t + 16h + l
+    is ``scales[j] * (chunks[t][16h + l] - offset_)``, minus ``mins[j]`` if given, with j =
+    ``sub_block_of[t][h]``; ``scales`` and ``mins`` are ``<n x float>`` per sub-block (d times the
+    sub-block's scale, dmin times its min), so the float steps are C's: one multiply, one subtract."""
+    wide = vec(I32, 16)
+    for t, chunk in enumerate(chunks):
+        for h in range(2):
+            j = ir.Constant(I32, sub_block_of[t][h])
+            q = builder.zext(pick(builder, chunk, range(16 * h, 16 * h + 16)), wide)
+            if offset_:
+                q = builder.sub(q, splat_const(I32, offset_, 16))
+            v = builder.fmul(splat(builder, builder.extract_element(scales, j), 16), builder.sitofp(q, vec(F32, 16)))
+            if mins is not None:
+                v = builder.fsub(v, splat(builder, builder.extract_element(mins, j), 16))
+            store(builder, v, element_ptr(context, builder, outty, out, offset(builder, out_at, 32 * t + 16 * h)))
+
+
+def times_float(builder: ir.IRBuilder, d: ir.Value, ints: ir.Value, signed: bool) -> ir.Value:
+    """``d * (float)ints[j]`` for every lane of an integer vector (float32)."""
+    n = ints.type.count
+    conv = builder.sitofp if signed else builder.uitofp
+    return builder.fmul(splat(builder, d, n), conv(ints, vec(F32, n)))

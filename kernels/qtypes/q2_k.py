@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, read_f16, shr32, write_f16
+from ..jitmath import F32, make_qkx2_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, Ops, register
 from . import q8_k
@@ -125,43 +125,18 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 80)
-    dmin = read_f16(blk, 82)
-    for h in range(2):
-        for half in range(2):
-            # Byte 32h + 16half + l holds weights 128h + 32s + 16half + l (s = 0..3) of the sub-blocks
-            # j = 8h + 2s + half: one 16-wide loop writes all four.
-            j = 8 * h + half
-            d0 = d * F32(and32(blk[j], 0xF))
-            d1 = d * F32(and32(blk[j + 2], 0xF))
-            d2 = d * F32(and32(blk[j + 4], 0xF))
-            d3 = d * F32(and32(blk[j + 6], 0xF))
-            m0 = dmin * F32(shr32(blk[j], 4))
-            m1 = dmin * F32(shr32(blk[j + 2], 4))
-            m2 = dmin * F32(shr32(blk[j + 4], 4))
-            m3 = dmin * F32(shr32(blk[j + 6], 4))
-            o = 128 * h + 16 * half
-            q = 16 + 32 * h + 16 * half
-            for l in range(16):
-                b = blk[q + l]
-                out[o + l] = d0 * F32(and32(b, 3)) - m0
-                out[o + 32 + l] = d1 * F32(and32(shr32(b, 2), 3)) - m1
-                out[o + 64 + l] = d2 * F32(and32(shr32(b, 4), 3)) - m2
-                out[o + 96 + l] = d3 * F32(shr32(b, 6)) - m3
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        blk = blocks[i]
+        _dequantize_block(blocks, i * 84, out, i * QK, read_f16(blk, 80), read_f16(blk, 82))
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        blk = blocks[i]
+        _dequantize_block(blocks, i * 84, out, i * QK, read_f16(blk, 80), read_f16(blk, 82))
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -254,6 +229,39 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..3, weight order) and its 16 scale bytes (scale in
+    bits 0-3, min in bits 4-7), from the block at byte ``woff_`` of the uint8 array ``w_``."""
+    scales = simd.load_bytes(context, builder, wt, w_, woff_, 16)
+    chunks = []
+    for h in range(2):
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h))
+        chunks.extend(simd.bits8(builder, qs, 2 * s, 3) for s in range(4))
+    return chunks, scales
+
+
+@intrinsic
+def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[no-untyped-def]
+    """Dequantize the Q2_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
+    ``out`` from element ``ooff``, given its decoded ``d`` and ``dmin``:
+    weight = (d * scale) * q - dmin * min."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
+            and dmin == types.float32):
+        return None
+    sig = types.none(w, woff, out, ooff, d, dmin)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, out_, ooff_, d_, dmin_ = args
+        wt, _, ot, _, _, _ = signature.args
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        dl = simd.times_float(builder, d_, builder.and_(scales, simd.splat_const(simd.I8, 15, 16)), signed=False)
+        ml = simd.times_float(builder, dmin_, builder.lshr(scales, simd.splat_const(simd.I8, 4, 16)), signed=False)
+        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def _block_sums(typingctx, w, woff, q8, qoff, bsums, boff):  # type: ignore[no-untyped-def]
     """One block's integer sums for ``ggml_vec_dot_q2_K_q8_K``, as vector IR (``simd.lanes_dot``,
@@ -272,12 +280,8 @@ def _block_sums(typingctx, w, woff, q8, qoff, bsums, boff):  # type: ignore[no-u
         w_, woff_, q8_, qoff_, bs_, boff_ = args
         wt, _, qt, _, bt, _ = signature.args
         i8, i32, vec = simd.I8, simd.I32, simd.vec
-        scales = simd.load_bytes(context, builder, wt, w_, woff_, 16)
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
         sc = builder.and_(scales, simd.splat_const(i8, 15, 16))
-        chunks = []
-        for h in range(2):
-            qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h))
-            chunks.extend(simd.bits8(builder, qs, 2 * s, 3) for s in range(4))
         pair_scales = [simd.pair_scales(builder, sc, _SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
         lanes = simd.lanes_dot(context, builder, chunks, pair_scales, 0, qt, q8_, qoff_, qt, q8_, qoff_)
         isum = simd.fold(builder, lanes, 1)

@@ -132,39 +132,16 @@ def _scale(blk: np.ndarray, j: int) -> np.int32:
     return np.int32((low | (high << 4)) - 32)
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 108)
-    for h in range(2):
-        for half in range(2):
-            # Byte 32h + 16half + l of qs and byte 16half + l of hmask hold weights
-            # 128h + 32s + 16half + l (s = 0..3) of the sub-blocks j = 8h + 2s + half.
-            j = 8 * h + half
-            d0 = d * F32(_scale(blk, j))
-            d1 = d * F32(_scale(blk, j + 2))
-            d2 = d * F32(_scale(blk, j + 4))
-            d3 = d * F32(_scale(blk, j + 6))
-            o = 128 * h + 16 * half
-            for l in range(16):
-                # The 3-bit quant q, then q - 4 in float (exact either way): keeps the loop in 32 bits.
-                b = np.int32(blk[32 + 32 * h + 16 * half + l])
-                m = shr32(blk[16 * half + l], 4 * h)
-                out[o + l] = d0 * (F32(and32(b, 3) | and32(m << 2, 4)) - F32(4))
-                out[o + 32 + l] = d1 * (F32(and32(shr32(b, 2), 3) | and32(m << 1, 4)) - F32(4))
-                out[o + 64 + l] = d2 * (F32(and32(shr32(b, 4), 3) | and32(m, 4)) - F32(4))
-                out[o + 96 + l] = d3 * (F32(shr32(b, 6) | and32(shr32(m, 1), 4)) - F32(4))
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_block(blocks, i * 110, out, i * QK, read_f16(blocks[i], 108))
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_block(blocks, i * 110, out, i * QK, read_f16(blocks[i], 108))
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -240,6 +217,47 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..7, weight order; the true quant is 4 less) and
+    its 16 scales minus 32 (int8), from the block at byte ``woff_`` of the uint8 array ``w_``."""
+    i8 = simd.I8
+    packed = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 96), 12)
+    low = builder.and_(builder.lshr(simd.pick(builder, packed, list(range(8)) * 2),
+                                    simd.const_vec(i8, [0] * 8 + [4] * 8)), simd.splat_const(i8, 15, 16))
+    high = builder.and_(builder.lshr(simd.pick(builder, packed, [8 + j % 4 for j in range(16)]),
+                                     simd.const_vec(i8, [2 * (j // 4) for j in range(16)])),
+                        simd.splat_const(i8, 3, 16))
+    scales = builder.sub(builder.or_(low, builder.shl(high, simd.splat_const(i8, 4, 16))),
+                         simd.splat_const(i8, 32, 16))
+    hm = simd.load_bytes(context, builder, wt, w_, woff_)
+    chunks = []
+    for h in range(2):
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h))
+        for s in range(4):  # chunk t = 4h + s: the 2 bits at 2s of qs and bit t of hmask
+            third = builder.shl(simd.bits8(builder, hm, 4 * h + s, 1), simd.splat_const(i8, 2, 32))
+            chunks.append(builder.or_(simd.bits8(builder, qs, 2 * s, 3), third))
+    return chunks, scales
+
+
+@intrinsic
+def _dequantize_block(typingctx, w, woff, out, ooff, d):  # type: ignore[no-untyped-def]
+    """Dequantize the Q3_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
+    ``out`` from element ``ooff``, given its decoded ``d``: weight = (d * (scale - 32)) * (q - 4)."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32):
+        return None
+    sig = types.none(w, woff, out, ooff, d)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, out_, ooff_, d_ = args
+        wt, _, ot, _, _ = signature.args
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        dl = simd.times_float(builder, d_, scales, signed=True)
+        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 4, _SUB_BLOCK_OF_CHUNK, dl)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ignore[no-untyped-def]
     """One Q3_K block's share of a row's dot product, as vector IR (``simd.lanes_dot``): adds
@@ -255,23 +273,7 @@ def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ign
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, q8_, qoff_, ps_, poff_, d_, sums_ = args
         wt, _, qt, _, pt, _, _, st = signature.args
-        i8 = simd.I8
-        # The 16 scales minus 32 (layout above), all at once from the 12 packed bytes.
-        packed = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 96), 12)
-        low = builder.and_(builder.lshr(simd.pick(builder, packed, list(range(8)) * 2),
-                                        simd.const_vec(i8, [0] * 8 + [4] * 8)), simd.splat_const(i8, 15, 16))
-        high = builder.and_(builder.lshr(simd.pick(builder, packed, [8 + j % 4 for j in range(16)]),
-                                         simd.const_vec(i8, [2 * (j // 4) for j in range(16)])),
-                            simd.splat_const(i8, 3, 16))
-        scales = builder.sub(builder.or_(low, builder.shl(high, simd.splat_const(i8, 4, 16))),
-                             simd.splat_const(i8, 32, 16))
-        hm = simd.load_bytes(context, builder, wt, w_, woff_)
-        chunks = []
-        for h in range(2):
-            qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h))
-            for s in range(4):  # chunk t = 4h + s: the 2 bits at 2s of qs and bit t of hmask
-                third = builder.shl(simd.bits8(builder, hm, 4 * h + s, 1), simd.splat_const(i8, 2, 32))
-                chunks.append(builder.or_(simd.bits8(builder, qs, 2 * s, 3), third))
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
         # The quants carry an offset of 4; |(scale - 32) * pair sum| fits in 32 bits.
         pair_scales = [simd.pair_scales(builder, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
         aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, 4, qt, q8_, qoff_, pt, ps_, poff_)

@@ -173,34 +173,18 @@ def scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
     return np.int32(sc), np.int32(m)
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    dmin = read_f16(blk, 2)
-    for p in range(4):
-        sc1, m1 = scale_min(blk, 2 * p)
-        sc2, m2 = scale_min(blk, 2 * p + 1)
-        d1 = d * F32(sc1)
-        d2 = d * F32(sc2)
-        min1 = dmin * F32(m1)
-        min2 = dmin * F32(m2)
-        # One 32-wide loop that reads each byte once and writes both nibbles (vectorises).
-        for l in range(32):
-            b = blk[16 + 32 * p + l]
-            out[64 * p + l] = d1 * F32(and32(b, 0xF)) - min1
-            out[64 * p + 32 + l] = d2 * F32(shr32(b, 4)) - min2
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        blk = blocks[i]
+        _dequantize_block(blocks, i * 144, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        blk = blocks[i]
+        _dequantize_block(blocks, i * 144, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -301,12 +285,66 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
-    """The block intrinsic of the formats with Q4_K's header (d, dmin, 12 bytes of 6-bit scales and
-    mins) and 4-bit quants at byte ``qs_offset``; ``qh_offset``: where Q5_K's fifth bits are
-    (None for Q4_K).
+def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+    """IR for the formats with Q4_K's header (d, dmin, 12 bytes of 6-bit scales and mins) and 4-bit
+    quants at byte ``qs_offset`` (Q5_K: fifth bits at ``qh_offset``; None for Q4_K): the block's 8
+    chunks of 32 quants (weight order) and its 8 scales and 8 mins (``<8 x i8>``), from the block
+    at byte ``woff_`` of the uint8 array ``w_``."""
+    i8 = simd.I8
+    hdr = simd.load_bytes(context, builder, wt, w_, woff_, 16)
+    # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
+    low6_or_4 = simd.const_vec(i8, [63] * 4 + [15] * 4)
+    high2 = simd.const_vec(i8, [0] * 4 + [0x30] * 4)  # bits 6-7 of a byte, moved to bits 4-5
+    two = simd.splat_const(i8, 2, 8)
+    sc = builder.or_(builder.and_(simd.pick(builder, hdr, [4, 5, 6, 7, 12, 13, 14, 15]), low6_or_4),
+                     builder.and_(builder.lshr(simd.pick(builder, hdr, [4, 5, 6, 7, 4, 5, 6, 7]), two), high2))
+    m = builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 12, 13, 14, 15]), simd.const_vec(i8, [0] * 4 + [4] * 4))
+    m = builder.or_(builder.and_(m, low6_or_4),
+                    builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two), high2))
+    if qh_offset is not None:
+        qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset))
+    chunks = []
+    for p in range(4):
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p))
+        for nibble in range(2):  # chunk t = 2p + nibble: weights 64p + 32 nibble + l
+            q = simd.bits8(builder, qs, 4 * nibble, 0xF)
+            if qh_offset is not None:  # Q5_K: bit t of qh[l] is the quant's fifth bit
+                q = builder.or_(q, builder.shl(simd.bits8(builder, qh, 2 * p + nibble, 1), simd.splat_const(i8, 4, 32)))
+            chunks.append(q)
+    return chunks, sc, m
 
-    The intrinsic ``block_dot(w, woff, q8, qoff, bsums, boff, d, sums)``: ``w``, the weights, uint8,
+
+def dequantize_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+    """The dequantize intrinsic of the formats with Q4_K's header (see :func:`decode`):
+    ``dequantize_block(w, woff, out, ooff, d, dmin)`` writes the block at byte ``woff`` of ``w``
+    (uint8, C-contiguous) to float32 ``out`` from element ``ooff``, given its decoded ``d`` and
+    ``dmin``: weight = (d * sc) * q - dmin * m."""
+
+    @intrinsic
+    def dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[no-untyped-def]
+        if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
+                and dmin == types.float32):
+            return None
+        sig = types.none(w, woff, out, ooff, d, dmin)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            w_, woff_, out_, ooff_, d_, dmin_ = args
+            wt, _, ot, _, _, _ = signature.args
+            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset)
+            dl = simd.times_float(builder, d_, sc, signed=False)
+            ml = simd.times_float(builder, dmin_, m, signed=False)
+            simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, SUB_BLOCK_OF_CHUNK, dl, ml)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dequantize_block
+
+
+def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+    """The block intrinsic of the formats with Q4_K's header (see :func:`decode`).
+
+    ``block_dot(w, woff, q8, qoff, bsums, boff, d, sums)``: ``w``, the weights, uint8,
     C-contiguous, the block from byte ``woff``; ``q8``: int8 Q8_K quants in ``simd.LANE_Q8_ORDER``,
     the block's 256 from ``qoff``; ``bsums``: int32, the block's 16 from ``boff``; ``d``: float32,
     the block's d times the activations' d. Adds ``d * aux32[l]`` to ``sums[l]`` (float32, 8
@@ -324,31 +362,8 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
             w_, woff_, q8_, qoff_, bs_, boff_, d_, sums_ = args
             wt, _, qt, _, bt, _, _, st = signature.args
-            i8, i32, vec = simd.I8, simd.I32, simd.vec
-            hdr = simd.load(builder, simd.element_ptr(context, builder, wt, w_, woff_), vec(i8, 16))
-            # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
-            low6_or_4 = simd.const_vec(i8, [63] * 4 + [15] * 4)
-            high2 = simd.const_vec(i8, [0] * 4 + [0x30] * 4)  # bits 6-7 of a byte, moved to bits 4-5
-            two = simd.splat_const(i8, 2, 8)
-            sc = builder.or_(builder.and_(simd.pick(builder, hdr, [4, 5, 6, 7, 12, 13, 14, 15]), low6_or_4),
-                             builder.and_(builder.lshr(simd.pick(builder, hdr, [4, 5, 6, 7, 4, 5, 6, 7]), two),
-                                          high2))
-            m = builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 12, 13, 14, 15]),
-                             simd.const_vec(i8, [0] * 4 + [4] * 4))
-            m = builder.or_(builder.and_(m, low6_or_4),
-                            builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two),
-                                         high2))
-            if qh_offset is not None:
-                qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset))
-            chunks = []
-            for p in range(4):
-                qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p))
-                for nibble in range(2):  # chunk t = 2p + nibble: weights 64p + 32 nibble + l
-                    q = simd.bits8(builder, qs, 4 * nibble, 0xF)
-                    if qh_offset is not None:  # Q5_K: bit t of qh[l] is the quant's fifth bit
-                        q = builder.or_(q, builder.shl(simd.bits8(builder, qh, 2 * p + nibble, 1),
-                                                       simd.splat_const(i8, 4, 32)))
-                    chunks.append(q)
+            i32, vec = simd.I32, simd.vec
+            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset)
             # sc * (pair sum of quant * q8) fits in 32 bits; the pair sums (at most 2 * 31 * 128) in 16.
             scales = [simd.pair_scales(builder, sc, SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
             aux32 = simd.lanes_dot(context, builder, chunks, scales, 0, qt, q8_, qoff_, qt, q8_, qoff_)
@@ -367,6 +382,7 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
 SUB_BLOCK_OF_CHUNK = [(t, t) for t in range(8)]
 
 _block_dot = block_dot_intrinsic(qs_offset=16, qh_offset=None)
+_dequantize_block = dequantize_intrinsic(qs_offset=16, qh_offset=None)
 
 
 @jit

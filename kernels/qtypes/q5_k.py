@@ -26,7 +26,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, and32, read_f16, shr32
+from ..jitmath import F32, read_f16
 from ..registry import BlockFormat, Ops, register
 from . import q4_k, q8_k
 
@@ -97,34 +97,21 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    dmin = read_f16(blk, 2)
-    for p in range(4):
-        sc1, m1 = q4_k.scale_min(blk, 2 * p)
-        sc2, m2 = q4_k.scale_min(blk, 2 * p + 1)
-        d1 = d * F32(sc1)
-        d2 = d * F32(sc2)
-        min1 = dmin * F32(m1)
-        min2 = dmin * F32(m2)
-        for l in range(32):
-            b = np.int32(blk[48 + 32 * p + l])
-            h = np.int32(blk[16 + l])
-            out[64 * p + l] = d1 * F32(and32(b, 0xF) | (and32(shr32(h, 2 * p), 1) << 4)) - min1
-            out[64 * p + 32 + l] = d2 * F32(shr32(b, 4) | (and32(shr32(h, 2 * p + 1), 1) << 4)) - min2
+_dequantize_block = q4_k.dequantize_intrinsic(qs_offset=48, qh_offset=16)
 
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        blk = blocks[i]
+        _dequantize_block(blocks, i * 176, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        blk = blocks[i]
+        _dequantize_block(blocks, i * 176, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:

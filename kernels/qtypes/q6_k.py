@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, GROUP_MAX_EPS, and32, make_qx_quants, nearest_int, read_f16, shr32, write_f16
+from ..jitmath import F32, GROUP_MAX_EPS, make_qx_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, Ops, register
 from . import q8_k
@@ -120,38 +120,16 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 208)
-    for h in range(2):
-        for half in range(2):
-            # Weights 128h + 32k + 16half + l (k = 0..3, l = 0..15) share their scale per k.
-            j = 8 * h + half
-            d0 = d * F32(np.int8(blk[192 + j]))
-            d1 = d * F32(np.int8(blk[192 + j + 2]))
-            d2 = d * F32(np.int8(blk[192 + j + 4]))
-            d3 = d * F32(np.int8(blk[192 + j + 6]))
-            o = 128 * h + 16 * half
-            for l in range(16):
-                a = np.int32(blk[64 * h + 16 * half + l])
-                b = np.int32(blk[64 * h + 32 + 16 * half + l])
-                hb = np.int32(blk[128 + 32 * h + 16 * half + l])
-                out[o + l] = d0 * F32((and32(a, 0xF) | (and32(hb, 3) << 4)) - 32)
-                out[o + 32 + l] = d1 * F32((and32(b, 0xF) | (and32(shr32(hb, 2), 3) << 4)) - 32)
-                out[o + 64 + l] = d2 * F32((shr32(a, 4) | (and32(shr32(hb, 4), 3) << 4)) - 32)
-                out[o + 96 + l] = d3 * F32((shr32(b, 4) | (shr32(hb, 6) << 4)) - 32)
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_block(blocks, i * 210, out, i * QK, read_f16(blocks[i], 208))
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_block(blocks, i * 210, out, i * QK, read_f16(blocks[i], 208))
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -225,6 +203,39 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..63, weight order; the true quant is 32 less) and
+    its 16 int8 scales, from the block at byte ``woff_`` of the uint8 array ``w_``."""
+    scales = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 192), 16)
+    chunks = []
+    for h in range(2):
+        qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h))
+        ql = [simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * c)) for c in range(2)]
+        for k in range(4):  # chunk t = 4h + k: a nibble of ql[64h + 32(k % 2) + l], 2 bits of qh
+            high = builder.shl(simd.bits8(builder, qh, 2 * k, 3), simd.splat_const(simd.I8, 4, 32))
+            chunks.append(builder.or_(simd.bits8(builder, ql[k % 2], 4 * (k // 2), 0xF), high))
+    return chunks, scales
+
+
+@intrinsic
+def _dequantize_block(typingctx, w, woff, out, ooff, d):  # type: ignore[no-untyped-def]
+    """Dequantize the Q6_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
+    ``out`` from element ``ooff``, given its decoded ``d``: weight = (d * scale) * (q - 32)."""
+    if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32):
+        return None
+    sig = types.none(w, woff, out, ooff, d)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, woff_, out_, ooff_, d_ = args
+        wt, _, ot, _, _ = signature.args
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        dl = simd.times_float(builder, d_, scales, signed=True)
+        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 32, _SUB_BLOCK_OF_CHUNK, dl)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ignore[no-untyped-def]
     """One Q6_K block's share of a row's dot product, as vector IR (``simd.lanes_dot``): adds
@@ -240,15 +251,7 @@ def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ign
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, q8_, qoff_, ps_, poff_, d_, sums_ = args
         wt, _, qt, _, pt, _, _, st = signature.args
-        scales = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 192), 16)
-        chunks = []
-        for h in range(2):
-            qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h))
-            ql = [simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * c))
-                  for c in range(2)]
-            for k in range(4):  # chunk t = 4h + k: a nibble of ql[64h + 32(k % 2) + l], 2 bits of qh
-                high = builder.shl(simd.bits8(builder, qh, 2 * k, 3), simd.splat_const(simd.I8, 4, 32))
-                chunks.append(builder.or_(simd.bits8(builder, ql[k % 2], 4 * (k // 2), 0xF), high))
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
         # The quants carry an offset of 32; |scale * pair sum| fits in 32 bits.
         pair_scales = [simd.pair_scales(builder, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
         aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, 32, qt, q8_, qoff_, pt, ps_, poff_)
