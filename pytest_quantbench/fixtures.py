@@ -31,7 +31,7 @@ KINDS = ("random", "weights", "edge")
 
 
 def make_blocks(
-    qtype: str | gguf.GGMLQuantizationType, n_blocks: int, seed: int = 0, kind: str = "random"
+    qtype: str | gguf.GGMLQuantizationType, n_blocks: int, *, seed: int = 0, kind: str = "random"
 ) -> np.ndarray:
     """Valid raw blocks of ``qtype``: uint8 (n_blocks, block_bytes). See the module docstring."""
     fmt = qk.get_format(qtype)

@@ -136,7 +136,7 @@ def probe_correction(probe_ratio: np.ndarray | float, band: float) -> np.ndarray
     return probe_ratio / np.clip(probe_ratio, 1 / (1 + band), 1 + band)
 
 
-def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_probe: np.ndarray,
+def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_probe: np.ndarray, *,
              band: float = 0.0, seed: int = 0) -> tuple[float, float, float]:
     """(cur / base) / :func:`probe_correction` ((cur_probe / base_probe), band) on
     :func:`speed_index`, and its bootstrap 95% interval (percentile method), resampling all four
@@ -203,7 +203,7 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
         if b is None or c is None:
             problems.append(f"{key}: no np.copyto probe at its size and pass in both runs, nothing to normalise by")
             continue
-        ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1], band)
+        ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1], band=band)
         if low > 1 and ratio > threshold:
             verdict = "slower"
         elif high < 1 and ratio < 1 / threshold:

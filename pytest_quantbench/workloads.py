@@ -59,7 +59,7 @@ def _copies(size: Size, input_bytes: int) -> int:
     return max(1, min(MAX_COPIES, math.ceil(2 * llc / max(input_bytes, 1))))
 
 
-def build(fmt: BlockFormat, op: str, size: Size, seed: int = 0) -> Workload:
+def build(fmt: BlockFormat, op: str, size: Size, *, seed: int = 0) -> Workload:
     """Inputs for ``op`` on ``fmt`` at ``size`` (rows x cols weights), from weight-like values; the
     first argument (the weights or their blocks) is copied for the rotation, the others shared."""
     rng = np.random.default_rng(seed)
@@ -77,7 +77,7 @@ def probe(size: Size) -> Workload:
     return Workload([(dst, src)], size.weights, 2 * dst.nbytes)
 
 
-def measure(benchmark, workload: Workload, fn: Callable[..., Any], info: dict, config,
+def measure(benchmark, workload: Workload, fn: Callable[..., Any], info: dict, config, *,
             rounds: int | None = None) -> None:
     """Time ``fn`` on the workload's inputs with pytest-benchmark (its options apply), after two
     untimed calls (the first compiles a Numba kernel, both warm caches), tagged with ``info``, and

@@ -35,7 +35,7 @@ def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, 
     work = _workload(name, op, size)
     info = tag(op=op, fmt=name, size=size.label, impl=impl, weights=work.n_weights, nbytes=work.nbytes,
                threads=threads)
-    workloads.measure(benchmark, work, fn, info, request.config, rounds)
+    workloads.measure(benchmark, work, fn, info, request.config, rounds=rounds)
 
 
 def _by_backend(op: str, name: str, impl: str):
