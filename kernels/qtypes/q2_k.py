@@ -229,13 +229,14 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: one block's 8 chunks of 32 quants (0..3, weight order) and its 16 scale bytes (scale in
-    bits 0-3, min in bits 4-7), from the block at byte ``woff_`` of the uint8 array ``w_``."""
+def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..3; weight order, or ``simd.lanes_dot``'s) and its
+    16 scale bytes (scale in bits 0-3, min in bits 4-7), from the block at byte ``woff_`` of the
+    uint8 array ``w_``."""
     scales = simd.load_bytes(context, builder, wt, w_, woff_, 16)
     chunks = []
     for h in range(2):
-        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h))
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h), lane_order=lane_order)
         chunks.extend(simd.bits8(builder, qs, 2 * s, 3) for s in range(4))
     return chunks, scales
 
@@ -253,7 +254,7 @@ def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[n
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, out_, ooff_, d_, dmin_ = args
         wt, _, ot, _, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=False)
         dl = simd.times_float(builder, d_, builder.and_(scales, simd.splat_const(simd.I8, 15, 16)), signed=False)
         ml = simd.times_float(builder, dmin_, builder.lshr(scales, simd.splat_const(simd.I8, 4, 16)), signed=False)
         simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml)
@@ -280,10 +281,11 @@ def _block_sums(typingctx, w, woff, q8, qoff, bsums, boff):  # type: ignore[no-u
         w_, woff_, q8_, qoff_, bs_, boff_ = args
         wt, _, qt, _, bt, _ = signature.args
         i8, i32, vec = simd.I8, simd.I32, simd.vec
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        simd.prefetch_ahead(context, builder, wt, w_, woff_, 84)
+        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=True)
         sc = builder.and_(scales, simd.splat_const(i8, 15, 16))
         pair_scales = [simd.pair_scales(builder, sc, _SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
-        lanes = simd.lanes_dot(context, builder, chunks, pair_scales, 0, qt, q8_, qoff_, qt, q8_, qoff_)
+        lanes = simd.lanes_dot(context, builder, chunks, pair_scales, qt, q8_, qoff_)
         isum = simd.fold(builder, lanes, 1)
         mins = builder.zext(builder.lshr(scales, simd.splat_const(i8, 4, 16)), vec(i32, 16))
         bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
@@ -315,14 +317,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

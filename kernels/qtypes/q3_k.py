@@ -217,9 +217,10 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: one block's 8 chunks of 32 quants (0..7, weight order; the true quant is 4 less) and
-    its 16 scales minus 32 (int8), from the block at byte ``woff_`` of the uint8 array ``w_``."""
+def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..7, the true quant is 4 less; weight order, or
+    ``simd.lanes_dot``'s) and its 16 scales minus 32 (int8), from the block at byte ``woff_`` of the
+    uint8 array ``w_``."""
     i8 = simd.I8
     packed = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 96), 12)
     low = builder.and_(builder.lshr(simd.pick(builder, packed, list(range(8)) * 2),
@@ -229,12 +230,12 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
                         simd.splat_const(i8, 3, 16))
     scales = builder.sub(builder.or_(low, builder.shl(high, simd.splat_const(i8, 4, 16))),
                          simd.splat_const(i8, 32, 16))
-    hm = simd.load_bytes(context, builder, wt, w_, woff_)
+    hm = simd.load_bytes(context, builder, wt, w_, woff_, lane_order=lane_order)
     chunks = []
     for h in range(2):
-        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h))
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 32 + 32 * h), lane_order=lane_order)
         for s in range(4):  # chunk t = 4h + s: the 2 bits at 2s of qs and bit t of hmask
-            third = builder.shl(simd.bits8(builder, hm, 4 * h + s, 1), simd.splat_const(i8, 2, 32))
+            third = simd.bits8(builder, hm, 4 * h + s, 1, to=2)
             chunks.append(builder.or_(simd.bits8(builder, qs, 2 * s, 3), third))
     return chunks, scales
 
@@ -250,7 +251,7 @@ def _dequantize_block(typingctx, w, woff, out, ooff, d):  # type: ignore[no-unty
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, out_, ooff_, d_ = args
         wt, _, ot, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=False)
         dl = simd.times_float(builder, d_, scales, signed=True)
         simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 4, _SUB_BLOCK_OF_CHUNK, dl)
         return context.get_dummy_value()
@@ -273,10 +274,12 @@ def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ign
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, q8_, qoff_, ps_, poff_, d_, sums_ = args
         wt, _, qt, _, pt, _, _, st = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
-        # The quants carry an offset of 4; |(scale - 32) * pair sum| fits in 32 bits.
+        simd.prefetch_ahead(context, builder, wt, w_, woff_, 110)
+        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=True)
+        # The quants carry an offset of 4 (psums holds 4 times the pair sums);
+        # |(scale - 32) * pair sum| fits in 32 bits.
         pair_scales = [simd.pair_scales(builder, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
-        aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, 4, qt, q8_, qoff_, pt, ps_, poff_)
+        aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, qt, q8_, qoff_, (pt, ps_, poff_))
         simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
         return context.get_dummy_value()
 
@@ -305,14 +308,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, psums: np.ndarray, yd: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 4)
     _gemv_rows(w, q8, psums, yd, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 4)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

@@ -285,11 +285,12 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | None,  # type: ignore[no-untyped-def]
+           lane_order: bool):
     """IR for the formats with Q4_K's header (d, dmin, 12 bytes of 6-bit scales and mins) and 4-bit
     quants at byte ``qs_offset`` (Q5_K: fifth bits at ``qh_offset``; None for Q4_K): the block's 8
-    chunks of 32 quants (weight order) and its 8 scales and 8 mins (``<8 x i8>``), from the block
-    at byte ``woff_`` of the uint8 array ``w_``."""
+    chunks of 32 quants (weight order, or ``simd.lanes_dot``'s) and its 8 scales and 8 mins
+    (``<8 x i8>``), from the block at byte ``woff_`` of the uint8 array ``w_``."""
     i8 = simd.I8
     hdr = simd.load_bytes(context, builder, wt, w_, woff_, 16)
     # The 6-bit scales and mins (layout above), all eight at once from the 12 packed bytes.
@@ -302,14 +303,15 @@ def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | Non
     m = builder.or_(builder.and_(m, low6_or_4),
                     builder.and_(builder.lshr(simd.pick(builder, hdr, [8, 9, 10, 11, 8, 9, 10, 11]), two), high2))
     if qh_offset is not None:
-        qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset))
+        qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qh_offset), lane_order=lane_order)
     chunks = []
     for p in range(4):
-        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p))
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, qs_offset + 32 * p),
+                             lane_order=lane_order)
         for nibble in range(2):  # chunk t = 2p + nibble: weights 64p + 32 nibble + l
             q = simd.bits8(builder, qs, 4 * nibble, 0xF)
             if qh_offset is not None:  # Q5_K: bit t of qh[l] is the quant's fifth bit
-                q = builder.or_(q, builder.shl(simd.bits8(builder, qh, 2 * p + nibble, 1), simd.splat_const(i8, 4, 32)))
+                q = builder.or_(q, simd.bits8(builder, qh, 2 * p + nibble, 1, to=4))
             chunks.append(q)
     return chunks, sc, m
 
@@ -330,7 +332,7 @@ def dequantize_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
             w_, woff_, out_, ooff_, d_, dmin_ = args
             wt, _, ot, _, _, _ = signature.args
-            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset)
+            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset, lane_order=False)
             dl = simd.times_float(builder, d_, sc, signed=False)
             ml = simd.times_float(builder, dmin_, m, signed=False)
             simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, SUB_BLOCK_OF_CHUNK, dl, ml)
@@ -341,7 +343,8 @@ def dequantize_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore
     return dequantize_block
 
 
-def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+def block_dot_intrinsic(block_bytes: int, qs_offset: int,  # type: ignore[no-untyped-def]
+                        qh_offset: int | None):
     """The block intrinsic of the formats with Q4_K's header (see :func:`decode`).
 
     ``block_dot(w, woff, q8, qoff, bsums, boff, d, sums)``: ``w``, the weights, uint8,
@@ -363,10 +366,11 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
             w_, woff_, q8_, qoff_, bs_, boff_, d_, sums_ = args
             wt, _, qt, _, bt, _, _, st = signature.args
             i32, vec = simd.I32, simd.vec
-            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset)
+            simd.prefetch_ahead(context, builder, wt, w_, woff_, block_bytes)
+            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset, lane_order=True)
             # sc * (pair sum of quant * q8) fits in 32 bits; the pair sums (at most 2 * 31 * 128) in 16.
             scales = [simd.pair_scales(builder, sc, SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
-            aux32 = simd.lanes_dot(context, builder, chunks, scales, 0, qt, q8_, qoff_, qt, q8_, qoff_)
+            aux32 = simd.lanes_dot(context, builder, chunks, scales, qt, q8_, qoff_)
             simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
             bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
             groups = builder.add(simd.pick(builder, bsv, range(0, 16, 2)), simd.pick(builder, bsv, range(1, 16, 2)))
@@ -381,7 +385,7 @@ def block_dot_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[
 # The sub-block (scale) of each half of each 32-weight chunk: chunk t is sub-block t.
 SUB_BLOCK_OF_CHUNK = [(t, t) for t in range(8)]
 
-_block_dot = block_dot_intrinsic(qs_offset=16, qh_offset=None)
+_block_dot = block_dot_intrinsic(block_bytes=144, qs_offset=16, qh_offset=None)
 _dequantize_block = dequantize_intrinsic(qs_offset=16, qh_offset=None)
 
 
@@ -410,14 +414,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

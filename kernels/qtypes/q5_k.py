@@ -164,7 +164,7 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-_block_dot = q4_k.block_dot_intrinsic(qs_offset=48, qh_offset=16)
+_block_dot = q4_k.block_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
 
 
 @jit
@@ -192,14 +192,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
     _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act)
+    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

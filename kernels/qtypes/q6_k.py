@@ -203,16 +203,18 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: one block's 8 chunks of 32 quants (0..63, weight order; the true quant is 32 less) and
-    its 16 int8 scales, from the block at byte ``woff_`` of the uint8 array ``w_``."""
+def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..63, the true quant is 32 less; weight order, or
+    ``simd.lanes_dot``'s) and its 16 int8 scales, from the block at byte ``woff_`` of the uint8
+    array ``w_``."""
     scales = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 192), 16)
     chunks = []
     for h in range(2):
-        qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h))
-        ql = [simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * c)) for c in range(2)]
+        qh = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 128 + 32 * h), lane_order=lane_order)
+        ql = [simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 64 * h + 32 * c),
+                              lane_order=lane_order) for c in range(2)]
         for k in range(4):  # chunk t = 4h + k: a nibble of ql[64h + 32(k % 2) + l], 2 bits of qh
-            high = builder.shl(simd.bits8(builder, qh, 2 * k, 3), simd.splat_const(simd.I8, 4, 32))
+            high = simd.bits8(builder, qh, 2 * k, 3, to=4)
             chunks.append(builder.or_(simd.bits8(builder, ql[k % 2], 4 * (k // 2), 0xF), high))
     return chunks, scales
 
@@ -228,7 +230,7 @@ def _dequantize_block(typingctx, w, woff, out, ooff, d):  # type: ignore[no-unty
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, out_, ooff_, d_ = args
         wt, _, ot, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
+        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=False)
         dl = simd.times_float(builder, d_, scales, signed=True)
         simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 32, _SUB_BLOCK_OF_CHUNK, dl)
         return context.get_dummy_value()
@@ -251,10 +253,11 @@ def _block_dot(typingctx, w, woff, q8, qoff, psums, poff, d, sums):  # type: ign
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, q8_, qoff_, ps_, poff_, d_, sums_ = args
         wt, _, qt, _, pt, _, _, st = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
-        # The quants carry an offset of 32; |scale * pair sum| fits in 32 bits.
+        simd.prefetch_ahead(context, builder, wt, w_, woff_, 210)
+        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=True)
+        # The quants carry an offset of 32 (psums holds 32 times the pair sums); |scale * pair sum| fits in 32 bits.
         pair_scales = [simd.pair_scales(builder, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
-        aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, 32, qt, q8_, qoff_, pt, ps_, poff_)
+        aux32 = simd.lanes_dot(context, builder, chunks, pair_scales, qt, q8_, qoff_, (pt, ps_, poff_))
         simd.add_scaled_lanes(context, builder, st, sums_, d_, aux32)
         return context.get_dummy_value()
 
@@ -283,14 +286,14 @@ def _gemv_rows(w: np.ndarray, q8: np.ndarray, psums: np.ndarray, yd: np.ndarray,
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 32)
     _gemv_rows(w, q8, psums, yd, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act)
+    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 32)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

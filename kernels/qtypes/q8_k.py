@@ -97,10 +97,11 @@ LANE_ORDER = np.array(simd.LANE_Q8_ORDER, dtype=np.int64)
 
 
 @inline
-def unpack_for_lanes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def unpack_for_lanes(blocks: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the 8-lane dot kernels (``simd.lanes_dot``) read, decoded once per vector from uint8
     (nb, 292) Q8_K blocks: (d float32 (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
-    (nb*128,): the sum of each pair of consecutive quants of that order, bsums int32 (nb, 16))."""
+    (nb*128,): ``offset`` (the weight format's quant offset, 0..32) times the sum of each pair of
+    consecutive quants of that order, bsums int32 (nb, 16))."""
     nb = blocks.shape[0]
     d = np.empty(nb, dtype=np.float32)
     qs = np.empty(nb * QK, dtype=np.int8)
@@ -113,7 +114,8 @@ def unpack_for_lanes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
         for k in range(QK):
             qs[i * QK + k] = np.int8(blk[4 + LANE_ORDER[k]])
         for j in range(QK // 2):
-            psums[i * QK // 2 + j] = np.int16(np.int32(qs[i * QK + 2 * j]) + np.int32(qs[i * QK + 2 * j + 1]))
+            pair = np.int32(qs[i * QK + 2 * j]) + np.int32(qs[i * QK + 2 * j + 1])
+            psums[i * QK // 2 + j] = np.int16(offset * pair)
         for g in range(16):
             bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
     return d, qs, psums, bsums
