@@ -45,7 +45,7 @@ def dequantize(
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     else:
-        check_out(out, shape)
+        check_out(out, shape, raw)
     fn(raw.reshape(-1, fmt.block_bytes), out.reshape(-1, fmt.block_weights), threads)
     return out
 

@@ -68,8 +68,9 @@ def check_row_length(x: np.ndarray, fmt: BlockFormat, what: str) -> int:
     return n // fmt.block_weights
 
 
-def check_out(out: Any, shape: tuple[int, ...]) -> None:
-    """``out`` must be a writeable, C-contiguous float32 array of exactly ``shape``."""
+def check_out(out: Any, shape: tuple[int, ...], *inputs: np.ndarray) -> None:
+    """``out`` must be a writeable, C-contiguous float32 array of exactly ``shape`` that shares no
+    memory with ``inputs`` (a kernel writing over its own input reads what it already wrote)."""
     if not isinstance(out, np.ndarray) or out.dtype != np.float32:
         kind = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
         raise ValueError(f"out must be a float32 numpy array, got {kind}")
@@ -77,3 +78,6 @@ def check_out(out: Any, shape: tuple[int, ...]) -> None:
         raise ValueError(f"out has shape {out.shape}, the result has shape {shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be C-contiguous and writeable")
+    for inp in inputs:
+        if np.shares_memory(out, inp):
+            raise ValueError("out shares memory with the input: pass a separate output buffer")

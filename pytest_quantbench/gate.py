@@ -1,6 +1,6 @@
-"""Stored runs and the regression gate.
+"""The regression gate: the statistics that compare a run with a stored one (see :mod:`storage`).
 
-A stored run keeps every benchmark's rounds and the machine it ran on. Comparing two runs, each
+Comparing two runs, each
 kernel's speed index (the 20th percentile of its round times: other processes only ever add
 time, so a low percentile is steadier than the median) is compared with the baseline's, and the
 ratio is corrected by the same session's bandwidth probe (``np.copyto`` at the same size), so that a
@@ -14,95 +14,19 @@ the rounds of all passes are pooled.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pytest
 
+from . import storage
 from .record import Measurement
 from .throughput import PROBE, REFERENCE
 
-VERSION = 1
 BOOTSTRAP = 2000
 MAX_ROUNDS = 1000  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
 PROBE_BAND = 0.03  # probe changes within +-3% are not corrected for (see probe_correction)
 QUANTILE = 20  # percentile of the round times that the gate compares (see speed_index)
-
-
-class GateError(Exception):
-    """Baseline data that cannot be used: missing, corrupt, from another machine or kernel set."""
-
-
-def machine() -> dict:
-    """What must match for two runs to be comparable."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "system": platform.system()}
-
-
-def snapshot(measurements: list[Measurement]) -> dict:
-    return {
-        "version": VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "benchmarks": [{"key": m.key, "info": m.info, "rounds": m.rounds} for m in measurements],
-    }
-
-
-def check_name(name: str | None) -> None:
-    """A stored run's name becomes a file name: refuse one that is not a plain name."""
-    if name is not None and (not name or "/" in name or "\\" in name or name.startswith(".")):
-        raise pytest.UsageError(f"--quantbench-save: {name!r} is not a usable run name (a plain file name)")
-
-
-def save(directory: Path, name: str, snap: dict) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(snap))
-    os.replace(tmp, path)
-    return path
-
-
-def resolve(directory: Path, name: str) -> Path:
-    """The stored run called ``name``, or the latest stored one for "latest"."""
-    if name == "latest":
-        runs = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
-        if not runs:
-            raise GateError(f"no stored quantbench runs in {directory}: save one first with --quantbench-save NAME")
-        return runs[-1]
-    path = directory / f"{name}.json"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.json"))) if directory.is_dir() else ""
-        raise GateError(f"no stored quantbench run {name!r} in {directory} (stored: {known or 'none'})")
-    return path
-
-
-def load(path: Path) -> dict:
-    try:
-        snap = json.loads(path.read_text())
-        if snap.get("version") != VERSION:
-            raise GateError(f"baseline {path} has format version {snap.get('version')!r}, expected {VERSION}")
-        for b in snap["benchmarks"]:
-            if not isinstance(b["key"], str) or not b["rounds"] or not all(t > 0 for t in b["rounds"]):
-                raise ValueError(f"benchmark {b.get('key')!r} has no usable rounds")
-            if "window" in b["info"]:  # runs stored before the passes were called passes
-                b["info"].setdefault("pass", b["info"].pop("window"))
-        snap["machine"]  # noqa: B018 - must exist
-        return snap
-    except GateError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise GateError(f"baseline {path} is unreadable or corrupt: {type(err).__name__}: {err}") from None
 
 
 @dataclass
@@ -183,7 +107,7 @@ def _pooled(passes: list[tuple[int, str, np.ndarray]], probes: dict[tuple, np.nd
 def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
     """Verdicts per kernel, and the problems that make the comparison unusable."""
     problems = []
-    here = machine()
+    here = storage.machine()
     if baseline["machine"] != here:
         problems.append(f"the baseline was measured on another machine ({baseline['machine']}); this is {here}")
     if not current:
@@ -204,6 +128,9 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
             problems.append(f"{key}: no np.copyto probe at its size and pass in both runs, nothing to normalise by")
             continue
         ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1], band=band)
+        if not all(math.isfinite(v) for v in (ratio, low, high)):
+            problems.append(f"{key}: the ratio is undefined ({ratio}, interval [{low}, {high}])")
+            continue
         if low > 1 and ratio > threshold:
             verdict = "slower"
         elif high < 1 and ratio < 1 / threshold:

@@ -11,10 +11,11 @@ A kernel is one function for one op and one format. Its signature is that of the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -22,8 +23,11 @@ import pytest
 import quantbench_kernels as qk
 
 from .ops import OPS
+from .throughput import PROBE, REFERENCE
 
 BUILTIN = "quantbench-numba"
+# Names of the rows the plugin measures itself: a kernel named like one would be taken for it.
+RESERVED_NAMES = (BUILTIN, REFERENCE, PROBE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Kernel:
     qtype: Any
     op: str
     fn: Callable[..., Any]
+    origin: str = field(default="", compare=False, repr=False)  # where it was registered (set by the plugin)
 
     @property
     def format_name(self) -> str:
@@ -54,6 +59,8 @@ class Kernel:
 
     def problem(self) -> str | None:
         """Why this kernel cannot be tested, or None."""
+        if not isinstance(self.name, str) or not self.name.strip() or "|" in self.name:
+            return f"kernel {self.name!r}: a kernel's name must be a non-empty string without '|'"
         if self.op not in OPS:
             return f"kernel {self.name!r}: unknown op {self.op!r}; the ops are {', '.join(OPS)}"
         try:
@@ -73,7 +80,8 @@ def builtin_kernels() -> list[Kernel]:
     for fmt in qk.formats():
         for op in OPS.values():
             if op.supported_by(fmt):
-                out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op.name, fn=op.builtin(fmt)))
+                out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op.name, fn=op.builtin(fmt),
+                                  origin=builtin_origin()))
     return out
 
 
@@ -87,7 +95,7 @@ class BadEntry:
 
 def _as_kernels(value: Any, source: str) -> list[Kernel | BadEntry]:
     if isinstance(value, Kernel):
-        return [value]
+        return [dataclasses.replace(value, origin=source)]
     if callable(value) and not isinstance(value, type):
         try:
             value = value()
@@ -115,13 +123,50 @@ def from_ini_line(line: str) -> list[Kernel | BadEntry]:
     return _as_kernels(value, f"quantbench_kernels line {line!r}")
 
 
-def from_hook_results(results: Iterable[Any]) -> list[Kernel | BadEntry]:
-    """Flatten what the ``pytest_quantbench_kernels`` hook implementations returned."""
+def from_hook(config: pytest.Config) -> list[Kernel | BadEntry]:
+    """What each ``pytest_quantbench_kernels`` implementation returned, each kernel tagged with
+    where it came from (the conftest or plugin that implements the hook)."""
     out: list[Kernel | BadEntry] = []
-    for result in results:
+    for impl in config.hook.pytest_quantbench_kernels.get_hookimpls():
+        source = f"the pytest_quantbench_kernels hook of {impl.plugin_name}"
+        try:
+            result = impl.function()
+        except Exception as err:  # noqa: BLE001 - reported as a failing test
+            out.append(BadEntry("hook-error", f"{source} raised {type(err).__name__}: {err}"))
+            continue
         if result is not None:
-            out.extend(_as_kernels(result, "pytest_quantbench_kernels hook"))
+            out.extend(_as_kernels(result, source))
     return out
+
+
+def check_identities(entries: list[Kernel | BadEntry]) -> list[Kernel | BadEntry]:
+    """Refuse kernels that would be mistaken for another: two registrations of one (name, format,
+    op) would share a row of the table and a key of the gate (so one could slow down unseen), and
+    a name the plugin uses for its own rows would be taken for them. Each such kernel becomes a
+    failing entry naming the registrations."""
+    by_id: dict[str, list[Kernel]] = {}
+    for e in entries:
+        if isinstance(e, Kernel):
+            by_id.setdefault(e.id, []).append(e)
+    out: list[Kernel | BadEntry] = []
+    for e in entries:
+        if not isinstance(e, Kernel):
+            out.append(e)
+        elif len(by_id[e.id]) > 1:
+            where = "; ".join(k.origin or "unknown" for k in by_id[e.id])
+            out.append(BadEntry(e.id, f"kernel {e.name!r} ({e.format_name} {e.op}) is registered "
+                                      f"{len(by_id[e.id])} times ({where}): give each a name of its own"))
+        elif e.name in RESERVED_NAMES and e.origin != builtin_origin():
+            out.append(BadEntry(e.id, f"kernel {e.name!r} ({e.format_name} {e.op}, from {e.origin}): the name "
+                                      f"{e.name!r} is one the plugin uses for its own rows "
+                                      f"({', '.join(RESERVED_NAMES)}): choose another"))
+        else:
+            out.append(e)
+    return out
+
+
+def builtin_origin() -> str:
+    return "pytest-quantbench's built-in kernels"
 
 
 _KERNELS = pytest.StashKey[list]()
@@ -133,11 +178,6 @@ def registered_kernels(config: pytest.Config) -> list[Kernel | BadEntry]:
         entries: list[Kernel | BadEntry] = list(builtin_kernels())
         for line in config.getini("quantbench_kernels"):
             entries.extend(from_ini_line(line))
-        try:
-            results = config.hook.pytest_quantbench_kernels()
-        except Exception as err:  # noqa: BLE001 - reported as a failing test
-            results = []
-            entries.append(BadEntry("hook-error", f"pytest_quantbench_kernels raised {type(err).__name__}: {err}"))
-        entries.extend(from_hook_results(results))
-        config.stash[_KERNELS] = entries
+        entries.extend(from_hook(config))
+        config.stash[_KERNELS] = check_identities(entries)
     return config.stash[_KERNELS]

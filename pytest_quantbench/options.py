@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from . import storage
 
 # Named benchmark sizes in rows x 4096-weight rows: 1M weights (fits the L3 with its output) and
 # 16M weights (4096 x 4096, the size of a large layer).
@@ -14,6 +17,9 @@ DEFAULT_SIZES = "cache,16M"
 # Passes over the benchmarks when a run is stored or gated: a disturbance that lasts one pass then
 # holds a third of the rounds (see gate.py; calibrated in docs/gate.md).
 GATE_PASSES = 3
+MAX_PASSES = 100
+MAX_SIZE_WEIGHTS = 1 << 30  # 4 GB of float32 per benchmark input: anything larger is a typo
+MAX_FAIL_PCT = 1000.0
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -70,11 +76,14 @@ def sizes(config: pytest.Config) -> list[Size]:
             out.append(Size(item, *NAMED_SIZES[item]))
             continue
         rows, _, cols = item.lower().partition("x")
-        if not (rows.isdigit() and cols.isdigit()) or int(cols) % 256 or int(rows) < 1:
+        if not (rows.isdigit() and cols.isdigit()) or int(cols) % 256 or int(cols) < 1 or int(rows) < 1:
             raise pytest.UsageError(
                 f"--quantbench-sizes: {item!r} is neither {' nor '.join(NAMED_SIZES)} nor ROWSxCOLS "
-                "with COLS a multiple of 256"
+                "with ROWS at least 1 and COLS a positive multiple of 256"
             )
+        if int(rows) * int(cols) > MAX_SIZE_WEIGHTS:
+            raise pytest.UsageError(f"--quantbench-sizes: {item!r} is {int(rows) * int(cols)} weights, more than "
+                                    f"the {MAX_SIZE_WEIGHTS} a benchmark may use")
         out.append(Size(item, int(rows), int(cols)))
     return out
 
@@ -90,8 +99,8 @@ def passes(config: pytest.Config) -> int:
     if n is None:
         gating = config.getoption("quantbench_save") or config.getoption("quantbench_compare")
         return GATE_PASSES if gating else 1
-    if n < 1:
-        raise pytest.UsageError(f"--quantbench-passes must be at least 1, got {n}")
+    if not 1 <= n <= MAX_PASSES:
+        raise pytest.UsageError(f"--quantbench-passes must be from 1 to {MAX_PASSES}, got {n}")
     return n
 
 
@@ -102,6 +111,35 @@ def warn_deprecated(config: pytest.Config) -> None:
             pytest.PytestDeprecationWarning("--quantbench-windows is deprecated: use --quantbench-passes"),
             stacklevel=2,
         )
+
+
+def validate(config: pytest.Config) -> None:
+    """Refuse bad option values before anything is collected or measured (pytest.UsageError naming
+    the option, the value and the rule), and prove the storage folder usable when a run will be
+    saved or compared."""
+    sizes(config)
+    passes(config)
+    save = config.getoption("quantbench_save")
+    compare = config.getoption("quantbench_compare")
+    fail_pct = config.getoption("quantbench_fail_on")
+    if save is not None and not storage.valid_name(save):
+        raise pytest.UsageError(f"--quantbench-save: {save!r} is not a usable run name ({storage.NAME_RULE})")
+    if compare is not None and compare != "latest" and not storage.valid_name(compare):
+        raise pytest.UsageError(f"--quantbench-compare: {compare!r} is not a stored run's name ({storage.NAME_RULE})")
+    if fail_pct is not None:
+        if not (math.isfinite(fail_pct) and 0 <= fail_pct <= MAX_FAIL_PCT):
+            raise pytest.UsageError(f"--quantbench-fail-on must be a percentage from 0 to {MAX_FAIL_PCT:g}, "
+                                    f"got {fail_pct!r}")
+        if compare is None:
+            raise pytest.UsageError("--quantbench-fail-on needs --quantbench-compare [NAME]: the baseline to "
+                                    "compare with")
+    if save is not None or compare is not None:
+        directory = storage_dir(config)
+        try:
+            storage.prepare_directory(directory, writable=save is not None)
+        except OSError as err:
+            raise pytest.UsageError(f"--quantbench-storage: {directory} cannot hold stored runs: {err}") from None
+    warn_deprecated(config)
 
 
 def gguf_paths(config: pytest.Config) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from . import gate, hookspec, options, report, workloads
+from . import hookspec, options, record, report, workloads
 from .fixtures import gguf_tensors, q2_k_blocks, q4_k_blocks, quant_blocks, tiny_gguf  # noqa: F401 - fixtures
 
 SUITE = Path(__file__).with_name("suite.py")
@@ -28,10 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if options.enabled(config):
-        options.sizes(config)  # refuse bad option values before collecting anything
-        options.passes(config)
-        options.warn_deprecated(config)
-        gate.check_name(config.getoption("quantbench_save"))
+        options.validate(config)  # refuse bad option values before collecting anything
         if str(SUITE) not in config.args:
             config.args.append(str(SUITE))
 
@@ -47,6 +44,11 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if options.enabled(config):
         workloads.order_by_pass(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if options.enabled(session.config):
+        record.expect(session.config, session.items, str(SUITE))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -9,14 +9,17 @@ import pytest
 from pytest_benchmark.stats import Stats
 
 _RECORDS = pytest.StashKey[list]()
+_EXPECTED = pytest.StashKey[list]()
 
 
 @dataclass
 class Measurement:
-    """One benchmark: its tags (``extra_info``) and its rounds, in seconds per call."""
+    """One benchmark: its tags (``extra_info``), its rounds in seconds per call, and the test
+    (node id) that measured it."""
 
     info: dict
     rounds: list[float]
+    nodeid: str = ""
 
     @property
     def key(self) -> str:
@@ -46,11 +49,24 @@ def record_benchmark(config: pytest.Config, benchmark, info: dict) -> None:
     data = list(getattr(getattr(meta, "stats", None), "data", []) or [])
     if data:
         benchmark.extra_info.update(info)
-        config.stash.setdefault(_RECORDS, []).append(Measurement(benchmark.extra_info, data))
+        config.stash.setdefault(_RECORDS, []).append(Measurement(benchmark.extra_info, data, benchmark.fullname))
 
 
 def measurements(config: pytest.Config) -> list[Measurement]:
     return list(config.stash.get(_RECORDS, []))
+
+
+def expect(config: pytest.Config, items: list[pytest.Item], module: str) -> None:
+    """Note the benchmarks this session was asked to measure: the selected tests of ``module``
+    (the suite's file) that take pytest-benchmark's fixture."""
+    config.stash[_EXPECTED] = [item.nodeid for item in items if str(getattr(item, "path", "")) == module
+                               and "benchmark" in getattr(item, "fixturenames", ())]
+
+
+def not_measured(config: pytest.Config) -> list[str]:
+    """The node ids of the selected benchmarks that measured nothing (failed, skipped, interrupted)."""
+    done = {m.nodeid for m in measurements(config)}
+    return [nodeid for nodeid in config.stash.get(_EXPECTED, []) if nodeid not in done]
 
 
 def merge_passes(done: list[Measurement]) -> list[Measurement]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from . import gate, options
-from .record import measurements, merge_passes
+from . import gate, options, storage
+from .record import Measurement, measurements, merge_passes, not_measured
 from .throughput import Row, derive, format_table
 
 
@@ -28,11 +28,20 @@ class GateOutcome:
 
 
 @dataclass
+class SaveOutcome:
+    """What --quantbench-save NAME did: the file written, or why nothing was."""
+
+    name: str
+    path: Path | None = None
+    problem: str | None = None
+
+
+@dataclass
 class SessionReport:
-    """The end of a --quantbench session: the table's rows, where the run was saved, the gate."""
+    """The end of a --quantbench session: the table's rows, the save, the gate."""
 
     rows: list[Row]
-    saved: Path | None = None
+    save: SaveOutcome | None = None
     gate: GateOutcome | None = None
 
 
@@ -43,12 +52,33 @@ def _run_gate(config: pytest.Config, done: list) -> GateOutcome:
     compare_to = config.getoption("quantbench_compare")
     outcome = GateOutcome(fail_pct=config.getoption("quantbench_fail_on"))
     try:
-        if not compare_to:
-            raise gate.GateError("--quantbench-fail-on needs --quantbench-compare [NAME] to know the baseline")
-        outcome.baseline = gate.resolve(options.storage_dir(config), compare_to)
-        outcome.verdicts, outcome.problems = gate.compare(gate.load(outcome.baseline), done, outcome.fail_pct)
-    except gate.GateError as err:
+        outcome.baseline = storage.resolve(options.storage_dir(config), compare_to)
+        outcome.verdicts, outcome.problems = gate.compare(storage.load(outcome.baseline), done, outcome.fail_pct)
+    except storage.StorageError as err:
         outcome.problems = [str(err)]
+    return outcome
+
+
+def _save(session: pytest.Session, name: str, done: list[Measurement]) -> SaveOutcome:
+    """Store the run as NAME, unless it is not a whole run: interrupted, measuring nothing, or
+    missing some of the benchmarks it selected (a stored run is a baseline: a partial one would
+    replace a good one and silently drop kernels from the gate)."""
+    config = session.config
+    outcome = SaveOutcome(name)
+    missing = not_measured(config)
+    if session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        outcome.problem = "the run was interrupted"
+    elif not done:
+        outcome.problem = ("this run measured no benchmarks (none selected, pytest-xdist's -n, --benchmark-disable "
+                           "or --benchmark-skip)")
+    elif missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        outcome.problem = f"{len(missing)} of the selected benchmarks measured nothing (failed or skipped): {shown}"
+    else:
+        try:
+            outcome.path = storage.save(options.storage_dir(config), name, storage.snapshot(done))
+        except OSError as err:
+            outcome.problem = f"writing it failed: {err}"
     return outcome
 
 
@@ -60,8 +90,10 @@ def finish(session: pytest.Session) -> None:
     report = SessionReport(rows=derive((m.info, m.median, m.iqr) for m in merge_passes(done)))
     name = config.getoption("quantbench_save")
     if name:
-        report.saved = gate.save(options.storage_dir(config), name, gate.snapshot(done))
-    if config.getoption("quantbench_compare") or config.getoption("quantbench_fail_on") is not None:
+        report.save = _save(session, name, done)
+        if report.save.problem and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if config.getoption("quantbench_compare"):
         report.gate = _run_gate(config, done)
         if report.gate.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -77,8 +109,11 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
         tr.section("quantbench throughput (medians; roofline = GB/s over this run's np.copyto GB/s)")
         for line in format_table(report.rows):
             tr.write_line(line)
-    if report.saved is not None:
-        tr.write_line(f"quantbench: saved this run as {report.saved}")
+    if report.save is not None and report.save.path is not None:
+        tr.write_line(f"quantbench: saved this run as {report.save.path}")
+    elif report.save is not None:
+        tr.write_line(f"quantbench: --quantbench-save {report.save.name}: NOT saved: {report.save.problem} "
+                      f"(any stored run of that name is unchanged)", red=True, bold=True)
     outcome = report.gate
     if outcome is None:
         return

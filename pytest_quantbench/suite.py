@@ -42,6 +42,10 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
         except GGUFFileError as err:
             cases.append(pytest.param(None, err, id=f"{path.name}:unreadable"))
             continue
+        except Exception as err:  # noqa: BLE001 - never stop the collection of the user's own tests
+            problem = GGUFFileError(f"GGUF file {str(path)!r} could not be read: {type(err).__name__}: {err}")
+            cases.append(pytest.param(None, problem, id=f"{path.name}:unreadable"))
+            continue
         for k in kernels:
             if isinstance(k, Kernel) and k.problem() is None:
                 fmt = qk.get_format(k.qtype)

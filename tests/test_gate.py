@@ -4,7 +4,7 @@ disturbed pass) and what it catches (a slower kernel)."""
 import numpy as np
 import pytest
 
-from pytest_quantbench import gate
+from pytest_quantbench import gate, storage
 from pytest_quantbench.record import Measurement
 from pytest_quantbench.throughput import PROBE, tag
 
@@ -30,7 +30,7 @@ def _run(seed: int, kernel: float = 1.0, probe: float = 1.0, passes: int = 3,
 
 
 def _verdict(current: list[Measurement], pct: float = 5) -> gate.Verdict:
-    verdicts, problems = gate.compare(gate.snapshot(_run(seed=0)), current, pct)
+    verdicts, problems = gate.compare(storage.snapshot(_run(seed=0)), current, pct)
     assert problems == []
     (v,) = verdicts
     return v
@@ -86,11 +86,11 @@ def test_the_threshold_leaves_a_small_significant_slowdown_alone():
 
 
 def test_a_run_stored_with_the_old_window_tag_is_read_pass_by_pass(tmp_path):
-    snap = gate.snapshot(_run(seed=0, disturbed={1: (1.0, 1.3)}))
+    snap = storage.snapshot(_run(seed=0, disturbed={1: (1.0, 1.3)}))
     for b in snap["benchmarks"]:
         b["info"]["window"] = b["info"].pop("pass")
-    path = gate.save(tmp_path, "old", snap)
-    loaded = gate.load(path)
+    path = storage.save(tmp_path, "old", snap)
+    loaded = storage.load(path)
     assert sorted(b["info"]["pass"] for b in loaded["benchmarks"]) == [0, 0, 1, 1, 2, 2]
     verdicts, problems = gate.compare(loaded, _run(seed=1), 5)
     assert problems == [] and verdicts[0].verdict == "same"

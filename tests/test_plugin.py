@@ -219,13 +219,15 @@ def test_the_gate_refuses_missing_or_corrupt_baselines(project):
     missing = _run(project, *select, "--quantbench-compare=nothere")
     assert missing.ret == 1
     missing.stdout.fnmatch_lines(["*no stored quantbench run 'nothere'*", "*quantbench gate FAILED*"])
-    (project.path / ".quantbench").mkdir()
+    (project.path / ".quantbench").mkdir(exist_ok=True)
     (project.path / ".quantbench" / "broken.json").write_text('{"version": 1, "benchm')
     corrupt = _run(project, *select, "--quantbench-compare=broken")
     assert corrupt.ret == 1
-    corrupt.stdout.fnmatch_lines(["*baseline*broken.json is unreadable or corrupt*"])
-    other = {"version": 1, "machine": {"cpu": "a different CPU"}, "benchmarks": [
-        {"key": "mine|Q4_K|dequantize|16x4096", "info": {"impl": "mine", "size": "16x4096"}, "rounds": [1.0]}]}
+    corrupt.stdout.fnmatch_lines(["*stored run*broken.json is unreadable or corrupt*"])
+    info = {"impl": "mine", "format": "Q4_K", "op": "dequantize", "size": "16x4096", "pass": 0, "weights": 65536,
+            "bytes": 36864 + 262144}
+    other = {"version": 1, "machine": {"cpu": "a different CPU", "cores": 2, "arch": "x86_64", "system": "Linux"},
+             "benchmarks": [{"key": "mine|Q4_K|dequantize|16x4096", "info": info, "rounds": [1.0]}]}
     (project.path / ".quantbench" / "other.json").write_text(json.dumps(other))
     elsewhere = _run(project, *select, "--quantbench-compare=other")
     assert elsewhere.ret == 1
