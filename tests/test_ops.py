@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
@@ -27,6 +27,7 @@ def test_the_builtin_kernels_are_every_supported_format_and_op():
 
 
 @pytest.mark.parametrize("name,op", PAIRS)
+@settings(max_examples=20)  # the table's wiring; test_conformance proves the kernels on many more inputs
 @given(data=st.data())
 def test_drawn_inputs_pass_the_check_of_the_builtin_kernel(name, op, data):
     fmt = qk.get_format(name)
