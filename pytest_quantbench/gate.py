@@ -1,7 +1,6 @@
 """The regression gate: the statistics that compare a run with a stored one (see :mod:`storage`).
 
-Comparing two runs, each
-kernel's speed index (the 20th percentile of its round times: other processes only ever add
+Each kernel's speed index (the 20th percentile of its round times: other processes only ever add
 time, so a low percentile is steadier than the median) is compared with the baseline's, and the
 ratio is corrected by the same session's bandwidth probe (``np.copyto`` at the same size), so that a
 machine that is uniformly slower today (another tenant, a lower clock) does not look like a

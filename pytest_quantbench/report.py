@@ -88,14 +88,14 @@ def finish(session: pytest.Session) -> None:
     config = session.config
     done = measurements(config)
     report = SessionReport(rows=derive((m.info, m.median, m.iqr) for m in merge_passes(done)))
+    if config.getoption("quantbench_compare"):  # before saving: "latest" must not be this very run
+        report.gate = _run_gate(config, done)
+        if report.gate.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     name = config.getoption("quantbench_save")
     if name:
         report.save = _save(session, name, done)
         if report.save.problem and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if config.getoption("quantbench_compare"):
-        report.gate = _run_gate(config, done)
-        if report.gate.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     config.stash[_REPORT] = report
 

@@ -444,3 +444,14 @@ def test_a_hanging_kernel_is_stopped_by_pytest_timeout(project):
     assert time.time() - start < 120
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*Timeout*"])
+
+
+def test_comparing_with_the_latest_run_while_saving_compares_with_the_previous_one(project):
+    path = project.path / ".quantbench" / "older.json"
+    _stored_run(path, impl="mine")
+    result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-compare",
+                  "--quantbench-save=newer")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*baseline: *older.json*"])
+    result.stdout.fnmatch_lines(["*quantbench: saved this run as *newer.json*"])
+    assert (project.path / ".quantbench" / "newer.json").exists()
