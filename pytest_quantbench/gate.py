@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage
+from .ops import OPS
 from .record import Measurement
 from .throughput import PROBE, REFERENCE
+from .workloads import sandwiched
 
 BOOTSTRAP = 2000
 MAX_ROUNDS = 1000  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
@@ -36,6 +38,9 @@ class Verdict:
     high: float
     verdict: str  # "slower", "faster" or "same"
     fails: bool
+    normalised: str = ""  # how the times were made comparable
+    runs: int = 1  # runs of the baseline the ratio is over
+    spread: float = 0.0  # the baseline's runs: largest speed index over smallest, minus 1
 
 
 def _spaced(rounds: np.ndarray) -> np.ndarray:
@@ -79,71 +84,183 @@ def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_prob
     return float(point), float(low), float(high)
 
 
-def _split(benchmarks: list[dict]) -> tuple[dict[str, list[tuple[int, str, np.ndarray]]], dict[tuple, np.ndarray]]:
-    """Kernel rounds by key, one entry per pass; probe rounds by (size, pass). References are left out."""
-    kernels: dict[str, list[tuple[int, str, np.ndarray]]] = {}
-    probes: dict[tuple, np.ndarray] = {}
-    for b in benchmarks:
-        info = b["info"]
-        impl, size, pass_no = info["impl"], info["size"], info.get("pass", 0)
-        if impl == PROBE:
-            probes[(size, pass_no)] = np.asarray(b["rounds"], float)
-        elif impl != REFERENCE:
-            kernels.setdefault(b["key"], []).append((pass_no, size, np.asarray(b["rounds"], float)))
-    return kernels, probes
+def paired_index(rounds: np.ndarray, paired: np.ndarray) -> np.ndarray:
+    """Each round's time over its paired probe's (:func:`workloads.sandwiched`): what the host did
+    in that millisecond slows both and cancels."""
+    return np.asarray(rounds, float) / sandwiched(paired)
 
 
-def _pooled(passes: list[tuple[int, str, np.ndarray]], probes: dict[tuple, np.ndarray]):
-    """A kernel's rounds of every pass together, and the probe's rounds of the same passes, or None
-    if no pass has its probe. A disturbance that spoils one pass (of the kernel or of the probe)
-    then holds only part of the rounds and barely moves their low percentile."""
-    usable = [(rounds, probes[(size, w)]) for w, size, rounds in passes if (size, w) in probes]
-    if not usable:
+def _boot_index(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = _spaced(np.asarray(x, float))
+    return speed_index(x[rng.integers(0, x.size, (BOOTSTRAP, x.size))], axis=1)
+
+
+def baseline_ratio_ci(base_runs: list[np.ndarray], cur: np.ndarray, *, seed: int = 0
+                      ) -> tuple[float, float, float, float]:
+    """The ratio of the current run's :func:`speed_index` of time-paired rounds (``cur``) over the
+    baseline's (the median of its runs' indices), its bootstrap 95% interval, and the baseline's
+    spread (its runs' largest index over its smallest, minus 1). The bootstrap resamples the
+    current rounds and, for the baseline, its runs and each run's rounds: a baseline of several
+    runs carries their run-to-run spread into the interval, so one run's luck does not decide."""
+    rng = np.random.default_rng(seed)
+    indices = np.array([float(speed_index(b)) for b in base_runs])
+    boots = np.stack([_boot_index(b, rng) for b in base_runs])  # (runs, BOOTSTRAP)
+    picks = rng.integers(0, len(base_runs), (BOOTSTRAP, len(base_runs)))
+    centre_boot = np.median(boots[picks, np.arange(BOOTSTRAP)[:, None]], axis=1)
+    boot = _boot_index(cur, rng) / centre_boot
+    low, high = np.percentile(boot, [2.5, 97.5])
+    point = float(speed_index(cur)) / float(np.median(indices))
+    return point, float(low), float(high), float(indices.max() / indices.min() - 1)
+
+
+def ab_ratio_ci(new: np.ndarray, old_paired: np.ndarray, *, seed: int = 0) -> tuple[float, float, float]:
+    """A/B: NEW's time over OLD's, from the rounds of NEW and OLD's calls in between them: the
+    median of the per-round log ratios (each NEW round over the mean of the OLD calls just before
+    and after it), and its bootstrap 95% interval over the rounds."""
+    d = np.log(np.asarray(new, float)) - np.log(sandwiched(old_paired))
+    rng = np.random.default_rng(seed)
+    d = _spaced(d)
+    boot = np.median(d[rng.integers(0, d.size, (BOOTSTRAP, d.size))], axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(np.exp(np.median(d))), float(np.exp(low)), float(np.exp(high))
+
+
+@dataclass
+class _Benchmarks:
+    """One run's kernel benchmarks by key (one entry per pass: pass, size, rounds, paired) and
+    its separately measured probes by (size, pass). References are left out."""
+
+    kernels: dict[str, list[tuple[int, str, np.ndarray, dict]]]
+    probes: dict[tuple, np.ndarray]
+
+    @classmethod
+    def of(cls, benchmarks: list[dict]) -> _Benchmarks:
+        out = cls({}, {})
+        for b in benchmarks:
+            info = b["info"]
+            impl, size, pass_no = info["impl"], info["size"], info.get("pass", 0)
+            if impl == PROBE:
+                out.probes[(size, pass_no)] = np.asarray(b["rounds"], float)
+            elif impl != REFERENCE:
+                out.kernels.setdefault(b["key"], []).append(
+                    (pass_no, size, np.asarray(b["rounds"], float), b.get("paired") or {}))
+        return out
+
+    def paired(self, key: str, probe: str) -> np.ndarray | None:
+        """The key's time-paired rounds (:func:`paired_index`) of all passes, or None if a pass
+        was stored without that probe."""
+        passes = self.kernels[key]
+        if not all(probe in p for _, _, _, p in passes):
+            return None
+        return np.concatenate([paired_index(r, p[probe]) for _, _, r, p in passes])
+
+    def pooled(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The key's rounds of every pass together, and the separate probe's rounds of the same
+        passes, or None if no pass has its probe. A disturbance that spoils one pass (of the
+        kernel or of the probe) then holds only part of the rounds and barely moves their low
+        percentile."""
+        usable = [(r, self.probes[(size, w)]) for w, size, r, _ in self.kernels[key] if (size, w) in self.probes]
+        if not usable:
+            return None
+        return np.concatenate([r for r, _ in usable]), np.concatenate([p for _, p in usable])
+
+
+def _entries(current: list[Measurement]) -> list[dict]:
+    return [{"key": m.key, "info": m.info, "rounds": m.rounds, "paired": m.paired} for m in current]
+
+
+def _judge(key: str, ratio: float, low: float, high: float, fail_pct: float | None, **how: object) -> Verdict:
+    threshold = 1 + (fail_pct or 0) / 100
+    if low > 1 and ratio > threshold:
+        verdict = "slower"
+    elif high < 1 and ratio < 1 / threshold:
+        verdict = "faster"
+    else:
+        verdict = "same"
+    return Verdict(key, ratio, low, high, verdict, fail_pct is not None and verdict == "slower", **how)
+
+
+def _undefined(key: str, ratio: float, low: float, high: float) -> str | None:
+    if all(math.isfinite(v) for v in (ratio, low, high)):
         return None
-    return np.concatenate([r for r, _ in usable]), np.concatenate([p for _, p in usable])
+    return f"{key}: the ratio is undefined ({ratio}, interval [{low}, {high}])"
 
 
 def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
-    """Verdicts per kernel, and the problems that make the comparison unusable."""
+    """Verdicts per kernel against a stored baseline (:func:`storage.load`), and the problems that
+    make the comparison unusable. Each kernel is normalised by its op's paired probe
+    (``OPS[op].probe``) where this run and every run of the baseline timed it; a baseline stored
+    before probes were paired is compared through the separately measured probe instead
+    (:func:`ratio_ci`), with its latest run."""
     problems = []
     here = storage.machine()
     if baseline["machine"] != here:
         problems.append(f"the baseline was measured on another machine ({baseline['machine']}); this is {here}")
     if not current:
         problems.append("this run measured no benchmarks (under xdist, or with --benchmark-disable?)")
-    base, base_probes = _split(baseline["benchmarks"])
-    cur, cur_probes = _split([{"key": m.key, "info": m.info, "rounds": m.rounds} for m in current])
-    missing, extra = sorted(set(cur) - set(base)), sorted(set(base) - set(cur))
+    runs = [_Benchmarks.of(run["benchmarks"]) for run in baseline["runs"]]
+    cur = _Benchmarks.of(_entries(current))
+    base_keys = set().union(*(r.kernels for r in runs))
+    missing, extra = sorted(set(cur.kernels) - base_keys), sorted(set(runs[-1].kernels) - set(cur.kernels))
     if missing:
         problems.append(f"no baseline data for: {', '.join(missing)} (another kernel set)")
     if extra:
         problems.append(f"the baseline has kernels this run did not measure: {', '.join(extra)}")
-    threshold = 1 + (fail_pct or 0) / 100
     band = PROBE_BAND if fail_pct is None else min(PROBE_BAND, fail_pct / 200)
     verdicts = []
-    for key in sorted(set(cur) & set(base)):
-        b, c = _pooled(base[key], base_probes), _pooled(cur[key], cur_probes)
-        if b is None or c is None:
-            problems.append(f"{key}: no np.copyto probe at its size and pass in both runs, nothing to normalise by")
-            continue
-        ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1], band=band)
-        if not all(math.isfinite(v) for v in (ratio, low, high)):
-            problems.append(f"{key}: the ratio is undefined ({ratio}, interval [{low}, {high}])")
-            continue
-        if low > 1 and ratio > threshold:
-            verdict = "slower"
-        elif high < 1 and ratio < 1 / threshold:
-            verdict = "faster"
+    for key in sorted(set(cur.kernels) & base_keys):
+        holding = [r for r in runs if key in r.kernels]
+        probe = _probe_of(key)
+        base_paired = [r.paired(key, probe) for r in holding]
+        cur_paired = cur.paired(key, probe)
+        if cur_paired is not None and all(b is not None for b in base_paired):
+            ratio, low, high, spread = baseline_ratio_ci(base_paired, cur_paired)
+            how = {"normalised": f"{probe} probe, paired", "runs": len(holding), "spread": spread}
         else:
-            verdict = "same"
-        verdicts.append(Verdict(key, ratio, low, high, verdict, fail_pct is not None and verdict == "slower"))
+            b, c = holding[-1].pooled(key), cur.pooled(key)
+            if b is None or c is None:
+                problems.append(f"{key}: no np.copyto probe at its size and pass in both runs, nothing to normalise by")
+                continue
+            ratio, low, high = ratio_ci(b[0], b[1], c[0], c[1], band=band)
+            how = {"normalised": "np.copyto test, unpaired (a baseline stored before probes were paired)", "runs": 1}
+        problem = _undefined(key, ratio, low, high)
+        if problem:
+            problems.append(problem)
+            continue
+        verdicts.append(_judge(key, ratio, low, high, fail_pct, **how))
+    return verdicts, problems
+
+
+def _probe_of(key: str) -> str:
+    op = key.split("|")[2]
+    return OPS[op].probe if op in OPS else "memory"
+
+
+def ab_compare(measured: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:
+    """Verdicts of the A/B benchmarks (``--quantbench-ab OLD,NEW``), and the problems: none measured."""
+    if not measured:
+        return [], ["--quantbench-ab: no A/B benchmark measured (deselected, skipped, or --benchmark-disable?)"]
+    verdicts, problems = [], []
+    for m in measured:
+        key = f"{m.info['ab_baseline']} -> {m.key}"
+        ratio, low, high = ab_ratio_ci(np.asarray(m.rounds), np.asarray(m.paired["A"]))
+        problem = _undefined(key, ratio, low, high)
+        if problem:
+            problems.append(problem)
+            continue
+        verdicts.append(_judge(key, ratio, low, high, fail_pct, normalised="A/B, paired round by round", runs=1))
     return verdicts, problems
 
 
 def format_verdicts(verdicts: list[Verdict], fail_pct: float | None) -> list[str]:
+    """The verdict table: ratio (current / baseline time), interval, verdict, the baseline's runs
+    and their spread, and how the times were normalised."""
     rule = f"fails when slower by > {fail_pct:g}% and the 95% interval is above 1" if fail_pct is not None else ""
-    lines = [f"{'kernel|format|op|size':<48} {'ratio':>7} {'95% interval':>17}  verdict   {rule}"]
+    width = max([48] + [len(v.key) for v in verdicts])
+    lines = [f"{'kernel|format|op|size':<{width}} {'ratio':>7} {'95% interval':>17}  {'verdict':<8} "
+             f"{'runs':>4} {'spread':>6}  normalised by   {rule}"]
     for v in verdicts:
         mark = "FAIL" if v.fails else ""
-        lines.append(f"{v.key:<48} {v.ratio:>7.3f} [{v.low:>6.3f}, {v.high:>6.3f}]  {v.verdict:<8} {mark}")
+        lines.append(f"{v.key:<{width}} {v.ratio:>7.3f} [{v.low:>6.3f}, {v.high:>6.3f}]  {v.verdict:<8} "
+                     f"{v.runs:>4} {v.spread:>6.1%}  {v.normalised}  {mark}")
     return lines

@@ -181,3 +181,20 @@ def registered_kernels(config: pytest.Config) -> list[Kernel | BadEntry]:
         entries.extend(from_hook(config))
         config.stash[_KERNELS] = check_identities(entries)
     return config.stash[_KERNELS]
+
+
+def ab_pairs(entries: list[Kernel | BadEntry], old: str, new: str) -> list[tuple[Kernel, Kernel] | BadEntry]:
+    """The (old, new) kernel pairs of ``--quantbench-ab OLD,NEW``: one per format and op that both
+    names implement, or one BadEntry saying why there is none."""
+    usable = [k for k in entries if isinstance(k, Kernel) and k.problem() is None]
+    olds = {(k.format_name, k.op): k for k in usable if k.name == old}
+    news = {(k.format_name, k.op): k for k in usable if k.name == new}
+    common = sorted(set(olds) & set(news))
+    if common:
+        return [(olds[c], news[c]) for c in common]
+    known = ", ".join(sorted({k.name for k in usable})) or "none"
+    missing = [n for n, found in ((old, olds), (new, news)) if not found]
+    why = (f"no usable kernel is named {' or '.join(repr(n) for n in missing)}" if missing
+           else f"{old!r} ({', '.join(f'{f} {o}' for f, o in sorted(olds))}) and {new!r} "
+                f"({', '.join(f'{f} {o}' for f, o in sorted(news))}) share no format and op")
+    return [BadEntry(f"{old}-vs-{new}", f"--quantbench-ab {old},{new}: {why} (registered kernels: {known})")]

@@ -20,6 +20,8 @@ GATE_PASSES = 3
 MAX_PASSES = 100
 MAX_SIZE_WEIGHTS = 1 << 30  # 4 GB of float32 per benchmark input: anything larger is a typo
 MAX_FAIL_PCT = 1000.0
+KEEP_RUNS = 5  # runs a stored baseline holds by default: --quantbench-save adds one, the oldest goes
+MAX_KEEP_RUNS = 100
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -33,11 +35,17 @@ def add_options(parser: pytest.Parser) -> None:
                          f"(default {DEFAULT_SIZES})")
     group.addoption("--quantbench-save", default=None, metavar="NAME",
                     help="store this run's benchmark rounds as NAME in the storage folder")
+    group.addoption("--quantbench-keep", type=int, default=None, metavar="N",
+                    help=f"with --quantbench-save: the stored baseline keeps this run and the N - 1 before it "
+                         f"(default {KEEP_RUNS}; 1 replaces it)")
     group.addoption("--quantbench-compare", nargs="?", const="latest", default=None, metavar="NAME",
                     help="compare against the stored run NAME (default: the latest stored)")
+    group.addoption("--quantbench-ab", action="append", default=[], metavar="OLD,NEW",
+                    help="A/B: time the registered kernel NEW with OLD's calls in between its rounds, in this "
+                         "process, and judge NEW / OLD on the pairs (repeatable)")
     group.addoption("--quantbench-fail-on", type=float, default=None, metavar="PCT",
-                    help="with --quantbench-compare: fail when a kernel is slower by more than PCT percent "
-                         "and the slowdown is statistically significant")
+                    help="with --quantbench-compare or --quantbench-ab: fail when a kernel is slower by more "
+                         "than PCT percent and the slowdown is statistically significant")
     group.addoption("--quantbench-passes", type=int, default=None, metavar="N",
                     help="measure each kernel and the probe in N separate passes over all benchmarks, whose rounds "
                          f"the gate pools (default: {GATE_PASSES} with --quantbench-save or --quantbench-compare, "
@@ -104,6 +112,28 @@ def passes(config: pytest.Config) -> int:
     return n
 
 
+def keep(config: pytest.Config) -> int:
+    """How many runs a stored baseline keeps (--quantbench-keep, else KEEP_RUNS)."""
+    n = config.getoption("quantbench_keep")
+    if n is None:
+        return KEEP_RUNS
+    if not 1 <= n <= MAX_KEEP_RUNS:
+        raise pytest.UsageError(f"--quantbench-keep must be from 1 to {MAX_KEEP_RUNS}, got {n}")
+    return n
+
+
+def ab_names(config: pytest.Config) -> list[tuple[str, str]]:
+    """The (OLD, NEW) kernel names of each --quantbench-ab OLD,NEW."""
+    out = []
+    for value in config.getoption("quantbench_ab") or []:
+        old, sep, new = (part.strip() for part in value.partition(","))
+        if not sep or not old or not new or "," in new or old == new:
+            raise pytest.UsageError(f"--quantbench-ab: {value!r} is not OLD,NEW: two different registered kernel "
+                                    "names separated by a comma")
+        out.append((old, new))
+    return out
+
+
 def warn_deprecated(config: pytest.Config) -> None:
     """Say once, at start-up, which deprecated options this run uses."""
     if config.getoption("quantbench_windows") is not None:
@@ -119,6 +149,8 @@ def validate(config: pytest.Config) -> None:
     saved or compared."""
     sizes(config)
     passes(config)
+    keep(config)
+    ab = ab_names(config)
     save = config.getoption("quantbench_save")
     compare = config.getoption("quantbench_compare")
     fail_pct = config.getoption("quantbench_fail_on")
@@ -130,9 +162,9 @@ def validate(config: pytest.Config) -> None:
         if not (math.isfinite(fail_pct) and 0 <= fail_pct <= MAX_FAIL_PCT):
             raise pytest.UsageError(f"--quantbench-fail-on must be a percentage from 0 to {MAX_FAIL_PCT:g}, "
                                     f"got {fail_pct!r}")
-        if compare is None:
-            raise pytest.UsageError("--quantbench-fail-on needs --quantbench-compare [NAME]: the baseline to "
-                                    "compare with")
+        if compare is None and not ab:
+            raise pytest.UsageError("--quantbench-fail-on needs a baseline to compare with: --quantbench-compare "
+                                    "[NAME] (a stored run) or --quantbench-ab OLD,NEW (a kernel in this run)")
     if save is not None or compare is not None:
         directory = storage_dir(config)
         try:

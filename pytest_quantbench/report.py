@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from . import gate, options, storage
-from .record import Measurement, measurements, merge_passes, not_measured
+from .record import Measurement, ab_measurements, measurements, merge_passes, not_measured
 from .throughput import Row, derive, format_table
 
 
 @dataclass
 class GateOutcome:
-    """What the gate found: the baseline it read (None if it found none), its verdicts, and the
-    problems that make the comparison unusable."""
+    """What the gate found: the baseline it read (None if it found none, or for A/B), its
+    verdicts, and the problems that make the comparison unusable."""
 
     fail_pct: float | None
+    title: str = "quantbench gate"
     baseline: Path | None = None
     verdicts: list[gate.Verdict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -42,7 +43,7 @@ class SessionReport:
 
     rows: list[Row]
     save: SaveOutcome | None = None
-    gate: GateOutcome | None = None
+    gates: list[GateOutcome] = field(default_factory=list)
 
 
 _REPORT = pytest.StashKey[SessionReport]()
@@ -56,6 +57,13 @@ def _run_gate(config: pytest.Config, done: list) -> GateOutcome:
         outcome.verdicts, outcome.problems = gate.compare(storage.load(outcome.baseline), done, outcome.fail_pct)
     except storage.StorageError as err:
         outcome.problems = [str(err)]
+    return outcome
+
+
+def _run_ab(config: pytest.Config) -> GateOutcome:
+    outcome = GateOutcome(fail_pct=config.getoption("quantbench_fail_on"),
+                          title="quantbench A/B (one process, OLD's calls in between NEW's rounds)")
+    outcome.verdicts, outcome.problems = gate.ab_compare(ab_measurements(config), outcome.fail_pct)
     return outcome
 
 
@@ -76,7 +84,10 @@ def _save(session: pytest.Session, name: str, done: list[Measurement]) -> SaveOu
         outcome.problem = f"{len(missing)} of the selected benchmarks measured nothing (failed or skipped): {shown}"
     else:
         try:
-            outcome.path = storage.save(options.storage_dir(config), name, storage.snapshot(done))
+            outcome.path = storage.save(options.storage_dir(config), name, storage.snapshot(done),
+                                        keep=options.keep(config))
+        except storage.StorageError as err:
+            outcome.problem = str(err)
         except OSError as err:
             outcome.problem = f"writing it failed: {err}"
     return outcome
@@ -89,9 +100,11 @@ def finish(session: pytest.Session) -> None:
     done = measurements(config)
     report = SessionReport(rows=derive((m.info, m.median, m.iqr) for m in merge_passes(done)))
     if config.getoption("quantbench_compare"):  # before saving: "latest" must not be this very run
-        report.gate = _run_gate(config, done)
-        if report.gate.failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        report.gates.append(_run_gate(config, done))
+    if options.ab_names(config):
+        report.gates.append(_run_ab(config))
+    if any(g.failed for g in report.gates) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     name = config.getoption("quantbench_save")
     if name:
         report.save = _save(session, name, done)
@@ -114,21 +127,25 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
     elif report.save is not None:
         tr.write_line(f"quantbench: --quantbench-save {report.save.name}: NOT saved: {report.save.problem} "
                       f"(any stored run of that name is unchanged)", red=True, bold=True)
-    outcome = report.gate
-    if outcome is None:
-        return
-    tr.section("quantbench gate")
+    for outcome in report.gates:
+        _print_gate(tr, outcome)
+
+
+def _print_gate(tr: pytest.TerminalReporter, outcome: GateOutcome) -> None:
+    tr.section(outcome.title)
     if outcome.baseline is not None:
-        tr.write_line(f"baseline: {outcome.baseline} (ratios corrected for the change of the np.copyto probe "
-                      f"beyond +-{gate.PROBE_BAND:.0%} or PCT/2)")
+        tr.write_line(f"baseline: {outcome.baseline} (ratio = this run's time / the baseline's, each round over "
+                      f"the probe timed around it; runs: the baseline's runs, spread: theirs)")
     for line in gate.format_verdicts(outcome.verdicts, outcome.fail_pct):
         tr.write_line(line)
     for problem in outcome.problems:
-        tr.write_line(f"quantbench gate: {problem}", red=True)
+        tr.write_line(f"{outcome.title.split(' (')[0]}: {problem}", red=True)
     failed = [v.key for v in outcome.verdicts if v.fails]
     if failed:
         tr.write_line(f"quantbench gate FAILED: significantly slower: {', '.join(failed)}", red=True, bold=True)
-        tr.write_line("quantbench gate: on a shared machine a whole process can run slow (its buffers on slower "
-                      "memory); before trusting one failing run, rerun the same command: a real slowdown fails again")
+        if outcome.baseline is not None:
+            tr.write_line("quantbench gate: on a shared machine a whole process can run slow (its buffers on slower "
+                          "memory); before trusting one failing run, rerun the same command: a real slowdown fails "
+                          "again, or gate in one process with --quantbench-ab")
     elif outcome.failed:
         tr.write_line("quantbench gate FAILED: the baseline cannot be used (see above)", red=True, bold=True)

@@ -1,16 +1,23 @@
 """Stored runs: their files, their schema and its validation.
 
-A stored run is one JSON file, ``<storage>/<NAME>.json``: the format version, when it was made,
-the machine (CPU model, cores, architecture, system, from py-cpuinfo, which pytest-benchmark
-already brings) and every benchmark's tags and rounds (seconds per call)::
+A stored baseline is one JSON file, ``<storage>/<NAME>.json``: the format version, the machine
+(CPU model, cores, architecture, system, from py-cpuinfo, which pytest-benchmark already brings)
+and the last few runs saved under that name (``--quantbench-keep``), each with when it was made
+and every benchmark's tags, rounds (seconds per call) and the probes timed in between them::
 
-    {"version": 1, "created": "...", "machine": {"cpu": str, "cores": int, "arch": str, "system": str},
-     "benchmarks": [{"key": "impl|format|op|size", "info": {...}, "rounds": [float, ...]}, ...]}
+    {"version": 2, "machine": {"cpu": str, "cores": int, "arch": str, "system": str},
+     "runs": [{"created": "...",
+               "benchmarks": [{"key": "impl|format|op|size", "info": {...}, "rounds": [float, ...],
+                               "paired": {"memory": [float, ...], "compute": [float, ...]}}, ...]}, ...]}
 
-Files are written atomically: a unique temporary file in the same folder, flushed to disk, then
-renamed over the old one, so a reader (or a concurrent writer) sees the old file or the new one,
-never a part. Everything read back is validated; a file that does not validate raises
-:class:`StorageError` naming the file, the entry and what is wrong.
+(``paired[name]`` holds one more time than ``rounds``: round i ran between its times i and i + 1.
+Version 1 files, one run without ``paired``, are read as a baseline of one run.)
+
+A save adds its run to the stored ones under a lock and rewrites the file atomically: a unique
+temporary file in the same folder, flushed to disk, then renamed over the old one, so a reader
+sees the old file or the new one, never a part, and two concurrent saves both land. Everything
+read back is validated; a file that does not validate raises :class:`StorageError` naming the
+file, the entry and what is wrong, and is never overwritten.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from .record import Measurement
 
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_FILE_BYTES = 256 << 20  # a stored run is a few MB; anything far larger is not one
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
@@ -52,14 +62,17 @@ def machine() -> dict:
     }
 
 
+def _entry(m: Measurement) -> dict:
+    entry = {"key": m.key, "info": m.info, "rounds": [float(t) for t in m.rounds]}
+    if m.paired:
+        entry["paired"] = {name: [float(t) for t in times] for name, times in m.paired.items()}
+    return entry
+
+
 def snapshot(measurements: list[Measurement]) -> dict:
-    """A stored run of ``measurements``, stamped with this machine and the time."""
-    return {
-        "version": VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "benchmarks": [{"key": m.key, "info": m.info, "rounds": [float(t) for t in m.rounds]} for m in measurements],
-    }
+    """A stored baseline holding one run, ``measurements``, stamped with this machine and the time."""
+    run = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmarks": [_entry(m) for m in measurements]}
+    return {"version": VERSION, "machine": machine(), "runs": [run]}
 
 
 def valid_name(name: str) -> bool:
@@ -71,8 +84,25 @@ def path_of(directory: Path, name: str) -> Path:
     return directory / f"{name}.json"
 
 
-def save(directory: Path, name: str, snap: dict) -> Path:
-    """Write ``snap`` as the stored run ``name``, atomically. Raises OSError if the disk says no."""
+def save(directory: Path, name: str, snap: dict, *, keep: int = 1) -> Path:
+    """Add the runs of ``snap`` to the stored baseline ``name``, which then keeps its last ``keep``
+    runs (1: ``snap`` replaces it). Raises StorageError if the stored file cannot be read or holds
+    another machine's runs (it is left as it is), OSError if the disk says no."""
+    path = path_of(directory, name)
+    with FileLock(directory / f".{name}.lock"):
+        runs = []
+        if path.exists() and keep > 1:
+            stored = load(path)
+            if stored["machine"] != snap["machine"]:
+                raise StorageError(f"stored run {path} holds runs of another machine ({stored['machine']}): save "
+                                   "under another name, or with --quantbench-keep 1 to replace it")
+            runs = stored["runs"]
+        _write(directory, name, {**snap, "runs": (runs + snap["runs"])[-keep:]})
+    return path
+
+
+def _write(directory: Path, name: str, snap: dict) -> None:
+    """Write ``snap`` as ``<directory>/<name>.json`` atomically (see the module docstring)."""
     path = path_of(directory, name)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
@@ -91,7 +121,6 @@ def save(directory: Path, name: str, snap: dict) -> Path:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    return path
 
 
 def prepare_directory(directory: Path, writable: bool) -> None:
@@ -133,20 +162,12 @@ def _positive_finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
-def validate(snap: Any) -> dict:
-    """``snap`` if it is a well-formed stored run, else ValueError naming the first problem. Runs
-    stored before the passes were called passes (``info["window"]``) are read pass by pass."""
-    _need(isinstance(snap, dict), "the file", "is not a JSON object")
-    _need(snap.get("version") == VERSION, "version", f"is {snap.get('version')!r}, expected {VERSION}")
-    m = snap.get("machine")
-    _need(isinstance(m, dict), "machine", "is missing or not an object")
-    for field, kind in (("cpu", str), ("cores", int), ("arch", str), ("system", str)):
-        _need(isinstance(m.get(field), kind), f"machine.{field}", f"is missing or not a {kind.__name__}")
-    benchmarks = snap.get("benchmarks")
-    _need(isinstance(benchmarks, list) and len(benchmarks) > 0, "benchmarks", "is missing, not a list or empty")
+def _validate_benchmarks(benchmarks: Any, where_run: str) -> None:
+    _need(isinstance(benchmarks, list) and len(benchmarks) > 0, f"{where_run}benchmarks",
+          "is missing, not a list or empty")
     seen = set()
     for i, b in enumerate(benchmarks):
-        where = f"benchmarks[{i}]"
+        where = f"{where_run}benchmarks[{i}]"
         _need(isinstance(b, dict), where, "is not an object")
         info = b.get("info")
         _need(isinstance(info, dict), f"{where}.info", "is missing or not an object")
@@ -167,6 +188,36 @@ def validate(snap: Any) -> dict:
         _need(isinstance(rounds, list) and len(rounds) > 0, f"{where}.rounds", "is missing, not a list or empty")
         for j, t in enumerate(rounds):
             _need(_positive_finite(t), f"{where}.rounds[{j}]", f"is {t!r}, not a positive finite number of seconds")
+        paired = b.get("paired", {})
+        _need(isinstance(paired, dict), f"{where}.paired", "is not an object")
+        for name, times in paired.items():
+            _need(isinstance(times, list) and len(times) == len(rounds) + 1, f"{where}.paired.{name}",
+                  f"is not a list of {len(rounds) + 1} times (one more than the rounds)")
+            for j, t in enumerate(times):
+                _need(_positive_finite(t), f"{where}.paired.{name}[{j}]",
+                      f"is {t!r}, not a positive finite number of seconds")
+
+
+def validate(snap: Any) -> dict:
+    """``snap`` if it is a well-formed stored baseline, else ValueError naming the first problem.
+    A version 1 file (one run) comes back as a version 2 baseline of that one run; runs stored
+    before the passes were called passes (``info["window"]``) are read pass by pass."""
+    _need(isinstance(snap, dict), "the file", "is not a JSON object")
+    version = snap.get("version")
+    _need(version in READABLE_VERSIONS, "version", f"is {version!r}, expected one of {READABLE_VERSIONS}")
+    m = snap.get("machine")
+    _need(isinstance(m, dict), "machine", "is missing or not an object")
+    for field, kind in (("cpu", str), ("cores", int), ("arch", str), ("system", str)):
+        _need(isinstance(m.get(field), kind), f"machine.{field}", f"is missing or not a {kind.__name__}")
+    if version == 1:
+        _validate_benchmarks(snap.get("benchmarks"), "")
+        return {"version": VERSION, "machine": m,
+                "runs": [{"created": str(snap.get("created", "")), "benchmarks": snap["benchmarks"]}]}
+    runs = snap.get("runs")
+    _need(isinstance(runs, list) and len(runs) > 0, "runs", "is missing, not a list or empty")
+    for r, run in enumerate(runs):
+        _need(isinstance(run, dict), f"runs[{r}]", "is not an object")
+        _validate_benchmarks(run.get("benchmarks"), f"runs[{r}].")
     return snap
 
 

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 import quantbench_kernels as qk
 from pytest_quantbench import options, workloads
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
-from pytest_quantbench.kernel import BadEntry, Kernel, registered_kernels
+from pytest_quantbench.kernel import BadEntry, Kernel, ab_pairs, registered_kernels
 from pytest_quantbench.ops import OPS
 from pytest_quantbench.throughput import PROBE, REFERENCE, tag
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
 NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
+NO_AB = "no A/B comparison asked for: pass --quantbench-ab OLD,NEW (two registered kernel names)"
 NO_MATCH = "the GGUF files hold no tensor in the format of a registered kernel"
 
 
@@ -69,6 +70,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "qb_reference" in names:
         pairs = sorted({(k.format_name, k.op) for k in kernels if isinstance(k, Kernel) and k.problem() is None})
         metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
+    if "qb_ab" in names:
+        cases = [case for old, new in options.ab_names(config) for case in ab_pairs(kernels, old, new)] or [
+            pytest.param(None, id="no-ab", marks=pytest.mark.skip(reason=NO_AB))]
+        metafunc.parametrize("qb_ab", cases, ids=lambda c: c.id if isinstance(c, BadEntry) else
+                             f"{c[0].name}-vs-{c[1].name}-{c[1].format_name}-{c[1].op}")
     if "qb_size" in names:
         metafunc.parametrize("qb_size", options.sizes(config), ids=lambda s: s.label)
     if "qb_pass" in names and options.passes(config) > 1:
@@ -116,7 +122,24 @@ def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_pass
     work = workloads.build(fmt, kernel.op, qb_size)
     info = tag(op=kernel.op, fmt=fmt.name, size=qb_size.label, impl=kernel.name, weights=work.n_weights,
                nbytes=work.nbytes, threads=None, pass_no=qb_pass)
-    workloads.measure(benchmark, work, kernel.fn, info, request.config)
+    workloads.measure(benchmark, work, kernel.fn, info, request.config, paired=workloads.paired_probes(qb_size))
+
+
+def test_ab(qb_ab: tuple[Kernel, Kernel] | BadEntry, qb_size: options.Size, benchmark, request) -> None:
+    """Time the new kernel of --quantbench-ab OLD,NEW with the old one's calls in between its rounds,
+    on the same inputs: judged on the pairs, in one process (see gate.ab_compare)."""
+    _skip_unless_measuring(request.config)
+    if isinstance(qb_ab, BadEntry):
+        pytest.fail(qb_ab.message, pytrace=False)
+    old, new = (_usable(k) for k in qb_ab)
+    fmt = qk.get_format(new.qtype)
+    work = workloads.build(fmt, new.op, qb_size)
+    info = tag(op=new.op, fmt=fmt.name, size=qb_size.label, impl=new.name, weights=work.n_weights,
+               nbytes=work.nbytes, threads=None)
+    info["ab_baseline"] = old.name
+    old_call = work.caller(old.fn)
+    old_call()
+    workloads.measure(benchmark, work, new.fn, info, request.config, paired={"A": old_call}, ab=True)
 
 
 def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Size, benchmark, request) -> None:

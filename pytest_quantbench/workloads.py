@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from quantbench_kernels import BlockFormat
@@ -21,6 +23,8 @@ from .strategies import weight_like
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
 MAX_COPIES = 16
 SMALL_COPIES = 8
+MAX_PAIRED_ROUNDS = 2000  # rounds of a benchmark with paired calls (they are stored: keep files small)
+COMPUTE_BUFFER = 4096  # float32 values the compute probe works on: 16 KiB, in every core's L1
 
 
 def last_level_cache_bytes() -> int:
@@ -77,21 +81,88 @@ def probe(size: Size) -> Workload:
     return Workload([(dst, src)], size.weights, 2 * dst.nbytes)
 
 
+@numba.njit(cache=True)
+def _multiply_add(values: np.ndarray, repeats: int) -> float:
+    a, b = np.float32(0.999), np.float32(0.001)
+    for _ in range(repeats):
+        for i in range(values.size):
+            values[i] = values[i] * a + b
+    return values[0]
+
+
+def compute_probe(size: Size) -> Callable[[], Any]:
+    """The compute probe: one multiply and one add per weight of ``size``, on 16 KiB of float32
+    that stay in L1 (vectorised by LLVM, no memory traffic): this session's arithmetic speed. Its
+    work depends on the size only, so its times compare from one run (and version) to the next."""
+    values = np.ones(COMPUTE_BUFFER, dtype=np.float32)
+    repeats = max(1, size.weights // COMPUTE_BUFFER)
+    return lambda: _multiply_add(values, repeats)
+
+
+def paired_probes(size: Size) -> dict[str, Callable[[], Any]]:
+    """The probes timed in between a kernel's rounds, by name: ``memory`` (np.copyto of the
+    size's weights, as :func:`probe`) and ``compute`` (:func:`compute_probe`)."""
+    return {"memory": probe(size).caller(np.copyto), "compute": compute_probe(size)}
+
+
+def sandwiched(paired: np.ndarray) -> np.ndarray:
+    """Per round, the mean of the paired calls timed just before and just after it (``paired``
+    has one more time than there are rounds): a drift of the machine during the round cancels to
+    first order."""
+    paired = np.asarray(paired, float)
+    return (paired[:-1] + paired[1:]) / 2
+
+
+def _paired_rounds(config, call: Callable[[], Any], interleave: Callable[[], None]) -> int:
+    """Rounds that fill pytest-benchmark's --benchmark-max-time (at least --benchmark-min-rounds),
+    from the time of one round with its paired calls."""
+    start = time.perf_counter()
+    interleave()
+    call()
+    one = max(time.perf_counter() - start, 1e-9)
+    max_time = float(config.getoption("benchmark_max_time", 1.0) or 1.0)
+    min_rounds = int(config.getoption("benchmark_min_rounds", 5) or 5)
+    return max(min_rounds, min(MAX_PAIRED_ROUNDS, math.ceil(max_time / one)))
+
+
 def measure(benchmark, workload: Workload, fn: Callable[..., Any], info: dict, config, *,
-            rounds: int | None = None) -> None:
+            rounds: int | None = None, paired: dict[str, Callable[[], Any]] | None = None,
+            ab: bool = False) -> None:
     """Time ``fn`` on the workload's inputs with pytest-benchmark (its options apply), after two
     untimed calls (the first compiles a Numba kernel, both warm caches), tagged with ``info``, and
     keep the rounds for the table, the stored runs and the gate. ``rounds``: a fixed number of
-    one-call rounds instead of pytest-benchmark's calibration (for calls that take seconds)."""
+    one-call rounds instead of pytest-benchmark's calibration (for calls that take seconds).
+
+    ``paired``: no-argument calls timed (with ``time.perf_counter``) in between the rounds, each
+    once before every round and once after the last: a kernel round and its neighbours run
+    microseconds apart, so whatever the machine did then hits both (see :func:`sandwiched`). The
+    rounds then fill --benchmark-max-time, up to MAX_PAIRED_ROUNDS. ``ab``: the paired call is
+    the baseline kernel of an A/B comparison."""
     call = workload.caller(fn)
     call()
     call()
     benchmark.extra_info.update(info)
-    if rounds is None:
+    times: dict[str, list[float]] = {name: [] for name in paired or {}}
+
+    def interleave() -> None:
+        for name, other in (paired or {}).items():
+            start = time.perf_counter()
+            other()
+            times[name].append(time.perf_counter() - start)
+
+    if paired:
+        for other in paired.values():  # compile and warm, untimed
+            other()
+        n = rounds or _paired_rounds(config, call, interleave)
+        for name in times:
+            times[name].clear()
+        benchmark.pedantic(call, setup=interleave, rounds=n, iterations=1, warmup_rounds=0)
+        interleave()
+    elif rounds is None:
         benchmark(call)
     else:
         benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
-    record_benchmark(config, benchmark, info)
+    record_benchmark(config, benchmark, info, paired=times, ab=ab)
 
 
 def order_by_pass(items: list) -> None:

@@ -64,6 +64,10 @@ KERNELS = {
                 + [Kernel(name="quantbench-numba", qtype="Q4_K", op="quantize", fn=mine)],
     "flaky": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=flaky)],
     "hangs": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=hangs)],
+    "ab": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine),
+           Kernel(name="fast", qtype="Q4_K", op="dequantize", fn=lambda raw: qk.dequantize(raw, "Q4_K")),
+           Kernel(name="fast2", qtype="Q4_K", op="dequantize", fn=lambda raw: qk.dequantize(raw, "Q4_K")),
+           Kernel(name="other-op", qtype="Q4_K", op="quantize", fn=qk.quantize)],
 }
 
 
@@ -164,7 +168,8 @@ def test_bad_thresholds_are_usage_errors(project, value, message):
 def test_a_threshold_without_a_baseline_is_a_usage_error(project):
     result = _run(project, "--quantbench", "--quantbench-fail-on=5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--quantbench-fail-on needs --quantbench-compare [[]NAME[]]*"])
+    result.stderr.fnmatch_lines(["*--quantbench-fail-on needs a baseline to compare with: --quantbench-compare "
+                                 "[[]NAME[]] (a stored run) or --quantbench-ab OLD,NEW*"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,12 +225,15 @@ def test_ctrl_c_during_a_saving_run_keeps_the_stored_run(project):
     assert path.read_bytes() == before
 
 
+storage_keep = 5
+
+
 def _save_many(args: tuple[str, int, int]) -> int:
     directory, worker, count = args
     for i in range(count):
         ms = [Measurement(tag(op="dequantize", fmt="Q4_K", size="s", impl="mine", weights=1, nbytes=1,
                               threads=None), [float(worker + 1), float(i + 1)] * 50)]
-        storage.save(Path(directory), "main", storage.snapshot(ms))
+        storage.save(Path(directory), "main", storage.snapshot(ms), keep=storage_keep)
     return count
 
 
@@ -249,8 +257,9 @@ def test_hundreds_of_concurrent_saves_leave_one_complete_stored_run(tmp_path, mo
         assert reader.get(timeout=120) > 0
     assert saved == [100] * 4
     final = storage.load(tmp_path / "main.json")
-    assert final["benchmarks"][0]["rounds"][1] == 100.0  # the last save of one of the workers
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["main.json"]  # no temporary file left
+    assert len(final["runs"]) == storage_keep  # every save landed, the last ones kept
+    assert final["runs"][-1]["benchmarks"][0]["rounds"][1] == 100.0  # the last save of one of the workers
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".main.lock", "main.json"]  # no temporary file left
 
 
 def test_two_pytest_processes_saving_one_name_both_finish_and_leave_a_whole_file(project):
@@ -262,7 +271,9 @@ def test_two_pytest_processes_saving_one_name_both_finish_and_leave_a_whole_file
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     stored = storage.load(project.path / ".quantbench" / "main.json")
-    assert {b["key"] for b in stored["benchmarks"]} == {KEY, "np.copyto|-|copyto|16x4096"}
+    assert len(stored["runs"]) == 2  # both runs landed, one after the other
+    for run in stored["runs"]:
+        assert {b["key"] for b in run["benchmarks"]} == {KEY, "np.copyto|-|copyto|16x4096"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,28 +323,33 @@ def test_impossible_pass_counts_are_usage_errors(project, passes):
 
 
 HOSTILE = {
-    "missing-info": lambda s: s["benchmarks"][0].pop("info"),
-    "nan-round": lambda s: s["benchmarks"][0]["rounds"].__setitem__(3, float("nan")),
-    "negative-round": lambda s: s["benchmarks"][0]["rounds"].__setitem__(0, -1.0),
-    "string-round": lambda s: s["benchmarks"][0]["rounds"].__setitem__(0, "fast"),
-    "no-rounds": lambda s: s["benchmarks"][0].__setitem__("rounds", []),
-    "key-mismatch": lambda s: s["benchmarks"][0].__setitem__("key", "other|Q4_K|dequantize|16x4096"),
-    "duplicate": lambda s: s["benchmarks"].append(json.loads(json.dumps(s["benchmarks"][0]))),
+    "missing-info": lambda s: s["runs"][0]["benchmarks"][0].pop("info"),
+    "nan-round": lambda s: s["runs"][0]["benchmarks"][0]["rounds"].__setitem__(3, float("nan")),
+    "negative-round": lambda s: s["runs"][0]["benchmarks"][0]["rounds"].__setitem__(0, -1.0),
+    "string-round": lambda s: s["runs"][0]["benchmarks"][0]["rounds"].__setitem__(0, "fast"),
+    "no-rounds": lambda s: s["runs"][0]["benchmarks"][0].__setitem__("rounds", []),
+    "key-mismatch": lambda s: s["runs"][0]["benchmarks"][0].__setitem__("key", "other|Q4_K|dequantize|16x4096"),
+    "duplicate": lambda s: s["runs"][0]["benchmarks"].append(json.loads(json.dumps(s["runs"][0]["benchmarks"][0]))),
     "no-machine": lambda s: s.pop("machine"),
-    "bool-weights": lambda s: s["benchmarks"][0]["info"].__setitem__("weights", True),
+    "bool-weights": lambda s: s["runs"][0]["benchmarks"][0]["info"].__setitem__("weights", True),
     "not-an-object": lambda s: s.clear(),
+    "short-paired": lambda s: s["runs"][0]["benchmarks"][0].__setitem__("paired", {"memory": [1.0, 2.0]}),
+    "no-runs": lambda s: s["runs"].clear(),
 }
 MESSAGES = {
-    "missing-info": "benchmarks[[]0[]].info: is missing or not an object",
-    "nan-round": "benchmarks[[]0[]].rounds[[]3[]]: is nan, not a positive finite number of seconds",
-    "negative-round": "benchmarks[[]0[]].rounds[[]0[]]: is -1.0, not a positive finite number of seconds",
-    "string-round": "benchmarks[[]0[]].rounds[[]0[]]: is 'fast', not a positive finite number of seconds",
-    "no-rounds": "benchmarks[[]0[]].rounds: is missing, not a list or empty",
-    "key-mismatch": "benchmarks[[]0[]].key: is 'other|Q4_K|dequantize|16x4096', its info says '" + KEY + "'",
-    "duplicate": "benchmarks[[]2[]].key: '" + KEY + "' appears twice in pass 0",
+    "missing-info": "runs[[]0[]].benchmarks[[]0[]].info: is missing or not an object",
+    "nan-round": "runs[[]0[]].benchmarks[[]0[]].rounds[[]3[]]: is nan, not a positive finite number of seconds",
+    "negative-round": "runs[[]0[]].benchmarks[[]0[]].rounds[[]0[]]: is -1.0, not a positive finite number of seconds",
+    "string-round": "runs[[]0[]].benchmarks[[]0[]].rounds[[]0[]]: is 'fast', not a positive finite number of seconds",
+    "no-rounds": "runs[[]0[]].benchmarks[[]0[]].rounds: is missing, not a list or empty",
+    "key-mismatch": ("runs[[]0[]].benchmarks[[]0[]].key: is 'other|Q4_K|dequantize|16x4096', its info says '"
+                     + KEY + "'"),
+    "duplicate": "runs[[]0[]].benchmarks[[]2[]].key: '" + KEY + "' appears twice in pass 0",
     "no-machine": "machine: is missing or not an object",
-    "bool-weights": "benchmarks[[]0[]].info.weights: is True, not a int",
-    "not-an-object": "version: is None, expected 1",
+    "bool-weights": "runs[[]0[]].benchmarks[[]0[]].info.weights: is True, not a int",
+    "not-an-object": "version: is None, expected one of (1, 2)",
+    "short-paired": "runs[[]0[]].benchmarks[[]0[]].paired.memory: is not a list of 51 times (one more than the rounds)",
+    "no-runs": "runs: is missing, not a list or empty",
 }
 
 
@@ -455,3 +471,68 @@ def test_comparing_with_the_latest_run_while_saving_compares_with_the_previous_o
     result.stdout.fnmatch_lines(["*baseline: *older.json*"])
     result.stdout.fnmatch_lines(["*quantbench: saved this run as *newer.json*"])
     assert (project.path / ".quantbench" / "newer.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A/B in one process: a verdict without a stored baseline, and its bad inputs
+# ---------------------------------------------------------------------------------------------
+
+def test_ab_fails_a_slower_new_kernel_and_passes_a_faster_one(project):
+    result = _run(project, "--quantbench", "-k", "test_ab", "--quantbench-ab", "fast,mine", "--quantbench-ab",
+                  "mine,fast", "--quantbench-fail-on=3", which="ab")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*quantbench A/B (one process*",
+                                 "fast -> mine|Q4_K|dequantize|16x4096 * slower * A/B, paired round by round  FAIL",
+                                 "mine -> fast|Q4_K|dequantize|16x4096 * faster *",
+                                 "*quantbench gate FAILED: significantly slower: fast -> mine|Q4_K|dequantize|16x4096"])
+
+
+def test_ab_of_a_kernel_against_itself_passes(project):
+    result = _run(project, "--quantbench", "-k", "test_ab", "--quantbench-ab", "fast,fast2", "--quantbench-fail-on=3",
+                  "--benchmark-max-time=0.3", which="ab")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["fast -> fast2|Q4_K|dequantize|16x4096 * same *"])
+
+
+@pytest.mark.parametrize("value", ["fast", "fast,", ",fast", "fast,fast", "a,b,c"])
+def test_ab_values_that_are_not_two_kernel_names_are_usage_errors(project, value):
+    result = _run(project, "--quantbench", f"--quantbench-ab={value}", which="ab")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--quantbench-ab: {value!r} is not OLD,NEW*"])
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("fast,nobody", "no usable kernel is named 'nobody' (registered kernels: *fast*mine*other-op*)"),
+    ("fast,other-op", "'fast' (Q4_K dequantize) and 'other-op' (Q4_K quantize) share no format and op*"),
+])
+def test_ab_of_kernels_that_do_not_pair_is_a_failing_test_naming_them(project, value, message):
+    result = _run(project, "--quantbench", "-k", "test_ab", f"--quantbench-ab={value}", "--quantbench-fail-on=3",
+                  which="ab")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"*--quantbench-ab {value}: {message}"])
+    result.stdout.fnmatch_lines(["*quantbench A/B: --quantbench-ab: no A/B benchmark measured*"])
+
+
+def test_ab_that_measured_nothing_fails_the_gate_instead_of_passing(project):
+    result = _run(project, "--quantbench", "-k", "test_ab", "--quantbench-ab=mine,fast", "--quantbench-fail-on=3",
+                  "--benchmark-disable", which="ab")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*--quantbench-ab: no A/B benchmark measured*",
+                                 "*quantbench gate FAILED: the baseline cannot be used*"])
+
+
+@pytest.mark.parametrize("keep", ["0", "101"])
+def test_impossible_keep_counts_are_usage_errors(project, keep):
+    result = _run(project, "--quantbench", f"--quantbench-keep={keep}", "--quantbench-save=x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--quantbench-keep must be from 1 to 100, got {keep}*"])
+
+
+def test_saving_over_a_corrupt_stored_run_refuses_and_keeps_it(project):
+    path = project.path / ".quantbench" / "main.json"
+    path.parent.mkdir()
+    path.write_text("{not json")
+    result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-save=main")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*--quantbench-save main: NOT saved: stored run *main.json is unreadable or corrupt*"])
+    assert path.read_text() == "{not json"
