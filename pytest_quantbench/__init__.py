@@ -4,6 +4,6 @@ Register kernels with the ``pytest_quantbench_kernels`` hook (return :class:`Ker
 the ``quantbench_kernels`` ini option, then run ``pytest --quantbench``.
 """
 
-from .kernel import OPS, Kernel
+from .kernel import OPS, Kernel, import_from
 
-__all__ = ["OPS", "Kernel"]
+__all__ = ["OPS", "Kernel", "import_from"]

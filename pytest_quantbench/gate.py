@@ -84,10 +84,15 @@ def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_prob
     return float(point), float(low), float(high)
 
 
-def paired_index(rounds: np.ndarray, paired: np.ndarray) -> np.ndarray:
-    """Each round's time over its paired probe's (:func:`workloads.sandwiched`): what the host did
-    in that millisecond slows both and cancels."""
-    return np.asarray(rounds, float) / sandwiched(paired)
+PROBES = {"memory": ("memory",), "compute": ("compute",), "both": ("memory", "compute")}  # Op.probe -> paired
+
+
+def paired_index(rounds: np.ndarray, paired: dict, probe: str) -> np.ndarray:
+    """Each round's time over its paired probes' (:func:`workloads.sandwiched`; for "both" the
+    geometric mean of the memory and the compute probe's): what the host did in that millisecond
+    slows both and cancels."""
+    logs = [np.log(sandwiched(paired[name])) for name in PROBES[probe]]
+    return np.asarray(rounds, float) / np.exp(np.mean(logs, axis=0))
 
 
 def _boot_index(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -150,9 +155,9 @@ class _Benchmarks:
         """The key's time-paired rounds (:func:`paired_index`) of all passes, or None if a pass
         was stored without that probe."""
         passes = self.kernels[key]
-        if not all(probe in p for _, _, _, p in passes):
+        if not all(name in p for _, _, _, p in passes for name in PROBES[probe]):
             return None
-        return np.concatenate([paired_index(r, p[probe]) for _, _, r, p in passes])
+        return np.concatenate([paired_index(r, p, probe) for _, _, r, p in passes])
 
     def pooled(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The key's rounds of every pass together, and the separate probe's rounds of the same
@@ -215,7 +220,8 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
         cur_paired = cur.paired(key, probe)
         if cur_paired is not None and all(b is not None for b in base_paired):
             ratio, low, high, spread = baseline_ratio_ci(base_paired, cur_paired)
-            how = {"normalised": f"{probe} probe, paired", "runs": len(holding), "spread": spread}
+            how = {"normalised": f"{probe} probe{'s' if probe == 'both' else ''}, paired", "runs": len(holding),
+                   "spread": spread}
         else:
             b, c = holding[-1].pooled(key), cur.pooled(key)
             if b is None or c is None:

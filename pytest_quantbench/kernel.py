@@ -14,8 +14,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -198,3 +202,26 @@ def ab_pairs(entries: list[Kernel | BadEntry], old: str, new: str) -> list[tuple
            else f"{old!r} ({', '.join(f'{f} {o}' for f, o in sorted(olds))}) and {new!r} "
                 f"({', '.join(f'{f} {o}' for f, o in sorted(news))}) share no format and op")
     return [BadEntry(f"{old}-vs-{new}", f"--quantbench-ab {old},{new}: {why} (registered kernels: {known})")]
+
+
+def import_from(path: str | Path, name: str) -> ModuleType:
+    """Import the module file or package folder at ``path`` as the module ``name``, beside any
+    module of its own name: the kernels of another checkout (``git worktree add ../base main``)
+    next to this one's, for ``--quantbench-ab``. Relative imports inside a package resolve to the
+    same copy; absolute imports of its own name resolve to whatever that name imports here."""
+    path = Path(path)
+    if path.is_dir():
+        spec = importlib.util.spec_from_file_location(name, path / "__init__.py",
+                                                      submodule_search_locations=[str(path)])
+    else:
+        spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not (path / "__init__.py" if path.is_dir() else path).is_file():
+        raise ImportError(f"import_from: {str(path)!r} is neither a Python file nor a package folder")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

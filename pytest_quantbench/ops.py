@@ -39,7 +39,7 @@ class Op:
     bytes_moved: Callable[[BlockFormat, int, int], int]  # (fmt, weights, rows) -> bytes one call moves
     check: Callable[..., None]  # check(kernel, fmt, *args): raises ConformanceError
     outside_baseline: str  # the implementation a user would otherwise call (a column of the table)
-    probe: str  # the paired probe the gate normalises by: "memory" or "compute" (workloads.paired_probes)
+    probe: str  # the paired probe(s) the gate divides by: "memory", "compute" or "both" (see gate.PROBES)
 
     def supported_by(self, fmt: BlockFormat) -> bool:
         """Whether ``fmt`` has this op in both backends (a reference to check a kernel against)."""
@@ -115,7 +115,7 @@ OPS: dict[str, Op] = {
             bytes_moved=lambda fmt, n_weights, rows: _dot_bytes(fmt, n_weights, 1),
             check=conformance.check_vec_dot,
             outside_baseline="numpy-blas",
-            probe="compute",
+            probe="both",
         ),
         Op(
             name="gemv",
@@ -128,7 +128,7 @@ OPS: dict[str, Op] = {
             bytes_moved=_dot_bytes,
             check=conformance.check_gemv,
             outside_baseline="numpy-blas",
-            probe="compute",
+            probe="both",
         ),
     ]
 }

@@ -137,8 +137,7 @@ def test_ab(qb_ab: tuple[Kernel, Kernel] | BadEntry, qb_size: options.Size, benc
     info = tag(op=new.op, fmt=fmt.name, size=qb_size.label, impl=new.name, weights=work.n_weights,
                nbytes=work.nbytes, threads=None)
     info["ab_baseline"] = old.name
-    old_call = work.caller(old.fn)
-    old_call()
+    old_call = work.opposite_caller(old.fn)
     workloads.measure(benchmark, work, new.fn, info, request.config, paired={"A": old_call}, ab=True)
 
 

@@ -46,10 +46,15 @@ class Workload:
     n_weights: int
     nbytes: int
 
-    def caller(self, fn: Callable[..., Any]) -> Callable[[], Any]:
-        """A no-argument callable that calls ``fn`` on the next input each time."""
-        it = itertools.cycle(self.inputs)
+    def caller(self, fn: Callable[..., Any], *, start: int = 0) -> Callable[[], Any]:
+        """A no-argument callable that calls ``fn`` on the next input each time, from input ``start``."""
+        it = itertools.cycle(self.inputs[start:] + self.inputs[:start])
         return lambda: fn(*next(it))
+
+    def opposite_caller(self, fn: Callable[..., Any]) -> Callable[[], Any]:
+        """:meth:`caller` half a rotation away: called in turn with :meth:`caller`'s callable, each
+        reads a copy the other has not just read (and so not just pulled into the cache)."""
+        return self.caller(fn, start=len(self.inputs) // 2)
 
 
 def _copies(size: Size, input_bytes: int) -> int:
@@ -93,8 +98,12 @@ def _multiply_add(values: np.ndarray, repeats: int) -> float:
 def compute_probe(size: Size) -> Callable[[], Any]:
     """The compute probe: one multiply and one add per weight of ``size``, on 16 KiB of float32
     that stay in L1 (vectorised by LLVM, no memory traffic): this session's arithmetic speed. Its
-    work depends on the size only, so its times compare from one run (and version) to the next."""
-    values = np.ones(COMPUTE_BUFFER, dtype=np.float32)
+    work depends on the size only, so its times compare from one run (and version) to the next.
+    The buffer is 64-byte aligned: with NumPy's 16-byte alignment, some processes' buffers would
+    have half their 32-byte accesses split across cache lines, and run slower throughout."""
+    spare = np.ones(COMPUTE_BUFFER + 16, dtype=np.float32)
+    start = (-spare.ctypes.data % 64) // 4  # 64-byte aligned: no vector load may straddle a cache line
+    values = spare[start:start + COMPUTE_BUFFER]
     repeats = max(1, size.weights // COMPUTE_BUFFER)
     return lambda: _multiply_add(values, repeats)
 

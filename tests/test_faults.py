@@ -536,3 +536,25 @@ def test_saving_over_a_corrupt_stored_run_refuses_and_keeps_it(project):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*--quantbench-save main: NOT saved: stored run *main.json is unreadable or corrupt*"])
     assert path.read_text() == "{not json"
+
+
+def test_import_from_loads_another_checkouts_kernels_beside_this_ones(tmp_path):
+    for version, scale in (("new", 2.0), ("old", 1.0)):
+        package = tmp_path / version / "mykernels"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("from .impl import gemv\n")
+        (package / "impl.py").write_text(f"def gemv(raw, x):\n    return {scale} * x\n")
+    from pytest_quantbench import import_from
+
+    new = import_from(tmp_path / "new" / "mykernels", "mykernels_new_for_test")
+    old = import_from(tmp_path / "old" / "mykernels", "mykernels_old_for_test")
+    assert new.gemv(None, 3.0) == 6.0 and old.gemv(None, 3.0) == 3.0
+    single = tmp_path / "single.py"
+    single.write_text("VALUE = 7\n")
+    assert import_from(single, "single_for_test").VALUE == 7
+    with pytest.raises(ImportError, match="is neither a Python file nor a package folder"):
+        import_from(tmp_path / "nowhere", "nowhere_for_test")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half written')\n")
+    with pytest.raises(RuntimeError, match="half written"):
+        import_from(tmp_path / "broken.py", "broken_for_test")
+    assert "broken_for_test" not in sys.modules

@@ -180,13 +180,19 @@ def test_the_gate_fails_a_slowed_kernel_and_passes_the_same_code(project):
     save = _run(project, *select, "--quantbench-save=base", env={"WHICH": "slowed"})
     assert save.ret == 0, save.stdout.str()
     stored = json.loads((project.path / ".quantbench" / "base.json").read_text())
-    assert {b["info"]["impl"] for b in stored["benchmarks"]} == {"timed", "np.copyto"}
-    assert all(len(b["rounds"]) >= 5 for b in stored["benchmarks"])
+    (run,) = stored["runs"]
+    assert {b["info"]["impl"] for b in run["benchmarks"]} == {"timed", "np.copyto"}
+    assert all(len(b["rounds"]) >= 5 for b in run["benchmarks"])
+    for b in run["benchmarks"]:  # the kernel's rounds come with the probes timed in between them
+        if b["info"]["impl"] == "timed":
+            assert sorted(b["paired"]) == ["compute", "memory"]
+            assert all(len(times) == len(b["rounds"]) + 1 for times in b["paired"].values())
 
     slow = _run(project, *select, "--quantbench-compare=base", "--quantbench-fail-on=100",
                 env={"WHICH": "slowed", "SLOWDOWN": "3.0"})
     assert slow.ret == 1, slow.stdout.str()
-    slow.stdout.fnmatch_lines(["*quantbench gate*", "timed|Q4_K|dequantize|64x4096 * slower * FAIL*",
+    slow.stdout.fnmatch_lines(["*quantbench gate*",
+                               "timed|Q4_K|dequantize|64x4096 * slower * 1 * memory probe, paired  FAIL*",
                                "*quantbench gate FAILED: significantly slower: timed|Q4_K|dequantize|64x4096*"])
 
     same = _run(project, *select, "--quantbench-compare", "--quantbench-fail-on=100", env={"WHICH": "slowed"})
@@ -257,7 +263,7 @@ def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     ]
     assert len([line for line in result.stdout.lines if line.startswith("Q4_K   dequantize")]) == 1
     stored = json.loads((project.path / ".quantbench" / "two.json").read_text())
-    assert sorted((b["info"]["impl"], b["info"]["pass"]) for b in stored["benchmarks"]) == [
+    assert sorted((b["info"]["impl"], b["info"]["pass"]) for b in stored["runs"][0]["benchmarks"]) == [
         ("mine", 0), ("mine", 1), ("np.copyto", 0), ("np.copyto", 1)]
     again = _run(project, *select, "--quantbench-compare=two", "--quantbench-fail-on=100")
     assert again.ret == 0, again.stdout.str()

@@ -5,8 +5,9 @@
 # package's one-thread Q4_K dequantize and gemv, each slowed by spinning for SLOWDOWN of its own
 # time), gate N runs each of unchanged code, 10 % slower and 5 % slower, interleaved so that the
 # machine's drift hits all three alike, one run each, no confirmation:
-#   stored: one run saved as the baseline first, then each run gated against it at fail-on 5
-#           (every run is also stored, for analyse.py: how much of the run-to-run spread each
+#   stored: BASE_RUNS runs (default 5) saved as the baseline first, then each run gated against
+#           it at fail-on 5 (every run is also stored: analyse.py gates them again against the
+#           baseline's first run alone, and says how much of the run-to-run spread each
 #           normalisation removes);
 #   ab:     each run is one process timing "new" (slowed) against "old" (not slowed),
 #           --quantbench-ab old,new, at fail-on 3.
@@ -36,7 +37,10 @@ while True: np.copyto(b, a)" &
 fi
 date > started.txt
 if [ "$MODE" = stored ]; then
-  "$PY" -m pytest "${COMMON[@]}" "${SEL[@]}" --quantbench-save base --quantbench-keep 1 > base.log 2>&1
+  for b in $(seq 1 "${BASE_RUNS:-5}"); do
+    "$PY" -m pytest "${COMMON[@]}" "${SEL[@]}" --quantbench-save base --quantbench-keep "${BASE_RUNS:-5}" \
+      > "base_$b.log" 2>&1
+  done
 fi
 for i in $(seq 1 "$N"); do
   for slow in 0 0.10 0.05; do
