@@ -39,7 +39,10 @@ class Op:
     bytes_moved: Callable[[BlockFormat, int, int], int]  # (fmt, weights, rows) -> bytes one call moves
     check: Callable[..., None]  # check(kernel, fmt, *args): raises ConformanceError
     outside_baseline: str  # the implementation a user would otherwise call (a column of the table)
-    probe: str  # the paired probe(s) the gate divides by: "memory", "compute" or "both" (see gate.PROBES)
+    # The paired probe(s) the gate divides by: "memory", "compute" or "both" (gate.PROBES). "both"
+    # for every op: in the calibration (docs/gate.md) it removed the most run-to-run variance of
+    # both a memory-bound (dequantize) and an arithmetic-bound (gemv) kernel.
+    probe: str
 
     def supported_by(self, fmt: BlockFormat) -> bool:
         """Whether ``fmt`` has this op in both backends (a reference to check a kernel against)."""
@@ -89,7 +92,7 @@ OPS: dict[str, Op] = {
             bytes_moved=_convert_bytes,
             check=conformance.check_dequantize,
             outside_baseline="gguf-py",
-            probe="memory",
+            probe="both",
         ),
         Op(
             name="quantize",
@@ -102,7 +105,7 @@ OPS: dict[str, Op] = {
             bytes_moved=_convert_bytes,
             check=conformance.check_quantize,
             outside_baseline="libgguf",
-            probe="compute",
+            probe="both",
         ),
         Op(
             name="vec_dot",

@@ -56,6 +56,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     sizes = ", ".join(f"{s.label} ({s.weights} weights)" for s in options.sizes(config))
     lines = [f"quantbench: conformance and throughput suite on; sizes {sizes}"]
+    for old, new in options.ab_names(config):
+        lines.append(f"quantbench: A/B: {new} timed against {old}, in this process, round by round")
     if options.using_xdist(config):
         lines.append("quantbench: benchmarks skipped under pytest-xdist (-n); conformance runs in parallel")
     return lines

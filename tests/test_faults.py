@@ -481,7 +481,9 @@ def test_ab_fails_a_slower_new_kernel_and_passes_a_faster_one(project):
     result = _run(project, "--quantbench", "-k", "test_ab", "--quantbench-ab", "fast,mine", "--quantbench-ab",
                   "mine,fast", "--quantbench-fail-on=3", which="ab")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
-    result.stdout.fnmatch_lines(["*quantbench A/B (one process*",
+    result.stdout.fnmatch_lines(["quantbench: A/B: mine timed against fast, in this process, round by round",
+                                 "quantbench: A/B: fast timed against mine, in this process, round by round",
+                                 "*quantbench A/B (one process*",
                                  "fast -> mine|Q4_K|dequantize|16x4096 * slower * A/B, paired round by round  FAIL",
                                  "mine -> fast|Q4_K|dequantize|16x4096 * faster *",
                                  "*quantbench gate FAILED: significantly slower: fast -> mine|Q4_K|dequantize|16x4096"])

@@ -60,7 +60,7 @@ def _verdict(current: list[Measurement], pct: float = 5, baseline: dict | None =
 def test_unchanged_code_passes():
     v = _verdict(_run(seed=1))
     assert v.verdict == "same" and not v.fails
-    assert v.normalised == "memory probe, paired" and v.runs == 1
+    assert v.normalised == "both probes, paired" and v.runs == 1
     assert abs(v.ratio - 1) < 0.01
 
 
@@ -203,3 +203,30 @@ def test_the_tables_spread_is_pytest_benchmarks_own_iqr():
     m = Measurement({}, rounds)
     assert m.iqr == stats.iqr and m.median == stats.median == 4.0
     assert m.iqr != float(np.subtract(*np.percentile(rounds, [75, 25])))  # numpy's quartiles differ here
+
+
+def test_both_probes_divide_by_their_geometric_mean():
+    rounds = np.array([2.0, 2.0])
+    paired = {"memory": [1.0, 1.0, 1.0], "compute": [4.0, 4.0, 4.0]}
+    assert list(gate.paired_index(rounds, paired, "both")) == [1.0, 1.0]  # 2 / sqrt(1 * 4)
+    assert list(gate.paired_index(rounds, paired, "memory")) == [2.0, 2.0]
+    assert list(gate.paired_index(rounds, paired, "compute")) == [0.5, 0.5]
+    from pytest_quantbench.ops import OPS
+
+    assert all(op.probe in gate.PROBES for op in OPS.values())
+
+
+def test_each_round_is_divided_by_the_probes_timed_just_before_and_after_it():
+    from pytest_quantbench.workloads import sandwiched
+
+    assert list(sandwiched([1.0, 3.0, 5.0])) == [2.0, 4.0]
+
+
+def test_ab_reads_each_input_copy_cold_the_old_kernel_half_a_rotation_away():
+    from pytest_quantbench.workloads import Workload
+
+    work = Workload([(i,) for i in range(8)], 1, 1)
+    new, old = work.caller(lambda i: i), work.opposite_caller(lambda i: i)
+    pairs = [(old(), new()) for _ in range(8)]
+    assert pairs[:3] == [(4, 0), (5, 1), (6, 2)]
+    assert sorted(o for o, _ in pairs) == sorted(n for _, n in pairs) == list(range(8))

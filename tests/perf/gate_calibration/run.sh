@@ -24,7 +24,7 @@ mkdir -p "$DIR" && cp "$HERE/slowed_kernel.py" "$DIR/conftest.py" && cd "$DIR" |
 COMMON=(--quantbench --quantbench-sizes=16M -p no:cacheprovider -q)
 case $MODE in
   stored) PCT=5; SEL=(-k "throughput and (timed or probe)") ;;
-  ab) PCT=3; SEL=(-k "test_ab" --quantbench-ab old,new) ;;
+  ab) PCT=3; SEL=(-k "test_ab" --quantbench-ab old,new) ;;  # A/B runs store nothing: their verdicts are in the logs
   *) echo "usage: $0 [stored|ab] [N] [DIR]" >&2; exit 2 ;;
 esac
 if [ "${HOG:-0}" = 1 ]; then
@@ -45,8 +45,8 @@ fi
 for i in $(seq 1 "$N"); do
   for slow in 0 0.10 0.05; do
     name="run_${slow}_$i"
-    args=(--quantbench-fail-on "$PCT" --quantbench-save "$name" --quantbench-keep 1)
-    [ "$MODE" = stored ] && args+=(--quantbench-compare base)
+    args=(--quantbench-fail-on "$PCT")
+    [ "$MODE" = stored ] && args+=(--quantbench-compare base --quantbench-save "$name" --quantbench-keep 1)
     SLOWDOWN=$slow "$PY" -m pytest "${COMMON[@]}" "${SEL[@]}" "${args[@]}" > "$name.log" 2>&1
     echo "$slow $i rc=$?" >> results.txt
   done
