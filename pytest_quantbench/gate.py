@@ -1,14 +1,17 @@
-"""The regression gate: the statistics that compare a run with a stored one (see :mod:`storage`).
+"""The regression gate: the statistics that compare a run with a stored baseline (see
+:mod:`storage`), and the A/B comparison of two kernels measured in one process. How it works and
+how it was calibrated: docs/gate.md.
 
-Each kernel's speed index (the 20th percentile of its round times: other processes only ever add
-time, so a low percentile is steadier than the median) is compared with the baseline's, and the
-ratio is corrected by the same session's bandwidth probe (``np.copyto`` at the same size), so that a
-machine that is uniformly slower today (another tenant, a lower clock) does not look like a
-regression: see :func:`probe_correction`. The ratio gets a bootstrap 95% confidence interval (all
-four sets of rounds resampled); a kernel fails the gate only when the ratio exceeds 1 + PCT/100
-*and* the interval lies wholly above 1 (the slowdown is significant). With
-``--quantbench-passes N`` every benchmark is measured in N passes, each with its own probe, and
-the rounds of all passes are pooled.
+Against a stored baseline: each kernel round is divided by the probes timed just before and after
+it (:func:`paired_index`: the op's probe, ``OPS[op].probe``), so that what the host did in that
+moment cancels; a run's speed index is the 20th percentile of those (other processes only ever add
+time, so a low percentile is steadier than the median), pooled over the passes; the ratio is the
+current index over the median of the baseline's runs' indices (:func:`baseline_ratio_ci`). A/B:
+the median of per-round log ratios of the new kernel over the old one's calls around each round
+(:func:`ab_ratio_ci`). Either ratio gets a bootstrap 95% interval, and a kernel fails only when the
+ratio exceeds 1 + PCT/100 *and* the interval lies wholly above 1 (:func:`_judge`). Baselines stored
+before the probes were paired are compared through the separately measured ``np.copyto`` probe
+(:func:`ratio_ci`, :func:`probe_correction`).
 """
 
 from __future__ import annotations

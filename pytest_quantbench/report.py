@@ -18,7 +18,8 @@ class GateOutcome:
     verdicts, and the problems that make the comparison unusable."""
 
     fail_pct: float | None
-    title: str = "quantbench gate"
+    name: str = "quantbench gate"
+    how: str = ""  # said in the section's title
     baseline: Path | None = None
     verdicts: list[gate.Verdict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -61,8 +62,8 @@ def _run_gate(config: pytest.Config, done: list) -> GateOutcome:
 
 
 def _run_ab(config: pytest.Config) -> GateOutcome:
-    outcome = GateOutcome(fail_pct=config.getoption("quantbench_fail_on"),
-                          title="quantbench A/B (one process, OLD's calls in between NEW's rounds)")
+    outcome = GateOutcome(fail_pct=config.getoption("quantbench_fail_on"), name="quantbench A/B",
+                          how="one process, OLD's calls in between NEW's rounds")
     outcome.verdicts, outcome.problems = gate.ab_compare(ab_measurements(config), outcome.fail_pct)
     return outcome
 
@@ -132,14 +133,14 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
 
 
 def _print_gate(tr: pytest.TerminalReporter, outcome: GateOutcome) -> None:
-    tr.section(outcome.title)
+    tr.section(f"{outcome.name} ({outcome.how})" if outcome.how else outcome.name)
     if outcome.baseline is not None:
         tr.write_line(f"baseline: {outcome.baseline} (ratio = this run's time / the baseline's, each round over "
                       f"the probe timed around it; runs: the baseline's runs, spread: theirs)")
     for line in gate.format_verdicts(outcome.verdicts, outcome.fail_pct):
         tr.write_line(line)
     for problem in outcome.problems:
-        tr.write_line(f"{outcome.title.split(' (')[0]}: {problem}", red=True)
+        tr.write_line(f"{outcome.name}: {problem}", red=True)
     failed = [v.key for v in outcome.verdicts if v.fails]
     if failed:
         tr.write_line(f"quantbench gate FAILED: significantly slower: {', '.join(failed)}", red=True, bold=True)

@@ -144,12 +144,15 @@ def test_kernels_named_like_the_plugins_own_rows_are_refused(project):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_an_undefined_ratio_fails_the_gate_instead_of_reading_as_same():
+@pytest.mark.parametrize("paired", [True, False], ids=["paired-probes", "probe-test-only"])
+def test_an_undefined_ratio_fails_the_gate_instead_of_reading_as_same(paired):
+    probes = {"memory": [1.0, 1.0, 1.0], "compute": [1.0, 1.0, 1.0]} if paired else {}
     base = storage.snapshot([Measurement(tag(op="dequantize", fmt="Q4_K", size="s", impl="mine", weights=1,
-                                             nbytes=1, threads=None), [1.0, 1.0]),
+                                             nbytes=1, threads=None), [1.0, 1.0], paired=probes),
                              Measurement(tag(op="copyto", fmt="-", size="s", impl=PROBE, weights=1, nbytes=1,
                                              threads=1), [1.0, 1.0])])
-    current = [Measurement(dict(b["info"]), [float("nan"), float("nan")]) for b in base["benchmarks"]]
+    current = [Measurement(dict(b["info"]), [float("nan"), float("nan")], paired=probes)
+               for b in base["runs"][0]["benchmarks"]]
     verdicts, problems = gate.compare(base, current, 5)
     assert verdicts == [] and problems == ["mine|Q4_K|dequantize|s: the ratio is undefined (nan, interval [nan, nan])"]
 
