@@ -25,7 +25,7 @@ from . import storage
 from .ops import OPS
 from .record import Measurement
 from .throughput import PROBE, REFERENCE
-from .workloads import sandwiched
+from .workloads import faster_neighbour, sandwiched
 
 BOOTSTRAP = 2000
 MAX_ROUNDS = 1000  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
@@ -91,10 +91,10 @@ PROBES = {"memory": ("memory",), "compute": ("compute",), "both": ("memory", "co
 
 
 def paired_index(rounds: np.ndarray, paired: dict, probe: str) -> np.ndarray:
-    """Each round's time over its paired probes' (:func:`workloads.sandwiched`; for "both" the
-    geometric mean of the memory and the compute probe's): what the host did in that millisecond
-    slows both and cancels."""
-    logs = [np.log(sandwiched(paired[name])) for name in PROBES[probe]]
+    """Each round's time over its paired probe's (:func:`workloads.faster_neighbour`; for "both"
+    the geometric mean of the memory and the compute probe's): what the host did in that
+    millisecond slows both and cancels."""
+    logs = [np.log(faster_neighbour(paired[name])) for name in PROBES[probe]]
     return np.asarray(rounds, float) / np.exp(np.mean(logs, axis=0))
 
 

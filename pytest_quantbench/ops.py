@@ -39,9 +39,10 @@ class Op:
     bytes_moved: Callable[[BlockFormat, int, int], int]  # (fmt, weights, rows) -> bytes one call moves
     check: Callable[..., None]  # check(kernel, fmt, *args): raises ConformanceError
     outside_baseline: str  # the implementation a user would otherwise call (a column of the table)
-    # The paired probe(s) the gate divides by: "memory", "compute" or "both" (gate.PROBES). "both"
-    # for every op: in the calibration (docs/gate.md) it removed the most run-to-run variance of
-    # both a memory-bound (dequantize) and an arithmetic-bound (gemv) kernel.
+    # The paired probe(s) the gate divides by, by the op's character: "memory" (dequantize moves
+    # bytes), "compute" (quantize and the dots do arithmetic) or "both" (gate.PROBES). In the
+    # calibration (docs/gate.md) this held on a quiet and on a busy machine; "both" did better on
+    # the quiet one and much worse on the busy one.
     probe: str
 
     def supported_by(self, fmt: BlockFormat) -> bool:
@@ -92,7 +93,7 @@ OPS: dict[str, Op] = {
             bytes_moved=_convert_bytes,
             check=conformance.check_dequantize,
             outside_baseline="gguf-py",
-            probe="both",
+            probe="memory",
         ),
         Op(
             name="quantize",
@@ -105,7 +106,7 @@ OPS: dict[str, Op] = {
             bytes_moved=_convert_bytes,
             check=conformance.check_quantize,
             outside_baseline="libgguf",
-            probe="both",
+            probe="compute",
         ),
         Op(
             name="vec_dot",
@@ -118,7 +119,7 @@ OPS: dict[str, Op] = {
             bytes_moved=lambda fmt, n_weights, rows: _dot_bytes(fmt, n_weights, 1),
             check=conformance.check_vec_dot,
             outside_baseline="numpy-blas",
-            probe="both",
+            probe="compute",
         ),
         Op(
             name="gemv",
@@ -131,7 +132,7 @@ OPS: dict[str, Op] = {
             bytes_moved=_dot_bytes,
             check=conformance.check_gemv,
             outside_baseline="numpy-blas",
-            probe="both",
+            probe="compute",
         ),
     ]
 }

@@ -117,9 +117,20 @@ def paired_probes(size: Size) -> dict[str, Callable[[], Any]]:
 def sandwiched(paired: np.ndarray) -> np.ndarray:
     """Per round, the mean of the paired calls timed just before and just after it (``paired``
     has one more time than there are rounds): a drift of the machine during the round cancels to
-    first order."""
+    first order. For A/B, where the paired calls are the old kernel's."""
     paired = np.asarray(paired, float)
     return (paired[:-1] + paired[1:]) / 2
+
+
+def faster_neighbour(paired: np.ndarray) -> np.ndarray:
+    """Per round, the faster of the two paired calls timed just before and just after it. For the
+    probes: another process only ever adds time, and a probe call that it preempted would make the
+    round look fast; the faster neighbour is the one that saw the machine as the round did. (The
+    mean let preempted probe calls through: under a busy neighbour it left 3-10 times the
+    run-to-run spread in the calibration. Its bias, the minimum of two, is the same in every run
+    and cancels in a ratio of runs.)"""
+    paired = np.asarray(paired, float)
+    return np.minimum(paired[:-1], paired[1:])
 
 
 def _paired_rounds(config, call: Callable[[], Any], interleave: Callable[[], None]) -> int:

@@ -14,7 +14,6 @@ import numpy as np
 
 from pytest_quantbench import gate, storage
 from pytest_quantbench.record import Measurement
-from pytest_quantbench.workloads import sandwiched
 
 VERDICT = re.compile(r"^(?P<key>[^|\s]+(?: -> [^|\s]+)?\|\w+\|(?P<op>\w+)\|\S+)\s+(?P<ratio>[\d.]+) "
                      r"\[\s*[\d.]+,\s*[\d.]+\]\s+(?P<verdict>\w+).*?(?P<fail>FAIL)?\s*$")
@@ -61,16 +60,11 @@ def _indices(run: dict) -> dict[str, dict[str, float]]:
     out = {}
     for key, passes in kernels.items():
         k = np.concatenate([b["rounds"] for b in passes])
-        m = np.concatenate([sandwiched(b["paired"]["memory"]) for b in passes])
-        c = np.concatenate([sandwiched(b["paired"]["compute"]) for b in passes])
         unpaired = gate.speed_index(np.concatenate(probes[passes[0]["info"]["size"]]))
-        out[key] = {
-            "none": gate.speed_index(k),
-            "np.copyto test, unpaired": gate.speed_index(k) / unpaired,
-            "memory, paired": gate.speed_index(k / m),
-            "compute, paired": gate.speed_index(k / c),
-            "both (geometric mean), paired": gate.speed_index(k / np.sqrt(m * c)),
-        }
+        out[key] = {"none": gate.speed_index(k), "np.copyto test, unpaired": gate.speed_index(k) / unpaired}
+        for probe in gate.PROBES:
+            paired = np.concatenate([gate.paired_index(b["rounds"], b["paired"], probe) for b in passes])
+            out[key][f"{probe}, paired"] = gate.speed_index(paired)
     return out
 
 
