@@ -13,7 +13,7 @@
 #           --quantbench-ab old,new, at fail-on 3.
 # With HOG=1 a memory-bandwidth hog (a process copying 256 MB arrays without end) runs beside it.
 #
-# usage: tests/perf/gate_calibration/run.sh [stored|ab] [N] [DIR]    (stored: ~20 min, ab: ~10)
+# usage: tests/perf/gate_calibration/run.sh [stored|ab] [N] [DIR]    (stored: ~25 min, ab: ~8)
 set -u
 MODE=${1:-stored}
 N=${2:-20}
