@@ -7,19 +7,22 @@ Public API::
     quantize_q8_k(x, *, backend="numba")        -> uint8 Q8_K blocks
     vec_dot(w_raw, x, qtype, *, backend="numba") -> float
     gemv(w_raw, x, qtype, *, backend="numba", threads=None) -> float32 (rows,)
+    dot_terms(w_raw, x, qtype)                  -> DotTerms: the exact parts of those dot products
     formats()                                   -> the registry of block formats
 
 ``backend`` is "numba" (the fast kernels) or "reference" (readable NumPy that reproduces llama.cpp).
 """
 
-from .api import dequantize, gemv, quantize, quantize_q8_k, vec_dot
-from .registry import BACKENDS, BlockFormat, Ops, formats, get_format, register
+from .api import dequantize, dot_terms, gemv, quantize, quantize_q8_k, vec_dot
+from .registry import BACKENDS, BlockFormat, DotTerms, Ops, formats, get_format, register
 
 __all__ = [
     "BACKENDS",
     "BlockFormat",
+    "DotTerms",
     "Ops",
     "dequantize",
+    "dot_terms",
     "formats",
     "gemv",
     "get_format",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .registry import BlockFormat, get_format
+from .registry import BlockFormat, DotTerms, get_format
 from .validation import as_bytes, as_float32, check_out, check_row_length, check_whole_blocks
 
 QType = str | GGMLQuantizationType | BlockFormat
@@ -18,7 +19,19 @@ def _op(fmt: BlockFormat, backend: str, op: str) -> Callable[..., Any]:
     fn = getattr(fmt.backend(backend), op)
     if fn is None:
         raise ValueError(f"{fmt.name} has no {op} in the {backend} backend")
-    return fn
+    return _ieee(fn) if backend == "reference" else fn
+
+
+def _ieee(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with NumPy's floating-point warnings off: the reference computes as C does, and the
+    inf and NaN that edge-case blocks (inf or NaN scales, 1e30 inputs) give are its results, not
+    errors (the Numba kernels, like C, never warn)."""
+    @functools.wraps(fn)
+    def quiet(*args: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return fn(*args)
+
+    return quiet
 
 
 def dequantize(
@@ -83,6 +96,13 @@ def gemv(
     """
     fmt = get_format(qtype)
     fn = _op(fmt, backend, "gemv")
+    w, act = _dot_inputs(w_raw, x, fmt, backend)
+    return fn(w, act, threads)
+
+
+def _dot_inputs(w_raw: Any, x: Any, fmt: BlockFormat, backend: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated gemv inputs: uint8 (rows, blocks_per_row, block_bytes) weights, and ``x``
+    quantized once to the activation format by ``backend``: uint8 (blocks_per_row, act_block_bytes)."""
     w = as_bytes(w_raw, "w_raw")
     if w.ndim != 2:
         raise ValueError(f"w_raw must be 2-D (rows, row_bytes), got shape {w.shape}")
@@ -95,7 +115,16 @@ def gemv(
         )
     act_fmt = get_format(fmt.activation)
     act = _op(act_fmt, backend, "quantize")(x.reshape(-1, act_fmt.block_weights), 1)
-    return fn(w.reshape(w.shape[0], n_blocks, fmt.block_bytes), act, threads)
+    return w.reshape(w.shape[0], n_blocks, fmt.block_bytes), act
+
+
+def dot_terms(w_raw: Any, x: Any, qtype: QType) -> DotTerms:
+    """The exact parts of the dot products of ``gemv(w_raw, x, qtype)`` (:class:`DotTerms`), with
+    ``x`` quantized by the reference: what a dot kernel's result is checked against."""
+    fmt = get_format(qtype)
+    if fmt.dot_terms is None:
+        raise ValueError(f"{fmt.name} has no dot_terms: its dot products cannot be checked within a bound")
+    return _ieee(fmt.dot_terms)(*_dot_inputs(w_raw, x, fmt, "reference"))
 
 
 def vec_dot(w_raw: Any, x: Any, qtype: QType, *, backend: str = "numba") -> float:

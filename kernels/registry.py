@@ -25,6 +25,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 DequantizeFn = Callable[[np.ndarray, np.ndarray, "int | None"], None]
 QuantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
 GemvFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
+#   dot_terms(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes))
+#       -> DotTerms (reference only: what the conformance model of the dot products is built on)
+DotTermsFn = Callable[[np.ndarray, np.ndarray], "DotTerms"]
 
 BACKENDS = ("numba", "reference")
 
@@ -39,6 +42,30 @@ class Ops:
 
 
 @dataclass(frozen=True)
+class DotTerms:
+    """Rows of dot products split into the parts that every correct kernel computes exactly.
+
+    llama.cpp's dot products sum integer products (weight quant x sub-block scale x activation
+    quant, or a sub-block min x activation quant) exactly, in int32, then multiply such integer
+    partial sums by two float scales (the weight block's ``d`` or ``dmin``, and the activation
+    block's ``d``) and add the results in float32. Only that float part (its order, fused
+    multiply-adds) differs between correct kernels. Per row r and term t:
+
+    - ``coef[r, t]``: float64, the product of the two float scales, exact (a float32 times a float16
+      needs 35 significant bits);
+    - ``ints[r, t]``: int64, the exact integer sum the coefficient multiplies;
+    - ``abs_ints[r, t]``: int64, the sum over the term's weights of the magnitudes of their integer
+      products, which bounds every integer partial sum a kernel may split the term into.
+
+    The exact value of row r is ``sum_t coef[r, t] * ints[r, t]``.
+    """
+
+    coef: np.ndarray  # float64 (rows, terms)
+    ints: np.ndarray  # int64 (rows, terms)
+    abs_ints: np.ndarray  # int64 (rows, terms)
+
+
+@dataclass(frozen=True)
 class BlockFormat:
     """A GGUF block format: its identity, its byte layout and its implementations.
 
@@ -47,6 +74,7 @@ class BlockFormat:
     ``activation`` names the format that the activation vector is quantized to for dot products.
     ``fill_derived``, if set, recomputes in place the fields of structured blocks that are derived
     from others (Q8_K's ``bsums``), so that generated blocks are valid.
+    ``dot_terms`` (reference only) splits dot products into their exact parts (:class:`DotTerms`).
     """
 
     name: str
@@ -56,6 +84,7 @@ class BlockFormat:
     numba: Ops
     activation: str | None = None
     fill_derived: Callable[[np.ndarray], None] | None = None
+    dot_terms: DotTermsFn | None = None
     bits_per_weight: float = field(init=False)
     block_weights: int = field(init=False)
     block_bytes: int = field(init=False)

@@ -28,7 +28,7 @@ from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, make_qkx2_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
-from ..registry import BlockFormat, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("scales", "u1", 16), ("qs", "u1", 64), ("d", "<f2"), ("dmin", "<f2")])
@@ -105,7 +105,7 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     rows, nb, _ = w.shape
     b = w.view(BLOCK_DTYPE)[..., 0]
     y = q8_k.fields_ref(act)
-    q2 = unpack_quants_ref(b["qs"].reshape(-1, 64)).reshape(rows, nb, 16, 16).astype(np.int32)
+    q2 = _quants_ref(b).reshape(rows, nb, 16, 16)
     q8 = y["qs"].reshape(nb, 16, 16).astype(np.int32)
     scales = b["scales"].astype(np.int32)
     isum = ((q2 * q8).sum(axis=3) * (scales & 0xF)).sum(axis=2)  # (rows, nb), exact integers
@@ -118,6 +118,20 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
             dmin = y["d"][i] * b["dmin"][:, i].astype(np.float32)
             sumf = sumf + (dall * isum[:, i].astype(np.float32) - dmin * summs[:, i].astype(np.float32))
     return sumf
+
+
+def _quants_ref(b: np.ndarray) -> np.ndarray:
+    """int32 (rows, nb, 256) quants of structured (rows, nb) Q2_K blocks."""
+    return unpack_quants_ref(b["qs"].reshape(-1, 64)).reshape(*b.shape, QK).astype(np.int32)
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of Q2_K x Q8_K dot products (``DotTerms``): ``dall * isum`` and
+    ``dmin * summs`` of each block."""
+    b = w.view(BLOCK_DTYPE)[..., 0]
+    scales = np.repeat(b["scales"].astype(np.int32), 16, axis=-1)
+    return q8_k.dot_terms_ref(act, _quants_ref(b), scales & 0xF, b["d"].astype(np.float32),
+                              scales >> 4, b["dmin"].astype(np.float32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,6 +359,7 @@ FORMAT = register(
         block_dtype=BLOCK_DTYPE,
         reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
         numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
         activation="Q8_K",
     )
 )

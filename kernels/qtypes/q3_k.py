@@ -30,7 +30,7 @@ from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, and32, first_largest, make_q3_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
-from ..registry import BlockFormat, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<f2")])
@@ -109,14 +109,25 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     per block ``sums[l] += d * aux32[l]`` (8 lanes, lane = weight index mod 8), then their sum.
 
     ``w``: uint8 (rows, nb, 110); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
+    q, scales, d = dot_parts_ref(w)
+    aux32 = q8_k.lane_sums_ref(q, scales, act)
+    with np.errstate(all="ignore"):
+        return q8_k.accumulate_lanes_ref(d * q8_k.fields_ref(act)["d"], aux32)
+
+
+def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each weight's quant and scale (int32 (rows, nb, 256), both signed) and each block's d
+    (float32 (rows, nb)) of uint8 (rows, nb, 110) Q3_K blocks."""
     rows, nb, _ = w.shape
     b = w.view(BLOCK_DTYPE)[..., 0]
     q = unpack_quants_ref(b["hmask"].reshape(-1, 32), b["qs"].reshape(-1, 64)).reshape(rows, nb, QK)
     scales = np.repeat(unpack_scales_ref(b["scales"].reshape(-1, 12)).reshape(rows, nb, 16), 16, axis=-1)
-    aux32 = q8_k.lane_sums_ref(q, scales, act)
-    with np.errstate(all="ignore"):
-        d = b["d"].astype(np.float32) * q8_k.fields_ref(act)["d"]
-    return q8_k.accumulate_lanes_ref(d, aux32)
+    return q.astype(np.int32), scales.astype(np.int32), b["d"].astype(np.float32)
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of Q3_K x Q8_K dot products (``DotTerms``)."""
+    return q8_k.dot_terms_ref(act, *dot_parts_ref(w), offset=4)  # the quants are stored plus 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,6 +347,7 @@ FORMAT = register(
         block_dtype=BLOCK_DTYPE,
         reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
         numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
         activation="Q8_K",
     )
 )

@@ -31,7 +31,7 @@ from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
-from ..registry import BlockFormat, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
@@ -142,18 +142,30 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     then follows C exactly: ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` block after
     block, and finally ``sumf += sums[l]`` for l = 0..7.
     """
+    y = q8_k.fields_ref(act)
+    q4, sc, d, m, dmin = dot_parts_ref(w)
+    aux32 = q8_k.lane_sums_ref(q4, sc, act)
+    sumi = (y["bsums"].astype(np.int32) * m[..., ::16]).sum(axis=-1)
+    with np.errstate(all="ignore"):
+        return q8_k.accumulate_lanes_ref(d * y["d"], aux32, dmin * y["d"], sumi)
+
+
+def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each weight's quant, scale and min, and each block's d and dmin, of uint8 (rows, nb, 144)
+    Q4_K blocks: int32 (rows, nb, 256) q, sc, m and float32 (rows, nb) d, dmin, in the order
+    ``q8_k.dot_terms_ref`` takes them (q, sc, d, m, dmin). Q5_K shares the scales and mins."""
     rows, nb, _ = w.shape
     b = w.view(BLOCK_DTYPE)[..., 0]  # (rows, nb)
-    y = q8_k.fields_ref(act)
     sc, m = unpack_scales_ref(b["scales"])  # (rows, nb, 8)
     qs = b["qs"].reshape(rows, nb, 4, 32)
     q4 = np.stack([qs & 0xF, qs >> 4], axis=3).reshape(rows, nb, QK)
-    aux32 = q8_k.lane_sums_ref(q4, np.repeat(sc, 32, axis=-1), act)
-    sumi = (y["bsums"].astype(np.int32) * np.repeat(m.astype(np.int32), 2, axis=-1)).sum(axis=-1)
-    with np.errstate(all="ignore"):
-        d = b["d"].astype(np.float32) * y["d"]
-        dmin = b["dmin"].astype(np.float32) * y["d"]
-    return q8_k.accumulate_lanes_ref(d, aux32, dmin, sumi)
+    return (q4.astype(np.int32), np.repeat(sc.astype(np.int32), 32, axis=-1), b["d"].astype(np.float32),
+            np.repeat(m.astype(np.int32), 32, axis=-1), b["dmin"].astype(np.float32))
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of Q4_K x Q8_K dot products (``DotTerms``)."""
+    return q8_k.dot_terms_ref(act, *dot_parts_ref(w))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,6 +454,7 @@ FORMAT = register(
         block_dtype=BLOCK_DTYPE,
         reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
         numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
         activation="Q8_K",
     )
 )

@@ -27,7 +27,7 @@ from gguf import GGMLQuantizationType
 
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, read_f16
-from ..registry import BlockFormat, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q4_k, q8_k
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qh", "u1", 32), ("qs", "u1", 128)])
@@ -79,17 +79,27 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     Q4_K, ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` per block, then the lanes.
 
     ``w``: uint8 (rows, nb, 176); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
+    y = q8_k.fields_ref(act)
+    q, sc, d, m, dmin = dot_parts_ref(w)
+    aux32 = q8_k.lane_sums_ref(q, sc, act)
+    sumi = (y["bsums"].astype(np.int32) * m[..., ::16]).sum(axis=-1)
+    with np.errstate(all="ignore"):
+        return q8_k.accumulate_lanes_ref(d * y["d"], aux32, dmin * y["d"], sumi)
+
+
+def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """As ``q4_k.dot_parts_ref`` for uint8 (rows, nb, 176) Q5_K blocks: q, sc, d, m, dmin."""
     rows, nb, _ = w.shape
     b = w.view(BLOCK_DTYPE)[..., 0]
-    y = q8_k.fields_ref(act)
     sc, m = q4_k.unpack_scales_ref(b["scales"])  # (rows, nb, 8)
     q = unpack_quants_ref(b["qh"].reshape(-1, 32), b["qs"].reshape(-1, 128)).reshape(rows, nb, QK)
-    aux32 = q8_k.lane_sums_ref(q, np.repeat(sc, 32, axis=-1), act)
-    sumi = (y["bsums"].astype(np.int32) * np.repeat(m.astype(np.int32), 2, axis=-1)).sum(axis=-1)
-    with np.errstate(all="ignore"):
-        d = b["d"].astype(np.float32) * y["d"]
-        dmin = b["dmin"].astype(np.float32) * y["d"]
-    return q8_k.accumulate_lanes_ref(d, aux32, dmin, sumi)
+    return (q.astype(np.int32), np.repeat(sc.astype(np.int32), 32, axis=-1), b["d"].astype(np.float32),
+            np.repeat(m.astype(np.int32), 32, axis=-1), b["dmin"].astype(np.float32))
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of Q5_K x Q8_K dot products (``DotTerms``)."""
+    return q8_k.dot_terms_ref(act, *dot_parts_ref(w))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +230,7 @@ FORMAT = register(
         block_dtype=BLOCK_DTYPE,
         reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
         numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
         activation="Q8_K",
     )
 )

@@ -21,7 +21,7 @@ from gguf import GGMLQuantizationType
 from .. import refmath, simd
 from ..compilation import dispatch, inline, jit, pjit
 from ..jitmath import F32, bits_float, float_bits, nearest_int
-from ..registry import BlockFormat, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops, register
 
 BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
 QK = 256
@@ -91,6 +91,34 @@ def accumulate_lanes_ref(d: np.ndarray, aux32: np.ndarray, dmin: np.ndarray | No
         for lane in range(8):
             sumf = sumf + sums[:, lane]
     return sumf
+
+
+def dot_terms_ref(act: np.ndarray, q: np.ndarray, scales: np.ndarray, d: np.ndarray,
+                  mins: np.ndarray | None = None, dmin: np.ndarray | None = None, offset: int = 0) -> DotTerms:
+    """The exact parts of k-quant dot products (see :class:`DotTerms`): per block, ``d * yd``
+    times the sum of scale(w) * q(w) * q8(w), and ``-dmin * yd`` times the sum of min(w) * q8(w)
+    (what llama.cpp computes as the mins times the Q8_K ``bsums``).
+
+    ``q``, ``scales``, ``mins``: integers (rows, nb, 256), each weight's quant (signed, its
+    ``offset`` already taken off) and its sub-block's scale and min; ``d``, ``dmin``: (rows, nb)
+    the weight blocks' float16 scales; ``act``: uint8 (nb, 292) Q8_K blocks. A kernel may multiply
+    the stored (unsigned) quant and the offset separately (llama.cpp's SIMD Q3_K and Q6_K dots do),
+    so each weight's magnitude is |scale * q8| * (|q| + offset), which bounds both products. Terms
+    are (rows, nb) or, with mins, (rows, 2 * nb)."""
+    y = fields_ref(act)
+    q8 = y["qs"].astype(np.int64)
+    yd = y["d"].astype(np.float64)
+    q = q.astype(np.int64)
+    scaled = scales.astype(np.int64) * q8
+    parts = [(d, scaled * q, np.abs(scaled) * (np.abs(q) + offset))]
+    if mins is not None:
+        prod = mins.astype(np.int64) * q8
+        parts.append((-dmin.astype(np.float64), prod, np.abs(prod)))
+    return DotTerms(
+        coef=np.concatenate([scale.astype(np.float64) * yd for scale, _, _ in parts], axis=-1),
+        ints=np.concatenate([prod.sum(axis=-1) for _, prod, _ in parts], axis=-1),
+        abs_ints=np.concatenate([magnitude.sum(axis=-1) for _, _, magnitude in parts], axis=-1),
+    )
 
 
 LANE_ORDER = np.array(simd.LANE_Q8_ORDER, dtype=np.int64)
