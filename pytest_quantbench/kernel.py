@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,14 +23,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numba
 import pytest
 
 import quantbench_kernels as qk
 
+from . import options
+from .conformance import UNIT_ROUNDOFF, Criterion
 from .ops import OPS
 from .throughput import PROBE, REFERENCE
 
-BUILTIN = "quantbench-numba"
+BUILTIN = options.BUILTIN_NAME
 # Names of the rows the plugin measures itself: a kernel named like one would be taken for it.
 RESERVED_NAMES = (BUILTIN, REFERENCE, PROBE)
 
@@ -48,6 +52,19 @@ class Kernel:
     qtype: Any
     op: str
     fn: Callable[..., Any]
+    # The conformance criterion (pytest_quantbench.conformance): dequantize and quantize are
+    # bit-identical; dot products are within a rigorous rounding bound of the exact value, or
+    # bit-identical to llama.cpp's generic float order with exact=True. A kernel may declare less:
+    # the precision it computes in ("float16", "bfloat16"), or a tolerance atol + rtol * |expected|.
+    exact: bool = False
+    precision: str = "float32"
+    rtol: float = 0.0
+    atol: float = 0.0
+    # A dot kernel that adds more than conformance.ADDS_PER_BLOCK float terms per block into one
+    # accumulator, or reduces more than conformance.FINAL_ADDS accumulators, says so (dot_bound).
+    adds_per_block: int | None = None
+    final_adds: int | None = None
+    threads: int | None = None  # how many threads fn uses (None: unknown), shown in the summary
     origin: str = field(default="", compare=False, repr=False)  # where it was registered (set by the plugin)
 
     @property
@@ -75,7 +92,41 @@ class Kernel:
             return f"kernel {self.name!r}: format {fmt.name} has no reference {self.op} to check it against"
         if not callable(self.fn):
             return f"kernel {self.name!r}: fn is not callable ({type(self.fn).__name__})"
+        return self._criterion_problem()
+
+    def _criterion_problem(self) -> str | None:
+        what = f"kernel {self.name!r} ({self.format_name} {self.op})"
+        if self.precision not in UNIT_ROUNDOFF:
+            return f"{what}: precision {self.precision!r} is not one of {', '.join(UNIT_ROUNDOFF)}"
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                return f"{what}: {name} must be a finite number >= 0, got {value!r}"
+        lowered = self.precision != "float32" or self.rtol or self.atol
+        if self.exact and lowered:
+            return f"{what}: exact=True asks for bit-identity; it cannot come with a precision or a tolerance"
+        if self.op == "quantize" and lowered:
+            return f"{what}: quantize is checked byte for byte; a precision or a tolerance means nothing for bytes"
+        for name in ("adds_per_block", "final_adds", "threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                return f"{what}: {name} must be a positive integer or None, got {value!r}"
         return None
+
+    @property
+    def threads_label(self) -> int | str | None:
+        """The thread count the summary shows: the declared one; for the built-ins "auto<=N" (one
+        thread below 1M weights of work, Numba's N above); None: not declared."""
+        if self.name == BUILTIN and self.origin == builtin_origin():
+            return f"auto<={numba.config.NUMBA_NUM_THREADS}"
+        return self.threads
+
+    @property
+    def criterion(self) -> Criterion:
+        """What the conformance tests hold this kernel's output to."""
+        lowered = self.precision != "float32" or bool(self.rtol) or bool(self.atol)
+        exact = self.exact or (self.op in OPS and OPS[self.op].exact_by_default and not lowered)
+        return Criterion(exact, self.precision, float(self.rtol), float(self.atol))
 
 
 def builtin_kernels() -> list[Kernel]:
@@ -84,7 +135,7 @@ def builtin_kernels() -> list[Kernel]:
     for fmt in qk.formats():
         for op in OPS.values():
             if op.supported_by(fmt):
-                out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op.name, fn=op.builtin(fmt),
+                out.append(Kernel(name=BUILTIN, qtype=fmt.name, op=op.name, fn=op.builtin(fmt), exact=True,
                                   origin=builtin_origin()))
     return out
 
@@ -173,18 +224,58 @@ def builtin_origin() -> str:
     return "pytest-quantbench's built-in kernels"
 
 
-_KERNELS = pytest.StashKey[list]()
+@dataclass(frozen=True)
+class Registered:
+    """This session's kernels: ``tested`` are conformance-tested and benchmarked; ``compared`` are
+    benchmarked only, as comparison rows (the built-ins beside a project's own kernels)."""
+
+    tested: list[Kernel | BadEntry]
+    compared: list[Kernel]
+
+    @property
+    def benchmarked(self) -> list[Kernel | BadEntry]:
+        return self.tested + list(self.compared)
+
+    @property
+    def own(self) -> list[Kernel]:
+        """The usable kernels that the project registered (not the built-ins)."""
+        return [k for k in self.tested if isinstance(k, Kernel) and k.origin != builtin_origin()
+                and k.problem() is None]
 
 
-def registered_kernels(config: pytest.Config) -> list[Kernel | BadEntry]:
-    """The built-in kernels, then the ``quantbench_kernels`` ini lines', then the hook's (cached)."""
-    if _KERNELS not in config.stash:
-        entries: list[Kernel | BadEntry] = list(builtin_kernels())
-        for line in config.getini("quantbench_kernels"):
-            entries.extend(from_ini_line(line))
-        entries.extend(from_hook(config))
-        config.stash[_KERNELS] = check_identities(entries)
-    return config.stash[_KERNELS]
+_KERNELS = pytest.StashKey[Registered]()
+
+
+def select_builtins(own: list[Kernel | BadEntry], mode: str) -> tuple[list[Kernel], list[Kernel]]:
+    """The built-in kernels to (test, compare with), by ``--quantbench-builtins`` ``mode``: with no
+    registered kernels all are tested; else "compare" benchmarks those of the registered kernels'
+    formats and ops beside them, "test" tests and benchmarks all, "off" leaves them out."""
+    builtins = builtin_kernels()
+    if not own or mode == "test":
+        return builtins, []
+    if mode == "off":
+        return [], []
+    pairs = {(k.format_name, k.op) for k in own if isinstance(k, Kernel)}
+    return [], [k for k in builtins if (k.format_name, k.op) in pairs]
+
+
+def registered_kernels(config: pytest.Config, cache: bool = True) -> Registered:
+    """The ``quantbench_kernels`` ini lines' kernels and the hook's, with the built-ins that
+    ``--quantbench-builtins`` selects (cached from the first call with ``cache``: the report
+    header asks before the conftests of test folders are loaded, so it does not cache)."""
+    if _KERNELS in config.stash:
+        return config.stash[_KERNELS]
+    own: list[Kernel | BadEntry] = []
+    for line in config.getini("quantbench_kernels"):
+        own.extend(from_ini_line(line))
+    own.extend(from_hook(config))
+    tested, compared = select_builtins(own, options.builtins_mode(config))
+    entries = check_identities(tested + own + compared)
+    found = Registered([e for e in entries if not (isinstance(e, Kernel) and e in compared)],
+                       [e for e in entries if isinstance(e, Kernel) and e in compared])
+    if cache:
+        config.stash[_KERNELS] = found
+    return found
 
 
 def ab_pairs(entries: list[Kernel | BadEntry], old: str, new: str) -> list[tuple[Kernel, Kernel] | BadEntry]:

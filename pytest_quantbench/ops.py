@@ -38,12 +38,15 @@ class Op:
     bench_args: Callable[[BlockFormat, np.ndarray, np.random.Generator], Args]  # from float32 (rows, cols)
     bytes_moved: Callable[[BlockFormat, int, int], int]  # (fmt, weights, rows) -> bytes one call moves
     check: Callable[..., None]  # check(kernel, fmt, *args): raises ConformanceError
-    outside_baseline: str  # the implementation a user would otherwise call (a column of the table)
     # The paired probe(s) the gate divides by, by the op's character: "memory" (dequantize moves
     # bytes), "compute" (quantize and the dots do arithmetic) or "both" (gate.PROBES). In the
     # calibration (docs/gate.md) this held on a quiet and on a busy machine; "both" did better on
     # the quiet one and much worse on the busy one.
     probe: str
+    # Whether a kernel's output must be bit-identical unless it declares a lower precision or a
+    # tolerance (dequantize, quantize), or else is held to the rounding bound of the float
+    # reduction (the dot products; pytest_quantbench.conformance.dot_bound).
+    exact_by_default: bool
 
     def supported_by(self, fmt: BlockFormat) -> bool:
         """Whether ``fmt`` has this op in both backends (a reference to check a kernel against)."""
@@ -92,8 +95,8 @@ OPS: dict[str, Op] = {
             bench_args=lambda fmt, dense, rng: (qk.quantize(dense, fmt).reshape(-1, fmt.block_bytes),),
             bytes_moved=_convert_bytes,
             check=conformance.check_dequantize,
-            outside_baseline="gguf-py",
             probe="memory",
+            exact_by_default=True,
         ),
         Op(
             name="quantize",
@@ -105,8 +108,8 @@ OPS: dict[str, Op] = {
             bench_args=lambda fmt, dense, rng: (dense.reshape(-1),),
             bytes_moved=_convert_bytes,
             check=conformance.check_quantize,
-            outside_baseline="libgguf",
             probe="compute",
+            exact_by_default=True,
         ),
         Op(
             name="vec_dot",
@@ -118,8 +121,8 @@ OPS: dict[str, Op] = {
                                                 rng.standard_normal(dense.size).astype(np.float32)),
             bytes_moved=lambda fmt, n_weights, rows: _dot_bytes(fmt, n_weights, 1),
             check=conformance.check_vec_dot,
-            outside_baseline="numpy-blas",
             probe="compute",
+            exact_by_default=False,
         ),
         Op(
             name="gemv",
@@ -131,8 +134,8 @@ OPS: dict[str, Op] = {
                                                 rng.standard_normal(dense.shape[1]).astype(np.float32)),
             bytes_moved=_dot_bytes,
             check=conformance.check_gemv,
-            outside_baseline="numpy-blas",
             probe="compute",
+            exact_by_default=False,
         ),
     ]
 }

@@ -20,6 +20,8 @@ GATE_PASSES = 3
 MAX_PASSES = 100
 MAX_SIZE_WEIGHTS = 1 << 30  # 4 GB of float32 per benchmark input: anything larger is a typo
 MAX_FAIL_PCT = 1000.0
+BUILTIN_MODES = ("compare", "test", "off")
+BUILTIN_NAME = "quantbench-numba"  # the built-in kernels' name (kernel.BUILTIN)
 KEEP_RUNS = 5  # runs a stored baseline holds by default: --quantbench-save adds one, the oldest goes
 MAX_KEEP_RUNS = 100
 
@@ -54,6 +56,18 @@ def add_options(parser: pytest.Parser) -> None:
                     help="deprecated alias of --quantbench-passes")
     group.addoption("--quantbench-storage", default=None, metavar="DIR",
                     help="where stored runs live (default: .quantbench under the rootdir)")
+    group.addoption("--quantbench-builtins", default=None, choices=BUILTIN_MODES, metavar="MODE",
+                    help="the package's own kernels when the project registers kernels: 'compare' (default: "
+                         "benchmarked beside the registered kernels of the same format and op, not tested), 'test' "
+                         "(all tested and benchmarked, as when no kernels are registered) or 'off'")
+    group.addoption("--quantbench-baseline", action="append", default=[], metavar="IMPL",
+                    help="add a column to the summary: each kernel's speed over IMPL's (a kernel name, "
+                         f"{BUILTIN_NAME!r} or 'reference') on the same format, op and size (repeatable: "
+                         "the first one measured for a row is used)")
+    group.addoption("--quantbench-benchmark-table", action="store_true", default=False,
+                    help="also print pytest-benchmark's own table (off under --quantbench)")
+    parser.addini("quantbench_builtins", default="compare",
+                  help="default of --quantbench-builtins: compare, test or off")
     parser.addini("quantbench_kernels", type="linelist", default=[],
                   help="module:attribute lines naming pytest_quantbench.Kernel objects (or lists of them)")
     parser.addini("quantbench_gguf", type="paths", default=[], help="GGUF files for the conformance tests")
@@ -122,6 +136,14 @@ def keep(config: pytest.Config) -> int:
     return n
 
 
+def builtins_mode(config: pytest.Config) -> str:
+    """--quantbench-builtins, else the quantbench_builtins ini key."""
+    mode = config.getoption("quantbench_builtins") or config.getini("quantbench_builtins").strip()
+    if mode not in BUILTIN_MODES:
+        raise pytest.UsageError(f"quantbench_builtins: {mode!r} is not one of {', '.join(BUILTIN_MODES)}")
+    return mode
+
+
 def ab_names(config: pytest.Config) -> list[tuple[str, str]]:
     """The (OLD, NEW) kernel names of each --quantbench-ab OLD,NEW."""
     out = []
@@ -135,12 +157,23 @@ def ab_names(config: pytest.Config) -> list[tuple[str, str]]:
 
 
 def warn_deprecated(config: pytest.Config) -> None:
-    """Say once, at start-up, which deprecated options this run uses."""
+    """Say once, at start-up, which deprecated options this run uses, and when a GGUF path given
+    as a separate argument moved pytest's rootdir."""
     if config.getoption("quantbench_windows") is not None:
         config.issue_config_time_warning(
             pytest.PytestDeprecationWarning("--quantbench-windows is deprecated: use --quantbench-passes"),
             stacklevel=2,
         )
+    args = list(config.invocation_params.args)
+    invoked = Path(config.invocation_params.dir).resolve()
+    for flag, value in zip(args, args[1:], strict=False):
+        # pytest picks its rootdir before plugins add their options, so it takes the value of
+        # "--quantbench-gguf PATH" for a test path; "--quantbench-gguf=PATH" it leaves alone.
+        if flag == "--quantbench-gguf" and invoked != config.rootpath and config.rootpath not in invoked.parents:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(
+                f"--quantbench-gguf {value}: pytest took it for a test path and moved its rootdir to "
+                f"{config.rootpath} (your tests' ids change with it): write --quantbench-gguf={value}"), stacklevel=2)
+            break
 
 
 def validate(config: pytest.Config) -> None:
@@ -151,6 +184,7 @@ def validate(config: pytest.Config) -> None:
     passes(config)
     keep(config)
     ab = ab_names(config)
+    builtins_mode(config)
     save = config.getoption("quantbench_save")
     compare = config.getoption("quantbench_compare")
     fail_pct = config.getoption("quantbench_fail_on")

@@ -26,11 +26,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads --benchmark-quiet
 def pytest_configure(config: pytest.Config) -> None:
     if options.enabled(config):
         options.validate(config)  # refuse bad option values before collecting anything
         if str(SUITE) not in config.args:
             config.args.append(str(SUITE))
+        if not config.getoption("quantbench_benchmark_table") and hasattr(config.option, "benchmark_quiet"):
+            config.option.benchmark_quiet = True  # the summary is the one table
+        config.pluginmanager.register(record.ConformanceCollector(config), "quantbench-conformance")
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -56,6 +60,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     sizes = ", ".join(f"{s.label} ({s.weights} weights)" for s in options.sizes(config))
     lines = [f"quantbench: conformance and throughput suite on; sizes {sizes}"]
+    lines += report.header_kernels(config)
     for old, new in options.ab_names(config):
         lines.append(f"quantbench: A/B: {new} timed against {old}, in this process, round by round")
     if options.using_xdist(config):

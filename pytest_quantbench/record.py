@@ -11,6 +11,70 @@ from pytest_benchmark.stats import Stats
 _RECORDS = pytest.StashKey[list]()
 _AB = pytest.StashKey[list]()
 _EXPECTED = pytest.StashKey[list]()
+_CONFORMANCE = pytest.StashKey[dict]()
+CONFORMANCE_PROPERTY = "quantbench_conformance"  # a user property of each conformance test's report
+
+
+@dataclass
+class Conformance:
+    """What the conformance tests found for one kernel, format and op: the criterion, how many
+    tests passed and failed, and the largest distance measured (ulps from the reference's output,
+    share of the allowed error) over every input they checked."""
+
+    criterion: str
+    passed: int = 0
+    failed: int = 0
+    max_ulps: int = 0
+    bound_share: float | None = None
+    values: int = 0
+
+    def describe(self) -> str:
+        if self.failed:
+            return f"FAILED ({self.failed} of {self.passed + self.failed} tests)"
+        if self.criterion == "bit-identical":
+            return f"bit-identical ({self.values} values, {self.passed} test{'s' if self.passed != 1 else ''})"
+        share = "-" if self.bound_share is None else f"{100 * self.bound_share:.3g}%"
+        return (f"{self.criterion}: max {self.max_ulps} ulps, {share} of the allowed error "
+                f"({self.values} values, {self.passed} test{'s' if self.passed != 1 else ''})")
+
+
+def start_conformance(node: pytest.Item, kernel_key: tuple[str, str, str], criterion: str) -> dict:
+    """The dict a conformance test fills in as it checks inputs: kept as a user property of the
+    test, so that it reaches the summary even from a pytest-xdist worker."""
+    result = {"key": list(kernel_key), "criterion": criterion, "max_ulps": 0, "bound_share": None, "values": 0}
+    node.user_properties.append((CONFORMANCE_PROPERTY, result))
+    return result
+
+
+def add_distance(result: dict, max_ulps: int, bound_share: float | None, values: int) -> None:
+    result["max_ulps"] = max(result["max_ulps"], max_ulps)
+    if bound_share is not None:
+        result["bound_share"] = max(result["bound_share"] or 0.0, bound_share)
+    result["values"] += values
+
+
+def conformance_report(config: pytest.Config, report: pytest.TestReport) -> None:
+    """Fold one test report's conformance property (if any) into the session's results."""
+    if report.when != "call":
+        return
+    for name, result in getattr(report, "user_properties", ()):
+        if name != CONFORMANCE_PROPERTY:
+            continue
+        key = tuple(result["key"])
+        entry = config.stash.setdefault(_CONFORMANCE, {}).setdefault(key, Conformance(result["criterion"]))
+        if report.failed:
+            entry.failed += 1
+        elif report.passed:
+            entry.passed += 1
+            entry.max_ulps = max(entry.max_ulps, result["max_ulps"])
+            if result["bound_share"] is not None:
+                entry.bound_share = max(entry.bound_share or 0.0, result["bound_share"])
+            entry.values += result["values"]
+
+
+def conformance_results(config: pytest.Config) -> dict[tuple[str, str, str], Conformance]:
+    """(kernel name, format, op) -> what its conformance tests found this session."""
+    return dict(config.stash.get(_CONFORMANCE, {}))
 
 
 @dataclass
@@ -92,3 +156,13 @@ def merge_passes(done: list[Measurement]) -> list[Measurement]:
         else:
             merged[m.key] = Measurement(m.info, list(m.rounds))
     return list(merged.values())
+
+
+class ConformanceCollector:
+    """A plugin object that folds every test report's conformance results into the session's."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        conformance_report(self.config, report)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from . import gate, options, storage
-from .record import Measurement, ab_measurements, measurements, merge_passes, not_measured
+from .kernel import BUILTIN, Kernel, registered_kernels
+from .record import Measurement, ab_measurements, conformance_results, measurements, merge_passes, not_measured
 from .throughput import Row, derive, format_table
 
 
@@ -99,7 +100,8 @@ def finish(session: pytest.Session) -> None:
     gate if asked, and set a failing exit status when the gate fails."""
     config = session.config
     done = measurements(config)
-    report = SessionReport(rows=derive((m.info, m.median, m.iqr) for m in merge_passes(done)))
+    baselines = config.getoption("quantbench_baseline") or []
+    report = SessionReport(rows=derive(((m.info, m.median, m.iqr) for m in merge_passes(done)), baselines))
     if config.getoption("quantbench_compare"):  # before saving: "latest" must not be this very run
         report.gates.append(_run_gate(config, done))
     if options.ab_names(config):
@@ -119,10 +121,15 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
     report = config.stash.get(_REPORT, None)
     if report is None:
         return
-    if report.rows:
-        tr.section("quantbench throughput (medians; roofline = GB/s over this run's np.copyto GB/s)")
-        for line in format_table(report.rows):
+    found = {key: c.describe() for key, c in conformance_results(config).items()}
+    if report.rows or found:
+        tr.section("quantbench summary (conformance; throughput medians, roofline = GB/s over this run's "
+                   "np.copyto GB/s)")
+        for line in format_table(report.rows, found):
             tr.write_line(line)
+        if any(r.info["impl"] == BUILTIN for r in report.rows) and not any(k[0] == BUILTIN for k in found):
+            tr.write_line(f"{BUILTIN}: the package's built-in kernels, measured for comparison, not conformance-"
+                          "tested here (--quantbench-builtins test)")
     if report.save is not None and report.save.path is not None:
         tr.write_line(f"quantbench: saved this run as {report.save.path}")
     elif report.save is not None:
@@ -150,3 +157,26 @@ def _print_gate(tr: pytest.TerminalReporter, outcome: GateOutcome) -> None:
                           "again, or gate in one process with --quantbench-ab")
     elif outcome.failed:
         tr.write_line("quantbench gate FAILED: the baseline cannot be used (see above)", red=True, bold=True)
+
+
+def _pairs(kernels: list[Kernel]) -> str:
+    return ", ".join(f"{k.format_name} {k.op}" for k in kernels)
+
+
+def header_kernels(config: pytest.Config) -> list[str]:
+    """The report header's lines about the kernels under test: each registered name with its
+    formats and ops, and what happens to the built-ins."""
+    registered = registered_kernels(config, cache=False)
+    own = registered.own
+    lines = []
+    by_name: dict[str, list[Kernel]] = {}
+    for k in own:
+        by_name.setdefault(k.name, []).append(k)
+    if by_name:
+        lines.append("quantbench: kernels: " + "; ".join(f"{name}: {_pairs(ks)}" for name, ks in by_name.items()))
+    if registered.compared:
+        lines.append(f"quantbench: built-in kernels ({BUILTIN}) measured beside them, not tested "
+                     f"(--quantbench-builtins test): {_pairs(registered.compared)}")
+    elif any(isinstance(k, Kernel) and k.name == BUILTIN for k in registered.tested):
+        lines.append(f"quantbench: built-in kernels ({BUILTIN}) tested and measured: every format and op")
+    return lines

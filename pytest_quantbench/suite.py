@@ -7,13 +7,16 @@ probe and the reference implementations are measured in the same session.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench import options, workloads
+from pytest_quantbench import options, record, workloads
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 from pytest_quantbench.kernel import BadEntry, Kernel, ab_pairs, registered_kernels
 from pytest_quantbench.ops import OPS
@@ -35,24 +38,40 @@ def _usable(entry: Kernel | BadEntry) -> Kernel:
     return entry
 
 
+def _labels(paths: list) -> dict:
+    """A test-id label per GGUF path: its file name, or as many of its last folders as tell it
+    apart from another file of the same name; never how the path was written (absolute, ./, ..)."""
+    parts = {p: Path(os.path.abspath(p)).parts for p in paths}
+    labels = {}
+    for p in paths:
+        depth = 1
+        while depth < len(parts[p]) and any(
+                q != p and parts[q][-depth:] == parts[p][-depth:] and parts[q] != parts[p] for q in paths):
+            depth += 1
+        labels[p] = "/".join(parts[p][-depth:])
+    return labels
+
+
 def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list:
     cases = []
-    for path in options.gguf_paths(config):
+    paths = options.gguf_paths(config)
+    labels = _labels(paths)
+    for path in paths:
         try:
             tensors = read_tensors(path)
         except GGUFFileError as err:
-            cases.append(pytest.param(None, err, id=f"{path.name}:unreadable"))
+            cases.append(pytest.param(None, err, id=f"{labels[path]}:unreadable"))
             continue
         except Exception as err:  # noqa: BLE001 - never stop the collection of the user's own tests
             problem = GGUFFileError(f"GGUF file {str(path)!r} could not be read: {type(err).__name__}: {err}")
-            cases.append(pytest.param(None, problem, id=f"{path.name}:unreadable"))
+            cases.append(pytest.param(None, problem, id=f"{labels[path]}:unreadable"))
             continue
         for k in kernels:
             if isinstance(k, Kernel) and k.problem() is None:
                 fmt = qk.get_format(k.qtype)
                 for t in tensors:
                     if t.qtype == fmt.qtype:
-                        cases.append(pytest.param(k, t, id=f"{k.id}-{path.name}:{t.name}"))
+                        cases.append(pytest.param(k, t, id=f"{k.id}-{labels[path]}:{t.name}"))
     if cases:
         return cases
     reason = NO_GGUF if not options.gguf_paths(config) else NO_MATCH
@@ -61,17 +80,20 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     config = metafunc.config
-    kernels = registered_kernels(config)
+    registered = registered_kernels(config)
+    kernels = registered.tested
     names = metafunc.fixturenames
     if "qb_tensor" in names:
         metafunc.parametrize("qb_kernel,qb_tensor", _gguf_cases(config, kernels))
     elif "qb_kernel" in names:
-        metafunc.parametrize("qb_kernel", kernels, ids=lambda entry: entry.id)
+        chosen = registered.benchmarked if "benchmark" in names else kernels
+        metafunc.parametrize("qb_kernel", chosen, ids=lambda entry: entry.id)
     if "qb_reference" in names:
         pairs = sorted({(k.format_name, k.op) for k in kernels if isinstance(k, Kernel) and k.problem() is None})
         metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
     if "qb_ab" in names:
-        cases = [case for old, new in options.ab_names(config) for case in ab_pairs(kernels, old, new)] or [
+        cases = [case for old, new in options.ab_names(config)
+                 for case in ab_pairs(registered.benchmarked, old, new)] or [
             pytest.param(None, id="no-ab", marks=pytest.mark.skip(reason=NO_AB))]
         metafunc.parametrize("qb_ab", cases, ids=lambda c: c.id if isinstance(c, BadEntry) else
                              f"{c[0].name}-vs-{c[1].name}-{c[1].format_name}-{c[1].op}")
@@ -89,24 +111,39 @@ def qb_pass() -> int:
     return 0
 
 
-@settings(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data())
-def test_conformance(qb_kernel: Kernel | BadEntry, data: st.DataObject) -> None:
-    """The kernel equals the reference bit for bit on Hypothesis-drawn inputs (edge cases weighted)."""
-    kernel = _usable(qb_kernel)
+def _results(request: pytest.FixtureRequest, kernel: Kernel) -> dict:
+    """This test's conformance record (one per test, filled by every input it checks)."""
+    for name, result in request.node.user_properties:
+        if name == record.CONFORMANCE_PROPERTY:
+            return result
+    return record.start_conformance(request.node, (kernel.name, kernel.format_name, kernel.op),
+                                    kernel.criterion.describe())
+
+
+def _check(request: pytest.FixtureRequest, kernel: Kernel, args: tuple) -> None:
     fmt = qk.get_format(kernel.qtype)
-    op = OPS[kernel.op]
-    op.check(kernel, fmt, *data.draw(op.draw(fmt), label="input"))
+    result = _results(request, kernel)
+    d = OPS[kernel.op].check(kernel, fmt, *args)
+    record.add_distance(result, d.max_ulps, d.bound_share, d.values)
 
 
-def test_conformance_gguf(qb_kernel: Kernel | None, qb_tensor) -> None:
-    """The kernel equals the reference bit for bit on a real tensor of a GGUF file."""
+# Hypothesis calls the test once per example with the same request: each example adds its distance.
+@settings(deadline=None, print_blob=True, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_conformance(qb_kernel: Kernel | BadEntry, data: st.DataObject, request: pytest.FixtureRequest) -> None:
+    """The kernel meets its criterion (bit-identical, or within the dot products' rounding bound)
+    on Hypothesis-drawn inputs (edge cases weighted)."""
+    kernel = _usable(qb_kernel)
+    _check(request, kernel, data.draw(OPS[kernel.op].draw(qk.get_format(kernel.qtype)), label="input"))
+
+
+def test_conformance_gguf(qb_kernel: Kernel | None, qb_tensor, request: pytest.FixtureRequest) -> None:
+    """The kernel meets its criterion on a real tensor of a GGUF file."""
     if isinstance(qb_tensor, GGUFFileError):
         pytest.fail(str(qb_tensor), pytrace=False)
     kernel = _usable(qb_kernel)
-    fmt = qk.get_format(kernel.qtype)
-    op = OPS[kernel.op]
-    op.check(kernel, fmt, *op.from_tensor(fmt, qb_tensor.raw))
+    _check(request, kernel, OPS[kernel.op].from_tensor(qk.get_format(kernel.qtype), qb_tensor.raw))
 
 
 def _skip_unless_measuring(config: pytest.Config) -> None:
@@ -121,7 +158,7 @@ def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_pass
     fmt = qk.get_format(kernel.qtype)
     work = workloads.build(fmt, kernel.op, qb_size)
     info = tag(op=kernel.op, fmt=fmt.name, size=qb_size.label, impl=kernel.name, weights=work.n_weights,
-               nbytes=work.nbytes, threads=None, pass_no=qb_pass)
+               nbytes=work.nbytes, threads=kernel.threads_label, pass_no=qb_pass)
     workloads.measure(benchmark, work, kernel.fn, info, request.config, paired=workloads.paired_probes(qb_size))
 
 
@@ -135,7 +172,7 @@ def test_ab(qb_ab: tuple[Kernel, Kernel] | BadEntry, qb_size: options.Size, benc
     fmt = qk.get_format(new.qtype)
     work = workloads.build(fmt, new.op, qb_size)
     info = tag(op=new.op, fmt=fmt.name, size=qb_size.label, impl=new.name, weights=work.n_weights,
-               nbytes=work.nbytes, threads=None)
+               nbytes=work.nbytes, threads=new.threads_label)
     info["ab_baseline"] = old.name
     old_call = work.opposite_caller(old.fn)
     workloads.measure(benchmark, work, new.fn, info, request.config, paired={"A": old_call}, ab=True)

@@ -3,22 +3,20 @@
 A measurement is tagged (``extra_info``) with its op, format, size label, implementation, weights
 and bytes moved. :func:`derive` turns a session's measurements into weights/s, GB/s, the fraction
 of the bandwidth roofline (bytes moved over the ``np.copyto`` probe's rate at the same size, same
-session) and speed-ups over the reference and the op's outside baseline; :func:`format_table`
+session) and speed-ups over the reference and over a baseline the user names; :func:`format_table`
 prints them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-from .ops import OPS
 
 PROBE = "np.copyto"  # implementation name of the bandwidth probe
 REFERENCE = "reference"
 
 
-def tag(*, op: str, fmt: str, size: str, impl: str, weights: int, nbytes: int, threads: int | None,
+def tag(*, op: str, fmt: str, size: str, impl: str, weights: int, nbytes: int, threads: int | str | None,
         pass_no: int = 0) -> dict:
     """The ``extra_info`` of one measurement: what was measured, how much work one call is
     (``weights``, ``nbytes`` moved), on how many threads (None: the kernel decides) and in which
@@ -50,9 +48,11 @@ class Row:
     vs_baseline: float | None = None
 
 
-def derive(measurements: Iterable[tuple[dict, float, float]]) -> list[Row]:
+def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequence[str] = ()) -> list[Row]:
     """``(extra_info, median seconds, IQR seconds)`` triples -> rows with the derived figures,
-    which are also written back into each ``extra_info`` (so they land in the saved JSON)."""
+    which are also written back into each ``extra_info`` (so they land in the saved JSON).
+    ``baselines``: implementation names chosen by the user; each row's speed-up is over the first
+    of them measured on the same op, format and size."""
     rows = [Row(info, median, iqr / median if median else 0.0) for info, median, iqr in measurements]
     probe = {r.info["size"]: r for r in rows if r.info["impl"] == PROBE}
     by_key: dict[tuple, dict[str, Row]] = {}
@@ -70,8 +70,8 @@ def derive(measurements: Iterable[tuple[dict, float, float]]) -> list[Row]:
         peers = by_key[(r.info["op"], r.info["format"], r.info["size"])]
         if REFERENCE in peers and r.info["impl"] != REFERENCE:
             r.vs_reference = peers[REFERENCE].median_s / r.median_s
-        base = OPS[r.info["op"]].outside_baseline if r.info["op"] in OPS else None
-        if base in peers and r.info["impl"] != base:
+        base = next((b for b in baselines if b in peers), None)
+        if base is not None and r.info["impl"] != base:
             r.vs_baseline = peers[base].median_s / r.median_s
         r.info.update(
             weights_per_s=r.weights_per_s,
@@ -89,23 +89,40 @@ def _fmt(v: float | None, pattern: str) -> str:
     return "-" if v is None else pattern.format(v)
 
 
-def format_table(rows: list[Row]) -> list[str]:
-    """The terminal table: one line per measured implementation, grouped by format, op and size.
-    The outside-baseline columns appear only when a baseline was measured."""
+def _threads(info: dict) -> str:
+    t = info.get("threads")
+    return "?" if t is None else str(t)
+
+
+def format_table(rows: list[Row], conformance: Mapping[tuple[str, str, str], str] | None = None) -> list[str]:
+    """The terminal table: one line per measured implementation, grouped by format, op and size,
+    with its thread count ("?": not declared). The speed-up columns over a baseline appear only
+    when one was measured. ``conformance``: (impl, format, op) -> what its conformance tests
+    found, as a last column; an entry without measurements gets a line of its own."""
     with_base = any(r.vs_baseline is not None for r in rows)
     header = (
-        f"{'format':<6} {'op':<11} {'size':<8} {'impl':<18} {'G w/s':>8} {'GB/s':>7} "
-        f"{'roofline':>8} {'x ref':>8} " + (f"{'x base':>7} {'base':<10} " if with_base else "") + f"{'IQR/med':>7}"
+        f"{'format':<6} {'op':<10} {'impl':<18} {'threads':>7} {'size':<8} {'G w/s':>8} {'GB/s':>7} "
+        f"{'roofline':>8} {'x ref':>7} " + (f"{'x base':>7} {'base':<12} " if with_base else "") + f"{'IQR/med':>7}"
+        + ("  conformance" if conformance is not None else "")
     )
     lines = [header, "-" * len(header)]
-    order = sorted(rows, key=lambda r: (r.info["format"], r.info["op"], r.info["size"], -r.weights_per_s))
-    for r in order:
+    entries = [((r.info["format"], r.info["op"], r.info["size"], -r.weights_per_s, r.info["impl"]), r) for r in rows]
+    measured = {(r.info["impl"], r.info["format"], r.info["op"]) for r in rows}
+    for key in sorted(set(conformance or {}) - measured):
+        entries.append(((key[1], key[2], "", 0.0, key[0]), key))
+    for _, r in sorted(entries, key=lambda e: e[0]):
+        if not isinstance(r, Row):
+            impl, fmt, op = r
+            lines.append(f"{fmt:<6} {op:<10} {impl:<18} {'':>7} {'(not measured)':<8}  {conformance[r]}")
+            continue
         i = r.info
-        base = i.get("baseline", "") if r.vs_baseline is not None else ""
+        base = (i.get("baseline") or "") if r.vs_baseline is not None else ""
+        found = (conformance or {}).get((i["impl"], i["format"], i["op"]), "")
         lines.append(
-            f"{i['format']:<6} {i['op']:<11} {i['size']:<8} {i['impl']:<18} {r.weights_per_s / 1e9:>8.3f} "
-            f"{r.gb_per_s:>7.2f} {_fmt(r.roofline, '{:.2f}'):>8} {_fmt(r.vs_reference, '{:.1f}x'):>8} "
-            + (f"{_fmt(r.vs_baseline, '{:.2f}x'):>7} {base:<10} " if with_base else "")
-            + f"{r.spread:>7.3f}"
+            f"{i['format']:<6} {i['op']:<10} {i['impl']:<18} {_threads(i):>7} {i['size']:<8} "
+            f"{r.weights_per_s / 1e9:>8.3f} {r.gb_per_s:>7.2f} {_fmt(r.roofline, '{:.2f}'):>8} "
+            f"{_fmt(r.vs_reference, '{:.1f}x'):>7} "
+            + (f"{_fmt(r.vs_baseline, '{:.2f}x'):>7} {base:<12} " if with_base else "")
+            + f"{r.spread:>7.3f}" + (f"  {found}" if conformance is not None else "")
         )
     return lines

@@ -1,6 +1,8 @@
 """``pytest --quantbench`` run for real in throwaway downstream projects (pytester)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -101,8 +103,8 @@ def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project
         "*test_own*PASSED*",
         "*test_conformance?mine-Q4_K-dequantize? PASSED*",
         "*test_throughput?mine-Q4_K-dequantize-16x4096? PASSED*",
-        "*quantbench throughput*",
-        "Q4_K*dequantize*16x4096*mine*",
+        "*quantbench summary*",
+        "Q4_K*dequantize*mine*16x4096*bit-identical (* values, 1 test)",
     ])
     assert result.ret == 0
     saved = {b["extra_info"]["impl"]: b["extra_info"] for b in json.loads((project.path / "bench.json").read_text())[
@@ -156,7 +158,12 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     path = write_tiny_gguf(project.path / "tiny.gguf")
     truncated = project.path / "truncated.gguf"
     truncated.write_bytes(path.read_bytes()[:-700])
-    result = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v")
+    # The project registers "mine": the built-ins are not tested unless asked.
+    own = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v")
+    own.assert_outcomes(passed=2)
+    # -W error: no RuntimeWarning of the reference's inf and NaN reaches the user's run.
+    result = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v",
+                  "--quantbench-builtins", "test", "-W", "error")
     # tiny.gguf has two Q4_K tensors and one each of Q2_K, Q3_K, Q5_K and Q6_K: 2 per Q4_K kernel, 1 per
     # other k-quant kernel; the built-ins have 4 ops per format, "mine" is a Q4_K dequantize.
     result.assert_outcomes(passed=2 * 4 + 4 * 1 * 4 + 2)
@@ -268,3 +275,39 @@ def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     again = _run(project, *select, "--quantbench-compare=two", "--quantbench-fail-on=100")
     assert again.ret == 0, again.stdout.str()
     again.stdout.fnmatch_lines(["mine|Q4_K|dequantize|16x4096 * same *"])
+
+
+TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"  # committed: no Numba in-process (see _copy)
+
+
+def _copy(folder):
+    # Writing a GGUF here would run Numba in a process whose sys.modules pytester restores between
+    # tests, which Numba does not survive: copy the committed one.
+    folder.mkdir(exist_ok=True)
+    return Path(shutil.copy(TINY, folder / "tiny.gguf"))
+
+
+def test_gguf_test_ids_do_not_depend_on_how_the_path_is_written(project):
+    path = _copy(project.path / "models")
+    forms = ["--quantbench-gguf=models/tiny.gguf", "--quantbench-gguf=./models/../models/tiny.gguf",
+             f"--quantbench-gguf={path}"]
+    ids = []
+    for form in forms:
+        result = _run(project, "--quantbench", form, "-k", "gguf", "--collect-only", "-q")
+        ids.append(sorted(line for line in result.stdout.lines if "test_conformance_gguf" in line))
+    assert ids[0] and ids[0] == ids[1] == ids[2]
+    assert "quantbench::test_conformance_gguf[mine-Q4_K-dequantize-tiny.gguf:blk.0.attn_q.weight]" in ids[0]
+    # Two files of one name in different folders keep apart by their folder.
+    other = _copy(project.path / "other")
+    both = _run(project, "--quantbench", forms[0], f"--quantbench-gguf={other}", "-k", "gguf", "--collect-only", "-q")
+    both.stdout.fnmatch_lines_random(["*-models/tiny.gguf:blk.0.attn_q.weight]",
+                                      "*-other/tiny.gguf:blk.0.attn_q.weight]"])
+
+
+def test_a_gguf_path_given_as_a_separate_argument_that_moves_the_rootdir_is_named(project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("models")
+    (elsewhere / "pytest.ini").write_text("[pytest]\n")
+    path = _copy(elsewhere)
+    result = _run(project, "--quantbench", "--quantbench-gguf", str(path), "-k", "gguf", "--collect-only", "-q")
+    result.stdout.fnmatch_lines([f"*--quantbench-gguf {path}: pytest took it for a test path and moved its rootdir to "
+                                 f"{elsewhere}*write --quantbench-gguf={path}*"])
