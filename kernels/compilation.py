@@ -63,8 +63,27 @@ def _install_cache_locator() -> bool:
     return True
 
 
+def _cache_writable() -> bool:
+    """Whether one of Numba's cache locators can write this package's compiled kernels somewhere:
+    beside the sources (a checkout, a writable site-packages), NUMBA_CACHE_DIR, or the user's cache
+    folder. With none of them (a read-only site-packages and no writable home) Numba would refuse
+    to compile a cached kernel at all, so the cache is turned off instead."""
+    from numba.core import caching
+
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    classes = getattr(impl, "_locator_classes", [])
+    for cls in classes:
+        try:
+            if cls.from_function(_cache_writable, __file__) is not None:
+                return True
+        except Exception:  # noqa: BLE001 - a locator that cannot even look is not one that can write
+            continue
+    return False
+
+
 # QUANTBENCH_NUMBA_CACHE=0 turns the on-disk cache of compiled kernels off.
-CACHE = os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0" and _install_cache_locator()
+CACHE = (os.environ.get("QUANTBENCH_NUMBA_CACHE", "1") != "0" and _install_cache_locator()
+         and _cache_writable())
 
 # The settings of every kernel; see the module docstring.
 SETTINGS = dict(cache=CACHE, fastmath=False, error_model="numpy")

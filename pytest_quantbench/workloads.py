@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from quantbench_kernels import BlockFormat
+from quantbench_kernels.compilation import CACHE
 
 from .ops import OPS
 from .options import Size
@@ -86,7 +87,8 @@ def probe(size: Size) -> Workload:
     return Workload([(dst, src)], size.weights, 2 * dst.nbytes)
 
 
-@numba.njit(cache=True)
+# Cached where the kernels are (compilation.CACHE: off where Numba could write nowhere).
+@numba.njit(cache=CACHE)
 def _multiply_add(values: np.ndarray, repeats: int) -> float:
     a, b = np.float32(0.999), np.float32(0.001)
     for _ in range(repeats):
