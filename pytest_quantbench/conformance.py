@@ -179,8 +179,9 @@ def _field_at(fmt: BlockFormat, offset: int) -> str:
     return "?"
 
 
-def _bits(v: float) -> str:
-    return f"0x{np.float32(v).view(np.uint32):08x}"
+def _value(v: float) -> str:
+    """A float32 value and its bit pattern: ``0.5 (0x3f000000)``."""
+    return f"{float(v)!r} (0x{np.float32(v).view(np.uint32):08x})"
 
 
 def _exact(kernel: Kernel, fmt: BlockFormat, expected: np.ndarray, actual: np.ndarray,
@@ -214,7 +215,7 @@ def _within(kernel: Kernel, fmt: BlockFormat, reference: np.ndarray, actual: np.
             f"{_header(kernel, fmt)}: {len(bad)} of {ok.size} {unit} outside it\n"
             f"  first at {where(index)}\n"
             f"  distance: {int(distances[index])} ulps from the reference's float32, "
-            f"{share[index]:.3g} times the allowed error {allowed[index]:.3g} (exact value {target[index]!r})"
+            f"{share[index]:.3g} times the allowed error {allowed[index]:.3g} (exact value {float(target[index])!r})"
         )
     return Distance(kernel.criterion.describe(), int(distances.max(initial=0)), float(shares.max(initial=0.0)),
                     int(reference.size))
@@ -237,8 +238,8 @@ def check_dequantize(kernel: Kernel, fmt: BlockFormat, raw: np.ndarray) -> Dista
 
     def where(index: tuple[int, ...]) -> str:
         block, weight = index
-        return (f"block {block}, weight {weight}: expected {expected[index]!r} ({_bits(expected[index])}), "
-                f"got {actual[index]!r} ({_bits(actual[index])})\n  block {block} bytes: {_hex(raw[block])}")
+        return (f"block {block}, weight {weight}: expected {_value(expected[index])}, "
+                f"got {_value(actual[index])}\n  block {block} bytes: {_hex(raw[block])}")
 
     c = kernel.criterion
     if c.exact:
@@ -321,8 +322,7 @@ def _check_rows(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, 
 
     def where(index: tuple[int, ...]) -> str:
         row = index[0]
-        text = (f"row {row}: expected {expected[row]!r} ({_bits(expected[row])}), "
-                f"got {actual[row]!r} ({_bits(actual[row])})")
+        text = f"row {row}: expected {_value(expected[row])}, got {_value(actual[row])}"
         return text + "\n  " + _failing_block(kernel, fmt, blocks[row], x, rerun, row)
 
     if kernel.criterion.exact:
@@ -351,8 +351,8 @@ def _failing_block(kernel: Kernel, fmt: BlockFormat, row_blocks: np.ndarray, x: 
             bad = not ok[0]
             detail = f"{int(ulps(expected, actual)[0])} ulps, {share[0]:.3g} times its bound {allowed[0]:.3g}"
         if bad:
-            return (f"block {b} of row {row} fails alone ({detail}): expected {expected[0]!r}, got {actual[0]!r}\n"
-                    f"  row {row}, block {b} bytes: {_hex(row_blocks[b])}")
+            return (f"block {b} of row {row} fails alone ({detail}): expected {_value(expected[0])}, "
+                    f"got {_value(actual[0])}\n  row {row}, block {b} bytes: {_hex(row_blocks[b])}")
     return f"no block of row {row} fails alone; row {row}, block 0 bytes: {_hex(row_blocks[0])}"
 
 

@@ -127,7 +127,7 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
                    "np.copyto GB/s)")
         for line in format_table(report.rows, found):
             tr.write_line(line)
-        if any(r.info["impl"] == BUILTIN for r in report.rows) and not any(k[0] == BUILTIN for k in found):
+        if registered_kernels(config).compared and any(r.info["impl"] == BUILTIN for r in report.rows):
             tr.write_line(f"{BUILTIN}: the package's built-in kernels, measured for comparison, not conformance-"
                           "tested here (--quantbench-builtins test)")
     if report.save is not None and report.save.path is not None:

@@ -311,3 +311,29 @@ def test_a_gguf_path_given_as_a_separate_argument_that_moves_the_rootdir_is_name
     result = _run(project, "--quantbench", "--quantbench-gguf", str(path), "-k", "gguf", "--collect-only", "-q")
     result.stdout.fnmatch_lines([f"*--quantbench-gguf {path}: pytest took it for a test path and moved its rootdir to "
                                  f"{elsewhere}*write --quantbench-gguf={path}*"])
+
+
+def test_the_builtins_are_a_comparison_row_unless_asked_and_off_when_told(project):
+    compared = _run(project, "--quantbench", "-k", "mine or probe or Q4_K-dequantize",
+                    "--quantbench-baseline", "quantbench-numba")
+    assert compared.ret == 0
+    compared.stdout.fnmatch_lines([
+        "quantbench: kernels: mine: Q4_K dequantize",
+        "quantbench: built-in kernels (quantbench-numba) measured beside them, not tested*: Q4_K dequantize",
+        "*x base*base*conformance",
+        "Q4_K*dequantize*mine*?*16x4096*x*quantbench-numba*bit-identical (* values, 1 test)",
+    ])
+    compared.stdout.no_fnmatch_line("*test_conformance?quantbench-numba*")
+    compared.stdout.no_fnmatch_line("*Name (time in*")  # pytest-benchmark's own table is off...
+    off = _run(project, "--quantbench", "-k", "mine or probe", "--quantbench-builtins=off",
+               "--quantbench-benchmark-table")
+    assert off.ret == 0
+    off.stdout.no_fnmatch_line("*quantbench-numba*")
+    off.stdout.fnmatch_lines(["*Name (time in*"])  # ...unless asked for
+
+
+def test_a_bad_builtins_mode_in_the_ini_is_a_usage_error(project):
+    project.makeini("[pytest]\nquantbench_builtins = sometimes\n")
+    result = _run(project, "--quantbench")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*quantbench_builtins: 'sometimes' is not one of compare, test, off*"])
