@@ -1,0 +1,146 @@
+"""The ``quantbench`` command (also ``python -m pytest_quantbench``).
+
+``quantbench inspect FILE.gguf [--json]``: a model file's quant map (which type each tensor got),
+totals per type, the per-layer pattern and the key metadata, read from the header alone
+(:mod:`pytest_quantbench.gguf_header`). A file that cannot be read is one line on stderr naming
+the problem and its byte offset, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from gguf import LlamaFileType
+
+from .gguf_header import GGUFHeaderError, Header, read_header
+
+EXIT_BAD_FILE = 2
+LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def _file_type(value: Any) -> str:
+    try:
+        return f"{value} ({LlamaFileType(value).name})"
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _ranges(layers: list[int]) -> str:
+    """0,1,2,3,7,9,10 -> '0-3,7,9-10'."""
+    out, start, prev = [], None, None
+    for n in sorted(layers) + [None]:
+        if start is not None and (n is None or n != prev + 1):
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if n is not None and start is None:
+            start = n
+        prev = n
+    return ",".join(out)
+
+
+def layer_pattern(header: Header) -> list[tuple[str, str]]:
+    """(tensor kind, which type it has in which layers) for the ``blk.N.`` tensors, the most
+    common type last as "in the other K" (or "in all K")."""
+    by_kind: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for t in header.tensors:
+        m = LAYER.match(t.name)
+        if m:
+            by_kind[m.group(2)][t.qtype.name].append(int(m.group(1)))
+    out = []
+    for kind, types in by_kind.items():
+        ordered = sorted(types.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        if len(ordered) == 1:
+            name, layers = ordered[0]
+            out.append((kind, f"{name} in all {len(layers)}"))
+            continue
+        parts = [f"{name} in blk {_ranges(layers)}" for name, layers in ordered[:-1]]
+        name, layers = ordered[-1]
+        parts.append(f"{name} in the other {len(layers)}")
+        out.append((kind, "  ".join(parts)))
+    return out
+
+
+def summary(header: Header) -> dict[str, Any]:
+    """What ``inspect`` prints, as data (``--json``)."""
+    meta = header.metadata
+    arch = meta.get("general.architecture")
+    per_type: dict[str, dict[str, int]] = {}
+    for t in header.tensors:
+        entry = per_type.setdefault(t.qtype.name, {"tensors": 0, "weights": 0, "bytes": 0})
+        entry["tensors"] += 1
+        entry["weights"] += t.weights
+        entry["bytes"] += t.nbytes
+    return {
+        "version": header.version,
+        "file_bytes": header.file_bytes,
+        "architecture": arch,
+        "layers": meta.get(f"{arch}.block_count"),
+        "embedding_width": meta.get(f"{arch}.embedding_length"),
+        "context": meta.get(f"{arch}.context_length"),
+        "file_type": _file_type(meta.get("general.file_type")),
+        "name": meta.get("general.name"),
+        "types": per_type,
+        "layer_pattern": dict(layer_pattern(header)),
+        "tensors": [{"name": t.name, "type": t.qtype.name, "shape": list(t.shape), "bytes": t.nbytes,
+                     "bits_per_weight": round(t.bits_per_weight, 4)} for t in header.tensors],
+    }
+
+
+def _print(path: Path, s: dict[str, Any]) -> None:
+    total = sum(e["bytes"] for e in s["types"].values())
+    print(f"{path.name}: GGUF v{s['version']}, {len(s['tensors'])} tensors, {s['file_bytes'] / 1e6:.1f} MB "
+          f"({s['name'] or 'unnamed'})")
+    print(f"architecture {s['architecture']}, {s['layers']} layers, embedding width {s['embedding_width']}, "
+          f"context {s['context']}, file type {s['file_type']}")
+    print()
+    print(f"{'type':<8} {'tensors':>7} {'weights':>12} {'bytes':>12} {'share':>6}")
+    for name, e in sorted(s["types"].items(), key=lambda kv: -kv[1]["bytes"]):
+        print(f"{name:<8} {e['tensors']:>7} {e['weights']:>12} {e['bytes']:>12} {e['bytes'] / total:>6.1%}")
+    if s["layer_pattern"]:
+        print()
+        width = max(len(k) for k in s["layer_pattern"])
+        for kind, text in s["layer_pattern"].items():
+            print(f"{kind:<{width}}  {text}")
+    print()
+    width = max(len(t["name"]) for t in s["tensors"]) if s["tensors"] else 4
+    print(f"{'tensor':<{width}} {'type':<6} {'shape':<14} {'bytes':>11} {'bits/w':>7}")
+    for t in s["tensors"]:
+        shape = "x".join(str(d) for d in t["shape"])
+        print(f"{t['name']:<{width}} {t['type']:<6} {shape:<14} {t['bytes']:>11} {t['bits_per_weight']:>7.3f}")
+
+
+def inspect(path: Path, as_json: bool) -> int:
+    try:
+        header = read_header(path)
+    except GGUFHeaderError as err:
+        print(f"quantbench inspect: {path}: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    s = summary(header)
+    try:
+        if as_json:
+            print(json.dumps(s, indent=1))
+        else:
+            _print(path, s)
+    except BrokenPipeError:  # quantbench inspect ... | head
+        sys.stderr.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quantbench", description="GGUF model files: what they hold")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("inspect", help="the quant map of a GGUF file: types, totals, per-layer pattern")
+    p.add_argument("file", type=Path, metavar="FILE.gguf")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    args = parser.parse_args(argv)
+    return inspect(args.file, args.json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

