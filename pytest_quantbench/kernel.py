@@ -102,7 +102,7 @@ class Kernel:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 return f"{what}: {name} must be a finite number >= 0, got {value!r}"
-        lowered = self.precision != "float32" or self.rtol or self.atol
+        lowered = self._lowered
         if self.exact and lowered:
             return f"{what}: exact=True asks for bit-identity; it cannot come with a precision or a tolerance"
         if self.op == "quantize" and lowered:
@@ -112,6 +112,11 @@ class Kernel:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 return f"{what}: {name} must be a positive integer or None, got {value!r}"
         return None
+
+    @property
+    def _lowered(self) -> bool:
+        """Whether the kernel declares less than float32 bit-identity: a precision or a tolerance."""
+        return self.precision != "float32" or bool(self.rtol) or bool(self.atol)
 
     @property
     def threads_label(self) -> int | str | None:
@@ -124,8 +129,7 @@ class Kernel:
     @property
     def criterion(self) -> Criterion:
         """What the conformance tests hold this kernel's output to."""
-        lowered = self.precision != "float32" or bool(self.rtol) or bool(self.atol)
-        exact = self.exact or (self.op in OPS and OPS[self.op].exact_by_default and not lowered)
+        exact = self.exact or (self.op in OPS and OPS[self.op].exact_by_default and not self._lowered)
         return Criterion(exact, self.precision, float(self.rtol), float(self.atol))
 
 
