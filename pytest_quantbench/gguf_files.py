@@ -1,5 +1,5 @@
-"""Reading quantized tensors out of GGUF files, with clear errors for files that are not GGUF,
-truncated or corrupt."""
+"""Reading quantized tensors out of GGUF files (the header by :mod:`gguf_header`, the data as a
+read-only map of the file), with clear errors for files that are not GGUF, truncated or corrupt."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from .gguf_header import GGUFHeaderError, TensorInfo, read_header
 
 
 class GGUFFileError(ValueError):
@@ -61,35 +63,22 @@ def _read(path: Path, size: int) -> list[Tensor]:
     if magic != b"GGUF":
         raise GGUFFileError(f"{str(path)!r} is not a GGUF file (its first bytes are {magic!r}, not b'GGUF')")
     try:
-        reader = GGUFReader(path)
-    except Exception as err:  # gguf-py raises ValueError, IndexError, struct errors... on bad files
-        raise GGUFFileError(
-            f"GGUF file {str(path)!r} ({size} bytes) is truncated or corrupt: {type(err).__name__}: {err}"
-        ) from None
-    return [_tensor(path, t) for t in reader.tensors]
+        header = read_header(path)
+    except GGUFHeaderError as err:
+        raise GGUFFileError(f"GGUF file {str(path)!r} ({size} bytes) is truncated or corrupt: {err}") from None
+    data = np.memmap(path, dtype=np.uint8, mode="r") if header.tensors else np.empty(0, np.uint8)
+    return [_tensor(path, t, data) for t in header.tensors]
 
 
-def _tensor(path: Path, t) -> Tensor:  # type: ignore[no-untyped-def]
-    """One tensor as (rows, row_weights), or GGUFFileError naming what does not fit."""
-    where = f"GGUF file {str(path)!r}: tensor {str(t.name)!r}"
-    try:
-        qtype = GGMLQuantizationType(int(t.tensor_type))
-        block_weights, block_bytes = GGML_QUANT_SIZES[qtype]
-    except (ValueError, KeyError):
-        raise GGUFFileError(f"{where} has an unknown type id {int(t.tensor_type)}") from None
-    dims = [int(d) for d in t.shape]
-    weights = int(np.prod(dims, dtype=np.int64)) if dims else 0
-    if not dims or min(dims) < 1 or weights < 1:
-        raise GGUFFileError(f"{where} ({qtype.name}) has a degenerate shape {dims}")
-    row_weights = dims[0]
-    if row_weights % block_weights:
-        raise GGUFFileError(f"{where} ({qtype.name}) has rows of {row_weights} weights, not a whole number of "
-                            f"{block_weights}-weight blocks")
-    row_bytes = row_weights // block_weights * block_bytes
-    data = np.asarray(t.data)
-    expected = weights // block_weights * block_bytes
-    if data.nbytes != expected or int(t.n_bytes) != expected:
-        raise GGUFFileError(f"{where} ({qtype.name}, shape {dims}) should hold {expected} bytes but the file gives "
-                            f"{data.nbytes}: truncated or corrupt")
-    raw = data.view(np.uint8).reshape(-1, row_bytes)
-    return Tensor(str(t.name), qtype, (raw.shape[0], row_weights), raw)
+def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:
+    """One tensor as (rows, row_weights) over the file's read-only map, or GGUFFileError naming
+    what does not fit (the header reader has checked its type, its rows and that its bytes are in
+    the file)."""
+    dims = list(t.shape)
+    if min(dims) < 1:
+        raise GGUFFileError(f"GGUF file {str(path)!r}: tensor {t.name!r} ({t.qtype.name}) has a degenerate shape "
+                            f"{dims}")
+    block_weights, block_bytes = GGML_QUANT_SIZES[t.qtype]
+    row_bytes = dims[0] // block_weights * block_bytes
+    raw = data[t.offset:t.offset + t.nbytes].reshape(-1, row_bytes)
+    return Tensor(t.name, t.qtype, (raw.shape[0], dims[0]), raw)

@@ -12,6 +12,7 @@ _RECORDS = pytest.StashKey[list]()
 _AB = pytest.StashKey[list]()
 _EXPECTED = pytest.StashKey[list]()
 _CONFORMANCE = pytest.StashKey[dict]()
+_UNCHECKED = pytest.StashKey[list]()
 CONFORMANCE_PROPERTY = "quantbench_conformance"  # a user property of each conformance test's report
 
 
@@ -70,6 +71,16 @@ def conformance_report(config: pytest.Config, report: pytest.TestReport) -> None
             if result["bound_share"] is not None:
                 entry.bound_share = max(entry.bound_share or 0.0, result["bound_share"])
             entry.values += result["values"]
+
+
+def note_unchecked(config: pytest.Config, reasons: list[str]) -> None:
+    """Keep the lines that say which quantized tensors of the GGUF files no kernel checks, and why."""
+    kept = config.stash.setdefault(_UNCHECKED, [])
+    kept.extend(r for r in reasons if r not in kept)
+
+
+def unchecked(config: pytest.Config) -> list[str]:
+    return list(config.stash.get(_UNCHECKED, []))
 
 
 def conformance_results(config: pytest.Config) -> dict[tuple[str, str, str], Conformance]:

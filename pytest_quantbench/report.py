@@ -9,7 +9,15 @@ import pytest
 
 from . import gate, options, storage
 from .kernel import BUILTIN, Kernel, registered_kernels
-from .record import Measurement, ab_measurements, conformance_results, measurements, merge_passes, not_measured
+from .record import (
+    Measurement,
+    ab_measurements,
+    conformance_results,
+    measurements,
+    merge_passes,
+    not_measured,
+    unchecked,
+)
 from .throughput import Row, derive, format_table
 
 
@@ -130,6 +138,8 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
         if registered_kernels(config).compared and any(r.info["impl"] == BUILTIN for r in report.rows):
             tr.write_line(f"{BUILTIN}: the package's built-in kernels, measured for comparison, not conformance-"
                           "tested here (--quantbench-builtins test)")
+    for line in unchecked(config):
+        tr.write_line(f"quantbench: {line}", yellow=True)
     if report.save is not None and report.save.path is not None:
         tr.write_line(f"quantbench: saved this run as {report.save.path}")
     elif report.save is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gguf import GGML_QUANT_SIZES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,6 +53,25 @@ def _labels(paths: list) -> dict:
     return labels
 
 
+def _unchecked(label: str, tensors: list, checked: set) -> list:
+    """One skipped case per quantized format of a file that no kernel here checks, saying why and
+    how many tensors and weights it holds."""
+    known = {f.qtype for f in qk.formats()}
+    by_type: dict = {}
+    for t in tensors:
+        if GGML_QUANT_SIZES[t.qtype][0] > 1 and t.qtype not in checked:  # quantized (not F32, F16, BF16...)
+            by_type.setdefault(t.qtype, []).append(t)
+    out = []
+    for qtype, found in sorted(by_type.items(), key=lambda kv: kv[0].name):
+        why = (f"no registered kernel is for {qtype.name}" if qtype in known
+               else f"pytest-quantbench has no {qtype.name} format yet")
+        weights = sum(t.shape[0] * t.shape[1] for t in found)
+        reason = f"{label}: {len(found)} {qtype.name} tensors ({weights} weights) not checked: {why}"
+        out.append(pytest.param(None, None, id=f"{label}:{qtype.name}-unchecked",
+                                marks=pytest.mark.skip(reason=reason)))
+    return out
+
+
 def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list:
     cases = []
     paths = options.gguf_paths(config)
@@ -66,12 +86,15 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
             problem = GGUFFileError(f"GGUF file {str(path)!r} could not be read: {type(err).__name__}: {err}")
             cases.append(pytest.param(None, problem, id=f"{labels[path]}:unreadable"))
             continue
-        for k in kernels:
-            if isinstance(k, Kernel) and k.problem() is None:
-                fmt = qk.get_format(k.qtype)
-                for t in tensors:
-                    if t.qtype == fmt.qtype:
-                        cases.append(pytest.param(k, t, id=f"{k.id}-{labels[path]}:{t.name}"))
+        usable = [k for k in kernels if isinstance(k, Kernel) and k.problem() is None]
+        for k in usable:
+            fmt = qk.get_format(k.qtype)
+            for t in tensors:
+                if t.qtype == fmt.qtype:
+                    cases.append(pytest.param(k, t, id=f"{k.id}-{labels[path]}:{t.name}"))
+        unchecked = _unchecked(labels[path], tensors, {qk.get_format(k.qtype).qtype for k in usable})
+        record.note_unchecked(config, [case.marks[0].kwargs["reason"] for case in unchecked])
+        cases.extend(unchecked)
     if cases:
         return cases
     reason = NO_GGUF if not options.gguf_paths(config) else NO_MATCH
