@@ -53,9 +53,9 @@ def _labels(paths: list) -> dict:
     return labels
 
 
-def _unchecked(label: str, tensors: list, checked: set) -> list:
-    """One skipped case per quantized format of a file that no kernel here checks, saying why and
-    how many tensors and weights it holds."""
+def _unchecked(label: str, tensors: list, checked: set) -> list[tuple[str, str]]:
+    """(test id, reason) per quantized format of a file that no kernel here checks, the reason
+    saying how many tensors and weights it holds and why."""
     known = {f.qtype for f in qk.formats()}
     by_type: dict = {}
     for t in tensors:
@@ -66,9 +66,8 @@ def _unchecked(label: str, tensors: list, checked: set) -> list:
         why = (f"no registered kernel is for {qtype.name}" if qtype in known
                else f"pytest-quantbench has no {qtype.name} format yet")
         weights = sum(t.shape[0] * t.shape[1] for t in found)
-        reason = f"{label}: {len(found)} {qtype.name} tensors ({weights} weights) not checked: {why}"
-        out.append(pytest.param(None, None, id=f"{label}:{qtype.name}-unchecked",
-                                marks=pytest.mark.skip(reason=reason)))
+        out.append((f"{label}:{qtype.name}-unchecked",
+                    f"{label}: {len(found)} {qtype.name} tensors ({weights} weights) not checked: {why}"))
     return out
 
 
@@ -93,8 +92,8 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
                 if t.qtype == fmt.qtype:
                     cases.append(pytest.param(k, t, id=f"{k.id}-{labels[path]}:{t.name}"))
         unchecked = _unchecked(labels[path], tensors, {qk.get_format(k.qtype).qtype for k in usable})
-        record.note_unchecked(config, [case.marks[0].kwargs["reason"] for case in unchecked])
-        cases.extend(unchecked)
+        record.note_unchecked(config, [reason for _, reason in unchecked])
+        cases.extend(pytest.param(None, None, id=i, marks=pytest.mark.skip(reason=r)) for i, r in unchecked)
     if cases:
         return cases
     reason = NO_GGUF if not options.gguf_paths(config) else NO_MATCH
