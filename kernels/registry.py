@@ -161,6 +161,13 @@ def get_format(qtype: str | GGMLQuantizationType | BlockFormat) -> BlockFormat:
         raise ValueError(f"unknown or unsupported qtype {qtype!r}: registered formats are {known}") from None
 
 
+_LOADED = False
+
+
 def _load_formats() -> None:
-    # Importing the package imports every format module, and each one registers itself.
-    importlib.import_module(f"{__package__}.qtypes")
+    # Importing the package imports every format module, and each one registers itself. Once is
+    # enough: import_module on every lookup cost about 1 us, a tenth of a small gemv's fixed cost.
+    global _LOADED
+    if not _LOADED:
+        importlib.import_module(f"{__package__}.qtypes")
+        _LOADED = True
