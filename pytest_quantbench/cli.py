@@ -96,8 +96,10 @@ def _print(path: Path, s: dict[str, Any]) -> None:
     total = sum(e["bytes"] for e in s["types"].values())
     print(f"{path.name}: GGUF v{s['version']}, {len(s['tensors'])} tensors, {s['file_bytes'] / 1e6:.1f} MB "
           f"({s['name'] or 'unnamed'})")
-    print(f"architecture {s['architecture']}, {s['layers']} layers, embedding width {s['embedding_width']}, "
-          f"context {s['context']}, file type {s['file_type']}")
+    shown = {k: "-" if s[k] in (None, "None") else s[k]
+             for k in ("architecture", "layers", "embedding_width", "context", "file_type")}
+    print(f"architecture {shown['architecture']}, {shown['layers']} layers, embedding width "
+          f"{shown['embedding_width']}, context {shown['context']}, file type {shown['file_type']}")
     print()
     print(f"{'type':<8} {'tensors':>7} {'weights':>12} {'bytes':>12} {'share':>6}")
     for name, e in sorted(s["types"].items(), key=lambda kv: -kv[1]["bytes"]):
