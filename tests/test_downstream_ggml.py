@@ -17,8 +17,13 @@ TESTS = Path(__file__).parent
 CONFTEST = f"""
 import os, sys
 import numpy as np
+from hypothesis import settings
 sys.path.insert(0, {str(TESTS)!r})
 import ggml_kernels
+
+# 20 kernels: fewer examples each than Hypothesis' 100 keep this test near half a minute.
+settings.register_profile("downstream", max_examples=40, deadline=None)
+settings.load_profile("downstream")
 
 def pytest_quantbench_kernels():
     kernels = ggml_kernels.kernels()
