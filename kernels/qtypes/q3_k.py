@@ -109,10 +109,7 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     per block ``sums[l] += d * aux32[l]`` (8 lanes, lane = weight index mod 8), then their sum.
 
     ``w``: uint8 (rows, nb, 110); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
-    q, scales, d = dot_parts_ref(w)
-    aux32 = q8_k.lane_sums_ref(q, scales, act)
-    with np.errstate(all="ignore"):
-        return q8_k.accumulate_lanes_ref(d * q8_k.fields_ref(act)["d"], aux32)
+    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
 
 
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -142,12 +142,7 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     then follows C exactly: ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` block after
     block, and finally ``sumf += sums[l]`` for l = 0..7.
     """
-    y = q8_k.fields_ref(act)
-    q4, sc, d, m, dmin = dot_parts_ref(w)
-    aux32 = q8_k.lane_sums_ref(q4, sc, act)
-    sumi = (y["bsums"].astype(np.int32) * m[..., ::16]).sum(axis=-1)
-    with np.errstate(all="ignore"):
-        return q8_k.accumulate_lanes_ref(d * y["d"], aux32, dmin * y["d"], sumi)
+    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
 
 
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:

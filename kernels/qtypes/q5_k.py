@@ -79,12 +79,7 @@ def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.n
     Q4_K, ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` per block, then the lanes.
 
     ``w``: uint8 (rows, nb, 176); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
-    y = q8_k.fields_ref(act)
-    q, sc, d, m, dmin = dot_parts_ref(w)
-    aux32 = q8_k.lane_sums_ref(q, sc, act)
-    sumi = (y["bsums"].astype(np.int32) * m[..., ::16]).sum(axis=-1)
-    with np.errstate(all="ignore"):
-        return q8_k.accumulate_lanes_ref(d * y["d"], aux32, dmin * y["d"], sumi)
+    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
 
 
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:

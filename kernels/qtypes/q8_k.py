@@ -93,6 +93,20 @@ def accumulate_lanes_ref(d: np.ndarray, aux32: np.ndarray, dmin: np.ndarray | No
     return sumf
 
 
+def lanes_gemv_ref(act: np.ndarray, q: np.ndarray, scales: np.ndarray, d: np.ndarray,
+                   mins: np.ndarray | None = None, dmin: np.ndarray | None = None) -> np.ndarray:
+    """llama.cpp's generic 8-lane k-quant dots (Q3_K..Q6_K) from a format's dot parts, taken as
+    :func:`dot_terms_ref` takes them: the lane sums, the mins times the Q8_K ``bsums`` (each min
+    holds for 16 weights at least) and the float accumulation in C's order. float32 (rows,)."""
+    y = fields_ref(act)
+    aux32 = lane_sums_ref(q, scales, act)
+    with np.errstate(all="ignore"):
+        if mins is None:
+            return accumulate_lanes_ref(d * y["d"], aux32)
+        sumi = (y["bsums"].astype(np.int32) * mins[..., ::16]).sum(axis=-1)
+        return accumulate_lanes_ref(d * y["d"], aux32, dmin * y["d"], sumi)
+
+
 def dot_terms_ref(act: np.ndarray, q: np.ndarray, scales: np.ndarray, d: np.ndarray,
                   mins: np.ndarray | None = None, dmin: np.ndarray | None = None, offset: int = 0) -> DotTerms:
     """The exact parts of k-quant dot products (see :class:`DotTerms`): per block, ``d * yd``
