@@ -340,8 +340,9 @@ def _failing_block(kernel: Kernel, fmt: BlockFormat, row_blocks: np.ndarray, x: 
         expected = qk.gemv(w1, x1, fmt, backend="reference")
         try:
             actual = _as_array(kernel, fmt, rerun(w1.copy(), x1.copy()), np.float32, (1,))
-        except Exception:  # noqa: BLE001 - the kernel may not take one-block rows: say less
-            break
+        except Exception as err:  # noqa: BLE001 - the kernel may not take one-block rows: say less
+            return (f"(run on block {b} of row {row} alone, the kernel raised {type(err).__name__}, so no block is "
+                    f"named); row {row}, block 0 bytes: {_hex(row_blocks[0])}")
         if kernel.criterion.exact:
             bad = first_difference(expected, actual) is not None
             detail = f"{int(ulps(expected, actual)[0])} ulps"

@@ -156,7 +156,7 @@ def ab_names(config: pytest.Config) -> list[tuple[str, str]]:
     return out
 
 
-def warn_deprecated(config: pytest.Config) -> None:
+def warn_at_start(config: pytest.Config) -> None:
     """Say once, at start-up, which deprecated options this run uses, and when a GGUF path given
     as a separate argument moved pytest's rootdir."""
     if config.getoption("quantbench_windows") is not None:
@@ -205,7 +205,7 @@ def validate(config: pytest.Config) -> None:
             storage.prepare_directory(directory, writable=save is not None)
         except OSError as err:
             raise pytest.UsageError(f"--quantbench-storage: {directory} cannot hold stored runs: {err}") from None
-    warn_deprecated(config)
+    warn_at_start(config)
 
 
 def gguf_paths(config: pytest.Config) -> list[Path]:

@@ -228,3 +228,18 @@ def test_a_criterion_that_makes_no_sense_is_refused_with_the_reason(fields, mess
 def test_a_tolerance_on_a_quantizer_is_refused():
     kernel = Kernel("k", "Q4_K", "quantize", lambda x: None, rtol=1e-3)
     assert "quantize is checked byte for byte" in kernel.problem()
+
+
+def test_a_wrong_kernel_that_refuses_one_block_rows_is_still_named_without_a_block():
+    name = "Q4_K"
+    w, x = _matrix(name, rows=4, seed=5)
+
+    def whole_rows_only(wr, xr):
+        if wr.shape != w.shape:
+            raise ValueError("this kernel takes 16-block rows only")
+        return qk.gemv(wr, xr, name) + np.float32(1.0)
+
+    with pytest.raises(ConformanceError) as err:
+        check_gemv(Kernel("picky", name, "gemv", whole_rows_only), qk.get_format(name), w, x)
+    assert "first at row 0:" in str(err.value)
+    assert "(run on block 0 of row 0 alone, the kernel raised ValueError, so no block is named)" in str(err.value)
