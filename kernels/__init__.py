@@ -5,6 +5,7 @@ Public API::
     dequantize(raw, qtype, *, backend="numba")  -> float32 weights
     quantize(x, qtype, *, backend="numba")      -> uint8 blocks
     quantize_q8_k(x, *, backend="numba")        -> uint8 Q8_K blocks
+    quantize_activation(x, qtype, *, backend="numba") -> the activation blocks gemv(w, x, qtype) uses
     vec_dot(w_raw, x, qtype, *, backend="numba") -> float
     gemv(w_raw, x, qtype, *, backend="numba", threads=None) -> float32 (rows,)
     dot_terms(w_raw, x, qtype)                  -> DotTerms: the exact parts of those dot products
@@ -13,7 +14,7 @@ Public API::
 ``backend`` is "numba" (the fast kernels) or "reference" (readable NumPy that reproduces llama.cpp).
 """
 
-from .api import dequantize, dot_terms, gemv, quantize, quantize_q8_k, vec_dot
+from .api import dequantize, dot_terms, gemv, quantize, quantize_activation, quantize_q8_k, vec_dot
 from .registry import BACKENDS, BlockFormat, DotTerms, Ops, formats, get_format, register
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "gemv",
     "get_format",
     "quantize",
+    "quantize_activation",
     "quantize_q8_k",
     "register",
     "vec_dot",

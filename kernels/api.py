@@ -67,8 +67,8 @@ def quantize(x: Any, qtype: QType, *, backend: str = "numba", threads: int | Non
     """Quantize float32 weights, as llama.cpp's reference quantizer does, byte for byte.
 
     ``x`` is float32, 1-D or 2-D, finite, with a length (row length) that is a multiple of the block
-    size (256 weights for k-quants). Returns uint8 (n_blocks, block_bytes) for 1-D input and
-    (rows, row_bytes) for 2-D input.
+    size (256 weights for the k-quants and IQ4_XS, 32 for the others). Returns uint8 (n_blocks,
+    block_bytes) for 1-D input and (rows, row_bytes) for 2-D input.
     """
     fmt = get_format(qtype)
     fn = _op(fmt, backend, "quantize")
@@ -91,13 +91,28 @@ def gemv(
     """Matrix-vector product: (rows, row_bytes) quantized weights times float32 ``x``.
 
     ``x`` (one value per weight of a row) is first quantized to the activation format (Q8_K for
-    k-quants), once, as llama.cpp does; then each row is one ``vec_dot``. Returns float32 (rows,).
+    k-quants, see :func:`quantize_activation`), once, as llama.cpp does; then each row is one
+    ``vec_dot``. Returns float32 (rows,).
     ``threads``: None picks by the size of the work; 1 runs the serial kernel.
     """
     fmt = get_format(qtype)
     fn = _op(fmt, backend, "gemv")
     w, act = _dot_inputs(w_raw, x, fmt, backend)
+    if backend == "reference":
+        return np.concatenate([fn(rows, act, threads) for rows in _row_chunks(w, fmt)])
     return fn(w, act, threads)
+
+
+# The NumPy reference of the dot products holds a few int64 values per weight: it runs on rows of
+# about this many weights at a time (a 262,144 x 640 output head would otherwise take gigabytes).
+REFERENCE_CHUNK_WEIGHTS = 1 << 22
+
+
+def _row_chunks(w: np.ndarray, fmt: BlockFormat) -> list[np.ndarray]:
+    """``w`` (rows, blocks_per_row, block_bytes) in consecutive groups of rows of about
+    REFERENCE_CHUNK_WEIGHTS weights (at least one row; one empty group for no rows)."""
+    step = max(1, REFERENCE_CHUNK_WEIGHTS // max(1, w.shape[1] * fmt.block_weights))
+    return [w[i:i + step] for i in range(0, w.shape[0], step)] or [w]
 
 
 def _dot_inputs(w_raw: Any, x: Any, fmt: BlockFormat, backend: str) -> tuple[np.ndarray, np.ndarray]:
@@ -113,9 +128,30 @@ def _dot_inputs(w_raw: Any, x: Any, fmt: BlockFormat, backend: str) -> tuple[np.
             f"shape mismatch: w_raw rows hold {n_blocks * fmt.block_weights} weights "
             f"({n_blocks} {fmt.name} blocks) but x has {x.shape[0]} values"
         )
+    return w.reshape(w.shape[0], n_blocks, fmt.block_bytes), _activation(x, fmt, backend, 1)
+
+
+def _activation(x: np.ndarray, fmt: BlockFormat, backend: str, threads: int | None) -> np.ndarray:
+    """Validated float32 ``x`` quantized to ``fmt``'s activation format as llama.cpp's CPU backend
+    quantizes a dot product's activations (``Ops.quantize_activation``, else the reference
+    quantizer): uint8 (n_blocks, act_block_bytes)."""
+    if fmt.activation is None:
+        raise ValueError(f"{fmt.name} has no dot product, so no activation format")
     act_fmt = get_format(fmt.activation)
-    act = _op(act_fmt, backend, "quantize")(x.reshape(-1, act_fmt.block_weights), 1)
-    return w.reshape(w.shape[0], n_blocks, fmt.block_bytes), act
+    ops = act_fmt.backend(backend)
+    fn = _op(act_fmt, backend, "quantize_activation" if ops.quantize_activation else "quantize")
+    check_row_length(x, act_fmt, "x")
+    return fn(x.reshape(-1, act_fmt.block_weights), threads)
+
+
+def quantize_activation(x: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
+    """The activation blocks that ``gemv(w, x, qtype)`` multiplies ``qtype``'s weights with: 1-D
+    float32 ``x`` quantized to ``qtype``'s activation format (Q8_K for the k-quants and IQ4_XS, Q8_0
+    for Q4_0, Q5_0, Q8_0, IQ4_NL and MXFP4, Q8_1 for Q4_1 and Q5_1) as llama.cpp's CPU backend
+    does on x86. Returns uint8 (n_blocks, act_block_bytes): what a kernel that takes quantized
+    activations must be given to equal this package's dot products bit for bit."""
+    fmt = get_format(qtype)
+    return _activation(as_float32(x, "x", (1,)), fmt, backend, threads)
 
 
 def dot_terms(w_raw: Any, x: Any, qtype: QType) -> DotTerms:
@@ -124,12 +160,15 @@ def dot_terms(w_raw: Any, x: Any, qtype: QType) -> DotTerms:
     fmt = get_format(qtype)
     if fmt.dot_terms is None:
         raise ValueError(f"{fmt.name} has no dot_terms: its dot products cannot be checked within a bound")
-    return _ieee(fmt.dot_terms)(*_dot_inputs(w_raw, x, fmt, "reference"))
+    w, act = _dot_inputs(w_raw, x, fmt, "reference")
+    parts = [_ieee(fmt.dot_terms)(rows, act) for rows in _row_chunks(w, fmt)]
+    return DotTerms(coef=np.concatenate([p.coef for p in parts]), ints=np.concatenate([p.ints for p in parts]),
+                    abs_ints=np.concatenate([p.abs_ints for p in parts]))
 
 
 def vec_dot(w_raw: Any, x: Any, qtype: QType, *, backend: str = "numba") -> float:
     """Dot product of one row of quantized weights (1-D bytes, or (n_blocks, block_bytes)) with
-    float32 ``x``, which is first quantized to Q8_K as llama.cpp does."""
+    float32 ``x``, which is first quantized to the activation format as llama.cpp does."""
     w = as_bytes(w_raw, "w_raw")
     if w.ndim > 2:
         raise ValueError(f"w_raw must be one row: 1-D bytes or (n_blocks, block_bytes), got shape {w.shape}")

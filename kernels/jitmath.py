@@ -45,11 +45,12 @@ def read_f16(buf: np.ndarray, offset: int) -> np.float32:
 def f32_to_f16_bits(v: np.float32) -> int:
     """Round ``v`` to the nearest f16 (ties to even, overflow to inf); return its bit pattern.
 
-    Matches NumPy's ``astype(np.float16)`` except that every NaN encodes as 0x7E00.
+    Matches NumPy's ``astype(np.float16)`` and llama.cpp's ``GGML_FP32_TO_FP16``, except that a
+    NaN encodes as the quiet NaN 0x7E00 of its sign (its payload is dropped).
     """
+    sign = 0x8000 if math.copysign(1.0, v) < 0 else 0
     if v != v:
-        return 0x7E00
-    sign = 0x8000 if (v < 0 or (v == 0 and math.copysign(1.0, v) < 0)) else 0
+        return sign | 0x7E00
     a = abs(np.float64(v))
     if a >= 65520.0:  # halfway between 65504 (the largest f16) and 65536: ties go to inf
         return sign | 0x7C00
@@ -77,6 +78,24 @@ def nearest_int(f: np.float32) -> np.int32:
     v = np.float32(f + F32(12582912.0))
     bits = np.int32(float_bits(v))
     return np.int32((bits & 0x007FFFFF) - 0x00400000)
+
+
+@inline
+def roundf(v: np.float32) -> np.float32:
+    """C's ``roundf``: the nearest integer, halfway cases away from zero (computed in float64,
+    where |v| + 0.5 is exact; inf and NaN pass through)."""
+    v64 = np.float64(v)
+    return F32(np.copysign(np.floor(abs(v64) + 0.5), v64))
+
+
+@inline
+def c_int8(v: np.float32) -> np.int32:
+    """C's ``(int8_t)`` of a float32 as gcc compiles it on x86 (see :func:`quantbench_kernels.refmath.c_int8`)."""
+    if abs(v) < F32(2147483648.0):
+        t = np.int64(v)
+    else:  # out of range or NaN: cvttss2si gives INT_MIN, whose low byte is 0
+        t = np.int64(0)
+    return np.int32(np.int8(t & 0xFF))
 
 
 def _bitcast(src, dst, doc: str):  # type: ignore[no-untyped-def]

@@ -27,6 +27,34 @@ def nearest_int(f: np.ndarray) -> np.ndarray:
     return (v.view(np.int32) & np.int32(0x007FFFFF)) - np.int32(0x00400000)
 
 
+def roundf(v: np.ndarray) -> np.ndarray:
+    """C's ``roundf`` of float32 ``v``: the nearest integer, halfway cases away from zero (float64;
+    exact, since |v| + 0.5 is exact in float64 for any float32 below 2**29)."""
+    v64 = np.asarray(v, dtype=np.float64)
+    return np.copysign(np.floor(np.abs(v64) + 0.5), v64)
+
+
+def c_int8(v: np.ndarray) -> np.ndarray:
+    """C's ``(int8_t)`` of float32 ``v`` as gcc compiles it on x86: truncated toward zero to int32
+    (``cvttss2si``: INT_MIN where out of range or NaN), of which the low byte is kept. int32."""
+    v64 = np.asarray(v, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        as_int = np.where(np.abs(v64) < 2.0**31, np.trunc(v64), -(2.0**31)).astype(np.int64)
+    return ((as_int & 0xFF) ^ 0x80).astype(np.int32) - 0x80
+
+
+def nibbles_ref(qs: np.ndarray) -> np.ndarray:
+    """The 4-bit quants of the 32-weight formats: byte j of uint8 (..., 16) holds weight j in its
+    low nibble and weight j + 16 in its high nibble. Returns uint8 (..., 32) in weight order."""
+    return np.concatenate([qs & 0xF, qs >> 4], axis=-1)
+
+
+def pack_nibbles_ref(q: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`nibbles_ref` for values 0..15: (..., 32) -> uint8 (..., 16)."""
+    q = q.astype(np.uint8)
+    return (q[..., :16] & 0xF) | ((q[..., 16:] & 0xF) << 4)
+
+
 def f16_to_f32(h: np.ndarray) -> np.ndarray:
     """Decode little-endian f16 bit patterns (uint16) to float32."""
     return np.asarray(h, dtype=np.uint16).view(np.float16).astype(np.float32)
@@ -125,6 +153,15 @@ def make_qkx2_quants(
     levels = np.where(flat[:, None], np.uint8(0), levels).astype(np.uint8)
     minimum = np.where(flat, lo, minimum)
     return scale, (-minimum).astype(np.float32), levels
+
+
+def running_min(values: np.ndarray, start: float = np.inf) -> np.ndarray:
+    """``m = start; for v in values[..., j]: if v < m: m = v`` along the last axis (of 0 and -0,
+    the first seen wins, as in C)."""
+    m = np.full(values.shape[:-1], start, dtype=np.float32)
+    for j in range(values.shape[-1]):
+        m = np.where(values[..., j] < m, values[..., j], m)
+    return m
 
 
 # llama.cpp's GROUP_MAX_EPS: a group whose largest magnitude is below it counts as all zero.

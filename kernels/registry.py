@@ -22,6 +22,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 #   quantize(x float32 (n_blocks, block_weights), threads)    -> uint8 (n_blocks, block_bytes)
 #   gemv(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes),
 #        threads) -> float32 (rows,)      [act holds the activation format's blocks, e.g. Q8_K]
+#   quantize_activation: as quantize       [an activation format quantized as for a dot product]
 DequantizeFn = Callable[[np.ndarray, np.ndarray, "int | None"], None]
 QuantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
 GemvFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
@@ -31,14 +32,26 @@ DotTermsFn = Callable[[np.ndarray, np.ndarray], "DotTerms"]
 
 BACKENDS = ("numba", "reference")
 
+# gguf-py still lists Q8_1's layout from before 2024 (f32 d and s: 40 bytes); llama.cpp's is
+# 36 bytes (f16 d and s). Q8_1 only ever holds activations, in the CPU backend's buffers, never
+# a tensor of a GGUF file: its size is llama.cpp's.
+GGML_SIZES_NOT_IN_GGUF_PY = {GGMLQuantizationType.Q8_1: (32, 36)}
+
 
 @dataclass(frozen=True)
 class Ops:
-    """One backend's implementation of a format. ``None`` means the operation does not exist."""
+    """One backend's implementation of a format. ``None`` means the operation does not exist.
+
+    ``quantize_activation`` is how llama.cpp's CPU backend quantizes the activation vector of a dot
+    product to this (activation) format, its ``from_float``, where that differs from the format's
+    reference quantizer ``quantize`` (``from_float_ref``): on x86, Q8_0 and Q8_1 multiply by
+    127 / max and round half to even, the reference divides by max / 127 and rounds half away.
+    """
 
     dequantize: DequantizeFn | None = None
     quantize: QuantizeFn | None = None
     gemv: GemvFn | None = None
+    quantize_activation: QuantizeFn | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,8 @@ class DotTerms:
 class BlockFormat:
     """A GGUF block format: its identity, its byte layout and its implementations.
 
-    ``block_weights`` and ``block_bytes`` are read from ``gguf.GGML_QUANT_SIZES``; ``block_dtype`` is
+    ``block_weights`` and ``block_bytes`` are read from ``gguf.GGML_QUANT_SIZES`` (but see
+    :data:`GGML_SIZES_NOT_IN_GGUF_PY`); ``block_dtype`` is
     the structured NumPy dtype of one block (little-endian), whose size must equal ``block_bytes``.
     ``activation`` names the format that the activation vector is quantized to for dot products.
     ``fill_derived``, if set, recomputes in place the fields of structured blocks that are derived
@@ -90,7 +104,7 @@ class BlockFormat:
     block_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
-        weights, nbytes = GGML_QUANT_SIZES[self.qtype]
+        weights, nbytes = GGML_SIZES_NOT_IN_GGUF_PY.get(self.qtype) or GGML_QUANT_SIZES[self.qtype]
         if self.block_dtype.itemsize != nbytes:
             raise TypeError(
                 f"{self.name}: block_dtype is {self.block_dtype.itemsize} bytes, "
@@ -107,8 +121,8 @@ class BlockFormat:
         return getattr(self, name)
 
     def supports(self, op: str) -> bool:
-        """Whether both backends implement ``op`` (a field of :class:`Ops`: "dequantize", "quantize"
-        or "gemv"; ``vec_dot`` is a one-row ``gemv``)."""
+        """Whether both backends implement ``op`` (a field of :class:`Ops`: "dequantize", "quantize",
+        "gemv" or "quantize_activation"; ``vec_dot`` is a one-row ``gemv``)."""
         if op not in Ops.__dataclass_fields__:
             raise ValueError(f"unknown op {op!r}: the registry's ops are {', '.join(Ops.__dataclass_fields__)}")
         return getattr(self.reference, op) is not None and getattr(self.numba, op) is not None
@@ -136,9 +150,10 @@ def register(fmt: BlockFormat) -> BlockFormat:
 
 
 def formats() -> tuple[BlockFormat, ...]:
-    """Every registered format, in registration order."""
+    """Every registered format, in the order of llama.cpp's type ids (Q4_0, Q4_1, ..., Q8_K, IQ4_NL,
+    IQ4_XS, MXFP4): the same whatever order the modules were imported in."""
     _load_formats()
-    return tuple(_FORMATS.values())
+    return tuple(sorted(_FORMATS.values(), key=lambda f: int(f.qtype)))
 
 
 def get_format(qtype: str | GGMLQuantizationType | BlockFormat) -> BlockFormat:

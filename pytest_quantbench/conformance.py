@@ -40,7 +40,8 @@ DEQUANTIZE_ROUNDINGS = 4
 # integer partial sum's conversion to float, and their product.
 TERM_ROUNDINGS = 3
 # The dot products' accumulation model (see dot_bound): float additions per block on any term's
-# path, and additions of the final reduction of a kernel's accumulators.
+# path (at least; a format whose dot has more terms per block, as IQ4_XS's eight sub-blocks, gets
+# one per term), and additions of the final reduction of a kernel's accumulators.
 ADDS_PER_BLOCK = 2
 FINAL_ADDS = 32
 # Absolute error one float32 operation may make in the subnormal range (half the smallest subnormal).
@@ -286,8 +287,10 @@ def dot_bound(terms: qk.DotTerms, n_blocks: int, unit_roundoff: float = UNIT_ROU
     2nd ed., lemma 3.1 and section 4.2), which is at most the sum over blocks of |scale product| x
     the sum of |integer product| over the weights (``DotTerms.abs_ints``: it bounds every integer
     partial sum a kernel may form). Added: n times the absolute error of one operation in the
-    subnormal range, and the float64 rounding of the exact value's own evaluation (2^-52 of the
-    magnitude).
+    subnormal range, that error of each scale product times the integers it multiplies (a
+    subnormal scale product, as MXFP4's smallest exponents give, loses absolute precision that
+    the product with the integer sum scales up), and the float64 rounding of the exact value's
+    own evaluation (2^-52 of the magnitude).
     """
     n = n_blocks * adds_per_block + final_adds + TERM_ROUNDINGS
     gamma = n * unit_roundoff / (1 - n * unit_roundoff)
@@ -295,7 +298,10 @@ def dot_bound(terms: qk.DotTerms, n_blocks: int, unit_roundoff: float = UNIT_ROU
         products = terms.coef * terms.ints.astype(np.float64)
         magnitude = (np.abs(terms.coef) * terms.abs_ints.astype(np.float64)).sum(axis=1)
         exact = np.array([math.fsum(row) if np.isfinite(row).all() else row.sum() for row in products])
-        bound = gamma * magnitude + n * FLOAT32_UNDERFLOW + 2.0**-52 * magnitude
+        # A scale product in the subnormal range (MXFP4's 2**-128 times a small d) is off by up to
+        # half the smallest subnormal, and the integer it multiplies scales that error up.
+        scaled_underflow = (1 + gamma) * FLOAT32_UNDERFLOW * terms.abs_ints.astype(np.float64).sum(axis=1)
+        bound = gamma * magnitude + n * FLOAT32_UNDERFLOW + scaled_underflow + 2.0**-52 * magnitude
     return exact, bound, magnitude
 
 
@@ -305,8 +311,10 @@ def _allowed(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> 
     (a scale product or a partial sum beyond its range), each (rows,)."""
     c = kernel.criterion
     terms = qk.dot_terms(w, x, fmt)
-    exact, bound, magnitude = dot_bound(terms, w.shape[1] // fmt.block_bytes, UNIT_ROUNDOFF[c.precision],
-                                        kernel.adds_per_block or ADDS_PER_BLOCK, kernel.final_adds or FINAL_ADDS)
+    n_blocks = w.shape[1] // fmt.block_bytes
+    adds_per_block = kernel.adds_per_block or max(ADDS_PER_BLOCK, terms.coef.shape[1] // n_blocks)
+    exact, bound, magnitude = dot_bound(terms, n_blocks, UNIT_ROUNDOFF[c.precision], adds_per_block,
+                                        kernel.final_adds or FINAL_ADDS)
     with np.errstate(all="ignore"):
         allowed = bound + c.atol + c.rtol * np.abs(exact)
         overflow = (magnitude + allowed > FLOAT32_MAX) | (np.abs(terms.coef) > FLOAT32_MAX).any(axis=1)

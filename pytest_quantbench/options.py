@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import quantbench_kernels as qk
+
 from . import storage
 
 # Named benchmark sizes in rows x 4096-weight rows: 1M weights (fits the L3 with its output) and
@@ -75,7 +77,8 @@ def add_options(parser: pytest.Parser) -> None:
 
 @dataclass(frozen=True)
 class Size:
-    """A benchmark size: ``rows`` x ``cols`` weights (cols is a multiple of 256)."""
+    """A benchmark size: ``rows`` x ``cols`` weights (cols is a multiple of the smallest block, 32
+    weights; a format whose blocks do not divide it skips the size)."""
 
     label: str
     rows: int
@@ -84,6 +87,13 @@ class Size:
     @property
     def weights(self) -> int:
         return self.rows * self.cols
+
+    def unfit_for(self, fmt: qk.BlockFormat) -> str | None:
+        """Why ``fmt`` cannot be benchmarked at this size (its rows are not whole blocks), or None."""
+        if self.cols % fmt.block_weights:
+            return (f"size {self.label}: rows of {self.cols} weights are not whole {fmt.name} blocks "
+                    f"({fmt.block_weights} weights each)")
+        return None
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -98,10 +108,12 @@ def sizes(config: pytest.Config) -> list[Size]:
             out.append(Size(item, *NAMED_SIZES[item]))
             continue
         rows, _, cols = item.lower().partition("x")
-        if not (rows.isdigit() and cols.isdigit()) or int(cols) % 256 or int(cols) < 1 or int(rows) < 1:
+        block = min(f.block_weights for f in qk.formats())
+        if not (rows.isdigit() and cols.isdigit()) or int(cols) % block or int(cols) < 1 or int(rows) < 1:
             raise pytest.UsageError(
                 f"--quantbench-sizes: {item!r} is neither {' nor '.join(NAMED_SIZES)} nor ROWSxCOLS "
-                "with ROWS at least 1 and COLS a positive multiple of 256"
+                f"with ROWS at least 1 and COLS a positive multiple of {block} (the smallest block; a "
+                "format whose blocks do not divide COLS skips that size)"
             )
         if int(rows) * int(cols) > MAX_SIZE_WEIGHTS:
             raise pytest.UsageError(f"--quantbench-sizes: {item!r} is {int(rows) * int(cols)} weights, more than "

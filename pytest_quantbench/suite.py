@@ -173,11 +173,18 @@ def _skip_unless_measuring(config: pytest.Config) -> None:
         pytest.skip(XDIST_SKIP)
 
 
+def _skip_unless_whole_blocks(fmt: qk.BlockFormat, size: options.Size) -> None:
+    unfit = size.unfit_for(fmt)
+    if unfit:
+        pytest.skip(unfit)
+
+
 def test_throughput(qb_kernel: Kernel | BadEntry, qb_size: options.Size, qb_pass: int, benchmark, request) -> None:
     """Time the kernel (pytest-benchmark: its --benchmark-* options apply)."""
     _skip_unless_measuring(request.config)
     kernel = _usable(qb_kernel)
     fmt = qk.get_format(kernel.qtype)
+    _skip_unless_whole_blocks(fmt, qb_size)
     work = workloads.build(fmt, kernel.op, qb_size)
     info = tag(op=kernel.op, fmt=fmt.name, size=qb_size.label, impl=kernel.name, weights=work.n_weights,
                nbytes=work.nbytes, threads=kernel.threads_label, pass_no=qb_pass)
@@ -192,6 +199,7 @@ def test_ab(qb_ab: tuple[Kernel, Kernel] | BadEntry, qb_size: options.Size, benc
         pytest.fail(qb_ab.message, pytrace=False)
     old, new = (_usable(k) for k in qb_ab)
     fmt = qk.get_format(new.qtype)
+    _skip_unless_whole_blocks(fmt, qb_size)
     work = workloads.build(fmt, new.op, qb_size)
     info = tag(op=new.op, fmt=fmt.name, size=qb_size.label, impl=new.name, weights=work.n_weights,
                nbytes=work.nbytes, threads=new.threads_label)
@@ -205,6 +213,7 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     _skip_unless_measuring(request.config)
     name, op = qb_reference
     fmt = qk.get_format(name)
+    _skip_unless_whole_blocks(fmt, qb_size)
     if op == "quantize" and qb_size.weights > (1 << 20):
         pytest.skip("the NumPy reference quantizer takes minutes above 1M weights")
     work = workloads.build(fmt, op, qb_size)
