@@ -8,8 +8,9 @@
 - ``q2_k_blocks``, ``q4_k_blocks``: 64 "weights" blocks of each.
 - ``gguf_tensors``: (name, qtype, shape, raw) for every tensor of the files given with
   ``--quantbench-gguf`` (or the ``quantbench_gguf`` ini option); skips when there are none.
-- ``tiny_gguf``: the path of a small GGUF file, written with ``gguf.GGUFWriter``, holding Q2_K,
-  Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, F16 and F32 tensors of weight-like values.
+- ``tiny_gguf``: the path of a small GGUF file, written with ``gguf.GGUFWriter``, holding a tensor
+  of weight-like values in every weight format of the registry, one in TQ2_0 (a format this
+  package does not have), and F16 and F32 tensors.
 """
 
 from __future__ import annotations
@@ -100,10 +101,10 @@ def gguf_tensors(request: pytest.FixtureRequest) -> Iterator[tuple[str, gguf.GGM
 
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
-    """Write a small GGUF file: a few tensors of several formats with weight-like values."""
+    """Write a small GGUF file: a tensor of weight-like values per weight format, one of TQ2_0, F16 and F32."""
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, arch="llama")
-    writer.add_block_count(1)
+    writer.add_block_count(2)
     writer.add_context_length(128)
     for name, qtype, rows, cols in [
         ("blk.0.attn_output.weight", "Q4_K", 8, 512),
@@ -112,9 +113,21 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
         ("blk.0.attn_k.weight", "Q3_K", 4, 256),
         ("blk.0.attn_v.weight", "Q5_K", 4, 512),
         ("blk.0.ffn_up.weight", "Q6_K", 8, 256),
+        # Rows of 96 and 160 weights: only the 32-weight formats fit them.
+        ("blk.1.attn_q.weight", "Q5_0", 8, 160),
+        ("blk.1.attn_k.weight", "Q4_0", 4, 96),
+        ("blk.1.attn_v.weight", "Q8_0", 4, 96),
+        ("blk.1.attn_output.weight", "Q4_1", 4, 160),
+        ("blk.1.ffn_gate.weight", "Q5_1", 4, 96),
+        ("blk.1.ffn_up.weight", "IQ4_NL", 4, 160),
+        ("blk.1.ffn_down.weight", "IQ4_XS", 4, 256),
+        ("blk.1.ffn_gate_exps.weight", "MXFP4", 4, 96),
     ]:
         raw = qk.quantize(weight_like(rng, (rows, cols)), qtype)
         writer.add_tensor(name, raw, raw_dtype=qk.get_format(qtype).qtype)  # shape in bytes, as gguf-py wants
+    # A format that pytest-quantbench does not have, for the "not checked" path.
+    ternary = gguf.quants.quantize(np.sign(weight_like(rng, (2, 256))), gguf.GGMLQuantizationType.TQ2_0)
+    writer.add_tensor("blk.1.ffn_up_exps.weight", ternary, raw_dtype=gguf.GGMLQuantizationType.TQ2_0)
     embd = weight_like(rng, (16, 64))
     writer.add_tensor("token_embd.weight", gguf.quants.quantize(embd, gguf.GGMLQuantizationType.Q8_0),
                       raw_dtype=gguf.GGMLQuantizationType.Q8_0)
@@ -129,5 +142,5 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
 
 @pytest.fixture
 def tiny_gguf(tmp_path: Path) -> Path:
-    """Path of a small GGUF file (k-quant, Q8_0, F16 and F32 tensors) in a tmp dir."""
+    """Path of a small GGUF file (a tensor of every format, TQ2_0, F16 and F32) in a tmp dir."""
     return write_tiny_gguf(tmp_path / "tiny.gguf")

@@ -1,8 +1,9 @@
 """llama.cpp's own CPU dot kernels as pytest_quantbench kernels, through ``ggml-python``'s libggml.
 
-For each k-quant: the vec_dot and gemv that ggml's CPU backend picks on this machine (AVX2 or
-AVX-512 here) and its scalar ``ggml_vec_dot_*_q8_K_generic``, which gcc compiles with fused
-multiply-adds. Activations are quantized by ggml's own ``from_float`` of Q8_K, as llama.cpp does.
+For each format with a dot product: the vec_dot and gemv that ggml's CPU backend picks on this
+machine (AVX2 or AVX-512 here) and its scalar ``ggml_vec_dot_*_generic``, which gcc compiles with
+fused multiply-adds. Activations are quantized by ggml's own ``from_float`` of the activation
+format (Q8_K, Q8_0 or Q8_1), as llama.cpp does.
 Imported only where ``ggml`` is installed (``pytest.importorskip``).
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import quantbench_kernels as qk
 from pytest_quantbench import Kernel
 
-FORMATS = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+FORMATS = tuple(f.name for f in qk.formats() if f.supports("gemv"))
 # void vec_dot(int n, float *s, size_t bs, const void *vx, size_t bx, const void *vy, size_t by, int nrc)
 VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -34,11 +35,18 @@ def _address(fn: object) -> int:
     return ctypes.cast(fn, ctypes.c_void_p).value
 
 
+def _c_name(name: str) -> str:
+    """A format's name as llama.cpp's functions spell it: q4_0, iq4_xs, q4_K, q8_K."""
+    low = name.lower()
+    return low[:-2] + "_K" if low.endswith("_k") else low
+
+
 def _functions(name: str, generic: bool) -> tuple[Callable, Callable]:
     traits = ggml.ggml_get_type_traits_cpu(getattr(ggml, f"GGML_TYPE_{name}")).contents
     act = ggml.ggml_get_type_traits_cpu(traits.vec_dot_type).contents
     if generic:
-        dot = VEC_DOT(_address(getattr(_CPU, f"ggml_vec_dot_{name.lower().replace('_k', '_K')}_q8_K_generic")))
+        symbol = f"ggml_vec_dot_{_c_name(name)}_{_c_name(qk.get_format(name).activation)}_generic"
+        dot = VEC_DOT(_address(getattr(_CPU, symbol)))
     else:
         dot = VEC_DOT(_address(traits.vec_dot))
     return dot, FROM_FLOAT(_address(act.from_float))
@@ -46,12 +54,12 @@ def _functions(name: str, generic: bool) -> tuple[Callable, Callable]:
 
 def _gemv(name: str, generic: bool) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     dot, from_float = _functions(name, generic)
-    act_bytes = qk.get_format("Q8_K").block_bytes
+    act_fmt = qk.get_format(qk.get_format(name).activation)
 
     def gemv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
         w = np.ascontiguousarray(w, dtype=np.uint8)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        act = np.empty(x.size // 256 * act_bytes, dtype=np.uint8)
+        act = np.empty(x.size // act_fmt.block_weights * act_fmt.block_bytes, dtype=np.uint8)
         from_float(x.ctypes.data, act.ctypes.data, x.size)
         out = np.empty(w.shape[0], dtype=np.float32)
         for r in range(w.shape[0]):
@@ -62,7 +70,7 @@ def _gemv(name: str, generic: bool) -> Callable[[np.ndarray, np.ndarray], np.nda
 
 
 def kernels(name: str = "ggml") -> list[Kernel]:
-    """``name`` (ggml's pick for this CPU) and ``name + "-generic"``: vec_dot and gemv of every k-quant."""
+    """``name`` (ggml's pick for this CPU) and ``name + "-generic"``: vec_dot and gemv of every format."""
     out = []
     for fmt in FORMATS:
         for suffix, generic in (("", False), ("-generic", True)):

@@ -12,6 +12,9 @@ from pytest_quantbench.bitexact import assert_bit_identical
 
 ALL = [f.name for f in qk.formats()]
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
+# The formats that hold weights (they have dot products); Q8_K and Q8_1 only ever hold activations,
+# and libgguf (llama.cpp's ggml_quantize_chunk) quantizes weight formats only.
+WEIGHTS = [f.name for f in qk.formats() if f.activation is not None]
 GGUF_PY = [f.name for f in qk.formats() if f.qtype in gguf.quants._type_traits]
 
 
@@ -37,7 +40,7 @@ def test_quantize_numba_equals_reference(name, data):
     assert_bit_identical(qk.quantize(x, name, backend="reference"), qk.quantize(x, name), "quantized bytes")
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n != "Q8_K"])
+@pytest.mark.parametrize("name", WEIGHTS)
 @given(data=st.data())
 def test_quantize_reference_equals_llama_cpp(name, data, libgguf):
     x = data.draw(qst.float_rows(name, n_blocks=st.integers(1, 3)))
@@ -45,7 +48,7 @@ def test_quantize_reference_equals_llama_cpp(name, data, libgguf):
     assert_bit_identical(expected, qk.quantize(x, name, backend="reference").reshape(-1), "quantized bytes")
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n != "Q8_K"])
+@pytest.mark.parametrize("name", WEIGHTS)
 @pytest.mark.parametrize("seed", range(3))
 def test_quantize_equals_llama_cpp_on_whole_weight_matrices(name, seed, libgguf):
     rng = np.random.default_rng(seed)
@@ -102,14 +105,15 @@ def test_parallel_kernels_equal_serial_on_large_inputs(name):
 @pytest.mark.parametrize("name", ALL)
 def test_result_shapes_follow_the_input(name):
     fmt = qk.get_format(name)
+    blocks = 512 // fmt.block_weights  # per row
     x = np.linspace(-1, 1, 3 * 512, dtype=np.float32).reshape(3, 512)
     rows = qk.quantize(x, name)
-    assert rows.shape == (3, 2 * fmt.block_bytes) and rows.dtype == np.uint8
+    assert rows.shape == (3, blocks * fmt.block_bytes) and rows.dtype == np.uint8
     flat = qk.quantize(x.reshape(-1), name)
-    assert flat.shape == (6, fmt.block_bytes)
+    assert flat.shape == (3 * blocks, fmt.block_bytes)
     assert_bit_identical(rows, flat.reshape(3, -1))
     assert qk.dequantize(rows, name).shape == (3, 512)
-    assert qk.dequantize(flat, name).shape == (6, 256)
+    assert qk.dequantize(flat, name).shape == (3 * blocks, fmt.block_weights)
     deq = qk.dequantize(rows.reshape(-1), name)
     assert deq.shape == (1536,) and deq.dtype == np.float32
     assert_bit_identical(deq.reshape(3, 512), qk.dequantize(rows, name))
@@ -155,7 +159,7 @@ def test_quantize_extreme_rows_agree_everywhere(name, case, request):
     x = _extreme_rows()[case]
     expected = qk.quantize(x, name, backend="reference")
     assert_bit_identical(expected, qk.quantize(x, name))
-    if name != "Q8_K":
+    if name in WEIGHTS:
         libgguf = request.getfixturevalue("libgguf")
         llama = libgguf.quantize_rows(x.reshape(1, -1), int(qk.get_format(name).qtype))
         assert_bit_identical(llama.reshape(-1), expected.reshape(-1), "reference vs llama.cpp")

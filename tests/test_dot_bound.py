@@ -14,10 +14,20 @@ from pytest_quantbench import Kernel
 from pytest_quantbench.conformance import ConformanceError, check_dequantize, check_gemv, check_vec_dot, dot_bound
 from quantbench_kernels.qtypes import q4_k, q8_k
 
-K_QUANTS = [f.name for f in qk.formats() if f.supports("gemv")]
-# The field that holds each format's low quant bits: flipping bit 0 of one of its bytes moves one
-# weight's quant by one level.
-QUANT_FIELD = {"Q2_K": "qs", "Q3_K": "qs", "Q4_K": "qs", "Q5_K": "qs", "Q6_K": "ql"}
+DOTS = [f.name for f in qk.formats() if f.supports("gemv")]
+
+
+# Where one quant level is within the rounding bound of a 4096-wide row (128 blocks of 32): Q8_0's
+# 8-bit quants (a level is 1/127 of a block's largest weight) and Q5_1's 5-bit ones, stored
+# unsigned beside a min (the d and min terms cancel, and the bound follows their magnitudes).
+# There the mutation is eight levels.
+FINE_LEVELS = ("Q8_0", "Q5_1")
+
+
+def _quant_field(fmt: qk.BlockFormat) -> str:
+    """The field that holds the format's (low) quant bits, Q6_K's ``ql`` or everyone else's ``qs``:
+    flipping bit 0 of one of its bytes moves one weight's quant by one level."""
+    return "ql" if "ql" in fmt.block_dtype.names else "qs"
 
 
 def _matrix(name: str, rows: int = 64, cols: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +41,7 @@ def _builtin(name: str, op: str = "gemv", **criterion) -> Kernel:
     return Kernel("builtin", name, op, fn, **criterion)
 
 
-@pytest.mark.parametrize("name", K_QUANTS)
+@pytest.mark.parametrize("name", DOTS)
 def test_the_exact_terms_sum_to_the_reference_within_its_rounding(name):
     w, x = _matrix(name)
     exact, bound, magnitude = dot_bound(qk.dot_terms(w, x, name), w.shape[1] // qk.get_format(name).block_bytes)
@@ -41,7 +51,7 @@ def test_the_exact_terms_sum_to_the_reference_within_its_rounding(name):
     assert np.any(reference != exact)  # the float reduction does round
 
 
-@pytest.mark.parametrize("name", K_QUANTS)
+@pytest.mark.parametrize("name", DOTS)
 def test_the_builtin_dot_is_within_the_bound_and_reports_the_distance(name):
     w, x = _matrix(name)
     d = check_gemv(_builtin(name), qk.get_format(name), w, x)
@@ -79,22 +89,24 @@ def test_a_fastmath_build_of_the_builtin_gemv_passes_within_the_bound_and_not_bi
 
 def _flip_one_quant(name: str, w: np.ndarray, x: np.ndarray, row: int, rng: np.random.Generator
                     ) -> tuple[np.ndarray, int, int]:
-    """``w`` with bit 0 of one byte of row ``row``'s quants flipped, at a weight whose activation is
-    at least the mean magnitude: (mutated w, block, weight index in the row)."""
+    """``w`` with bit 0 (bit 3 for FINE_LEVELS) of one byte of row ``row``'s quants flipped, at a
+    weight whose activation is at least the mean magnitude: (mutated w, block, weight index in the
+    row)."""
     fmt = qk.get_format(name)
-    start = fmt.block_dtype.fields[QUANT_FIELD[name]][1]
-    size = fmt.block_dtype.fields[QUANT_FIELD[name]][0].itemsize
+    field, start = fmt.block_dtype.fields[_quant_field(fmt)][:2]
+    size = field.itemsize
+    bit = 1 << 3 if name in FINE_LEVELS else 1
     before = qk.dequantize(w[row], name, backend="reference").reshape(-1)
     while True:
         block = int(rng.integers(w.shape[1] // fmt.block_bytes))
         mutated = w.copy()
-        mutated[row, block * fmt.block_bytes + start + int(rng.integers(size))] ^= 1
+        mutated[row, block * fmt.block_bytes + start + int(rng.integers(size))] ^= bit
         changed = np.flatnonzero(qk.dequantize(mutated[row], name, backend="reference").reshape(-1) != before)
         if len(changed) == 1 and abs(x[changed[0]]) >= np.abs(x).mean():
             return mutated, block, int(changed[0])
 
 
-@pytest.mark.parametrize("name", K_QUANTS)
+@pytest.mark.parametrize("name", DOTS)
 def test_one_wrong_quant_in_a_4096_wide_row_fails_naming_row_block_and_distance(name):
     """Mutation test: in each of 32 rows, one weight (whose activation is not below the mean
     magnitude) off by one quant level; the kernel is otherwise the built-in one."""

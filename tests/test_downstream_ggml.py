@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import quantbench_kernels as qk
+
 pytest.importorskip("ggml", reason="ggml-python (llama.cpp's libggml) is not installed: pip install ggml-python")
 
 pytest_plugins = ["pytester"]
@@ -21,8 +23,8 @@ from hypothesis import settings
 sys.path.insert(0, {str(TESTS)!r})
 import ggml_kernels
 
-# 20 kernels: fewer examples each than Hypothesis' 100 keep this test near half a minute.
-settings.register_profile("downstream", max_examples=40, deadline=None)
+# 52 kernels (13 formats): fewer examples each than Hypothesis' 100 keep this test near a minute.
+settings.register_profile("downstream", max_examples=20, deadline=None)
 settings.load_profile("downstream")
 
 def pytest_quantbench_kernels():
@@ -57,12 +59,13 @@ def test_llama_cpp_dot_kernels_pass_within_the_bound_with_the_distance_shown(dow
     # ggml's SIMD dots reorder the float sums: not bit-identical, within the bound, and the
     # summary says by how much.
     result.stdout.fnmatch_lines_random([
-        "quantbench: kernels: ggml: Q2_K gemv, Q2_K vec_dot, *; ggml-generic: Q2_K gemv, *",
+        "quantbench: kernels: ggml: Q4_0 gemv, Q4_0 vec_dot, *; ggml-generic: Q4_0 gemv, *",
         "Q4_K*gemv*ggml *(not measured)*within the rounding bound: max * ulps, *% of the allowed error*",
         "Q6_K*vec_dot*ggml-generic *(not measured)*within the rounding bound: max * ulps*",
     ])
     distances = [line for line in result.stdout.lines if " ggml " in line and "within the rounding bound" in line]
-    assert len(distances) == 10 and any(" max 0 ulps" not in line for line in distances)
+    dot_formats = [f for f in qk.formats() if f.supports("gemv")]
+    assert len(distances) == 2 * len(dot_formats) and any(" max 0 ulps" not in line for line in distances)
 
 
 def test_the_same_kernels_with_one_flipped_quant_fail_naming_row_block_and_distance(downstream, monkeypatch):

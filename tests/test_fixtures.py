@@ -20,9 +20,12 @@ def test_quant_blocks_are_valid_blocks_of_each_kind(quant_blocks, name, kind):
     assert np.array_equal(raw, quant_blocks(name, 12, seed=3, kind=kind))  # seeded
     values = qk.dequantize(raw, name)
     assert_bit_identical(gguf.quants.dequantize(raw, fmt.qtype), values)
-    if kind == "edge":
+    if kind == "edge" and "d" in fmt.block_dtype.names:
         d = raw.view(fmt.block_dtype)["d"].reshape(-1)
         assert np.isnan(d).any() and np.isinf(d).any() and (d == 0).any()
+    elif kind == "edge":  # MXFP4's E8M0 exponent at 0, 255 (2**127: its larger values overflow) and 0
+        e = raw.view(fmt.block_dtype)["e"].reshape(-1)
+        assert set(e.tolist()) == {0, 255} and np.isinf(values).any() and (values == 0).any()
     else:
         assert np.isfinite(values).all() and values.std() > 0
 
@@ -40,7 +43,8 @@ def test_ready_made_blocks(q2_k_blocks, q4_k_blocks):
 
 def test_tiny_gguf_holds_several_formats(tiny_gguf):
     tensors = {t.name: t for t in read_tensors(tiny_gguf)}
-    assert {t.qtype.name for t in tensors.values()} == {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "F32"}
+    weight_formats = {f.name for f in qk.formats() if f.activation is not None}
+    assert {t.qtype.name for t in tensors.values()} == weight_formats | {"TQ2_0", "F16", "F32"}
     out = tensors["blk.0.attn_output.weight"]
     assert out.shape == (8, 512) and out.raw.shape == (8, 2 * 144)
     w = qk.dequantize(out.raw, "Q4_K")
@@ -59,7 +63,8 @@ def test_gguf_tensors_iterates_the_given_files(pytester, tiny_gguf):
 def test_it(gguf_tensors):
     got = {name: (qtype.name, shape, raw.shape) for name, qtype, shape, raw in gguf_tensors}
     assert got["blk.0.ffn_down.weight"] == ("Q2_K", (4, 768), (4, 252))
-    assert len(got) == 9
+    assert got["blk.1.attn_q.weight"] == ("Q5_0", (8, 160), (8, 110))
+    assert len(got) == 18
 """)
     pytester.runpytest(f"--quantbench-gguf={tiny_gguf}", "-p", "no:cacheprovider").assert_outcomes(passed=1)
 

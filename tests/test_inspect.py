@@ -35,11 +35,12 @@ def test_the_header_reader_agrees_with_gguf_py_on_every_tensor():
 def test_inspect_prints_the_quant_map_totals_and_layer_pattern(capsys):
     assert main(["inspect", str(TINY)]) == 0
     out = capsys.readouterr().out
-    assert "tiny.gguf: GGUF v3, 9 tensors" in out
-    assert "architecture llama, 1 layers" in out
+    assert "tiny.gguf: GGUF v3, 18 tensors" in out
+    assert "architecture llama, 2 layers" in out
     lines = out.splitlines()
     assert any(line.split()[:2] == ["Q4_K", "2"] for line in lines)  # two Q4_K tensors
-    assert any(line.split() == ["ffn_down.weight", "Q2_K", "in", "all", "1"] for line in lines)
+    assert any(line.split() == ["ffn_down.weight", "IQ4_XS", "in", "blk", "1", "Q2_K", "in", "the", "other", "1"]
+               for line in lines)
     assert any(line.startswith("blk.0.attn_q.weight") and "Q4_K" in line and "256x16" in line for line in lines)
 
 
@@ -48,17 +49,17 @@ def test_inspect_json_is_the_same_map(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["types"]["Q4_K"] == {"tensors": 2, "weights": 2 * 4096, "bytes": 2 * 2304}
     assert [t["name"] for t in data["tensors"]] == [t.name for t in read_header(TINY).tensors]
-    assert data["layer_pattern"]["attn_q.weight"] == "Q4_K in all 1"
+    assert data["layer_pattern"]["attn_q.weight"] == "Q4_K in blk 0  Q5_0 in the other 1"
 
 
 @pytest.mark.parametrize(("data", "message"), [
     (b"", "the file is empty (byte 0)"),
     (b"GGML" + DATA[4:], "not a GGUF file: magic b'GGML' at byte 0"),
     (DATA[:4] + (7).to_bytes(4, "little") + DATA[8:], "unknown GGUF version 7 at byte 4"),
-    (DATA[:300], "truncated: "),
-    (DATA[:100], "the counts at byte 8 (9 tensors, 3 metadata items) need more bytes than the 100 of the file"),
+    (DATA[:600], "truncated: a dimension of 'blk.1.attn_k.weight' at byte 597 needs 8 bytes, 3 are left"),
+    (DATA[:100], "the counts at byte 8 (18 tensors, 3 metadata items) need more bytes than the 100 of the file"),
     (DATA[:8] + (1 << 60).to_bytes(8, "little") + DATA[16:], "need more bytes than the"),
-    (DATA[:HEADER_END - 1000], "run past the end of the file"),
+    (DATA[:HEADER_END + 100], "run past the end of the file"),
 ])
 def test_a_corrupt_header_is_one_error_naming_the_problem(data, message, tmp_path):
     path = tmp_path / "bad.gguf"

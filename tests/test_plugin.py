@@ -161,23 +161,26 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     # The project registers "mine": the built-ins are not tested unless asked.
     own = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v")
     # One line per quantized format that no kernel here checks, with its counts and the reason.
-    own.assert_outcomes(passed=2, skipped=5)
+    own.assert_outcomes(passed=2, skipped=13)  # the 12 other formats of tiny.gguf, and TQ2_0
     own.stdout.fnmatch_lines_random([
         "quantbench: tiny.gguf: 1 Q2_K tensors (3072 weights) not checked: no registered kernel is for Q2_K",
-        "quantbench: tiny.gguf: 1 Q8_0 tensors (1024 weights) not checked: pytest-quantbench has no Q8_0 format yet",
+        "quantbench: tiny.gguf: 2 Q8_0 tensors (1408 weights) not checked: no registered kernel is for Q8_0",
+        "quantbench: tiny.gguf: 1 TQ2_0 tensors (512 weights) not checked: pytest-quantbench has no TQ2_0 format yet",
     ])
     # -W error: no RuntimeWarning of the reference's inf and NaN reaches the user's run.
     result = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v",
                   "--quantbench-builtins", "test", "-W", "error")
-    # tiny.gguf has two Q4_K tensors and one each of Q2_K, Q3_K, Q5_K and Q6_K: 2 per Q4_K kernel, 1 per
-    # other k-quant kernel; the built-ins have 4 ops per format, "mine" is a Q4_K dequantize.
-    result.assert_outcomes(passed=2 * 4 + 4 * 1 * 4 + 2, skipped=1)  # Q8_0
+    # tiny.gguf has two Q4_K and two Q8_0 tensors and one of each other format: 2 per Q4_K and Q8_0
+    # kernel, 1 per other; the built-ins have 4 ops per format, "mine" is a Q4_K dequantize.
+    result.assert_outcomes(passed=2 * 2 * 4 + 11 * 1 * 4 + 2, skipped=1)  # TQ2_0
     result.stdout.fnmatch_lines_random([
         "*test_conformance_gguf?mine-Q4_K-dequantize-tiny.gguf:blk.0.attn_output.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q2_K-gemv-tiny.gguf:blk.0.ffn_down.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q6_K-vec_dot-tiny.gguf:blk.0.ffn_up.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q3_K-quantize-tiny.gguf:blk.0.attn_k.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q5_K-dequantize-tiny.gguf:blk.0.attn_v.weight? PASSED*",
+        "*test_conformance_gguf?quantbench-numba-Q5_0-gemv-tiny.gguf:blk.1.attn_q.weight? PASSED*",
+        "*test_conformance_gguf?quantbench-numba-IQ4_XS-quantize-tiny.gguf:blk.1.ffn_down.weight? PASSED*",
     ])
     assert result.ret == 0
     bad = _run(project, "--quantbench", f"--quantbench-gguf={truncated}", "-k", "gguf")

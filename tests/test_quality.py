@@ -14,7 +14,8 @@ def cos_input(n: int = 4096, offset: float = 0.0) -> np.ndarray:
 # name: (max RMSE-like error sqrt(sum d^2)/n, max |vec_dot - f64 dot| / n), llama.cpp's limits
 # (MAX_QUANTIZATION_TOTAL_ERROR, _2BITS, _3BITS and MAX_DOT_PRODUCT_ERROR, _LOWBIT).
 LIMITS = {"Q2_K": (0.0075, 0.04), "Q3_K": (0.0040, 0.02), "Q4_K": (0.002, 0.02), "Q5_K": (0.002, 0.02),
-          "Q6_K": (0.002, 0.02)}
+          "Q6_K": (0.002, 0.02)} | {name: (0.002, 0.02) for name in (
+              "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "IQ4_XS", "MXFP4")}
 
 
 def test_every_weight_format_has_its_limits():
@@ -55,6 +56,6 @@ def test_gemv_is_normwise_close_to_float64(name):
     exact = w.astype(np.float64) @ x.astype(np.float64)
     # Normwise: rows whose true value is near zero would fail any per-element relative bound.
     rel = np.abs(got - exact) / (np.linalg.norm(w, axis=1) * np.linalg.norm(x))
-    # The bound follows the bits: a quarter of 2^-bits of the row's norm, plus the Q8_K activations' share.
+    # The bound follows the bits: a quarter of 2^-bits of the row's norm, plus the 8-bit activations' share.
     bits = qk.get_format(name).bits_per_weight
     assert rel.max() < 2.0 ** (-bits) / 4 + 0.002, rel.max()

@@ -3,13 +3,23 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 import quantbench_kernels as qk
+from quantbench_kernels.registry import GGML_SIZES_NOT_IN_GGUF_PY
 
 
-def test_registry_lists_the_k_quants_with_gguf_sizes():
+def test_q8_1_has_llama_cpp_s_layout_where_gguf_py_lists_the_old_one():
+    assert GGML_QUANT_SIZES[GGMLQuantizationType.Q8_1] == (32, 40)  # f32 d and s: before 2024
+    fmt = qk.get_format("Q8_1")
+    assert (fmt.block_weights, fmt.block_bytes) == (32, 36) and fmt.block_dtype.names == ("d", "s", "qs")
+    ggml = pytest.importorskip("ggml", reason="ggml-python (llama.cpp's libggml) is not installed")
+    assert ggml.ggml_type_size(ggml.GGML_TYPE_Q8_1) == 36
+
+
+def test_registry_lists_the_formats_with_gguf_sizes():
     names = {f.name for f in qk.formats()}
-    assert {"Q2_K", "Q4_K", "Q8_K"} <= names
+    assert {"Q2_K", "Q4_K", "Q8_K", "Q4_0", "Q8_0", "Q8_1", "IQ4_NL", "IQ4_XS", "MXFP4"} <= names
     for fmt in qk.formats():
-        assert (fmt.block_weights, fmt.block_bytes) == GGML_QUANT_SIZES[fmt.qtype]
+        if fmt.qtype not in GGML_SIZES_NOT_IN_GGUF_PY:
+            assert (fmt.block_weights, fmt.block_bytes) == GGML_QUANT_SIZES[fmt.qtype]
         assert fmt.block_dtype.itemsize == fmt.block_bytes
     assert qk.get_format("Q4_K").bits_per_weight == 4.5
     assert qk.get_format("Q2_K").bits_per_weight == 2.625

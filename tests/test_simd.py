@@ -1,6 +1,8 @@
 """The vector-IR dot kernels (kernels/simd.py and the formats' block intrinsics) on inputs the
 public API never makes, and on the generic IR path that CPUs without pmaddwd take."""
 
+import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -17,6 +19,16 @@ from pytest_quantbench.bitexact import assert_bit_identical
 from quantbench_kernels import simd
 
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
+# The formats whose kernels are built on kernels/simd.py's vector IR (the k-quants): the only ones
+# whose code differs on the generic IR path.
+ON_SIMD = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def test_only_the_k_quant_kernels_use_the_vector_ir():
+    for fmt in qk.formats():
+        source = inspect.getsource(importlib.import_module(fmt.numba.dequantize.__module__))
+        uses = "simd." in source or "q4_k." in source
+        assert uses == (fmt.name in ON_SIMD) or fmt.name == "Q8_K", fmt.name  # Q8_K: the lane order only
 
 
 @pytest.mark.parametrize("name", DOT)
@@ -43,12 +55,15 @@ def test_gemv_kernel_on_extreme_blocks(name, fill, q8):
     fmt = qk.get_format(name)
     w = np.full((2, 2, fmt.block_bytes), fill, dtype=np.uint8)
     blocks = w.view(fmt.block_dtype)
-    blocks["d"] = np.float16(1)
-    if "dmin" in fmt.block_dtype.names:
-        blocks["dmin"] = np.float16(-1)
+    # Finite scales of one (MXFP4's exponent 128 is 2**0) and mins of minus one.
+    for field, value in {"d": np.float16(1), "e": 128, "dmin": np.float16(-1), "m": np.float16(-1)}.items():
+        if field in fmt.block_dtype.names:
+            blocks[field] = value
     act = np.zeros(2, dtype=qk.get_format(fmt.activation).block_dtype)
     act["d"], act["qs"] = 1, q8
-    act["bsums"] = q8 * 16
+    for field, value in {"bsums": q8 * 16, "s": q8 * 32}.items():  # Q8_K's sums of 16, Q8_1's d x sum
+        if field in act.dtype.names:
+            act[field] = value
     act = act.view(np.uint8).reshape(2, -1)
     expected = fmt.reference.gemv(w, act, 1)
     assert np.all(np.isfinite(expected))
@@ -79,7 +94,7 @@ def test_the_generic_ir_path_equals_the_reference_on_another_target():
              f"{here / 'test_simd.py'}::test_gemv_kernel_on_extreme_blocks",
              f"{here / 'test_conformance.py'}::test_gemv_is_one_vec_dot_per_row_on_real_sized_rows",
              f"{here / 'test_conformance.py'}::test_dequantize_numba_equals_reference"]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", " or ".join(ON_SIMD),
                            *tests, "-c", str(here.parent / "pyproject.toml")],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,6 +1,8 @@
-"""Throughput of every op x format at a cache-resident size and at 16M weights (4096 x 4096),
-beside the reference, the outside baselines (gguf-py, libgguf, NumPy's BLAS matvec) and an
-np.copyto probe of the same output size, all in one run. Run with ``pytest tests/perf --perf``.
+"""Throughput of every op x format at a cache-resident size, at 16M weights (4096 x 4096), at
+Gemma 3 270M's FFN shape (2048 rows of 640 weights: the 32-weight formats only) and at 256 x 256
+(what a call costs besides its work), beside the reference, the outside baselines (gguf-py,
+libgguf, NumPy's BLAS matvec) and an np.copyto probe of the same output size, all in one run.
+Run with ``pytest tests/perf --perf``.
 
 The inputs and the timing are the plugin's (``pytest_quantbench.workloads``): weight-like values,
 rotated past the last-level cache at 16M, two untimed calls before pytest-benchmark's rounds."""
@@ -21,7 +23,8 @@ from pytest_quantbench.throughput import PROBE, REFERENCE, tag
 
 pytestmark = pytest.mark.perf
 
-SIZES = [Size(label, rows, cols) for label, (rows, cols) in NAMED_SIZES.items()]
+SIZES = [Size(label, rows, cols) for label, (rows, cols) in NAMED_SIZES.items()] + [
+    Size("2048x640", 2048, 640), Size("256x256", 256, 256)]
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
 THREADS = {"numba-1t": 1, "numba-2t": 2, REFERENCE: 1}
 
@@ -32,6 +35,9 @@ def _workload(name: str, op: str, size: Size) -> workloads.Workload:
 
 
 def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, threads, rounds=None) -> None:
+    unfit = size.unfit_for(qk.get_format(name))
+    if unfit:
+        pytest.skip(unfit)
     work = _workload(name, op, size)
     info = tag(op=op, fmt=name, size=size.label, impl=impl, weights=work.n_weights, nbytes=work.nbytes,
                threads=threads)
@@ -71,13 +77,13 @@ def test_dequantize(benchmark, request, name, size, impl):
 
 @pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "libgguf"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.label)
-@pytest.mark.parametrize("name", DOT + ["Q8_K"])
+@pytest.mark.parametrize("name", DOT + ["Q8_K", "Q8_1"])
 def test_quantize(benchmark, request, name, size, impl):
     if impl == REFERENCE and size.label == "16M":
         pytest.skip("the NumPy reference quantizer takes minutes at 16M weights: measured in cache only")
     if impl == "libgguf":
-        if name == "Q8_K":
-            pytest.skip("libgguf has no Q8_K quantizer")
+        if name not in DOT:
+            pytest.skip(f"libgguf has no {name} quantizer (an activation format)")
         libgguf = pytest.importorskip("libgguf", reason="libgguf wheels exist for CPython 3.11 x86-64 Linux only")
         qtype = int(qk.get_format(name).qtype)
         # One long row: libgguf spreads several rows over threads, one row runs on one thread.
@@ -105,7 +111,7 @@ def test_gemv(benchmark, request, name, size, impl):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.label)
 @pytest.mark.parametrize("name", DOT)
 def test_vec_dot(benchmark, request, name, size, impl):
-    """One row holding all of the size's weights (x is quantized to Q8_K first)."""
+    """One row holding all of the size's weights (x is quantized to the activation format first)."""
     backend = "reference" if impl == REFERENCE else "numba"
     fn = lambda w, x: qk.vec_dot(w, x, name, backend=backend)  # noqa: E731
     _measure(benchmark, request, name, "vec_dot", size, impl, fn, 1)

@@ -1,0 +1,301 @@
+"""IQ4_NL: 32 weights in 18 bytes (4.5 bits per weight), non-linear 4-bit values, dot products on
+Q8_0 activations.
+
+::
+
+    offset  size  field
+         0     2  d   f16, scale
+         2    16  qs  4-bit indices into KVALUES: byte j holds weight j in its low nibble and
+                      weight j + 16 in its high nibble
+
+    weight = d * KVALUES[q]        (llama.cpp's kvalues_iq4nl)
+
+Quantize is llama.cpp's ``quantize_row_iq4_nl_impl`` without an importance matrix and with its
+search of 15 scales (``ntry = 7``), as ``ggml_quantize_chunk`` and ``llama-quantize`` run it;
+``quantize_row_iq4_nl_ref`` (``from_float_ref``) skips that search (``ntry = -1``). The search
+and the table are shared with IQ4_XS. The dot product follows ``ggml_vec_dot_iq4_nl_q8_0_generic``
+(``sumf += (dy * d) * sumi``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, GROUP_MAX_EPS, read_f16, write_f16
+from ..registry import BlockFormat, DotTerms, Ops, register
+from . import q8_0
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+QK = 32
+BLOCK_BYTES = 18
+KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
+NTRY = 7  # the search tries the scales (itry + KVALUES[0]) / max for itry = -NTRY..NTRY
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def best_index_ref(v: np.ndarray) -> np.ndarray:
+    """llama.cpp's ``best_index_int8(16, kvalues_iq4nl, v)`` of float32 ``v``: the index of the
+    nearest table value, the upper one on a tie (uint8, same shape)."""
+    table = KVALUES.astype(np.float32)
+    upper = np.clip(np.searchsorted(table, v, side="right"), 1, 15)  # table[upper - 1] <= v < table[upper]
+    lower_nearer = (v - table[upper - 1]) < (table[upper] - v)
+    index = np.where(lower_nearer, upper - 1, upper)
+    return np.where(v <= table[0], 0, np.where(v >= table[15], 15, index)).astype(np.uint8)
+
+
+def _fit_ref(x: np.ndarray, weight: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levels of ``x`` (float32 (groups, 32)) at the inverse scales ``inv`` (groups,), and the
+    sequential float32 sums of weight * q * x and weight * q * q."""
+    levels = best_index_ref(inv[:, None] * x)
+    q = KVALUES.astype(np.float32)[levels]
+    sumqx = np.zeros(x.shape[0], dtype=np.float32)
+    sumq2 = np.zeros(x.shape[0], dtype=np.float32)
+    for j in range(x.shape[1]):
+        sumqx = sumqx + weight[:, j] * q[:, j] * x[:, j]
+        sumq2 = sumq2 + weight[:, j] * q[:, j] * q[:, j]
+    return levels, sumqx, sumq2
+
+
+def search_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scale search of ``quantize_row_iq4_nl_impl`` (no importance matrix, ``ntry = 7``) for
+    every group of 32 weights (float32 (groups, 32)): (scales float32 (groups,), 0 for a group
+    whose largest magnitude is below GROUP_MAX_EPS; levels uint8 (groups, 32), valid where the
+    scale is not 0)."""
+    weight = x * x
+    vmax = refmath.first_largest(x)
+    live = np.abs(vmax) >= refmath.GROUP_MAX_EPS
+    vmax = np.where(live, vmax, F32(1))  # dead groups: any finite value, their results are dropped
+    d = -vmax / F32(KVALUES[0])
+    levels, sumqx, sumq2 = _fit_ref(x, weight, F32(1) / d)
+    d = sumqx / sumq2
+    best = d * sumqx
+    for itry in range(-NTRY, NTRY + 1):
+        _, sumqx, sumq2 = _fit_ref(x, weight, F32(itry + int(KVALUES[0])) / vmax)
+        better = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+        d = np.where(better, sumqx / sumq2, d)
+        best = np.where(better, d * sumqx, best)
+    return np.where(live, d, F32(0)).astype(np.float32), levels
+
+
+def values_ref(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d float32 (...,), each weight's table value, int32 (..., 32)) of uint8 (..., 18) blocks."""
+    b = blocks.view(BLOCK_DTYPE)[..., 0]
+    return b["d"].astype(np.float32), KVALUES.astype(np.int32)[refmath.nibbles_ref(b["qs"])]
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 18) -> ``out``, float32 (n_blocks, 32)."""
+    d, v = values_ref(blocks)
+    out[...] = d[:, None] * v
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 18): the search, then every weight re-quantized
+    against the scale found (not its f16 rounding)."""
+    d, _ = search_ref(x)
+    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
+    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
+    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
+    out["qs"] = refmath.pack_nibbles_ref(best_index_ref(inv[:, None] * x))
+    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 18) times Q8_0 activations (nb, 34) -> float32 (rows,), as the generic dot."""
+    d, v = values_ref(w)
+    return q8_0.block_dots_ref(act, v, d)
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of IQ4_NL x Q8_0 dot products (:class:`DotTerms`)."""
+    d, v = values_ref(w)
+    return q8_0.block_dot_terms_ref(act, v, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+KV_INT = KVALUES.astype(np.int32)  # the table as the kernels read it (IQ4_XS's too)
+KV_FLOAT = KVALUES.astype(np.float32)
+
+
+@inline
+def best_index(v: np.float32) -> np.int32:
+    """:func:`best_index_ref` of one value (llama.cpp's binary search)."""
+    if v <= KV_FLOAT[0]:
+        return np.int32(0)
+    if v >= KV_FLOAT[15]:
+        return np.int32(15)
+    lo = 0
+    hi = 15
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if v < KV_FLOAT[mid]:
+            hi = mid
+        else:
+            lo = mid
+    return np.int32(hi - 1) if v - KV_FLOAT[hi - 1] < KV_FLOAT[hi] - v else np.int32(hi)
+
+
+@inline
+def _fit(x: np.ndarray, inv: np.float32, levels: np.ndarray) -> tuple[np.float32, np.float32]:
+    sumqx = F32(0)
+    sumq2 = F32(0)
+    for j in range(QK):
+        k = best_index(inv * x[j])
+        levels[j] = k
+        q = KV_FLOAT[k]
+        w = x[j] * x[j]
+        sumqx += w * q * x[j]
+        sumq2 += w * q * q
+    return sumqx, sumq2
+
+
+@inline
+def search(x: np.ndarray, scratch: np.ndarray) -> np.float32:
+    """:func:`search_ref` of one group of 32 weights (``scratch``: uint8 (32,), overwritten)."""
+    vmax = F32(0)
+    for j in range(QK):
+        if abs(x[j]) > abs(vmax):
+            vmax = x[j]
+    if abs(vmax) < GROUP_MAX_EPS:
+        return F32(0)
+    sumqx, sumq2 = _fit(x, F32(1) / (-vmax / KV_FLOAT[0]), scratch)
+    d = sumqx / sumq2
+    best = d * sumqx
+    for itry in range(-NTRY, NTRY + 1):
+        sumqx, sumq2 = _fit(x, F32(itry + KV_INT[0]) / vmax, scratch)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            d = sumqx / sumq2
+            best = d * sumqx
+    return d
+
+
+@inline
+def pack_levels(x: np.ndarray, inv: np.float32, blk: np.ndarray, offset: int) -> None:
+    """Each of 32 weights' nearest table index at inverse scale ``inv``, packed as nibbles into
+    ``blk[offset:offset + 16]``."""
+    for j in range(16):
+        blk[offset + j] = np.uint8(best_index(inv * x[j]) | (best_index(inv * x[j + 16]) << 4))
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, scratch: np.ndarray) -> None:
+    d = search(x, scratch)
+    write_f16(blk, 0, d)
+    pack_levels(x, F32(1) / d if d != 0 else F32(0), blk, 2)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    scratch = np.empty(QK, dtype=np.uint8)
+    for i in range(x.shape[0]):
+        _quantize_block(x[i], out[i], scratch)
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        scratch = np.empty(QK, dtype=np.uint8)
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            _quantize_block(x[i], out[i], scratch)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 18), Numba."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 0)
+    for j in range(16):
+        q = np.int32(blk[2 + j])
+        out[j] = d * KV_FLOAT[q & 0xF]
+        out[j + 16] = d * KV_FLOAT[q >> 4]
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 18) -> ``out``, float32 (n_blocks, 32), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def nibble_dot(blk: np.ndarray, offset: int, q8: np.ndarray, q8_offset: int) -> np.int32:
+    """The sum over 32 weights of KVALUES[q] times the activation quant: the weights' nibbles at
+    ``blk[offset:offset + 16]``, their activations (int8) at ``q8[q8_offset:q8_offset + 32]``."""
+    sumi = np.int32(0)
+    for j in range(16):
+        q = np.int32(blk[offset + j])
+        sumi += KV_INT[q & 0xF] * np.int32(q8[q8_offset + j]) + KV_INT[q >> 4] * np.int32(q8[q8_offset + j + 16])
+    return sumi
+
+
+@jit
+def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    for r in range(start, stop):
+        sumf = F32(0)
+        for b in range(w.shape[1]):
+            blk = w[r, b]
+            sumf += (dy[b] * read_f16(blk, 0)) * F32(nibble_dot(blk, 2, q8[b], 0))
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = q8_0.unpack(act)
+    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = q8_0.unpack(act)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 18) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="IQ4_NL",
+        qtype=GGMLQuantizationType.IQ4_NL,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
+        activation="Q8_0",
+    )
+)

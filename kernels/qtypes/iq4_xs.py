@@ -1,0 +1,268 @@
+"""IQ4_XS: 256 weights in 136 bytes (4.25 bits per weight), IQ4_NL's non-linear values in eight
+sub-blocks of 32 with 6-bit scales, dot products on Q8_K activations.
+
+::
+
+    offset  size  field
+         0     2  d         f16, super-block scale
+         2     2  scales_h  u16, little-endian: bits 2j..2j+1 are the high 2 bits of sub-block j's scale
+         4     4  scales_l  the low 4 bits of the scales: byte j holds sub-block 2j in its low
+                            nibble and sub-block 2j + 1 in its high nibble
+         8   128  qs        4-bit indices into KVALUES (IQ4_NL's table), 16 bytes per sub-block:
+                            byte 16s + j holds weight 32s + j in its low nibble and weight
+                            32s + 16 + j in its high nibble
+
+    weight = (d * (ls - 32)) * KVALUES[q]      (ls: the sub-block's 6-bit scale)
+
+Quantize is llama.cpp's ``quantize_row_iq4_nl_impl`` for 256 weights in sub-blocks of 32 without
+an importance matrix (``quantize_iq4_xs``, which ``quantize_row_iq4_xs_ref`` calls): IQ4_NL's
+search per sub-block, ``d = -max_scale / 32``, each sub-block's scale rounded to 6 bits and its
+weights re-quantized against it. The dot product follows ``ggml_vec_dot_iq4_xs_q8_K_generic``:
+``sumf += (d * yd * (ls - 32)) * sumi`` sub-block after sub-block.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, bits_float, first_largest, nearest_int, read_f16, write_f16
+from ..registry import BlockFormat, DotTerms, Ops, register
+from . import iq4_nl, q8_k
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)])
+QK = 256
+BLOCK_BYTES = 136
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def values_ref(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of uint8 (..., 136) blocks: d float32 (...,), each sub-block's ls - 32 (int32 (..., 8)) and
+    each weight's table value (int32 (..., 256))."""
+    b = blocks.view(BLOCK_DTYPE)[..., 0]
+    j = np.arange(8)
+    low = (b["scales_l"][..., j // 2] >> (4 * (j % 2))) & 0xF
+    high = (b["scales_h"][..., None] >> (2 * j)) & 3
+    qs = b["qs"].reshape(b.shape + (8, 16))
+    values = iq4_nl.KVALUES.astype(np.int32)[refmath.nibbles_ref(qs)].reshape(b.shape + (QK,))
+    return b["d"].astype(np.float32), (low | (high << 4)).astype(np.int32) - 32, values
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 136) -> ``out``, float32 (n_blocks, 256)."""
+    d, scales, v = values_ref(blocks)
+    dl = d[:, None] * scales.astype(np.float32)
+    out[...] = (dl[:, :, None] * v.reshape(-1, 8, 32)).reshape(-1, QK)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 136), as ``quantize_iq4_xs`` without an
+    importance matrix."""
+    n = x.shape[0]
+    sub = x.reshape(n * 8, 32)
+    scales = iq4_nl.search_ref(sub)[0].reshape(n, 8)
+    d = -refmath.first_largest(scales) / F32(32)
+    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
+    ls = np.clip(refmath.nearest_int(inv[:, None] * scales), -32, 31)
+    dl = d[:, None] * ls.astype(np.float32)
+    inv_dl = np.where(dl != 0, F32(1) / dl, F32(0)).astype(np.float32)
+    levels = iq4_nl.best_index_ref(inv_dl.reshape(-1, 1) * sub)
+    ls = (ls + 32).astype(np.uint16)
+    out = np.empty(n, dtype=BLOCK_DTYPE)
+    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
+    out["scales_h"] = ((ls >> 4) << (2 * np.arange(8, dtype=np.uint16))).sum(axis=1, dtype=np.uint16)
+    out["scales_l"] = (ls[:, 0::2] & 0xF) | ((ls[:, 1::2] & 0xF) << 4)
+    out["qs"] = refmath.pack_nibbles_ref(levels).reshape(n, 128)
+    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+
+
+def _sub_block_sums(w: np.ndarray, act: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Of rows of blocks (uint8 (rows, nb, 136)) and Q8_K activations (nb, 292): d (rows, nb) and
+    yd (nb,) float32, and per sub-block (rows, nb, 8) ls - 32, the exact sum of value * q8 and
+    the sum of its magnitudes (int64)."""
+    d, scales, v = values_ref(w)
+    y = q8_k.fields_ref(act)
+    prod = (v.astype(np.int64) * y["qs"].astype(np.int64)).reshape(v.shape[:-1] + (8, 32))
+    return d, y["d"], scales, prod.sum(axis=-1), np.abs(prod).sum(axis=-1)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 136) times Q8_K activations (nb, 292) -> float32 (rows,), as the generic dot."""
+    d, yd, scales, sumi, _ = _sub_block_sums(w, act)
+    d4d8 = d * yd
+    sumf = np.zeros(w.shape[0], dtype=np.float32)
+    for b in range(w.shape[1]):
+        for s in range(8):
+            sumf = sumf + (d4d8[:, b] * scales[:, b, s].astype(np.float32)) * sumi[:, b, s].astype(np.float32)
+    return sumf
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of IQ4_XS x Q8_K dot products (:class:`DotTerms`): one term per sub-block,
+    ``d * yd`` (exact in float64) times (ls - 32) times the sum of value * q8."""
+    d, yd, scales, sumi, magnitude = _sub_block_sums(w, act)
+    coef = d.astype(np.float64) * yd.astype(np.float64)
+    rows = w.shape[0]
+    return DotTerms(coef=np.repeat(coef[..., None], 8, axis=-1).reshape(rows, -1),
+                    ints=(scales * sumi).reshape(rows, -1), abs_ints=(np.abs(scales) * magnitude).reshape(rows, -1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _scale(blk: np.ndarray, s: int) -> np.int32:
+    """Sub-block ``s``'s ls - 32."""
+    low = (np.int32(blk[4 + s // 2]) >> (4 * (s % 2))) & 0xF
+    high = ((np.int32(blk[2]) | (np.int32(blk[3]) << 8)) >> (2 * s)) & 3
+    return (low | (high << 4)) - 32
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 0)
+    for s in range(8):
+        dl = d * F32(_scale(blk, s))
+        for j in range(16):
+            q = np.int32(blk[8 + 16 * s + j])
+            out[32 * s + j] = dl * iq4_nl.KV_FLOAT[q & 0xF]
+            out[32 * s + 16 + j] = dl * iq4_nl.KV_FLOAT[q >> 4]
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 136) -> ``out``, float32 (n_blocks, 256), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray, scales: np.ndarray, scratch: np.ndarray) -> None:
+    for s in range(8):
+        scales[s] = iq4_nl.search(x[32 * s:32 * s + 32], scratch)
+    d = -first_largest(scales) / F32(32)
+    inv = F32(1) / d if d != 0 else F32(0)
+    write_f16(blk, 0, d)
+    scales_h = np.int32(0)
+    for s in range(8):
+        ls = max(-32, min(31, nearest_int(inv * scales[s])))
+        dl = d * F32(ls)
+        iq4_nl.pack_levels(x[32 * s:32 * s + 32], F32(1) / dl if dl != 0 else F32(0), blk, 8 + 16 * s)
+        ls += 32
+        if s % 2 == 0:
+            blk[4 + s // 2] = np.uint8(ls & 0xF)
+        else:
+            blk[4 + s // 2] |= np.uint8((ls & 0xF) << 4)
+        scales_h |= (ls >> 4) << (2 * s)
+    blk[2] = np.uint8(scales_h & 0xFF)
+    blk[3] = np.uint8(scales_h >> 8)
+
+
+@inline
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    scales = np.empty(8, dtype=np.float32)
+    scratch = np.empty(32, dtype=np.uint8)
+    for i in range(start, stop):
+        _quantize_block(x[i], out[i], scales, scratch)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, 0, x.shape[0])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 256) -> uint8 (n_blocks, 136), Numba."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
+    return out
+
+
+@inline
+def _unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d float32 (nb,), quants int8 (nb, 256)) of uint8 (nb, 292) Q8_K activations."""
+    nb = act.shape[0]
+    d = np.empty(nb, dtype=np.float32)
+    q = np.empty((nb, QK), dtype=np.int8)
+    for b in range(nb):
+        blk = act[b]
+        d[b] = bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
+                                   | (np.int32(blk[3]) << 24)))
+        for j in range(QK):
+            q[b, j] = np.int8(blk[4 + j])
+    return d, q
+
+
+@jit
+def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    for r in range(start, stop):
+        sumf = F32(0)
+        for b in range(w.shape[1]):
+            blk = w[r, b]
+            d4d8 = read_f16(blk, 0) * dy[b]
+            for s in range(8):
+                sumi = iq4_nl.nibble_dot(blk, 8 + 16 * s, q8[b], 32 * s)
+                sumf += (d4d8 * F32(_scale(blk, s))) * F32(sumi)
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = _unpack(act)
+    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = _unpack(act)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 136) times Q8_K activations uint8 (nb, 292) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="IQ4_XS",
+        qtype=GGMLQuantizationType.IQ4_XS,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
+        activation="Q8_K",
+    )
+)

@@ -1,0 +1,229 @@
+"""MXFP4: 32 weights in 17 bytes (4.25 bits per weight), OCP microscaling FP4 (E2M1 values with
+a shared E8M0 scale), dot products on Q8_0 activations.
+
+::
+
+    offset  size  field
+         0     1  e   E8M0 exponent: the scale is 2**(e - 127); llama.cpp keeps half of it,
+                      2**(e - 128) (e = 0 and 1: the float32 subnormals 2**-128 and 2**-127)
+         1    16  qs  4-bit E2M1 codes: byte j holds weight j in its low nibble and weight j + 16
+                      in its high nibble
+
+    weight = 2**(e - 128) * KVALUES[q]     (KVALUES: the E2M1 values doubled, llama.cpp's
+                                           kvalues_mxfp4, so that they are integers)
+
+Quantize follows ``quantize_row_mxfp4_ref``: ``e = floor(log2(amax)) - 2 + 127`` (amax: the
+block's largest magnitude; 0 for an all-zero block), each weight the nearest table value (the
+first of equals). The dot product follows ``ggml_vec_dot_mxfp4_q8_0_generic`` (``sumf += (dy *
+2**(e - 128)) * sumi``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, bits_float, c_int8
+from ..registry import BlockFormat, DotTerms, Ops, register
+from . import q8_0
+
+BLOCK_DTYPE = np.dtype([("e", "u1"), ("qs", "u1", 16)])
+QK = 32
+BLOCK_BYTES = 17
+KVALUES = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def half_scale_ref(e: np.ndarray) -> np.ndarray:
+    """llama.cpp's ``GGML_E8M0_TO_FP32_HALF``: 2**(e - 128) for uint8 ``e``, as float32 bits."""
+    e = e.astype(np.uint32)
+    return np.where(e < 2, np.uint32(0x00200000) << e, (e - 1) << 23).astype(np.uint32).view(np.float32)
+
+
+def values_ref(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2**(e - 128) float32 (...,), each weight's table value, int32 (..., 32)) of uint8 (..., 17) blocks."""
+    b = blocks.view(BLOCK_DTYPE)[..., 0]
+    return half_scale_ref(b["e"]), KVALUES.astype(np.int32)[refmath.nibbles_ref(b["qs"])]
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 17) -> ``out``, float32 (n_blocks, 32)."""
+    d, v = values_ref(blocks)
+    out[...] = v * d[:, None]
+
+
+def exponent_ref(amax: np.ndarray) -> np.ndarray:
+    """The E8M0 byte of blocks of largest magnitude ``amax`` (float32): C's ``(uint8_t)(floorf(
+    log2f(amax)) - 2 + 127)``, log2 computed in float64 and rounded to float32 (uint8)."""
+    with np.errstate(divide="ignore"):
+        log2 = np.log2(amax.astype(np.float64)).astype(np.float32)
+    e = refmath.c_int8(np.floor(log2) - F32(2) + F32(127)) & 0xFF
+    return np.where(amax > 0, e, 0).astype(np.uint8)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 17), as ``quantize_row_mxfp4_ref``."""
+    e = exponent_ref(np.abs(x).max(axis=1))
+    d = half_scale_ref(e)
+    errors = np.abs(KVALUES.astype(np.float32) * d[:, None, None] - x[:, :, None])  # (n, 32, 16)
+    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
+    out["e"] = e
+    out["qs"] = refmath.pack_nibbles_ref(np.argmin(errors, axis=-1))  # the first of equal errors
+    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 17) times Q8_0 activations (nb, 34) -> float32 (rows,), as the generic dot."""
+    d, v = values_ref(w)
+    return q8_0.block_dots_ref(act, v, d)
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of MXFP4 x Q8_0 dot products (:class:`DotTerms`)."""
+    d, v = values_ref(w)
+    return q8_0.block_dot_terms_ref(act, v, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+_KV = KVALUES.astype(np.int32)
+_KVF = KVALUES.astype(np.float32)
+
+
+@inline
+def half_scale(e: int) -> np.float32:
+    """:func:`half_scale_ref` of one exponent byte."""
+    bits = (np.int32(0x00200000) << e) if e < 2 else (np.int32(e - 1) << 23)
+    return bits_float(np.int32(bits))
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = half_scale(np.int32(blk[0]))
+    for j in range(16):
+        q = np.int32(blk[1 + j])
+        out[j] = _KVF[q & 0xF] * d
+        out[j + 16] = _KVF[q >> 4] * d
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 17) -> ``out``, float32 (n_blocks, 32), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def _nearest(v: np.float32, d: np.float32) -> np.int32:
+    best = np.int32(0)
+    best_err = abs(_KVF[0] * d - v)
+    for k in range(1, 16):
+        err = abs(_KVF[k] * d - v)
+        if err < best_err:
+            best = np.int32(k)
+            best_err = err
+    return best
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
+    amax = F32(0)
+    for j in range(QK):
+        amax = max(amax, abs(x[j]))
+    e = np.int32(0)
+    if amax > 0:
+        log2 = F32(math.log2(np.float64(amax)))
+        e = c_int8(F32(math.floor(log2)) - F32(2) + F32(127)) & 0xFF
+    blk[0] = np.uint8(e)
+    d = half_scale(e)
+    for j in range(16):
+        blk[1 + j] = np.uint8(_nearest(x[j], d) | (_nearest(x[j + 16], d) << 4))
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 17), Numba."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 16 * x.size, x, out)
+    return out
+
+
+@jit
+def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    for r in range(start, stop):
+        sumf = F32(0)
+        for b in range(w.shape[1]):
+            blk = w[r, b]
+            sumi = np.int32(0)
+            for j in range(16):
+                q = np.int32(blk[1 + j])
+                sumi += _KV[q & 0xF] * np.int32(q8[b, j]) + _KV[q >> 4] * np.int32(q8[b, j + 16])
+            sumf += (dy[b] * half_scale(np.int32(blk[0]))) * F32(sumi)
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = q8_0.unpack(act)
+    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = q8_0.unpack(act)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 17) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="MXFP4",
+        qtype=GGMLQuantizationType.MXFP4,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
+        activation="Q8_0",
+    )
+)

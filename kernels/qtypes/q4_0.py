@@ -1,0 +1,177 @@
+"""Q4_0: 32 weights in 18 bytes (4.5 bits per weight), dot products on Q8_0 activations.
+
+::
+
+    offset  size  field
+         0     2  d   f16, scale
+         2    16  qs  4-bit quants: byte j holds weight j in its low nibble and weight j + 16
+                      in its high nibble
+
+    weight = d * (q - 8)
+
+Reference (``*_ref``, NumPy) and Numba kernels follow llama.cpp's ``dequantize_row_q4_0``,
+``quantize_row_q4_0_ref`` (``d = max / -8``, max the first value of largest magnitude; ``q =
+min(15, (int8_t)(x / d + 8.5))``) and ``ggml_vec_dot_q4_0_q8_0_generic``, which (alone of the
+Q8_0 family) multiplies ``(sumi * d) * dy``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, c_int8, first_largest, read_f16, write_f16
+from ..registry import BlockFormat, DotTerms, Ops, register
+from . import q8_0
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+QK = 32
+BLOCK_BYTES = 18
+
+
+def values_ref(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d float32 (...,), each weight's q - 8, int32 (..., 32)) of uint8 (..., 18) blocks."""
+    b = blocks.view(BLOCK_DTYPE)[..., 0]
+    return b["d"].astype(np.float32), refmath.nibbles_ref(b["qs"]).astype(np.int32) - 8
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 18) -> ``out``, float32 (n_blocks, 32)."""
+    d, v = values_ref(blocks)
+    out[...] = v * d[:, None]
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 18), as ``quantize_row_q4_0_ref``."""
+    d = refmath.first_largest(x) / F32(-8)
+    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
+    q = np.minimum(15, refmath.c_int8(x * inv[:, None] + F32(8.5)))
+    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
+    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
+    out["qs"] = refmath.pack_nibbles_ref(q)
+    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 18) times Q8_0 activations (nb, 34) -> float32 (rows,), as the generic dot."""
+    d, v = values_ref(w)
+    return q8_0.block_dots_ref(act, v, d, sumi_first=True)
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of Q4_0 x Q8_0 dot products (:class:`DotTerms`)."""
+    d, v = values_ref(w)
+    return q8_0.block_dot_terms_ref(act, v, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 0)
+    for j in range(16):
+        q = np.int32(blk[2 + j])
+        out[j] = F32((q & 0xF) - 8) * d
+        out[j + 16] = F32((q >> 4) - 8) * d
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 18) -> ``out``, float32 (n_blocks, 32), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
+    d = first_largest(x) / F32(-8)
+    inv = F32(1) / d if d != 0 else F32(0)
+    write_f16(blk, 0, d)
+    for j in range(16):
+        lo = min(15, c_int8(x[j] * inv + F32(8.5)))
+        hi = min(15, c_int8(x[j + 16] * inv + F32(8.5)))
+        blk[2 + j] = np.uint8((lo & 0xF) | ((hi & 0xF) << 4))
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 18), Numba."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
+    return out
+
+
+@jit
+def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    for r in range(start, stop):
+        sumf = F32(0)
+        for b in range(w.shape[1]):
+            blk = w[r, b]
+            sumi = np.int32(0)
+            for j in range(16):
+                q = np.int32(blk[2 + j])
+                sumi += ((q & 0xF) - 8) * np.int32(q8[b, j]) + ((q >> 4) - 8) * np.int32(q8[b, j + 16])
+            sumf += (F32(sumi) * read_f16(blk, 0)) * dy[b]
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = q8_0.unpack(act)
+    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = q8_0.unpack(act)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 18) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q4_0",
+        qtype=GGMLQuantizationType.Q4_0,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
+        dot_terms=dot_terms_ref,
+        activation="Q8_0",
+    )
+)

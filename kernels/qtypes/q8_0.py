@@ -1,0 +1,291 @@
+"""Q8_0: 32 weights in 34 bytes (8.5 bits per weight); also the activation format of the dot
+products of Q4_0, Q5_0, Q8_0, IQ4_NL and MXFP4.
+
+::
+
+    offset  size  field
+         0     2  d   f16, scale
+         2    32  qs  int8 quants: weight j = d * qs[j]
+
+Weights, as ``quantize_row_q8_0_ref``: ``d = amax / 127`` (amax: the block's largest magnitude),
+``qs = roundf(x * (1 / d))`` (half away from zero). Activations, as the x86 CPU backend's
+``quantize_row_q8_0`` (AVX2): the same ``d``, but ``qs = x * (127 / amax)`` rounded half to even;
+where ``127 / amax`` overflows (amax below about 3.7e-37) every quant is -128, as the conversion
+of inf and NaN to int32 and the saturating packs give.
+
+This module also holds what the formats that take Q8_0 activations share: the activations
+unpacked once per dot product, and the float steps of their generic scalar dots.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..jitmath import F32, c_int8, nearest_int, read_f16, roundf, write_f16
+from ..registry import BlockFormat, DotTerms, Ops, register
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
+QK = 32
+BLOCK_BYTES = 34
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def fields_ref(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d float32 (..., ), qs int8 (..., 32)) of uint8 (..., 34) Q8_0 blocks."""
+    b = blocks.view(BLOCK_DTYPE)[..., 0]
+    return b["d"].astype(np.float32), b["qs"]
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 34) -> ``out``, float32 (n_blocks, 32)."""
+    d, qs = fields_ref(blocks)
+    out[...] = d[:, None] * qs
+
+
+def pack_ref(d: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Q8_0 blocks from float32 scales (n,) (rounded to f16 here) and int8 quants (n, 32)."""
+    out = np.empty(d.shape[0], dtype=BLOCK_DTYPE)
+    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
+    out["qs"] = q
+    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34), as ``quantize_row_q8_0_ref`` (where 1 / d
+    overflows, the quants are C's int8 conversion of inf: 0)."""
+    amax = np.abs(x).max(axis=1)
+    d = amax / F32(127)
+    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
+    return pack_ref(d, refmath.c_int8(refmath.roundf(x * inv[:, None])).astype(np.int8))
+
+
+def activation_quants_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The x86 CPU backend's activation quantization (``quantize_row_q8_0``/``_q8_1``, AVX2) of
+    float32 (n_blocks, 32): d = amax / 127 (float32, before its f16 rounding), the int8 quants
+    (n, 32), and their sum as the CPU adds it (int32 (n,)): of the int32 conversions before the
+    saturating packs (INT_MIN for inf and NaN), wrapping."""
+    amax = np.abs(x).max(axis=1)
+    d = amax / F32(127)
+    scale = np.where(amax != 0, F32(127) / amax, F32(0)).astype(np.float32)
+    v = x * scale[:, None]
+    raw = np.where(np.isfinite(v), np.rint(v), -(2.0**31)).astype(np.int64)  # |v| <= 127 where finite
+    total = (raw.sum(axis=1) + 2**31) % 2**32 - 2**31
+    return d, np.clip(raw, -128, 127).astype(np.int8), total.astype(np.int32)
+
+
+def quantize_activation_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34), as the x86 CPU backend's ``quantize_row_q8_0``."""
+    d, q, _ = activation_quants_ref(x)
+    return pack_ref(d, q)
+
+
+def block_dots_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray, sumi_first: bool = False) -> np.ndarray:
+    """The generic scalar dot of llama.cpp for a format on Q8_0 activations, per row: ``sumi`` =
+    sum over a block's 32 weights of value * q8 (exact), then block by block ``sumf += (dx * dy)
+    * sumi``, or with ``sumi_first`` (Q4_0's order) ``sumf += (sumi * dx) * dy``.
+
+    ``values``: int (rows, nb, 32), each weight's integer value in weight order; ``dx``: float32
+    (rows, nb), each block's scale; ``act``: uint8 (nb, 34). Returns float32 (rows,)."""
+    dy, q8 = fields_ref(act)
+    sumi = (values.astype(np.int64) * q8.astype(np.int64)).sum(axis=-1).astype(np.float32)
+    sumf = np.zeros(values.shape[0], dtype=np.float32)
+    for b in range(values.shape[1]):
+        if sumi_first:
+            sumf = sumf + (sumi[:, b] * dx[:, b]) * dy[b]
+        else:
+            sumf = sumf + (dx[:, b] * dy[b]) * sumi[:, b]
+    return sumf
+
+
+def block_dot_terms_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray) -> DotTerms:
+    """The exact parts of those dot products (:class:`DotTerms`): one term per block, the block's
+    scale times the activations' d, times the sum of value * q8 over its weights."""
+    dy, q8 = fields_ref(act)
+    prod = values.astype(np.int64) * q8.astype(np.int64)
+    return DotTerms(coef=dx.astype(np.float64) * dy.astype(np.float64), ints=prod.sum(axis=-1),
+                    abs_ints=np.abs(prod).sum(axis=-1))
+
+
+def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Rows of Q8_0 blocks times Q8_0 activations, as ``ggml_vec_dot_q8_0_q8_0_generic``:
+    ``w`` uint8 (rows, nb, 34), ``act`` uint8 (nb, 34). Returns float32 (rows,)."""
+    d, qs = fields_ref(w)
+    return block_dots_ref(act, qs, d)
+
+
+def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+    """The exact parts of Q8_0 x Q8_0 dot products (:class:`DotTerms`)."""
+    d, qs = fields_ref(w)
+    return block_dot_terms_ref(act, qs, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the dot kernels read from uint8 (nb, 34) Q8_0 activations, decoded once: (d float32
+    (nb,), quants int8 (nb, 32))."""
+    nb = act.shape[0]
+    d = np.empty(nb, dtype=np.float32)
+    q = np.empty((nb, QK), dtype=np.int8)
+    for b in range(nb):
+        d[b] = read_f16(act[b], 0)
+        for j in range(QK):
+            q[b, j] = np.int8(act[b, 2 + j])
+    return d, q
+
+
+@inline
+def _amax(x: np.ndarray) -> np.float32:
+    amax = F32(0)
+    for j in range(QK):
+        amax = max(amax, abs(x[j]))
+    return amax
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
+    d = _amax(x) / F32(127)
+    inv = F32(1) / d if d != 0 else F32(0)
+    write_f16(blk, 0, d)
+    for j in range(QK):
+        blk[2 + j] = np.uint8(c_int8(roundf(x[j] * inv)) & 0xFF)
+
+
+@inline
+def quantize_activation_block(x: np.ndarray, blk: np.ndarray, qs_offset: int) -> tuple[np.float32, np.int32]:
+    """One block of 32 activations as the x86 CPU backend's ``quantize_row_q8_0`` (and Q8_1's)
+    quantizes it: d, rounded to f16, into ``blk[0:2]``, the quants into ``blk[qs_offset:]``.
+    Returns (d before the rounding, the quants' sum as :func:`activation_quants_ref` gives it)."""
+    amax = _amax(x)
+    scale = F32(127) / amax if amax != 0 else F32(0)
+    d = amax / F32(127)
+    write_f16(blk, 0, d)
+    total = np.int64(0)
+    for j in range(QK):
+        v = x[j] * scale
+        if abs(v) <= F32(128):
+            q = nearest_int(v)
+            blk[qs_offset + j] = np.uint8(q & 0xFF)
+            total += q
+        else:  # inf or NaN: the conversion gives INT_MIN, the saturating packs -128
+            blk[qs_offset + j] = np.uint8(0x80)
+            total -= 2147483648
+    return d, np.int32(total)  # truncated: the CPU's int32 sum wraps
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34), Numba."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
+    return out
+
+
+@jit
+def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        quantize_activation_block(x[i], out[i], 2)
+
+
+def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34) activations, Numba (one thread: an activation
+    vector is one row)."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    _quantize_activation(x, out)
+    return out
+
+
+@inline
+def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
+    d = read_f16(blk, 0)
+    for j in range(QK):
+        out[j] = d * F32(np.int8(blk[2 + j]))
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+@pjit
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(blocks.shape[0]):
+        _dequantize_block(blocks[i], out[i])
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 34) -> ``out``, float32 (n_blocks, 32), Numba."""
+    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+
+
+@jit
+def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    for r in range(start, stop):
+        sumf = F32(0)
+        for b in range(w.shape[1]):
+            blk = w[r, b]
+            sumi = np.int32(0)
+            for j in range(QK):
+                sumi += np.int32(np.int8(blk[2 + j])) * np.int32(q8[b, j])
+            sumf += F32(sumi) * (read_f16(blk, 0) * dy[b])
+        out[r] = sumf
+
+
+@jit
+def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = unpack(act)
+    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+
+
+@pjit
+def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
+    dy, q8 = unpack(act)
+    rows = w.shape[0]
+    chunks = min(rows, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+
+
+def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """uint8 (rows, nb, 34) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
+    out = np.empty(w.shape[0], dtype=np.float32)
+    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
+    return out
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q8_0",
+        qtype=GGMLQuantizationType.Q8_0,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                      quantize_activation=quantize_activation_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv, quantize_activation=quantize_activation),
+        dot_terms=dot_terms_ref,
+        activation="Q8_0",
+    )
+)

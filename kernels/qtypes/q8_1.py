@@ -1,0 +1,193 @@
+"""Q8_1: 32 values in 36 bytes, the activation format of the dot products of Q4_1 and Q5_1.
+
+::
+
+    offset  size  field
+         0     2  d   f16, scale
+         2     2  s   f16, d times the sum of the 32 quants (what the weights' min multiplies)
+         4    32  qs  int8 quants: value j = d * qs[j]
+
+(gguf-py's table still gives Q8_1 its old 40-byte layout with f32 d and s; llama.cpp's is this
+one, and no GGUF file holds Q8_1.) The reference quantizer is ``quantize_row_q8_1_ref`` (``qs =
+roundf(x / d)``, ``d = amax / 127``); activations are quantized as the x86 CPU backend's
+``quantize_row_q8_1`` does (the quants of :mod:`.q8_0`'s activations, then ``s = d * sum``).
+
+This module also holds the float steps of the generic scalar dots of the formats that take Q8_1
+activations: ``sumf += (d * dy) * sumi + m * s`` block after block.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from .. import refmath
+from ..compilation import dispatch, inline, jit, pjit
+from ..jitmath import F32, c_int8, read_f16, roundf, write_f16
+from ..registry import BlockFormat, DotTerms, Ops, register
+from . import q8_0
+
+BLOCK_DTYPE = np.dtype([("d", "<f2"), ("s", "<f2"), ("qs", "i1", 32)])
+QK = 32
+BLOCK_BYTES = 36
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+
+def fields_ref(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(d float32 (...,), s float32 (...,), qs int8 (..., 32)) of uint8 (..., 36) Q8_1 blocks."""
+    b = blocks.view(BLOCK_DTYPE)[..., 0]
+    return b["d"].astype(np.float32), b["s"].astype(np.float32), b["qs"]
+
+
+def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 36) -> ``out``, float32 (n_blocks, 32): d * qs (``s`` is not a value)."""
+    d, _, qs = fields_ref(blocks)
+    out[...] = d[:, None] * qs
+
+
+def _pack_ref(d: np.ndarray, q: np.ndarray, total: np.ndarray) -> np.ndarray:
+    out = np.empty(d.shape[0], dtype=BLOCK_DTYPE)
+    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
+    out["s"] = refmath.f32_to_f16_bits(total.astype(np.float32) * d).view(np.float16)
+    out["qs"] = q
+    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36), as ``quantize_row_q8_1_ref`` (``s`` from the
+    stored int8 quants)."""
+    d = np.abs(x).max(axis=1) / F32(127)
+    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
+    q = refmath.c_int8(refmath.roundf(x * inv[:, None])).astype(np.int8)
+    return _pack_ref(d, q, q.astype(np.int32).sum(axis=1))
+
+
+def quantize_activation_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36), as the x86 CPU backend's ``quantize_row_q8_1``."""
+    return _pack_ref(*q8_0.activation_quants_ref(x))
+
+
+def block_dots_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray, mx: np.ndarray) -> np.ndarray:
+    """The generic scalar dot of llama.cpp for a format with mins on Q8_1 activations, per row:
+    ``sumf += (dx * dy) * sumi + mx * s`` block by block, ``sumi`` the exact sum of value * q8.
+
+    ``values``: int (rows, nb, 32), each weight's quant; ``dx``, ``mx``: float32 (rows, nb),
+    each block's scale and min; ``act``: uint8 (nb, 36). Returns float32 (rows,)."""
+    dy, s, q8 = fields_ref(act)
+    sumi = (values.astype(np.int64) * q8.astype(np.int64)).sum(axis=-1).astype(np.float32)
+    sumf = np.zeros(values.shape[0], dtype=np.float32)
+    for b in range(values.shape[1]):
+        sumf = sumf + ((dx[:, b] * dy[b]) * sumi[:, b] + mx[:, b] * s[b])
+    return sumf
+
+
+def block_dot_terms_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray, mx: np.ndarray) -> DotTerms:
+    """The exact parts of those dot products (:class:`DotTerms`): per block, ``dx * dy`` times the
+    sum of value * q8, and ``mx * s`` (times one)."""
+    dy, s, q8 = fields_ref(act)
+    prod = values.astype(np.int64) * q8.astype(np.int64)
+    ones = np.ones(dx.shape, dtype=np.int64)
+    return DotTerms(
+        coef=np.concatenate([dx.astype(np.float64) * dy.astype(np.float64), mx.astype(np.float64) * s], axis=-1),
+        ints=np.concatenate([prod.sum(axis=-1), ones], axis=-1),
+        abs_ints=np.concatenate([np.abs(prod).sum(axis=-1), ones], axis=-1),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the dot kernels read from uint8 (nb, 36) Q8_1 activations, decoded once: (d float32
+    (nb,), s float32 (nb,), quants int8 (nb, 32))."""
+    nb = act.shape[0]
+    d = np.empty(nb, dtype=np.float32)
+    s = np.empty(nb, dtype=np.float32)
+    q = np.empty((nb, QK), dtype=np.int8)
+    for b in range(nb):
+        d[b] = read_f16(act[b], 0)
+        s[b] = read_f16(act[b], 2)
+        for j in range(QK):
+            q[b, j] = np.int8(act[b, 4 + j])
+    return d, s, q
+
+
+@inline
+def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
+    amax = F32(0)
+    for j in range(QK):
+        amax = max(amax, abs(x[j]))
+    d = amax / F32(127)
+    inv = F32(1) / d if d != 0 else F32(0)
+    total = np.int32(0)
+    for j in range(QK):
+        q = c_int8(roundf(x[j] * inv))
+        blk[4 + j] = np.uint8(q & 0xFF)
+        total += q
+    write_f16(blk, 0, d)
+    write_f16(blk, 2, F32(total) * d)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+@pjit
+def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    for i in numba.prange(x.shape[0]):
+        _quantize_block(x[i], out[i])
+
+
+def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36), Numba."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
+    return out
+
+
+@jit
+def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        d, total = q8_0.quantize_activation_block(x[i], out[i], 4)
+        write_f16(out[i], 2, d * F32(total))
+
+
+def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36) activations, Numba (one thread)."""
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    _quantize_activation(x, out)
+    return out
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
+    for i in range(blocks.shape[0]):
+        d = read_f16(blocks[i], 0)
+        for j in range(QK):
+            out[i, j] = d * F32(np.int8(blocks[i, 4 + j]))
+
+
+def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
+    """uint8 (n_blocks, 36) -> ``out``, float32 (n_blocks, 32), Numba."""
+    _dequantize_serial(blocks, out)
+
+
+FORMAT = register(
+    BlockFormat(
+        name="Q8_1",
+        qtype=GGMLQuantizationType.Q8_1,
+        block_dtype=BLOCK_DTYPE,
+        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, quantize_activation=quantize_activation_ref),
+        numba=Ops(dequantize=dequantize, quantize=quantize, quantize_activation=quantize_activation),
+    )
+)
