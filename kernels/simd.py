@@ -21,6 +21,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core import config as numba_config
+from numba.extending import intrinsic
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 F32 = ir.FloatType()
@@ -47,6 +48,11 @@ def _pmaddwd_intrinsics(features: dict | None) -> list[tuple[str, int]]:
     return out
 
 
+def _pshufb_intrinsic(features: dict | None) -> str | None:
+    """x86's byte shuffle on 256-bit vectors (a 16-entry table lookup per 128-bit half), or None."""
+    return "llvm.x86.avx2.pshuf.b" if features and features.get("avx2") else None
+
+
 def _pmaddubsw_intrinsic(features: dict | None) -> tuple[str, int] | None:
     """(LLVM intrinsic, i8 lanes) of x86's pmaddubsw on 256-bit vectors, or None for the generic IR."""
     if features and features.get("avx2"):
@@ -58,6 +64,7 @@ _FEATURES = _host_features()
 PMADDWDS = _pmaddwd_intrinsics(_FEATURES)
 PMADDWD = PMADDWDS[0] if PMADDWDS else None
 PMADDUBSW = _pmaddubsw_intrinsic(_FEATURES)
+PSHUFB = _pshufb_intrinsic(_FEATURES)
 # Part of the kernels' cache stamp: code compiled for one spelling must not be reused for another.
 CODEGEN = (f"pmaddwd={PMADDWD[0] if PMADDWD else 'generic'},"
            f"pmaddubsw={PMADDUBSW[0] if PMADDUBSW else 'generic'}")
@@ -315,3 +322,116 @@ def prefetch_ahead(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.V
     kernel's next blocks: one core's sequential stream is otherwise bound by memory latency)."""
     for k in range(0, nbytes, 64):
         prefetch(context, builder, aryty, ary, offset(builder, offset_, PREFETCH_BYTES + k))
+
+
+# ---------------------------------------------------------------------------------------------
+# The formats of 32-weight blocks (Q4_0 ... Q8_0, IQ4_NL, MXFP4; IQ4_XS's sub-blocks): a block's
+# integer dot is the sum of 32 products of small integers (its decoded values, at most 127 in
+# magnitude, times the activation's int8 quants). A format decodes its block into a <32 x i8>
+# of values in weight order; :func:`dot32` multiplies it with the activation quants, pairwise
+# in 16 bits (pmaddwd) and sums the lanes: exact in 32 bits, so any grouping is C's sum.
+# ---------------------------------------------------------------------------------------------
+
+
+def nibbles32(builder: ir.IRBuilder, qs: ir.Value) -> ir.Value:
+    """The 32 nibbles of a ``<16 x i8>`` in weight order (byte j: weight j in its low nibble, weight
+    j + 16 in its high nibble), as ``<32 x i8>`` values 0..15."""
+    low = builder.and_(qs, splat_const(I8, 0xF, 16))
+    high = builder.lshr(qs, splat_const(I8, 4, 16))
+    return builder.shuffle_vector(low, high, const_vec(I32, range(32)))
+
+
+def load_u32(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, offset_: ir.Value) -> ir.Value:
+    """The 32-bit word at element ``offset_`` of a uint8 array (unaligned; the host's byte order,
+    little-endian on every target Numba supports)."""
+    return builder.load(builder.bitcast(element_ptr(context, builder, aryty, ary, offset_), I32.as_pointer()), align=1)
+
+
+def bit_per_lane(builder: ir.IRBuilder, bits: ir.Value, to: int) -> ir.Value:
+    """Bit j of the i32 ``bits`` in lane j of a ``<32 x i8>``, moved to bit ``to`` (Q5_0/Q5_1's qh):
+    each lane takes the byte that holds its bit (a shuffle), masks its bit and compares."""
+    spread = pick(builder, builder.bitcast(bits, vec(I8, 4)), [j // 8 for j in range(32)])
+    masked = builder.and_(spread, const_vec(I8, [1 << (j % 8) for j in range(32)]))
+    isset = builder.icmp_unsigned("!=", masked, splat_const(I8, 0, 32))
+    return builder.select(isset, splat_const(I8, 1 << to, 32), splat_const(I8, 0, 32))
+
+
+def lookup16(builder: ir.IRBuilder, table: Sequence[int], index: ir.Value) -> ir.Value:
+    """``table[index[j]]`` for a ``<32 x i8>`` of indices 0..15 and a table of 16 int8 values
+    (IQ4_NL's and MXFP4's non-linear values): x86's pshufb where there is one, else a tree of
+    selects on the index bits."""
+    if PSHUFB is not None:
+        fnty = ir.FunctionType(vec(I8, 32), [vec(I8, 32)] * 2)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, PSHUFB)
+        return builder.call(fn, [const_vec(I8, [v & 0xFF for v in table] * 2), index])
+    level = [splat_const(I8, v & 0xFF, 32) for v in table]
+    for bit in range(4):
+        chosen = builder.icmp_unsigned("!=", builder.and_(index, splat_const(I8, 1 << bit, 32)),
+                                       splat_const(I8, 0, 32))
+        level = [builder.select(chosen, level[k + 1], level[k]) for k in range(0, len(level), 2)]
+    return level[0]
+
+
+def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value) -> ir.Value:
+    """The exact i32 sum of ``values[j] * quants[j]`` over two ``<32 x i8>`` (signed)."""
+    wide = vec(I16, 32)
+    pairs = madd16(builder, builder.sext(values, wide), builder.sext(quants, wide))
+    return builder.extract_element(fold(builder, pairs, 1), ir.Constant(I32, 0))
+
+
+def f16_to_f32(builder: ir.IRBuilder, h: ir.Value) -> ir.Value:
+    """IR: the f16 bit pattern ``h`` (i16) as float32, exactly and without branches: normals by
+    moving the exponent and mantissa bits, inf and NaN likewise (payload kept), subnormals as
+    their integer mantissa times 2**-24; the sign bit last."""
+    h32 = builder.zext(h, I32)
+    em = builder.and_(h32, ir.Constant(I32, 0x7FFF))
+    exponent = builder.lshr(em, ir.Constant(I32, 10))
+    moved = builder.shl(em, ir.Constant(I32, 13))
+    normal = builder.add(moved, ir.Constant(I32, (127 - 15) << 23))
+    special = builder.add(moved, ir.Constant(I32, (255 - 31) << 23))
+    bits = builder.select(builder.icmp_unsigned("==", exponent, ir.Constant(I32, 31)), special, normal)
+    tiny = builder.fmul(builder.uitofp(em, F32), ir.Constant(F32, 2.0**-24))
+    bits = builder.select(builder.icmp_unsigned("==", exponent, ir.Constant(I32, 0)), builder.bitcast(tiny, I32), bits)
+    sign = builder.shl(builder.and_(h32, ir.Constant(I32, 0x8000)), ir.Constant(I32, 16))
+    return builder.bitcast(builder.or_(bits, sign), F32)
+
+
+@intrinsic
+def f16_at(typingctx, w, at):  # type: ignore[no-untyped-def]
+    """The little-endian f16 at byte ``at`` of ``w`` (uint8, C-contiguous), as float32: what
+    ``jitmath.read_f16`` gives, without its branches (a block's scale in the 32-weight dots)."""
+    if not c_array(w, types.uint8):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        w_, at_ = args
+        ptr = builder.bitcast(element_ptr(context, builder, signature.args[0], w_, at_), ir.IntType(16).as_pointer())
+        return f16_to_f32(builder, builder.load(ptr, align=1))
+
+    return types.float32(w, at), codegen
+
+
+def block32_dot_intrinsic(decode, block_bytes: int):  # type: ignore[no-untyped-def]
+    """The intrinsic ``block_dot(w, woff, q8, qoff) -> int32`` of a 32-weight format: the sum over
+    the block at byte ``woff`` of ``w`` (uint8, C-contiguous) of its values times the int8
+    activation quants ``q8[qoff:qoff + 32]`` (C-contiguous). ``decode(context, builder, wt, w_,
+    woff_)`` returns the block's values as ``<32 x i8>`` in weight order. The cache line
+    :data:`PREFETCH_BYTES` ahead is prefetched once per ``block_bytes`` (a 64-byte line holds
+    several blocks: the hint for each costs less than tracking which one starts a line)."""
+    @intrinsic
+    def block_dot(typingctx, w, woff, q8, qoff):  # type: ignore[no-untyped-def]
+        if not (c_array(w, types.uint8) and c_array(q8, types.int8)):
+            return None
+        sig = types.int32(w, woff, q8, qoff)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            w_, woff_, q8_, qoff_ = args
+            wt, _, qt, _ = signature.args
+            prefetch_ahead(context, builder, wt, w_, woff_, block_bytes)
+            values = decode(context, builder, wt, w_, woff_)
+            quants = load(builder, element_ptr(context, builder, qt, q8_, qoff_), vec(I8, 32))
+            return dot32(builder, values, quants)
+
+        return sig, codegen
+
+    return block_dot

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, GROUP_MAX_EPS, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -245,24 +245,28 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
 
 
-@inline
-def nibble_dot(blk: np.ndarray, offset: int, q8: np.ndarray, q8_offset: int) -> np.int32:
-    """The sum over 32 weights of KVALUES[q] times the activation quant: the weights' nibbles at
-    ``blk[offset:offset + 16]``, their activations (int8) at ``q8[q8_offset:q8_offset + 32]``."""
-    sumi = np.int32(0)
-    for j in range(16):
-        q = np.int32(blk[offset + j])
-        sumi += KV_INT[q & 0xF] * np.int32(q8[q8_offset + j]) + KV_INT[q >> 4] * np.int32(q8[q8_offset + j + 16])
-    return sumi
+def table_values(context, builder, wt, w_, at):  # type: ignore[no-untyped-def]
+    """IR: the 32 table values of the 16 bytes of nibbles at byte ``at`` of ``w_``, as ``<32 x i8>``
+    in weight order (IQ4_XS's sub-blocks too)."""
+    qs = simd.load_bytes(context, builder, wt, w_, at, n=16)
+    return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
 
+
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 values (see ``simd.block32_dot_intrinsic``)."""
+    return table_values(context, builder, wt, w_, simd.offset(builder, woff_, 2))
+
+
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
 
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
-        for b in range(w.shape[1]):
-            blk = w[r, b]
-            sumf += (dy[b] * read_f16(blk, 0)) * F32(nibble_dot(blk, 2, q8[b], 0))
+        for b in range(nb):
+            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
+            sumf += (dy[b] * simd.f16_at(w, (r * nb + b) * BLOCK_BYTES)) * F32(sumi)
         out[r] = sumf
 
 

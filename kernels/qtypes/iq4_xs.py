@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, bits_float, first_largest, nearest_int, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -220,15 +220,25 @@ def _unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d, q
 
 
+def _decode_sub_block(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the 32 values of the sub-block whose 16 bytes of nibbles start at byte ``woff_``."""
+    return iq4_nl.table_values(context, builder, wt, w_, woff_)
+
+
+_sub_block_dot = simd.block32_dot_intrinsic(_decode_sub_block, BLOCK_BYTES // 8)
+
+
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
-        for b in range(w.shape[1]):
+        for b in range(nb):
             blk = w[r, b]
-            d4d8 = read_f16(blk, 0) * dy[b]
+            at = (r * nb + b) * BLOCK_BYTES
+            d4d8 = simd.f16_at(w, at) * dy[b]
             for s in range(8):
-                sumi = iq4_nl.nibble_dot(blk, 8 + 16 * s, q8[b], 32 * s)
+                sumi = _sub_block_dot(w, at + 8 + 16 * s, q8, b * QK + 32 * s)
                 sumf += (d4d8 * F32(_scale(blk, s))) * F32(sumi)
         out[r] = sumf
 

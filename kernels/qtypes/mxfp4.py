@@ -26,7 +26,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, bits_float, c_int8
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -97,7 +97,6 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 # Numba kernels
 # ----------------------------------------------------------------------------------------------
 
-_KV = KVALUES.astype(np.int32)
 _KVF = KVALUES.astype(np.float32)
 
 
@@ -180,17 +179,22 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 table values (see ``simd.block32_dot_intrinsic``)."""
+    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
+    return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
+
+
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
-        for b in range(w.shape[1]):
-            blk = w[r, b]
-            sumi = np.int32(0)
-            for j in range(16):
-                q = np.int32(blk[1 + j])
-                sumi += _KV[q & 0xF] * np.int32(q8[b, j]) + _KV[q >> 4] * np.int32(q8[b, j + 16])
-            sumf += (dy[b] * half_scale(np.int32(blk[0]))) * F32(sumi)
+        for b in range(nb):
+            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
+            sumf += (dy[b] * half_scale(np.int32(w[r, b, 0]))) * F32(sumi)
         out[r] = sumf
 
 

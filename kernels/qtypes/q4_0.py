@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, c_int8, first_largest, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -128,17 +128,22 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 values q - 8 (see ``simd.block32_dot_intrinsic``)."""
+    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 2), n=16)
+    return builder.sub(simd.nibbles32(builder, qs), simd.splat_const(simd.I8, 8, 32))
+
+
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
-        for b in range(w.shape[1]):
-            blk = w[r, b]
-            sumi = np.int32(0)
-            for j in range(16):
-                q = np.int32(blk[2 + j])
-                sumi += ((q & 0xF) - 8) * np.int32(q8[b, j]) + ((q >> 4) - 8) * np.int32(q8[b, j + 16])
-            sumf += (F32(sumi) * read_f16(blk, 0)) * dy[b]
+        for b in range(nb):
+            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
+            sumf += (F32(sumi) * simd.f16_at(w, (r * nb + b) * BLOCK_BYTES)) * dy[b]
         out[r] = sumf
 
 

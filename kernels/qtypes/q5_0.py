@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, c_int8, first_largest, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -151,18 +151,23 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 values q - 16 (see ``simd.block32_dot_intrinsic``)."""
+    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 6), n=16)
+    high = simd.bit_per_lane(builder, simd.load_u32(context, builder, wt, w_, simd.offset(builder, woff_, 2)), 4)
+    return builder.sub(builder.or_(simd.nibbles32(builder, qs), high), simd.splat_const(simd.I8, 16, 32))
+
+
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
-        for b in range(w.shape[1]):
-            blk = w[r, b]
-            qh = _high_bits(blk)
-            sumi = np.int32(0)
-            for j in range(16):
-                lo, hi = _quants(blk, qh, j)
-                sumi += lo * np.int32(q8[b, j]) + hi * np.int32(q8[b, j + 16])
-            sumf += (read_f16(blk, 0) * dy[b]) * F32(sumi)
+        for b in range(nb):
+            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
+            sumf += (simd.f16_at(w, (r * nb + b) * BLOCK_BYTES) * dy[b]) * F32(sumi)
         out[r] = sumf
 
 

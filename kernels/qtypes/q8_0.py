@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, c_int8, nearest_int, read_f16, roundf, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -242,16 +242,22 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
 
 
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 quants (see ``simd.block32_dot_intrinsic``)."""
+    return simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 2))
+
+
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
+
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
-        for b in range(w.shape[1]):
-            blk = w[r, b]
-            sumi = np.int32(0)
-            for j in range(QK):
-                sumi += np.int32(np.int8(blk[2 + j])) * np.int32(q8[b, j])
-            sumf += F32(sumi) * (read_f16(blk, 0) * dy[b])
+        for b in range(nb):
+            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
+            sumf += F32(sumi) * (simd.f16_at(w, (r * nb + b) * BLOCK_BYTES) * dy[b])
         out[r] = sumf
 
 
