@@ -435,3 +435,29 @@ def block32_dot_intrinsic(decode, block_bytes: int):  # type: ignore[no-untyped-
         return sig, codegen
 
     return block_dot
+
+
+def block32_dequantize_intrinsic(decode):  # type: ignore[no-untyped-def]
+    """The intrinsic ``dequantize_block(w, woff, out, ooff, d, m)`` of a 32-weight format: writes
+    ``values * d + m`` (float32, in that order; ``m = -0.0`` leaves the products unchanged) of the
+    block at byte ``woff`` of ``w`` (uint8, C-contiguous) to ``out[ooff:ooff + 32]`` (float32,
+    C-contiguous), the values decoded by ``decode`` as for :func:`block32_dot_intrinsic`."""
+
+    @intrinsic
+    def dequantize_block(typingctx, w, woff, out, ooff, d, m):  # type: ignore[no-untyped-def]
+        if not (c_array(w, types.uint8) and c_array(out, types.float32) and d == types.float32
+                and m == types.float32):
+            return None
+        sig = types.none(w, woff, out, ooff, d, m)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            w_, woff_, out_, ooff_, d_, m_ = args
+            wt, _, ot, _, _, _ = signature.args
+            values = builder.sitofp(decode(context, builder, wt, w_, woff_), vec(F32, 32))
+            weights = builder.fadd(builder.fmul(values, splat(builder, d_, 32)), splat(builder, m_, 32))
+            store(builder, weights, element_ptr(context, builder, ot, out_, ooff_))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return dequantize_block

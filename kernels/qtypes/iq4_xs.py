@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, bits_float, first_largest, nearest_int, read_f16, write_f16
+from ..jitmath import F32, bits_float, first_largest, nearest_int, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import iq4_nl, q8_k
 
@@ -127,27 +127,16 @@ def _scale(blk: np.ndarray, s: int) -> np.int32:
     return (low | (high << 4)) - 32
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    for s in range(8):
-        dl = d * F32(_scale(blk, s))
-        for j in range(16):
-            q = np.int32(blk[8 + 16 * s + j])
-            out[32 * s + j] = dl * iq4_nl.KV_FLOAT[q & 0xF]
-            out[32 * s + 16 + j] = dl * iq4_nl.KV_FLOAT[q >> 4]
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -226,6 +215,18 @@ def _decode_sub_block(context, builder, wt, w_, woff_):  # type: ignore[no-untyp
 
 
 _sub_block_dot = simd.block32_dot_intrinsic(_decode_sub_block, BLOCK_BYTES // 8)
+
+_dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+    """Block ``i`` of uint8 (n_blocks, 136) into ``out[i]`` (float32 (n_blocks, 256))."""
+    at = i * BLOCK_BYTES
+    d = simd.f16_at(blocks, at)
+    for s in range(8):
+        _dequantize_sub_block(blocks, at + 8 + 16 * s, out, i * QK + 32 * s, d * F32(_scale(blocks[i], s)), F32(-0.0))
+
 
 
 @jit

@@ -107,25 +107,16 @@ def half_scale(e: int) -> np.float32:
     return bits_float(np.int32(bits))
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = half_scale(np.int32(blk[0]))
-    for j in range(16):
-        q = np.int32(blk[1 + j])
-        out[j] = _KVF[q & 0xF] * d
-        out[j + 16] = _KVF[q >> 4] * d
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -186,6 +177,15 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 _block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
+_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+    """Block ``i`` of uint8 (n_blocks, 17) into ``out[i]`` (float32 (n_blocks, 32))."""
+    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, half_scale(np.int32(blocks[i, 0])), F32(-0.0))
+
 
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:

@@ -23,7 +23,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, c_int8, first_largest, read_f16, write_f16
+from ..jitmath import F32, c_int8, first_largest, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
 
@@ -72,25 +72,16 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    for j in range(16):
-        q = np.int32(blk[2 + j])
-        out[j] = F32((q & 0xF) - 8) * d
-        out[j + 16] = F32((q >> 4) - 8) * d
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -135,6 +126,15 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 _block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
+_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+    """Block ``i`` of uint8 (n_blocks, 18) into ``out[i]`` (float32 (n_blocks, 32))."""
+    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, simd.f16_at(blocks, i * BLOCK_BYTES), F32(-0.0))
+
 
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:

@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, c_int8, read_f16, write_f16
+from ..jitmath import F32, c_int8, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_1
 
@@ -132,26 +132,16 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    m = read_f16(blk, 2)
-    for j in range(16):
-        q = np.int32(blk[4 + j])
-        out[j] = F32(q & 0xF) * d + m
-        out[j + 16] = F32(q >> 4) * d + m
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -165,6 +155,16 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 _block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
+_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+    """Block ``i`` of uint8 (n_blocks, 20) into ``out[i]`` (float32 (n_blocks, 32))."""
+    at = i * BLOCK_BYTES
+    _dequantize_block(blocks, at, out, i * QK, simd.f16_at(blocks, at), simd.f16_at(blocks, at + 2))
+
 
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, sy: np.ndarray, q8: np.ndarray, out: np.ndarray,

@@ -26,7 +26,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, read_f16, write_f16
+from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q4_1, q8_1
 
@@ -125,27 +125,16 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    m = read_f16(blk, 2)
-    qh = _high_bits(blk)
-    for j in range(16):
-        lo, hi = _quants(blk, qh, j)
-        out[j] = F32(lo) * d + m
-        out[j + 16] = F32(hi) * d + m
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -161,6 +150,16 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 _block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
+_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+    """Block ``i`` of uint8 (n_blocks, 24) into ``out[i]`` (float32 (n_blocks, 32))."""
+    at = i * BLOCK_BYTES
+    _dequantize_block(blocks, at, out, i * QK, simd.f16_at(blocks, at), simd.f16_at(blocks, at + 2))
+
 
 @jit
 def _gemv_rows(w: np.ndarray, dy: np.ndarray, sy: np.ndarray, q8: np.ndarray, out: np.ndarray,

@@ -218,23 +218,16 @@ def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray
     return out
 
 
-@inline
-def _dequantize_block(blk: np.ndarray, out: np.ndarray) -> None:
-    d = read_f16(blk, 0)
-    for j in range(QK):
-        out[j] = d * F32(np.int8(blk[2 + j]))
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 @pjit
 def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(blocks.shape[0]):
-        _dequantize_block(blocks[i], out[i])
+        _dequantize_one(blocks, out, i)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
@@ -248,6 +241,15 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 _block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+
+_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+    """Block ``i`` of uint8 (n_blocks, 34) into ``out[i]`` (float32 (n_blocks, 32))."""
+    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, simd.f16_at(blocks, i * BLOCK_BYTES), F32(-0.0))
+
 
 
 @jit
