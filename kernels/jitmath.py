@@ -46,22 +46,21 @@ def f32_to_f16_bits(v: np.float32) -> int:
     """Round ``v`` to the nearest f16 (ties to even, overflow to inf); return its bit pattern.
 
     Matches NumPy's ``astype(np.float16)`` and llama.cpp's ``GGML_FP32_TO_FP16``, except that a
-    NaN encodes as the quiet NaN 0x7E00 of its sign (its payload is dropped).
+    NaN encodes as the quiet NaN 0x7E00 of its sign (its payload is dropped). Integer steps on
+    the float's bits: the exponent rebiased from 127 to 15, the 23-bit mantissa rounded to 10
+    (a carry moves into the exponent, as it should).
     """
-    sign = 0x8000 if math.copysign(1.0, v) < 0 else 0
-    if v != v:
+    bits = np.int64(float_bits(v)) & 0xFFFFFFFF
+    sign = np.int64((bits >> 16) & 0x8000)
+    a = bits & 0x7FFFFFFF
+    if a > 0x7F800000:  # NaN
         return sign | 0x7E00
-    a = abs(np.float64(v))
-    if a >= 65520.0:  # halfway between 65504 (the largest f16) and 65536: ties go to inf
+    if a >= 0x477FF000:  # 65520 and up (ties of 65504 and 65536 go to inf), inf
         return sign | 0x7C00
-    if a < 6.103515625e-05:  # below 2**-14: subnormal, in steps of 2**-24 (1024 steps = 2**-14)
-        return sign | int(np.rint(a * 16777216.0))
-    _, ex = math.frexp(a)  # a = mant * 2**ex with mant in [0.5, 1)
-    q = int(np.rint(math.ldexp(a, 11 - ex)))  # 11-bit significand in [1024, 2048], exact scaling
-    if q == 2048:
-        q = 1024
-        ex += 1
-    return sign | ((ex + 14) << 10) | (q - 1024)
+    if a < 0x38800000:  # below 2**-14: subnormal, in steps of 2**-24, exact in float32, ties to even
+        return sign | np.int64(nearest_int(abs(v) * F32(16777216.0)))
+    rebiased = a - 0x38000000
+    return sign | ((rebiased + 0xFFF + ((rebiased >> 13) & 1)) >> 13)
 
 
 @inline
@@ -90,12 +89,11 @@ def roundf(v: np.float32) -> np.float32:
 
 @inline
 def c_int8(v: np.float32) -> np.int32:
-    """C's ``(int8_t)`` of a float32 as gcc compiles it on x86 (see :func:`quantbench_kernels.refmath.c_int8`)."""
-    if abs(v) < F32(2147483648.0):
-        t = np.int64(v)
-    else:  # out of range or NaN: cvttss2si gives INT_MIN, whose low byte is 0
-        t = np.int64(0)
-    return np.int32(np.int8(t & 0xFF))
+    """C's ``(int8_t)`` of a float32 as gcc compiles it on x86 (see :func:`quantbench_kernels.refmath.c_int8`):
+    out of range or NaN, ``cvttss2si`` gives INT_MIN, whose low byte is 0. A select, not a branch,
+    so that the quantizers' loops stay vectorisable."""
+    inside = abs(v) < F32(2147483648.0)
+    return np.int32(np.int8(np.int32(v if inside else F32(0)) & np.int32(0xFF)))
 
 
 def _bitcast(src, dst, doc: str):  # type: ignore[no-untyped-def]
