@@ -6,8 +6,6 @@ Numba has no float16 on the CPU: f16 values are decoded and encoded by hand.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
