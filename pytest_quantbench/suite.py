@@ -2,7 +2,8 @@
 
 For every registered kernel: a Hypothesis conformance test, a conformance test per matching tensor
 of each ``--quantbench-gguf`` file, and a throughput benchmark per size; beside them the bandwidth
-probe and the reference implementations are measured in the same session.
+probe and the reference implementations are measured in the same session. Per GGUF file, the
+decode step (every matrix one token multiplies, through the package's gemv) is a benchmark too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench import options, record, workloads
+from pytest_quantbench import decode, options, record, workloads
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 from pytest_quantbench.kernel import BadEntry, Kernel, ab_pairs, registered_kernels
 from pytest_quantbench.ops import OPS
@@ -119,6 +120,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pytest.param(None, id="no-ab", marks=pytest.mark.skip(reason=NO_AB))]
         metafunc.parametrize("qb_ab", cases, ids=lambda c: c.id if isinstance(c, BadEntry) else
                              f"{c[0].name}-vs-{c[1].name}-{c[1].format_name}-{c[1].op}")
+    if "qb_gguf_path" in names:
+        paths = options.gguf_paths(config)
+        labels = _labels(paths)
+        metafunc.parametrize("qb_gguf_path", [pytest.param(p, id=labels[p]) for p in paths] or [
+            pytest.param(None, id="no-gguf", marks=pytest.mark.skip(reason=NO_GGUF))])
     if "qb_size" in names:
         metafunc.parametrize("qb_size", options.sizes(config), ids=lambda s: s.label)
     if "qb_pass" in names and options.passes(config) > 1:
@@ -229,3 +235,19 @@ def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, reques
     info = tag(op="copyto", fmt="-", size=qb_size.label, impl=PROBE, weights=work.n_weights, nbytes=work.nbytes,
                threads=1, pass_no=qb_pass)
     workloads.measure(benchmark, work, np.copyto, info, request.config)
+
+
+def test_decode_step(qb_gguf_path, benchmark, request) -> None:
+    """Time one token's matmuls of a GGUF file (pytest_quantbench.decode): every matrix through the
+    package's gemv once, threads as the kernels pick them."""
+    _skip_unless_measuring(request.config)
+    try:
+        step = decode.decode_step(qb_gguf_path)
+    except GGUFFileError as err:
+        pytest.fail(str(err), pytrace=False)
+    xs = decode.activations(step)
+    work = workloads.Workload([(step, xs)], sum(m.weights for m in step),
+                              sum(m.tensor.raw.nbytes + 4 * m.tensor.shape[1] for m in step))
+    info = tag(op="decode-step", fmt=Path(qb_gguf_path).name, size="1 token", impl=options.BUILTIN_NAME,
+               weights=work.n_weights, nbytes=work.nbytes, threads=None)
+    workloads.measure(benchmark, work, lambda s, x: decode.run_once(s, x, None), info, request.config)

@@ -1,0 +1,136 @@
+"""The decode step of a GGUF model: every weight matrix that one generated token multiplies, each
+through ``gemv`` once, in its own format.
+
+The matrices are the 2-D ``blk.N.*`` weights and the output head (``output.weight``, or
+``token_embd.weight`` when the model ties them). Norms, attention and the activations' own math
+are not here: the bytes of the matmuls are what a token costs on a CPU. Float matrices (F32,
+F16, BF16) go through NumPy's float32 matvec, converted to float32 once, before any timing. Used by ``quantbench
+bench`` and by the decode-step benchmark that ``--quantbench-gguf`` adds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import gguf
+import numpy as np
+
+import quantbench_kernels as qk
+
+from .gguf_files import GGUFFileError, Tensor, read_tensors
+
+LAYER = re.compile(r"^blk\.\d+\.(.+)\.weight$")
+DENSE = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16}
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """One weight matrix of the decode step: its tensor, its kind (``attn_q``, ``ffn_down``,
+    ``output``...) and its format (None for a float matrix, then ``dense`` holds it as float32)."""
+
+    tensor: Tensor
+    kind: str
+    fmt: qk.BlockFormat | None
+    dense: np.ndarray | None = None
+
+    @property
+    def weights(self) -> int:
+        return self.tensor.shape[0] * self.tensor.shape[1]
+
+    @property
+    def type_name(self) -> str:
+        return self.fmt.name if self.fmt is not None else self.tensor.qtype.name
+
+    def __call__(self, x: np.ndarray, threads: int | None) -> np.ndarray:
+        """This matrix times ``x``: the package's gemv, or NumPy's for a float matrix."""
+        if self.fmt is None:
+            return self.dense @ x
+        return qk.gemv(self.tensor.raw, x, self.fmt, threads=threads)
+
+
+def _dense(t: Tensor) -> np.ndarray:
+    """A float tensor's (rows, row_weights) as float32."""
+    return gguf.quants.dequantize(np.asarray(t.raw), t.qtype).reshape(t.shape).astype(np.float32)
+
+
+def decode_step(path: str | os.PathLike[str]) -> list[Matmul]:
+    """The matrices one token multiplies, in file order. Raises GGUFFileError for an unreadable
+    file, a file without such matrices, or one whose matrices have a format without a gemv here
+    (naming the tensors and the format)."""
+    tensors = read_tensors(path)
+    names = {t.name for t in tensors}
+    head = "output.weight" if "output.weight" in names else "token_embd.weight"
+    chosen = []
+    for t in tensors:
+        m = LAYER.match(t.name)
+        if t.name == head:
+            kind = "output" if head == "output.weight" else "output (tied token_embd)"
+        elif m and t.raw.ndim == 2 and t.shape[0] > 1:
+            kind = m.group(1)
+        else:
+            continue
+        chosen.append((t, kind))
+    if not chosen:
+        raise GGUFFileError(f"GGUF file {str(path)!r} has no blk.N.*.weight matrices and no output head")
+    known = {f.qtype: f for f in qk.formats() if f.supports("gemv")}
+    missing = sorted({t.qtype.name for t, _ in chosen if t.qtype not in known and t.qtype not in DENSE})
+    if missing:
+        which = [t.name for t, _ in chosen if t.qtype.name in missing]
+        raise GGUFFileError(f"GGUF file {str(path)!r}: {len(which)} matrices of the decode step are in formats "
+                            f"without a gemv here ({', '.join(missing)}), e.g. {which[0]}")
+    return [Matmul(t, kind, known[t.qtype]) if t.qtype in known else Matmul(t, kind, None, _dense(t))
+            for t, kind in chosen]
+
+
+def activations(step: list[Matmul], seed: int = 0) -> dict[int, np.ndarray]:
+    """A float32 activation per row width of the step (standard normal, seeded)."""
+    rng = np.random.default_rng(seed)
+    return {w: rng.standard_normal(w).astype(np.float32) for w in sorted({m.tensor.shape[1] for m in step})}
+
+
+def run_once(step: list[Matmul], xs: dict[int, np.ndarray], threads: int | None) -> list[float]:
+    """One token's matmuls: each matrix through ``qk.gemv`` once; the seconds of each call."""
+    seconds = []
+    for m in step:
+        start = time.perf_counter()
+        m(xs[m.tensor.shape[1]], threads)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def measure(step: list[Matmul], threads: int, repeats: int = 7, seed: int = 0) -> dict[str, Any]:
+    """The decode step timed ``repeats`` times after one untimed token (compiles, pages the file
+    in): per matrix the median seconds, and the totals by format and by kind."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    xs = activations(step, seed)
+    run_once(step, xs, threads)
+    per_call = np.median(np.array([run_once(step, xs, threads) for _ in range(repeats)]), axis=0)
+    total = float(per_call.sum())
+    weights = sum(m.weights for m in step)
+
+    def grouped(key) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+        out: dict[str, dict[str, float]] = defaultdict(lambda: {"ms": 0.0, "weights": 0, "share": 0.0})
+        for m, s in zip(step, per_call, strict=True):
+            g = out[key(m)]
+            g["ms"] += 1e3 * float(s)
+            g["weights"] += m.weights
+            g["share"] += float(s) / total
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
+
+    return {
+        "threads": threads,
+        "repeats": repeats,
+        "matrices": len(step),
+        "weights": weights,
+        "ms_per_token": 1e3 * total,
+        "tokens_per_s_bound": 1 / total,
+        "gweights_per_s": weights / total / 1e9,
+        "by_type": grouped(lambda m: m.type_name),
+        "by_kind": grouped(lambda m: m.kind),
+    }
