@@ -75,21 +75,6 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
-def _high_bits(blk: np.ndarray) -> np.uint32:
-    return (np.uint32(blk[2]) | (np.uint32(blk[3]) << 8) | (np.uint32(blk[4]) << 16)
-            | (np.uint32(blk[5]) << 24))
-
-
-@inline
-def _quants(blk: np.ndarray, qh: np.uint32, j: int) -> tuple[np.int32, np.int32]:
-    """The signed values (q - 16) of weights j and j + 16 (j = 0..15)."""
-    q = np.int32(blk[6 + j])
-    lo = (q & 0xF) | (np.int32((qh >> j) & 1) << 4)
-    hi = (q >> 4) | (np.int32((qh >> (j + 16)) & 1) << 4)
-    return lo - 16, hi - 16
-
-
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
     for i in range(blocks.shape[0]):
@@ -165,8 +150,9 @@ def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, s
     for r in range(start, stop):
         sumf = F32(0)
         for b in range(nb):
-            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
-            sumf += (simd.f16_at(w, (r * nb + b) * BLOCK_BYTES) * dy[b]) * F32(sumi)
+            at = (r * nb + b) * BLOCK_BYTES
+            sumi = _block_dot(w, at, q8, b * QK)
+            sumf += (simd.f16_at(w, at) * dy[b]) * F32(sumi)
         out[r] = sumf
 
 

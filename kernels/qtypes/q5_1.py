@@ -79,19 +79,6 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 
 
 @inline
-def _high_bits(blk: np.ndarray) -> np.uint32:
-    return (np.uint32(blk[4]) | (np.uint32(blk[5]) << 8) | (np.uint32(blk[6]) << 16)
-            | (np.uint32(blk[7]) << 24))
-
-
-@inline
-def _quants(blk: np.ndarray, qh: np.uint32, j: int) -> tuple[np.int32, np.int32]:
-    """The 5-bit quants of weights j and j + 16 (j = 0..15)."""
-    q = np.int32(blk[8 + j])
-    return (q & 0xF) | (np.int32((qh >> j) & 1) << 4), (q >> 4) | (np.int32((qh >> (j + 16)) & 1) << 4)
-
-
-@inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     d, lo, inv = q4_1.fit(x, NMAX)
     write_f16(blk, 0, d)

@@ -258,8 +258,9 @@ def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, s
     for r in range(start, stop):
         sumf = F32(0)
         for b in range(nb):
-            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
-            sumf += F32(sumi) * (simd.f16_at(w, (r * nb + b) * BLOCK_BYTES) * dy[b])
+            at = (r * nb + b) * BLOCK_BYTES
+            sumi = _block_dot(w, at, q8, b * QK)
+            sumf += F32(sumi) * (simd.f16_at(w, at) * dy[b])
         out[r] = sumf
 
 
