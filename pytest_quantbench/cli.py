@@ -54,18 +54,22 @@ def _ranges(layers: list[int]) -> str:
 
 def layer_pattern(header: Header) -> list[tuple[str, str]]:
     """(tensor kind, which type it has in which layers) for the ``blk.N.`` tensors, the most
-    common type last as "in the other K" (or "in all K")."""
+    common type last as "in the other K" (or "in all K", or "in blk ... only" for a kind that
+    some layers lack)."""
     by_kind: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    all_layers: set[int] = set()
     for t in header.tensors:
         m = LAYER.match(t.name)
         if m:
             by_kind[m.group(2)][t.qtype.name].append(int(m.group(1)))
+            all_layers.add(int(m.group(1)))
     out = []
     for kind, types in by_kind.items():
         ordered = sorted(types.items(), key=lambda kv: (len(kv[1]), kv[0]))
         if len(ordered) == 1:
             name, layers = ordered[0]
-            out.append((kind, f"{name} in all {len(layers)}"))
+            where = f"all {len(layers)}" if set(layers) == all_layers else f"blk {_ranges(layers)} only"
+            out.append((kind, f"{name} in {where}"))
             continue
         parts = [f"{name} in blk {_ranges(layers)}" for name, layers in ordered[:-1]]
         name, layers = ordered[-1]

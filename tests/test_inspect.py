@@ -50,6 +50,8 @@ def test_inspect_json_is_the_same_map(capsys):
     assert data["types"]["Q4_K"] == {"tensors": 2, "weights": 2 * 4096, "bytes": 2 * 2304}
     assert [t["name"] for t in data["tensors"]] == [t.name for t in read_header(TINY).tensors]
     assert data["layer_pattern"]["attn_q.weight"] == "Q4_K in blk 0  Q5_0 in the other 1"
+    assert data["layer_pattern"]["ffn_gate.weight"] == "Q5_1 in blk 1 only"  # blk 0 has no ffn_gate
+    assert data["layer_pattern"]["attn_norm.weight"] == "F32 in blk 0 only"
 
 
 @pytest.mark.parametrize(("data", "message"), [
