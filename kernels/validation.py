@@ -3,6 +3,7 @@ must be refused here with a message that names the problem, never reach compiled
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,10 @@ def as_float32(x: Any, what: str, ndims: tuple[int, ...]) -> np.ndarray:
     if x.ndim not in ndims:
         allowed = " or ".join(f"{n}-D" for n in ndims)
         raise ValueError(f"{what} must be {allowed}, got shape {x.shape}")
-    if not np.isfinite(x).all():
+    # x . x is finite exactly when every value is, unless the finite values overflow it: one BLAS
+    # call (about 0.5 us) instead of two ufuncs (3 us on a 640-value activation), and the exact
+    # test only when the dot product is not finite.
+    if not math.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         index = tuple(int(i) for i in bad)
         raise ValueError(
