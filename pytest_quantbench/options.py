@@ -103,12 +103,12 @@ def enabled(config: pytest.Config) -> bool:
 def sizes(config: pytest.Config) -> list[Size]:
     spec = config.getoption("quantbench_sizes") or DEFAULT_SIZES
     out = []
+    block = min(f.block_weights for f in qk.formats())  # the smallest block: every COLS is a multiple
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         if item in NAMED_SIZES:
             out.append(Size(item, *NAMED_SIZES[item]))
             continue
         rows, _, cols = item.lower().partition("x")
-        block = min(f.block_weights for f in qk.formats())
         if not (rows.isdigit() and cols.isdigit()) or int(cols) % block or int(cols) < 1 or int(rows) < 1:
             raise pytest.UsageError(
                 f"--quantbench-sizes: {item!r} is neither {' nor '.join(NAMED_SIZES)} nor ROWSxCOLS "

@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, bits_float, first_largest, nearest_int, write_f16
+from ..jitmath import F32, first_largest, nearest_int, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import iq4_nl, q8_k
 
@@ -202,8 +202,7 @@ def _unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q = np.empty((nb, QK), dtype=np.int8)
     for b in range(nb):
         blk = act[b]
-        d[b] = bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
-                                   | (np.int32(blk[3]) << 24)))
+        d[b] = q8_k.read_d(blk)
         for j in range(QK):
             q[b, j] = np.int8(blk[4 + j])
     return d, q

@@ -138,12 +138,10 @@ def _nearest(v: np.float32, d: np.float32) -> np.int32:
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
-    amax = F32(0)
-    for j in range(QK):
-        amax = max(amax, abs(x[j]))
+    largest = q8_0.amax(x)
     e = np.int32(0)
-    if amax > 0:
-        log2 = F32(math.log2(np.float64(amax)))
+    if largest > 0:
+        log2 = F32(math.log2(np.float64(largest)))
         e = c_int8(F32(math.floor(log2)) - F32(2) + F32(127)) & 0xFF
     blk[0] = np.uint8(e)
     d = half_scale(e)

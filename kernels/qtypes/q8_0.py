@@ -58,13 +58,18 @@ def pack_ref(d: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
 
 
-def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34), as ``quantize_row_q8_0_ref`` (where 1 / d
-    overflows, the quants are C's int8 conversion of inf: 0)."""
-    amax = np.abs(x).max(axis=1)
-    d = amax / F32(127)
+def reference_quants_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What ``quantize_row_q8_0_ref`` and ``quantize_row_q8_1_ref`` compute of float32 (n_blocks,
+    32): d = amax / 127 (float32, before its f16 rounding) and the int8 quants roundf(x / d) (where
+    1 / d overflows, C's int8 conversion of inf: 0)."""
+    d = np.abs(x).max(axis=1) / F32(127)
     inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
-    return pack_ref(d, refmath.c_int8(refmath.roundf(x * inv[:, None])).astype(np.int8))
+    return d, refmath.c_int8(refmath.roundf(x * inv[:, None])).astype(np.int8)
+
+
+def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34), as ``quantize_row_q8_0_ref``."""
+    return pack_ref(*reference_quants_ref(x))
 
 
 def activation_quants_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,20 +152,32 @@ def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @inline
-def _amax(x: np.ndarray) -> np.float32:
-    amax = F32(0)
+def amax(x: np.ndarray) -> np.float32:
+    """The largest magnitude of 32 values (C's ``fmaxf`` loop; NaN never wins)."""
+    largest = F32(0)
     for j in range(QK):
-        amax = max(amax, abs(x[j]))
-    return amax
+        largest = max(largest, abs(x[j]))
+    return largest
+
+
+@inline
+def reference_quantize_block(x: np.ndarray, blk: np.ndarray, qs_offset: int) -> tuple[np.float32, np.int32]:
+    """:func:`reference_quants_ref` of one block: d, rounded to f16, into ``blk[0:2]``, the quants
+    into ``blk[qs_offset:]``. Returns (d before the rounding, the sum of the quants)."""
+    d = amax(x) / F32(127)
+    inv = F32(1) / d if d != 0 else F32(0)
+    write_f16(blk, 0, d)
+    total = np.int32(0)
+    for j in range(QK):
+        q = c_int8(roundf(x[j] * inv))
+        blk[qs_offset + j] = np.uint8(q & 0xFF)
+        total += q
+    return d, total
 
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
-    d = _amax(x) / F32(127)
-    inv = F32(1) / d if d != 0 else F32(0)
-    write_f16(blk, 0, d)
-    for j in range(QK):
-        blk[2 + j] = np.uint8(c_int8(roundf(x[j] * inv)) & 0xFF)
+    reference_quantize_block(x, blk, 2)
 
 
 @inline
@@ -168,9 +185,9 @@ def quantize_activation_block(x: np.ndarray, blk: np.ndarray, qs_offset: int) ->
     """One block of 32 activations as the x86 CPU backend's ``quantize_row_q8_0`` (and Q8_1's)
     quantizes it: d, rounded to f16, into ``blk[0:2]``, the quants into ``blk[qs_offset:]``.
     Returns (d before the rounding, the quants' sum as :func:`activation_quants_ref` gives it)."""
-    amax = _amax(x)
-    scale = F32(127) / amax if amax != 0 else F32(0)
-    d = amax / F32(127)
+    largest = amax(x)
+    scale = F32(127) / largest if largest != 0 else F32(0)
+    d = largest / F32(127)
     write_f16(blk, 0, d)
     total = np.int64(0)
     for j in range(QK):

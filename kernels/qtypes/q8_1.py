@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath
 from ..compilation import dispatch, inline, jit, pjit
-from ..jitmath import F32, c_int8, read_f16, roundf, write_f16
+from ..jitmath import F32, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
 
@@ -59,11 +59,9 @@ def _pack_ref(d: np.ndarray, q: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36), as ``quantize_row_q8_1_ref`` (``s`` from the
-    stored int8 quants)."""
-    d = np.abs(x).max(axis=1) / F32(127)
-    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
-    q = refmath.c_int8(refmath.roundf(x * inv[:, None])).astype(np.int8)
+    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36), as ``quantize_row_q8_1_ref`` (Q8_0's
+    reference quants; ``s`` from the stored int8 quants)."""
+    d, q = q8_0.reference_quants_ref(x)
     return _pack_ref(d, q, q.astype(np.int32).sum(axis=1))
 
 
@@ -122,17 +120,7 @@ def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
-    amax = F32(0)
-    for j in range(QK):
-        amax = max(amax, abs(x[j]))
-    d = amax / F32(127)
-    inv = F32(1) / d if d != 0 else F32(0)
-    total = np.int32(0)
-    for j in range(QK):
-        q = c_int8(roundf(x[j] * inv))
-        blk[4 + j] = np.uint8(q & 0xFF)
-        total += q
-    write_f16(blk, 0, d)
+    d, total = q8_0.reference_quantize_block(x, blk, 4)
     write_f16(blk, 2, F32(total) * d)
 
 

@@ -139,6 +139,13 @@ LANE_ORDER = np.array(simd.LANE_Q8_ORDER, dtype=np.int64)
 
 
 @inline
+def read_d(blk: np.ndarray) -> np.float32:
+    """The float32 ``d`` of one Q8_K block (uint8[292]), little-endian."""
+    return bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
+                               | (np.int32(blk[3]) << 24)))
+
+
+@inline
 def unpack_for_lanes(blocks: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the 8-lane dot kernels (``simd.lanes_dot``) read, decoded once per vector from uint8
     (nb, 292) Q8_K blocks: (d float32 (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
@@ -151,8 +158,7 @@ def unpack_for_lanes(blocks: np.ndarray, offset: int) -> tuple[np.ndarray, np.nd
     bsums = np.empty((nb, 16), dtype=np.int32)
     for i in range(nb):
         blk = blocks[i]
-        d[i] = bits_float(np.int32(np.int32(blk[0]) | (np.int32(blk[1]) << 8) | (np.int32(blk[2]) << 16)
-                                   | (np.int32(blk[3]) << 24)))
+        d[i] = read_d(blk)
         for k in range(QK):
             qs[i * QK + k] = np.int8(blk[4 + LANE_ORDER[k]])
         for j in range(QK // 2):
