@@ -149,8 +149,9 @@ class Dequantize(_Op):
     def kernel(self, fmt: str, args: tuple):
         # Into one reused buffer per shape, made here rather than stored in the cache.
         raw = args[0]
-        if getattr(self, "_out", None) is None or self._out.shape[0] != raw.shape[0]:
-            self._out = np.empty((raw.shape[0], self.weights_per_row(fmt, raw)), dtype=np.float32)
+        shape = (raw.shape[0], self.weights_per_row(fmt, raw))
+        if getattr(self, "_out", None) is None or self._out.shape != shape:
+            self._out = np.empty(shape, dtype=np.float32)
         return qk.dequantize(raw, fmt, threads=1, out=self._out)
 
     @staticmethod

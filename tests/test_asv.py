@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import quantbench_kernels as qk
@@ -54,6 +55,23 @@ def test_asv_suite_covers_every_registered_format_and_op():
         assert cls.track_gweights_per_s.unit == "G weights/s" and cls.track_roofline_fraction.unit
         # asv keys a setup_cache by where it is written: an inherited one would be shared by the classes.
         assert "setup_cache" in vars(cls)
+
+
+def test_asv_dequantize_reuses_its_out_buffer_only_for_the_same_shape():
+    # "cache" (256 x 4096) and "256x256" have the same rows: a buffer kept by rows alone was
+    # handed to the second and asv's setup_cache failed.
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import throughput as t
+    finally:
+        sys.path.remove(str(ROOT))
+    bench = t.Dequantize()
+    for size in ("cache", "256x256", "2048x640", "cache"):
+        rows, cols = t.SIZES[size]
+        args = bench.inputs("Q4_0", rows, cols)
+        out = bench.kernel("Q4_0", args)
+        assert out.shape == (rows, cols)
+        np.testing.assert_array_equal(out, qk.dequantize(args[0], "Q4_0"))
 
 
 def _require(ok: bool, message: str) -> None:
