@@ -60,14 +60,24 @@ def _pmaddubsw_intrinsic(features: dict | None) -> tuple[str, int] | None:
     return None
 
 
+def _psignb_intrinsic(features: dict | None) -> str | None:
+    """x86's psignb on 256-bit vectors (``a`` negated, kept or zeroed by the sign of ``b``), or None."""
+    return "llvm.x86.avx2.psign.b" if features and features.get("avx2") else None
+
+
 _FEATURES = _host_features()
 PMADDWDS = _pmaddwd_intrinsics(_FEATURES)
 PMADDWD = PMADDWDS[0] if PMADDWDS else None
 PMADDUBSW = _pmaddubsw_intrinsic(_FEATURES)
 PSHUFB = _pshufb_intrinsic(_FEATURES)
+PSIGNB = _psignb_intrinsic(_FEATURES)
+# f16 -> f32 in one instruction (vcvtph2ps) where the CPU has F16C; it quiets a signalling NaN
+# (sets the top mantissa bit), which the bit-exact checks allow: NaNs compare equal in any payload.
+F16C = bool(_FEATURES and _FEATURES.get("f16c"))
 # Part of the kernels' cache stamp: code compiled for one spelling must not be reused for another.
 CODEGEN = (f"pmaddwd={PMADDWD[0] if PMADDWD else 'generic'},"
-           f"pmaddubsw={PMADDUBSW[0] if PMADDUBSW else 'generic'}")
+           f"pmaddubsw={PMADDUBSW[0] if PMADDUBSW else 'generic'},"
+           f"psignb={PSIGNB or 'generic'},f16c={F16C}")
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:
@@ -329,7 +339,8 @@ def prefetch_ahead(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.V
 # integer dot is the sum of 32 products of small integers (its decoded values, at most 127 in
 # magnitude, times the activation's int8 quants). A format decodes its block into a <32 x i8>
 # of values in weight order; :func:`dot32` multiplies it with the activation quants, pairwise
-# in 16 bits (pmaddwd) and sums the lanes: exact in 32 bits, so any grouping is C's sum.
+# in 16 bits (pmaddubsw where the values allow it, else pmaddwd) and sums the lanes: exact in
+# 32 bits, so any grouping is C's sum.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -372,17 +383,61 @@ def lookup16(builder: ir.IRBuilder, table: Sequence[int], index: ir.Value) -> ir
     return level[0]
 
 
-def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value) -> ir.Value:
-    """The exact i32 sum of ``values[j] * quants[j]`` over two ``<32 x i8>`` (signed)."""
-    wide = vec(I16, 32)
-    pairs = madd16(builder, builder.sext(values, wide), builder.sext(quants, wide))
-    return builder.extract_element(fold(builder, pairs, 1), ir.Constant(I32, 0))
+def psign(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """x86's psignb on ``<32 x i8>``: ``a[j]`` negated where ``b[j] < 0``, zero where ``b[j] == 0``
+    (wrapping: -(-128) is -128)."""
+    if PSIGNB is not None:
+        fnty = ir.FunctionType(vec(I8, 32), [vec(I8, 32)] * 2)
+        return builder.call(cgutils.get_or_insert_function(builder.module, fnty, PSIGNB), [a, b])
+    zero = splat_const(I8, 0, 32)
+    kept = builder.select(builder.icmp_signed("==", b, zero), zero, a)
+    return builder.select(builder.icmp_signed("<", b, zero), builder.sub(zero, a), kept)
+
+
+def sum_pairs16(builder: ir.IRBuilder, pairs: ir.Value) -> ir.Value:
+    """The i32 sum of a ``<16 x i16>``'s lanes (pmaddwd with ones, then a fold)."""
+    quads = madd16(builder, pairs, splat_const(I16, 1, 16))
+    return builder.extract_element(fold(builder, quads, 1), ir.Constant(I32, 0))
+
+
+DOT_VALUES = ("int8", "signed", "unsigned")
+
+
+def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str = "int8", offset: int = 0) -> ir.Value:
+    """The exact i32 sum of ``(values[j] - offset) * quants[j]`` over two ``<32 x i8>``, the quants
+    signed. ``kind`` says what the values may be, and so which instructions stay exact:
+
+    - ``"int8"``: any int8: both widened to 16 bits, pairs summed by pmaddwd.
+    - ``"signed"``: signed, never -128: pmaddubsw of ``|quants|`` (unsigned; 128 for -128) and the
+      values with the quants' signs (llama.cpp's sign trick, on the side where it is exact). A pair
+      is at most 2 x 128 x 127 in magnitude: no 16-bit saturation.
+    - ``"unsigned"``: 0..127 minus ``offset`` (0..64; Q4_0's 8, Q5_0's 16): pmaddubsw of the values
+      and the quants, less ``offset`` times pmaddubsw of ones and the quants, in 16 bits. The
+      callers' values are at most 31: a pair is at most 2 x 31 x 128 + offset x 256 in magnitude.
+    """
+    if kind == "int8":
+        wide = vec(I16, 32)
+        pairs = madd16(builder, builder.sext(values, wide), builder.sext(quants, wide))
+        return builder.extract_element(fold(builder, pairs, 1), ir.Constant(I32, 0))
+    if kind == "signed":
+        zero = splat_const(I8, 0, 32)
+        magnitudes = builder.select(builder.icmp_signed("<", quants, zero), builder.sub(zero, quants), quants)
+        return sum_pairs16(builder, maddubs(builder, magnitudes, psign(builder, values, quants)))
+    if kind != "unsigned":
+        raise ValueError(f"dot32: kind must be one of {DOT_VALUES}, got {kind!r}")
+    pairs = maddubs(builder, values, quants)
+    if offset:
+        sums = maddubs(builder, splat_const(I8, 1, 32), quants)
+        pairs = builder.sub(pairs, builder.mul(sums, splat_const(I16, offset, 16)))
+    return sum_pairs16(builder, pairs)
 
 
 def f16_to_f32(builder: ir.IRBuilder, h: ir.Value) -> ir.Value:
     """IR: the f16 bit pattern ``h`` (i16) as float32, exactly and without branches: normals by
     moving the exponent and mantissa bits, inf and NaN likewise (payload kept), subnormals as
     their integer mantissa times 2**-24; the sign bit last."""
+    if F16C:
+        return builder.fpext(builder.bitcast(h, ir.HalfType()), F32)
     h32 = builder.zext(h, I32)
     em = builder.and_(h32, ir.Constant(I32, 0x7FFF))
     exponent = builder.lshr(em, ir.Constant(I32, 10))
@@ -411,11 +466,12 @@ def f16_at(typingctx, w, at):  # type: ignore[no-untyped-def]
     return types.float32(w, at), codegen
 
 
-def block32_dot_intrinsic(decode, block_bytes: int):  # type: ignore[no-untyped-def]
+def block32_dot_intrinsic(decode, block_bytes: int, kind: str = "int8", offset: int = 0):  # type: ignore[no-untyped-def]
     """The intrinsic ``block_dot(w, woff, q8, qoff) -> int32`` of a 32-weight format: the sum over
-    the block at byte ``woff`` of ``w`` (uint8, C-contiguous) of its values times the int8
-    activation quants ``q8[qoff:qoff + 32]`` (C-contiguous). ``decode(context, builder, wt, w_,
-    woff_)`` returns the block's values as ``<32 x i8>`` in weight order. The cache line
+    the block at byte ``woff`` of ``w`` (uint8, C-contiguous) of its values minus ``offset`` times
+    the int8 activation quants ``q8[qoff:qoff + 32]`` (C-contiguous). ``decode(context, builder,
+    wt, w_, woff_)`` returns the block's values as ``<32 x i8>`` in weight order, of the ``kind``
+    :func:`dot32` says (the narrowest kind that holds them is the fastest). The cache line
     :data:`PREFETCH_BYTES` ahead is prefetched once per ``block_bytes`` (a 64-byte line holds
     several blocks: the hint for each costs less than tracking which one starts a line)."""
     @intrinsic
@@ -430,10 +486,12 @@ def block32_dot_intrinsic(decode, block_bytes: int):  # type: ignore[no-untyped-
             prefetch_ahead(context, builder, wt, w_, woff_, block_bytes)
             values = decode(context, builder, wt, w_, woff_)
             quants = load(builder, element_ptr(context, builder, qt, q8_, qoff_), vec(I8, 32))
-            return dot32(builder, values, quants)
+            return dot32(builder, values, quants, kind, offset)
 
         return sig, codegen
 
+    if kind not in DOT_VALUES:
+        raise ValueError(f"block32_dot_intrinsic: kind must be one of {DOT_VALUES}, got {kind!r}")
     return block_dot
 
 

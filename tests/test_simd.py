@@ -57,7 +57,12 @@ def test_gemv_kernel_on_extreme_blocks(name, fill, q8):
     assert_bit_identical(expected, fmt.numba.gemv(w, act, 1), f"{name} gemv")
 
 
-GENERIC = "pmaddwd=generic,pmaddubsw=generic"
+def test_a_block_dot_of_an_unknown_kind_of_values_is_refused_naming_the_kinds():
+    with pytest.raises(ValueError, match="kind must be one of .*'int8'.*got 'float'"):
+        simd.block32_dot_intrinsic(lambda *args: None, 18, "float")
+
+
+GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,f16c=False"
 
 
 def _codegen_under(env: dict) -> str:

@@ -245,7 +245,7 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return table_values(context, builder, wt, w_, simd.offset(builder, woff_, 2))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "signed")  # KVALUES: never -128
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 

@@ -213,7 +213,7 @@ def _decode_sub_block(context, builder, wt, w_, woff_):  # type: ignore[no-untyp
     return iq4_nl.table_values(context, builder, wt, w_, woff_)
 
 
-_sub_block_dot = simd.block32_dot_intrinsic(_decode_sub_block, BLOCK_BYTES // 8)
+_sub_block_dot = simd.block32_dot_intrinsic(_decode_sub_block, BLOCK_BYTES // 8, "signed")  # never -128
 
 _dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
 

@@ -174,7 +174,7 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "signed")  # KVALUES: never -128
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 

@@ -119,13 +119,17 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
+def _quants(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 quants q, 0..15 (see ``simd.block32_dot_intrinsic``)."""
+    return simd.nibbles32(builder, simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 2), n=16))
+
+
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 values q - 8 (see ``simd.block32_dot_intrinsic``)."""
-    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 2), n=16)
-    return builder.sub(simd.nibbles32(builder, qs), simd.splat_const(simd.I8, 8, 32))
+    """IR: the block's 32 values q - 8."""
+    return builder.sub(_quants(context, builder, wt, w_, woff_), simd.splat_const(simd.I8, 8, 32))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+_block_dot = simd.block32_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", offset=8)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 

@@ -154,7 +154,7 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return simd.nibbles32(builder, simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 4), n=16))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned")  # quants 0..15
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 

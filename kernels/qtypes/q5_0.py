@@ -126,14 +126,19 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 values q - 16 (see ``simd.block32_dot_intrinsic``)."""
+def _quants(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 quants q, 0..31 (see ``simd.block32_dot_intrinsic``)."""
     qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 6), n=16)
     high = simd.bit_per_lane(builder, simd.load_u32(context, builder, wt, w_, simd.offset(builder, woff_, 2)), 4)
-    return builder.sub(builder.or_(simd.nibbles32(builder, qs), high), simd.splat_const(simd.I8, 16, 32))
+    return builder.or_(simd.nibbles32(builder, qs), high)
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 values q - 16."""
+    return builder.sub(_quants(context, builder, wt, w_, woff_), simd.splat_const(simd.I8, 16, 32))
+
+
+_block_dot = simd.block32_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", offset=16)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 

@@ -136,7 +136,7 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return builder.or_(simd.nibbles32(builder, qs), high)
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned")  # quants 0..31
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
