@@ -9,6 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import simd
 from .compilation import inline
 
 F32 = np.float32
@@ -48,6 +49,8 @@ def f32_to_f16_bits(v: np.float32) -> int:
     the float's bits: the exponent rebiased from 127 to 15, the 23-bit mantissa rounded to 10
     (a carry moves into the exponent, as it should).
     """
+    if simd.F16C:
+        return simd.f16c_bits(v)
     bits = np.int64(float_bits(v)) & 0xFFFFFFFF
     sign = np.int64((bits >> 16) & 0x8000)
     a = bits & 0x7FFFFFFF

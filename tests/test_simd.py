@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 import quantbench_kernels as qk
 from pytest_quantbench import strategies as qst
 from pytest_quantbench.bitexact import assert_bit_identical
-from quantbench_kernels import simd
+from quantbench_kernels import refmath, simd
 
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
 @pytest.mark.parametrize("name", DOT)
@@ -96,3 +97,77 @@ def test_the_generic_ir_path_equals_the_reference_on_another_target():
 
 def test_quantbench_generic_ir_forces_the_generic_spelling():
     assert _codegen_under(dict(os.environ, QUANTBENCH_GENERIC_IR="1")) == GENERIC
+
+
+# Values that make C's sequential loops and a vector tree disagree if the tree is careless:
+# signed zeros, a and -a ties, NaN, infinities, subnormals.
+SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0, 2.0, -2.0, 1e-45, -1e-45], dtype=np.float32)
+
+
+@numba.njit
+def _extremes(x):
+    out = np.empty((x.shape[0], 3), dtype=np.float32)
+    for i in range(x.shape[0]):
+        out[i, 0] = simd.first_largest32(x[i], 0)
+        out[i, 1] = simd.min32(x[i], 0)
+        out[i, 2] = simd.max32(x[i], 0)
+    return out
+
+
+@pytest.mark.parametrize("draw", ["special", "normal"])
+def test_a_blocks_extremes_are_the_elements_cs_loops_pick(draw):
+    rng = np.random.default_rng(7)
+    x = (rng.choice(SPECIAL, (20000, 32)) if draw == "special" else rng.standard_normal((20000, 32))).astype(np.float32)
+    if draw == "special":
+        x[:64] = rng.choice(SPECIAL[[0, 1, 2]], (64, 32))  # zeros and NaN only: the fallbacks
+    got = _extremes(x)
+    expected = np.stack([refmath.first_largest(x), refmath.running_min(x), refmath.running_max(x, -np.inf)], axis=1)
+    assert_bit_identical(expected, got, "first_largest32 / min32 / max32")
+    assert np.array_equal(np.signbit(expected), np.signbit(got))  # NaN-free columns: the zeros' signs too
+
+
+@numba.njit
+def _levels(x, sub, inv, add, nmax):
+    out = np.empty((x.shape[0], 16), dtype=np.uint8)
+    high = np.empty(x.shape[0], dtype=np.uint32)
+    for i in range(x.shape[0]):
+        high[i] = simd.levels32(x[i], 0, out[i], 0, sub, inv, add, nmax)
+    return out, high
+
+
+@pytest.mark.parametrize("nmax", [15, 31, 255])
+def test_levels32_are_cs_int8_casts_capped_and_packed(nmax):
+    rng = np.random.default_rng(nmax)
+    x = np.concatenate([rng.standard_normal((500, 32)) * 40, rng.choice(SPECIAL, (100, 32)),
+                        rng.choice([3e9, -3e9, 2.0**31, 127.9, -128.9, -129.0], (50, 32))]).astype(np.float32)
+    sub, inv, add = np.float32(-0.5), np.float32(0.75), np.float32(8.5)
+    out, high = _levels(x, sub, inv, add, nmax)
+    with np.errstate(invalid="ignore", over="ignore"):
+        levels = np.minimum(nmax, refmath.c_int8((x - sub) * inv + add))
+    np.testing.assert_array_equal(out, ((levels[:, :16] & 0xF) | ((levels[:, 16:] & 0xF) << 4)).astype(np.uint8))
+    bits = ((levels >> 4) & 1).astype(np.uint64) << np.arange(32, dtype=np.uint64)
+    np.testing.assert_array_equal(high, bits.sum(axis=1).astype(np.uint32))
+
+
+@pytest.mark.skipif(not simd.F16C, reason="the CPU has no F16C: the integer encoder is used")
+def test_f16c_encoding_equals_numpys_rounding_and_the_nan_rule():
+    rng = np.random.default_rng(3)
+    bits = np.concatenate([rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32),
+                           np.arange(0x33000000, 0x33800000, 97, dtype=np.uint32),  # f16 subnormals, ties
+                           np.arange(0x477FE000, 0x47800100, dtype=np.uint32),  # 65504 .. overflow
+                           np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001], np.uint32)])
+    x = bits.view(np.float32)
+    got = _f16c(x)
+    with np.errstate(over="ignore"):
+        expected = x.astype(np.float16).view(np.uint16).astype(np.int64)
+    nan = np.isnan(x)
+    expected[nan] = ((bits[nan] >> 16) & 0x8000) | 0x7E00
+    np.testing.assert_array_equal(got, expected)
+
+
+@numba.njit
+def _f16c(x):
+    out = np.empty(x.size, dtype=np.int64)
+    for i in range(x.size):
+        out[i] = simd.f16c_bits(x[i])
+    return out

@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, GROUP_MAX_EPS, first_largest, write_f16
+from ..jitmath import F32, GROUP_MAX_EPS, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
 
@@ -163,7 +163,7 @@ def _fit(x: np.ndarray, inv: np.float32, levels: np.ndarray) -> tuple[np.float32
 @inline
 def search(x: np.ndarray, scratch: np.ndarray) -> np.float32:
     """:func:`search_ref` of one group of 32 weights (``scratch``: uint8 (32,), overwritten)."""
-    vmax = first_largest(x)
+    vmax = simd.first_largest32(x, 0)
     if abs(vmax) < GROUP_MAX_EPS:
         return F32(0)
     sumqx, sumq2 = _fit(x, F32(1) / (-vmax / KV_FLOAT[0]), scratch)

@@ -23,7 +23,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, c_int8, first_largest, write_f16
+from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
 
@@ -91,13 +91,10 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
-    d = first_largest(x) / F32(-8)
+    d = simd.first_largest32(x, 0) / F32(-8)
     inv = F32(1) / d if d != 0 else F32(0)
     write_f16(blk, 0, d)
-    for j in range(16):
-        lo = min(15, c_int8(x[j] * inv + F32(8.5)))
-        hi = min(15, c_int8(x[j + 16] * inv + F32(8.5)))
-        blk[2 + j] = np.uint8((lo & 0xF) | ((hi & 0xF) << 4))
+    simd.levels32(x, 0, blk, 2, F32(0), inv, F32(8.5), 15)  # MIN(15, (int8_t)(x * id + 8.5f))
 
 
 @jit

@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, c_int8, write_f16
+from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_1
 
@@ -87,21 +87,10 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 @inline
 def fit(x: np.ndarray, nmax: int) -> tuple[np.float32, np.float32, np.float32]:
     """:func:`fit_ref` of one block: (d, min, 1 / d or 0)."""
-    lo = F32(np.inf)
-    hi = F32(-np.inf)
-    for j in range(QK):
-        if x[j] < lo:
-            lo = x[j]
-        if x[j] > hi:
-            hi = x[j]
+    lo = simd.min32(x, 0)
+    hi = simd.max32(x, 0)
     d = (hi - lo) / F32(nmax)
     return d, lo, (F32(1) / d if d != 0 else F32(0))
-
-
-@inline
-def level(x: np.float32, lo: np.float32, inv: np.float32) -> np.int32:
-    """The low byte of C's ``(int8_t)((x - min) * (1 / d) + 0.5)``."""
-    return c_int8((x - lo) * inv + F32(0.5)) & 0xFF
 
 
 @inline
@@ -109,8 +98,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     d, lo, inv = fit(x, NMAX)
     write_f16(blk, 0, d)
     write_f16(blk, 2, lo)
-    for j in range(16):
-        blk[4 + j] = np.uint8(min(NMAX, level(x[j], lo, inv)) | (min(NMAX, level(x[j + 16], lo, inv)) << 4))
+    simd.levels32(x, 0, blk, 4, lo, inv, F32(0.5), NMAX)  # MIN(15, (int8_t)((x - min) * id + 0.5f))
 
 
 @jit

@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
-from ..jitmath import F32, c_int8, first_largest, write_f16
+from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
 
@@ -94,15 +94,10 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
-    d = first_largest(x) / F32(-16)
+    d = simd.first_largest32(x, 0) / F32(-16)
     inv = F32(1) / d if d != 0 else F32(0)
     write_f16(blk, 0, d)
-    qh = np.uint32(0)
-    for j in range(16):
-        lo = min(31, c_int8(x[j] * inv + F32(16.5)))
-        hi = min(31, c_int8(x[j + 16] * inv + F32(16.5)))
-        blk[6 + j] = np.uint8((lo & 0xF) | ((hi & 0xF) << 4))
-        qh |= (np.uint32((lo >> 4) & 1) << j) | (np.uint32((hi >> 4) & 1) << (j + 16))
+    qh = simd.levels32(x, 0, blk, 6, F32(0), inv, F32(16.5), 31)  # MIN(31, (int8_t)(x * id + 16.5f))
     for k in range(4):
         blk[2 + k] = np.uint8((qh >> (8 * k)) & 0xFF)
 

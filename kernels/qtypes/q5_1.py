@@ -83,12 +83,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     d, lo, inv = q4_1.fit(x, NMAX)
     write_f16(blk, 0, d)
     write_f16(blk, 2, lo)
-    qh = np.uint32(0)
-    for j in range(16):
-        a = q4_1.level(x[j], lo, inv)
-        b = q4_1.level(x[j + 16], lo, inv)
-        blk[8 + j] = np.uint8((a & 0xF) | ((b & 0xF) << 4))
-        qh |= (np.uint32((a >> 4) & 1) << j) | (np.uint32((b >> 4) & 1) << (j + 16))
+    qh = simd.levels32(x, 0, blk, 8, lo, inv, F32(0.5), 255)  # (uint8_t)((x - min) * id + 0.5f): no MIN
     for k in range(4):
         blk[4 + k] = np.uint8((qh >> (8 * k)) & 0xFF)
 

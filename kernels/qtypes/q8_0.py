@@ -154,10 +154,7 @@ def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @inline
 def amax(x: np.ndarray) -> np.float32:
     """The largest magnitude of 32 values (C's ``fmaxf`` loop; NaN never wins)."""
-    largest = F32(0)
-    for j in range(QK):
-        largest = max(largest, abs(x[j]))
-    return largest
+    return abs(simd.first_largest32(x, 0))
 
 
 @inline
