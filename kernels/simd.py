@@ -401,7 +401,7 @@ def sum_pairs16(builder: ir.IRBuilder, pairs: ir.Value) -> ir.Value:
     return builder.extract_element(fold(builder, quads, 1), ir.Constant(I32, 0))
 
 
-DOT_VALUES = ("int8", "signed", "unsigned")
+DOT_VALUES = ("int8", "signed", "unsigned", "int8 by quants above -128")
 
 
 def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str = "int8", offset: int = 0) -> ir.Value:
@@ -412,6 +412,8 @@ def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str =
     - ``"signed"``: signed, never -128: pmaddubsw of ``|quants|`` (unsigned; 128 for -128) and the
       values with the quants' signs (llama.cpp's sign trick, on the side where it is exact). A pair
       is at most 2 x 128 x 127 in magnitude: no 16-bit saturation.
+    - ``"int8 by quants above -128"``: any int8, the quants -127..127 (the caller checks): the sign
+      trick the other way round, pmaddubsw of ``|values|`` and the quants with the values' signs.
     - ``"unsigned"``: 0..127 minus ``offset`` (0..64; Q4_0's 8, Q5_0's 16): pmaddubsw of the values
       and the quants, less ``offset`` times pmaddubsw of ones and the quants, in 16 bits. The
       callers' values are at most 31: a pair is at most 2 x 31 x 128 + offset x 256 in magnitude.
@@ -420,7 +422,9 @@ def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str =
         wide = vec(I16, 32)
         pairs = madd16(builder, builder.sext(values, wide), builder.sext(quants, wide))
         return builder.extract_element(fold(builder, pairs, 1), ir.Constant(I32, 0))
-    if kind == "signed":
+    if kind in ("signed", "int8 by quants above -128"):
+        if kind != "signed":
+            values, quants = quants, values  # the side that is never -128 takes the signs
         zero = splat_const(I8, 0, 32)
         magnitudes = builder.select(builder.icmp_signed("<", quants, zero), builder.sub(zero, quants), quants)
         return sum_pairs16(builder, maddubs(builder, magnitudes, psign(builder, values, quants)))

@@ -255,6 +255,8 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 _block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+# Activations without a -128 quant (all but a block whose 127/max overflowed) take pmaddubsw.
+_block_dot_no_128 = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "int8 by quants above -128")
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -267,30 +269,42 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int,
+               no_128: bool) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
         sumf = F32(0)
         for b in range(nb):
             at = (r * nb + b) * BLOCK_BYTES
-            sumi = _block_dot(w, at, q8, b * QK)
+            sumi = _block_dot_no_128(w, at, q8, b * QK) if no_128 else _block_dot(w, at, q8, b * QK)
             sumf += F32(sumi) * (simd.f16_at(w, at) * dy[b])
         out[r] = sumf
 
 
 @jit
+def _no_128(q8: np.ndarray) -> bool:
+    """Whether no activation quant is -128 (then :data:`_block_dot_no_128` is exact)."""
+    smallest = np.int32(0)
+    for b in range(q8.shape[0]):
+        for j in range(QK):
+            smallest = min(smallest, np.int32(q8[b, j]))
+    return smallest > -128
+
+
+@jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = unpack(act)
-    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+    _gemv_rows(w, dy, q8, out, 0, w.shape[0], _no_128(q8))
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = unpack(act)
+    no_128 = _no_128(q8)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks, no_128)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
