@@ -26,19 +26,30 @@ import quantbench_kernels as qk
 
 # rows x weights per row
 SIZES = {"cache": (256, 4096), "16M": (4096, 4096), "2048x640": (2048, 640), "256x256": (256, 256)}
-# A smoke run (CI: does every benchmark still run?) may keep only some sizes, comma-separated.
-if os.environ.get("QUANTBENCH_ASV_SIZES"):
-    _kept = os.environ["QUANTBENCH_ASV_SIZES"].split(",")
-    if unknown := set(_kept) - set(SIZES):
-        raise ValueError(f"QUANTBENCH_ASV_SIZES names unknown sizes {sorted(unknown)}; the sizes are {list(SIZES)}")
-    SIZES = {label: shape for label, shape in SIZES.items() if label in _kept}
+
+
+def _smoke_subset(variable: str, names: list[str]) -> list[str]:
+    """``names``, or those of them that the environment variable lists (comma-separated): a smoke
+    run (CI: does every benchmark still run?) may keep some sizes and formats. Unknown names are
+    refused. asv runs each benchmark and parameter set in a process of its own (a second or two
+    of imports each), so a smoke run of every format at every size takes half an hour."""
+    if not os.environ.get(variable):
+        return names
+    kept = os.environ[variable].split(",")
+    if unknown := set(kept) - set(names):
+        raise ValueError(f"{variable} names unknown {sorted(unknown)}; the choices are {names}")
+    return [name for name in names if name in kept]
+
+
+SIZES = {label: SIZES[label] for label in _smoke_subset("QUANTBENCH_ASV_SIZES", list(SIZES))}
 LLC_BYTES = 32 << 20
 ROUNDS = 7  # calls per track_ measurement; the median is reported
 
 
 def formats_with(op: str) -> list[str]:
     needed = "gemv" if op == "vec_dot" else op
-    return [f.name for f in qk.formats() if getattr(f.numba, needed) is not None]
+    every = [f.name for f in qk.formats() if getattr(f.numba, needed) is not None]
+    return [name for name in _smoke_subset("QUANTBENCH_ASV_FORMATS", [f.name for f in qk.formats()]) if name in every]
 
 
 def fits(fmt: str, size: str) -> bool:

@@ -74,18 +74,20 @@ def test_asv_dequantize_reuses_its_out_buffer_only_for_the_same_shape():
         np.testing.assert_array_equal(out, qk.dequantize(args[0], "Q4_0"))
 
 
-def _sizes_under(value: str) -> subprocess.CompletedProcess:
-    code = "from benchmarks import throughput as t; print(','.join(t.SIZES))"
+def _suite_under(**env: str) -> subprocess.CompletedProcess:
+    code = "from benchmarks import throughput as t; print(','.join(t.SIZES), ','.join(t.Gemv.params[0]))"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, QUANTBENCH_ASV_SIZES=value))
+                          env=dict(os.environ, **env))
 
 
-def test_a_smoke_run_keeps_the_sizes_named_and_refuses_unknown_ones():
-    kept = _sizes_under("256x256,cache")
+def test_a_smoke_run_keeps_the_sizes_and_formats_named_and_refuses_unknown_ones():
+    kept = _suite_under(QUANTBENCH_ASV_SIZES="256x256,cache", QUANTBENCH_ASV_FORMATS="Q8_K,Q4_K,Q4_0")
     assert kept.returncode == 0, kept.stderr
-    assert kept.stdout.strip() == "cache,256x256"  # the suite's order
-    bad = _sizes_under("cache,1G")
-    assert bad.returncode != 0 and "QUANTBENCH_ASV_SIZES names unknown sizes ['1G']" in bad.stderr
+    assert kept.stdout.split() == ["cache,256x256", "Q4_0,Q4_K"]  # the suite's order; Q8_K has no gemv
+    bad = _suite_under(QUANTBENCH_ASV_SIZES="cache,1G")
+    assert bad.returncode != 0 and "QUANTBENCH_ASV_SIZES names unknown ['1G']" in bad.stderr
+    bad = _suite_under(QUANTBENCH_ASV_FORMATS="Q4_0,Q9_9")
+    assert bad.returncode != 0 and "QUANTBENCH_ASV_FORMATS names unknown ['Q9_9']" in bad.stderr
 
 
 def _require(ok: bool, message: str) -> None:
