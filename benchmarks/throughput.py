@@ -25,7 +25,7 @@ import numpy as np
 import quantbench_kernels as qk
 
 # rows x weights per row
-SIZES = {"cache": (256, 4096), "16M": (4096, 4096), "2048x640": (2048, 640), "256x256": (256, 256)}
+ALL_SIZES = {"cache": (256, 4096), "16M": (4096, 4096), "2048x640": (2048, 640), "256x256": (256, 256)}
 
 
 def _smoke_subset(variable: str, names: list[str]) -> list[str]:
@@ -41,7 +41,7 @@ def _smoke_subset(variable: str, names: list[str]) -> list[str]:
     return [name for name in names if name in kept]
 
 
-SIZES = {label: SIZES[label] for label in _smoke_subset("QUANTBENCH_ASV_SIZES", list(SIZES))}
+SIZES = {label: ALL_SIZES[label] for label in _smoke_subset("QUANTBENCH_ASV_SIZES", list(ALL_SIZES))}
 LLC_BYTES = 32 << 20
 ROUNDS = 7  # calls per track_ measurement; the median is reported
 
@@ -315,7 +315,7 @@ class PeakMemory:
     param_names = ["format"]
 
     def setup(self, fmt: str) -> None:
-        self.raw = qk.quantize(_weights(*SIZES["16M"]), fmt)
+        self.raw = qk.quantize(_weights(*ALL_SIZES["16M"]), fmt)
         qk.dequantize(self.raw[:1], fmt)  # compile outside the measurement
 
     def peakmem_dequantize_16M(self, fmt: str) -> None:
