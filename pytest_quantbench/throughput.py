@@ -3,8 +3,8 @@
 A measurement is tagged (``extra_info``) with its op, format, size label, implementation, weights
 and bytes moved. :func:`derive` turns a session's measurements into weights/s, GB/s, the fraction
 of the bandwidth roofline (bytes moved over the ``np.copyto`` probe's rate at the same size, same
-session) and speed-ups over the reference and over a baseline the user names; :func:`format_table`
-prints them.
+session) and speed-ups over the reference, over a baseline the user names and over llama.cpp's
+own kernels where they were measured; :func:`format_table` prints them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 PROBE = "np.copyto"  # implementation name of the bandwidth probe
 REFERENCE = "reference"
+LLAMACPP = "llama.cpp"  # llama.cpp's own kernels (:mod:`pytest_quantbench.llamacpp`): impl names start so
 
 
 def tag(*, op: str, fmt: str, size: str, impl: str, weights: int, nbytes: int, threads: int | str | None,
@@ -46,18 +47,23 @@ class Row:
     roofline: float | None = None
     vs_reference: float | None = None
     vs_baseline: float | None = None
+    vs_llamacpp: float | None = None
 
 
 def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequence[str] = ()) -> list[Row]:
     """``(extra_info, median seconds, IQR seconds)`` triples -> rows with the derived figures,
     which are also written back into each ``extra_info`` (so they land in the saved JSON).
     ``baselines``: implementation names chosen by the user; each row's speed-up is over the first
-    of them measured on the same op, format and size."""
+    of them measured on the same op, format and size. Each row's speed over llama.cpp's kernel is
+    over its measurement on the same op, format, size and thread count, else on one thread (its
+    dequantize and quantize are one call on one thread)."""
     rows = [Row(info, median, iqr / median if median else 0.0) for info, median, iqr in measurements]
     probe = {r.info["size"]: r for r in rows if r.info["impl"] == PROBE}
     by_key: dict[tuple, dict[str, Row]] = {}
     for r in rows:
         by_key.setdefault((r.info["op"], r.info["format"], r.info["size"]), {})[r.info["impl"]] = r
+    llama = {(r.info["op"], r.info["format"], r.info["size"], r.info.get("threads")): r
+             for r in rows if _is_llamacpp(r)}
     for r in rows:
         r.weights_per_s = r.info["weights"] / r.median_s
         r.gb_per_s = r.info["bytes"] / r.median_s / 1e9
@@ -73,16 +79,25 @@ def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequenc
         base = next((b for b in baselines if b in peers), None)
         if base is not None and r.info["impl"] != base:
             r.vs_baseline = peers[base].median_s / r.median_s
+        key = (r.info["op"], r.info["format"], r.info["size"])
+        theirs = llama.get((*key, r.info.get("threads"))) or llama.get((*key, 1))
+        if theirs is not None and not _is_llamacpp(r):
+            r.vs_llamacpp = theirs.median_s / r.median_s
         r.info.update(
             weights_per_s=r.weights_per_s,
             gb_per_s=r.gb_per_s,
             roofline=r.roofline,
             speedup_vs_reference=r.vs_reference,
             speedup_vs_baseline=r.vs_baseline,
+            speedup_vs_llamacpp=r.vs_llamacpp,
             baseline=base,
             relative_spread=r.spread,
         )
     return rows
+
+
+def _is_llamacpp(r: Row) -> bool:
+    return r.info["impl"].startswith(LLAMACPP)
 
 
 def _fmt(v: float | None, pattern: str) -> str:
@@ -100,9 +115,11 @@ def format_table(rows: list[Row], conformance: Mapping[tuple[str, str, str], str
     when one was measured. ``conformance``: (impl, format, op) -> what its conformance tests
     found, as a last column; an entry without measurements gets a line of its own."""
     with_base = any(r.vs_baseline is not None for r in rows)
+    with_llama = any(isinstance(r, Row) and r.vs_llamacpp is not None for r in rows)
     header = (
         f"{'format':<6} {'op':<10} {'impl':<18} {'threads':>7} {'size':<8} {'G w/s':>8} {'GB/s':>7} "
-        f"{'roofline':>8} {'x ref':>7} " + (f"{'x base':>7} {'base':<12} " if with_base else "") + f"{'IQR/med':>7}"
+        f"{'roofline':>8} {'x ref':>7} " + (f"{'x base':>7} {'base':<12} " if with_base else "")
+        + (f"{'x llama.cpp':>11} " if with_llama else "") + f"{'IQR/med':>7}"
         + ("  conformance" if conformance is not None else "")
     )
     lines = [header, "-" * len(header)]
@@ -123,6 +140,7 @@ def format_table(rows: list[Row], conformance: Mapping[tuple[str, str, str], str
             f"{r.weights_per_s / 1e9:>8.3f} {r.gb_per_s:>7.2f} {_fmt(r.roofline, '{:.2f}'):>8} "
             f"{_fmt(r.vs_reference, '{:.1f}x'):>7} "
             + (f"{_fmt(r.vs_baseline, '{:.2f}x'):>7} {base:<12} " if with_base else "")
+            + (f"{_fmt(r.vs_llamacpp, '{:.2f}x'):>11} " if with_llama else "")
             + f"{r.spread:>7.3f}" + (f"  {found}" if conformance is not None else "")
         )
     return lines

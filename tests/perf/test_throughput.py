@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench import workloads
+from pytest_quantbench import llamacpp, workloads
 from pytest_quantbench.options import NAMED_SIZES, Size
 from pytest_quantbench.strategies import weight_like
-from pytest_quantbench.throughput import PROBE, REFERENCE, tag
+from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, tag
 
 pytestmark = pytest.mark.perf
 
 SIZES = [Size(label, rows, cols) for label, (rows, cols) in NAMED_SIZES.items()] + [
     Size("2048x640", 2048, 640), Size("256x256", 256, 256)]
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
-THREADS = {"numba-1t": 1, "numba-2t": 2, REFERENCE: 1}
+THREADS = {"numba-1t": 1, "numba-2t": 2, REFERENCE: 1, "llama.cpp-1t": 1, "llama.cpp-2t": 2}
 
 
 @functools.lru_cache(maxsize=4)
@@ -44,6 +44,16 @@ def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, 
     workloads.measure(benchmark, work, fn, info, request.config, rounds=rounds)
 
 
+def _llamacpp(op: str, name: str):
+    """llama.cpp's kernel of ``op`` for ``name`` (:mod:`pytest_quantbench.llamacpp`), or a skip."""
+    if why := llamacpp.available():
+        pytest.skip(why)
+    fn = getattr(llamacpp.kernels(name), op)
+    if fn is None:
+        pytest.skip(f"llama.cpp has no {op} of {name}")
+    return fn
+
+
 def _by_backend(op: str, name: str, impl: str):
     """The package's kernel of ``op`` as numba-1t, numba-2t or the reference, with the kernel signature."""
     if impl == REFERENCE:
@@ -59,7 +69,7 @@ def test_copyto_probe(benchmark, request, size):
     workloads.measure(benchmark, work, np.copyto, info, request.config)
 
 
-@pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "gguf-py"])
+@pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "gguf-py", "llama.cpp-1t"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.label)
 @pytest.mark.parametrize("name", DOT)
 def test_dequantize(benchmark, request, name, size, impl):
@@ -70,12 +80,14 @@ def test_dequantize(benchmark, request, name, size, impl):
         fn = lambda raw: gguf.quants.dequantize(raw.reshape(size.rows, -1), fmt.qtype)  # noqa: E731
     elif impl == REFERENCE:
         fn = lambda raw: qk.dequantize(raw, name, backend="reference", out=out)  # noqa: E731
+    elif impl.startswith(LLAMACPP):
+        fn = _llamacpp("dequantize", name)
     else:
         fn = lambda raw: qk.dequantize(raw, name, threads=THREADS[impl], out=out)  # noqa: E731
     _measure(benchmark, request, name, "dequantize", size, impl, fn, THREADS.get(impl, 1))
 
 
-@pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "libgguf"])
+@pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "libgguf", "llama.cpp-1t"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.label)
 @pytest.mark.parametrize("name", DOT + ["Q8_K", "Q8_1"])
 def test_quantize(benchmark, request, name, size, impl):
@@ -88,13 +100,15 @@ def test_quantize(benchmark, request, name, size, impl):
         qtype = int(qk.get_format(name).qtype)
         # One long row: libgguf spreads several rows over threads, one row runs on one thread.
         fn = lambda x: libgguf.quantize_rows(x.reshape(1, -1), qtype)  # noqa: E731
+    elif impl.startswith(LLAMACPP):
+        fn = _llamacpp("quantize", name)  # quantize_row_*_ref, as libgguf (in ggml's build)
     else:
         fn = _by_backend("quantize", name, impl)
     rounds = 3 if size.label == "16M" else None
     _measure(benchmark, request, name, "quantize", size, impl, fn, THREADS.get(impl, 1), rounds)
 
 
-@pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "numpy-blas"])
+@pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "numpy-blas", "llama.cpp-1t", "llama.cpp-2t"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.label)
 @pytest.mark.parametrize("name", DOT)
 def test_gemv(benchmark, request, name, size, impl):
@@ -102,6 +116,11 @@ def test_gemv(benchmark, request, name, size, impl):
         # float32 W @ x with NumPy's BLAS on its default threads; 64 MB at 16M, beyond the L3.
         dense = weight_like(np.random.default_rng(0), (size.rows, size.cols))
         fn = lambda w, x: dense @ x  # noqa: E731
+    elif impl.startswith(LLAMACPP):
+        # ggml's from_float of x once, then its vec_dot per row in a compiled loop (rows split over
+        # two threads for llama.cpp-2t): no Python call per row is timed.
+        gemv = _llamacpp("gemv", name)
+        fn = lambda w, x: gemv(w, x, THREADS[impl])  # noqa: E731
     else:
         fn = _by_backend("gemv", name, impl)
     _measure(benchmark, request, name, "gemv", size, impl, fn, THREADS.get(impl))

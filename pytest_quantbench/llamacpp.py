@@ -1,0 +1,121 @@
+"""llama.cpp's own CPU kernels, for speed comparisons in the same run: through ``ggml-python``'s
+libggml (a test extra; :func:`available` says whether it is installed).
+
+Per format: ``to_float`` (dequantize), ``from_float_ref`` (the reference quantizer), the CPU
+backend's ``from_float`` of the activation format (activation quantization) and a gemv made of
+its ``vec_dot`` over rows. The row loop is compiled (Numba calls the C function by address), so
+no Python call per row is timed: the gemv is what llama.cpp's matmul does for one token, on one
+thread or split by rows over two, the activations quantized once per call as there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numba
+import numpy as np
+
+import quantbench_kernels as qk
+
+# Pointers passed as integers (the same registers on x86-64 and aarch64): Numba calls these.
+# void to_float(const void *x, float *y, int64_t k); void from_float(const float *x, void *y, int64_t k)
+CONVERT = ctypes.CFUNCTYPE(None, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int64)
+# void vec_dot(int n, float *s, size_t bs, const void *vx, size_t bx, const void *vy, size_t by, int nrc)
+VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t,
+                           ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int)
+
+
+def available() -> str | None:
+    """None where llama.cpp's kernels can be called here, else why not (for a skip reason)."""
+    try:
+        import ggml  # noqa: F401
+    except ImportError:
+        return "ggml-python (llama.cpp's libggml) is not installed: pip install -e '.[test]'"
+    return None
+
+
+@dataclass(frozen=True)
+class LlamaCpp:
+    """One format's llama.cpp kernels, with this package's call shapes: ``dequantize(raw)`` ->
+    float32 (n_blocks * block_weights,), ``quantize(x)`` and ``quantize_activation(x)`` -> uint8
+    blocks, ``gemv(w, x, threads)`` -> float32 (rows,); None where llama.cpp has no such kernel."""
+
+    name: str
+    dequantize: Callable[[np.ndarray], np.ndarray] | None
+    quantize: Callable[[np.ndarray], np.ndarray] | None
+    quantize_activation: Callable[[np.ndarray], np.ndarray] | None
+    gemv: Callable[..., np.ndarray] | None
+
+
+def _address(fn: object) -> int:
+    return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
+@cache
+def kernels(name: str) -> LlamaCpp:
+    """llama.cpp's kernels of format ``name`` (a registry name, e.g. "Q4_K")."""
+    import ggml
+
+    if why := available():
+        raise RuntimeError(why)
+    ggml.ggml_cpu_init()
+    fmt = qk.get_format(name)
+    ggml_type = getattr(ggml, f"GGML_TYPE_{name}")
+    traits = ggml.ggml_get_type_traits(ggml_type).contents
+    cpu = ggml.ggml_get_type_traits_cpu(ggml_type).contents
+    to_float, from_float_ref = (CONVERT(_address(fn)) if _address(fn) else None  # NULL: none
+                                for fn in (traits.to_float, traits.from_float_ref))
+
+    def dequantize(raw: np.ndarray) -> np.ndarray:
+        raw = np.ascontiguousarray(raw, dtype=np.uint8)
+        out = np.empty(raw.size // fmt.block_bytes * fmt.block_weights, dtype=np.float32)
+        to_float(raw.ctypes.data, out.ctypes.data, out.size)
+        return out
+
+    def converter(fn: Callable, to: qk.BlockFormat) -> Callable[[np.ndarray], np.ndarray]:
+        def convert(x: np.ndarray) -> np.ndarray:
+            x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+            out = np.empty((x.size // to.block_weights, to.block_bytes), dtype=np.uint8)
+            fn(x.ctypes.data, out.ctypes.data, x.size)
+            return out
+        return convert
+
+    quantize = converter(from_float_ref, fmt) if from_float_ref else None
+    dequantize_or_none = dequantize if to_float else None
+    if not _address(cpu.vec_dot) or not fmt.supports("gemv"):
+        return LlamaCpp(name, dequantize_or_none, quantize, None, None)
+    act = qk.get_format(fmt.activation)
+    act_traits = ggml.ggml_get_type_traits_cpu(cpu.vec_dot_type).contents
+    quantize_activation = converter(CONVERT(_address(act_traits.from_float)), act)
+    rows_serial, rows_parallel = _row_loops(VEC_DOT(_address(cpu.vec_dot)))
+
+    def gemv(w: np.ndarray, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        w = np.ascontiguousarray(w, dtype=np.uint8).reshape(w.shape[0], -1)
+        a = quantize_activation(x)
+        out = np.empty(w.shape[0], dtype=np.float32)
+        (rows_serial if threads == 1 else rows_parallel)(w, a, out, np.asarray(x).size)
+        return out
+
+    return LlamaCpp(name, dequantize_or_none, quantize, quantize_activation, gemv)
+
+
+def _row_loops(dot: Callable) -> tuple[Callable, Callable]:
+    """Compiled loops calling ``dot`` on each row: serial and split over Numba's threads. Built per
+    format (the C function is a constant of the compiled code), not cached on disk."""
+
+    @numba.njit(nogil=True)
+    def serial(w: np.ndarray, act: np.ndarray, out: np.ndarray, n: int) -> None:
+        base, a, o = w.ctypes.data, act.ctypes.data, out.ctypes.data
+        for r in range(w.shape[0]):
+            dot(n, o + 4 * r, 0, base + r * w.shape[1], 0, a, 0, 1)
+
+    @numba.njit(nogil=True, parallel=True)
+    def parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray, n: int) -> None:
+        base, a, o = w.ctypes.data, act.ctypes.data, out.ctypes.data
+        for r in numba.prange(w.shape[0]):
+            dot(n, o + 4 * r, 0, base + r * w.shape[1], 0, a, 0, 1)
+
+    return serial, parallel

@@ -1,0 +1,58 @@
+"""llama.cpp's own kernels as the speed comparison (pytest_quantbench.llamacpp): they compute what
+this package's kernels compute, the compiled gemv row loop included, and the throughput table puts
+each of ours beside the llama.cpp kernel of the same op, format, size and threads."""
+
+import numpy as np
+import pytest
+
+import quantbench_kernels as qk
+from pytest_quantbench import llamacpp
+from pytest_quantbench.throughput import LLAMACPP, derive, format_table, tag
+
+pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
+
+WEIGHTS = [f.name for f in qk.formats() if f.supports("gemv")]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    return (rng.standard_t(5, (48, 512)) * 0.02).astype(np.float32), rng.standard_normal(512).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", WEIGHTS)
+def test_llama_cpps_kernels_compute_what_ours_do(name, data):
+    w, x = data
+    theirs = llamacpp.kernels(name)
+    q = qk.quantize(w, name)
+    np.testing.assert_array_equal(theirs.dequantize(q), qk.dequantize(q, name).ravel())
+    if name != "IQ4_NL":  # ggml's quantize_row_iq4_nl_ref skips the search that llama-quantize runs
+        np.testing.assert_array_equal(theirs.quantize(w).ravel(), q.ravel())
+    np.testing.assert_array_equal(theirs.quantize_activation(x).ravel(), qk.quantize_activation(x, name).ravel())
+    one, two = theirs.gemv(q, x, 1), theirs.gemv(q, x, 2)
+    np.testing.assert_array_equal(one, two)  # the same vec_dot per row, split over threads
+    np.testing.assert_allclose(one, qk.gemv(q, x, name), rtol=1e-4, atol=1e-4 * float(np.abs(one).max()))
+
+
+def test_where_llama_cpp_has_no_kernel_the_comparison_says_none():
+    assert llamacpp.kernels("Q8_K").dequantize is None  # ggml has no to_float for Q8_K
+    assert llamacpp.kernels("Q8_1").gemv is None  # an activation format: no dot of its own
+
+
+def _row(impl: str, threads: int, seconds: float, op: str = "gemv") -> tuple[dict, float, float]:
+    info = tag(op=op, fmt="Q4_0", size="16M", impl=impl, weights=1 << 24, nbytes=1 << 23, threads=threads)
+    return info, seconds, 0.0
+
+
+def test_the_table_compares_with_llama_cpp_on_the_same_threads_else_on_one():
+    rows = derive([_row("numba-1t", 1, 1.0), _row("numba-2t", 2, 0.5), _row(f"{LLAMACPP}-1t", 1, 2.0),
+                   _row(f"{LLAMACPP}-2t", 2, 1.5), _row("numba-2t", 2, 0.25, op="dequantize"),
+                   _row(f"{LLAMACPP}-1t", 1, 1.0, op="dequantize")])
+    ratios = {(r.info["op"], r.info["impl"], r.info["threads"]): r.vs_llamacpp for r in rows}
+    assert ratios[("gemv", "numba-1t", 1)] == 2.0
+    assert ratios[("gemv", "numba-2t", 2)] == 3.0  # against llama.cpp on two threads
+    assert ratios[("dequantize", "numba-2t", 2)] == 4.0  # llama.cpp measured on one thread only
+    assert ratios[("gemv", f"{LLAMACPP}-1t", 1)] is None
+    header = format_table(rows)[0]
+    assert "x llama.cpp" in header
+    assert "x llama.cpp" not in format_table(derive([_row("numba-1t", 1, 1.0)]))[0]
