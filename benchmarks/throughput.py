@@ -114,6 +114,12 @@ class _Op:
     def moved(self, fmt: str, args: tuple, rows: int) -> int:
         raise NotImplementedError
 
+    def unavailable(self, fmt: str, size: str) -> str | None:
+        """Why (fmt, size) is not measured (asv skips it, saying so), or None."""
+        if not fits(fmt, size):
+            return f"rows of {SIZES[size][1]} weights are not whole {fmt} blocks"
+        return None
+
     def prepare(self) -> dict:
         """What ``setup_cache`` returns: per (format, size), one timing and the files holding the
         inputs. asv runs ``setup_cache`` and the benchmarks in one directory and unpickles the
@@ -123,7 +129,7 @@ class _Op:
         for fmt in self.params[0]:
             for size in self.params[1]:
                 rows, cols = SIZES[size]
-                if not fits(fmt, size):
+                if self.unavailable(fmt, size):
                     continue
                 args = self.inputs(fmt, rows, cols)
                 files = [f"{type(self).__name__}-{fmt}-{size}-{i}.npy" for i in range(len(args))]
@@ -143,8 +149,8 @@ class _Op:
         return call
 
     def setup(self, cache: dict, fmt: str, size: str) -> None:
-        if not fits(fmt, size):
-            raise NotImplementedError(f"rows of {SIZES[size][1]} weights are not whole {fmt} blocks")  # asv: skip
+        if why := self.unavailable(fmt, size):
+            raise NotImplementedError(why)  # asv: skip
         # asv runs setup again before every sample: the inputs are loaded and warmed once per process.
         key = (type(self).__name__, fmt, size)
         if key not in _CALLS:
@@ -179,11 +185,14 @@ class Dequantize(_Op):
 
     def kernel(self, fmt: str, args: tuple):
         # Into one reused buffer per shape, made here rather than stored in the cache.
-        raw = args[0]
+        return qk.dequantize(args[0], fmt, threads=1, out=self.buffer(fmt, args[0]))
+
+    def buffer(self, fmt: str, raw: np.ndarray) -> np.ndarray:
+        """One reused output buffer per shape, made here rather than stored in the cache."""
         shape = (raw.shape[0], self.weights_per_row(fmt, raw))
         if getattr(self, "_out", None) is None or self._out.shape != shape:
             self._out = np.empty(shape, dtype=np.float32)
-        return qk.dequantize(raw, fmt, threads=1, out=self._out)
+        return self._out
 
     @staticmethod
     def weights_per_row(fmt: str, raw: np.ndarray) -> int:
@@ -259,6 +268,63 @@ class VecDot(_Op):
 
     def time_vec_dot(self, cache: dict, fmt: str, size: str) -> None:
         self.call()
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
+
+
+def _llamacpp(fmt: str):
+    """llama.cpp's kernels of ``fmt`` (``pytest_quantbench.llamacpp``, through ggml-python), or
+    None where this commit's package or ggml-python lacks them."""
+    try:
+        from pytest_quantbench import llamacpp
+    except ImportError:
+        return None
+    return None if llamacpp.available() else llamacpp.kernels(fmt)
+
+
+class _LlamaCpp:
+    """llama.cpp's own kernel of the op, on one thread, beside this package's (same inputs, sizes and
+    figures; the class name says whose): the graphs of ``LlamaCppGemv`` and ``Gemv`` side by side."""
+
+    def unavailable(self, fmt: str, size: str) -> str | None:
+        theirs = _llamacpp(fmt)
+        if theirs is None:
+            return "llama.cpp's kernels are not reachable (ggml-python, a test extra, or pytest_quantbench.llamacpp)"
+        if getattr(theirs, self.op) is None:
+            return f"llama.cpp has no {self.op} of {fmt}"
+        return super().unavailable(fmt, size)  # type: ignore[misc]
+
+
+class LlamaCppDequantize(_LlamaCpp, Dequantize):
+    op = "dequantize"
+
+    def kernel(self, fmt: str, args: tuple):
+        return _llamacpp(fmt).dequantize(args[0], out=self.buffer(fmt, args[0]))
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
+
+
+class LlamaCppQuantize(_LlamaCpp, Quantize):
+    """llama.cpp's ``quantize_row_*_ref`` (IQ4_NL's skips the search that this package runs)."""
+
+    op = "quantize"
+
+    def kernel(self, fmt: str, args: tuple):
+        return _llamacpp(fmt).quantize(args[0])
+
+    def setup_cache(self) -> dict:
+        return self.prepare()
+
+
+class LlamaCppGemv(_LlamaCpp, Gemv):
+    """``from_float`` of x, then ``vec_dot`` per row in a compiled loop (no Python call per row)."""
+
+    op = "gemv"
+
+    def kernel(self, fmt: str, args: tuple):
+        return _llamacpp(fmt).gemv(args[0], args[1], 1)
 
     def setup_cache(self) -> dict:
         return self.prepare()

@@ -39,9 +39,10 @@ def available() -> str | None:
 
 @dataclass(frozen=True)
 class LlamaCpp:
-    """One format's llama.cpp kernels, with this package's call shapes: ``dequantize(raw)`` ->
-    float32 (n_blocks * block_weights,), ``quantize(x)`` and ``quantize_activation(x)`` -> uint8
-    blocks, ``gemv(w, x, threads)`` -> float32 (rows,); None where llama.cpp has no such kernel."""
+    """One format's llama.cpp kernels, with this package's call shapes: ``dequantize(raw,
+    out=None)`` -> float32 (n_blocks * block_weights,) (into ``out`` if given), ``quantize(x)``
+    and ``quantize_activation(x)`` -> uint8 blocks, ``gemv(w, x, threads)`` -> float32 (rows,);
+    None where llama.cpp has no such kernel."""
 
     name: str
     dequantize: Callable[[np.ndarray], np.ndarray] | None
@@ -69,10 +70,14 @@ def kernels(name: str) -> LlamaCpp:
     to_float, from_float_ref = (CONVERT(_address(fn)) if _address(fn) else None  # NULL: none
                                 for fn in (traits.to_float, traits.from_float_ref))
 
-    def dequantize(raw: np.ndarray) -> np.ndarray:
+    def dequantize(raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         raw = np.ascontiguousarray(raw, dtype=np.uint8)
-        out = np.empty(raw.size // fmt.block_bytes * fmt.block_weights, dtype=np.float32)
-        to_float(raw.ctypes.data, out.ctypes.data, out.size)
+        n = raw.size // fmt.block_bytes * fmt.block_weights
+        if out is None:
+            out = np.empty(n, dtype=np.float32)
+        if out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous float32 of {n} weights, got {out.dtype} {out.shape}")
+        to_float(raw.ctypes.data, out.ctypes.data, n)
         return out
 
     def converter(fn: Callable, to: qk.BlockFormat) -> Callable[[np.ndarray], np.ndarray]:

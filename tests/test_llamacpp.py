@@ -41,6 +41,15 @@ def test_llama_cpps_gemv_on_two_threads_is_its_one_thread_gemv(name, data):
     np.testing.assert_array_equal(theirs.gemv(q, x, 2), theirs.gemv(q, x, 1))  # the same vec_dot per row
 
 
+def test_llama_cpps_dequantize_writes_into_out_and_refuses_a_wrong_one(data):
+    q = qk.quantize(data[0], "Q4_0")
+    out = np.empty(data[0].size, dtype=np.float32)
+    assert llamacpp.kernels("Q4_0").dequantize(q, out=out) is out
+    np.testing.assert_array_equal(out, qk.dequantize(q, "Q4_0").ravel())
+    with pytest.raises(ValueError, match="out must be C-contiguous float32 of 24576 weights"):
+        llamacpp.kernels("Q4_0").dequantize(q, out=np.empty(10, dtype=np.float32))
+
+
 def test_where_llama_cpp_has_no_kernel_the_comparison_says_none():
     assert llamacpp.kernels("Q8_K").dequantize is None  # ggml has no to_float for Q8_K
     assert llamacpp.kernels("Q8_1").gemv is None  # an activation format: no dot of its own

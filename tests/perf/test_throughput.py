@@ -81,7 +81,8 @@ def test_dequantize(benchmark, request, name, size, impl):
     elif impl == REFERENCE:
         fn = lambda raw: qk.dequantize(raw, name, backend="reference", out=out)  # noqa: E731
     elif impl.startswith(LLAMACPP):
-        fn = _llamacpp("dequantize", name)
+        to_float = _llamacpp("dequantize", name)
+        fn = lambda raw: to_float(raw, out=out.reshape(-1))  # noqa: E731
     else:
         fn = lambda raw: qk.dequantize(raw, name, threads=THREADS[impl], out=out)  # noqa: E731
     _measure(benchmark, request, name, "dequantize", size, impl, fn, THREADS.get(impl, 1))
