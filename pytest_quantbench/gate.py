@@ -24,7 +24,7 @@ import numpy as np
 from . import storage
 from .ops import OPS
 from .record import Measurement
-from .throughput import PROBE, REFERENCE
+from .throughput import LLAMACPP, PROBE, REFERENCE
 from .workloads import faster_neighbour, sandwiched
 
 BOOTSTRAP = 2000
@@ -136,7 +136,8 @@ def ab_ratio_ci(new: np.ndarray, old_paired: np.ndarray, *, seed: int = 0) -> tu
 @dataclass
 class _Benchmarks:
     """One run's kernel benchmarks by key (one entry per pass: pass, size, rounds, paired) and
-    its separately measured probes by (size, pass). References are left out."""
+    its separately measured probes by (size, pass). References and llama.cpp's kernels (comparisons)
+    are left out."""
 
     kernels: dict[str, list[tuple[int, str, np.ndarray, dict]]]
     probes: dict[tuple, np.ndarray]
@@ -149,7 +150,7 @@ class _Benchmarks:
             impl, size, pass_no = info["impl"], info["size"], info.get("pass", 0)
             if impl == PROBE:
                 out.probes[(size, pass_no)] = np.asarray(b["rounds"], float)
-            elif impl != REFERENCE:
+            elif impl != REFERENCE and not impl.startswith(LLAMACPP):  # comparisons, not gated
                 out.kernels.setdefault(b["key"], []).append(
                     (pass_no, size, np.asarray(b["rounds"], float), b.get("paired") or {}))
         return out

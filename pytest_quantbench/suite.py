@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench import decode, options, record, workloads
+from pytest_quantbench import decode, llamacpp, options, record, workloads
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 from pytest_quantbench.kernel import BadEntry, Kernel, ab_pairs, registered_kernels
 from pytest_quantbench.ops import OPS
-from pytest_quantbench.throughput import PROBE, REFERENCE, tag
+from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, tag
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
 NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
@@ -114,6 +114,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "qb_reference" in names:
         pairs = sorted({(k.format_name, k.op) for k in kernels if isinstance(k, Kernel) and k.problem() is None})
         metafunc.parametrize("qb_reference", pairs, ids=[f"{f}-{op}" for f, op in pairs])
+    if "qb_llamacpp" in names:
+        pairs = sorted({(k.format_name, k.op) for k in kernels if isinstance(k, Kernel) and k.problem() is None
+                        and k.op in LLAMACPP_OPS})
+        metafunc.parametrize("qb_llamacpp", pairs, ids=[f"{f}-{op}" for f, op in pairs])
     if "qb_ab" in names:
         cases = [case for old, new in options.ab_names(config)
                  for case in ab_pairs(registered.benchmarked, old, new)] or [
@@ -226,6 +230,27 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     info = tag(op=op, fmt=fmt.name, size=qb_size.label, impl=REFERENCE, weights=work.n_weights, nbytes=work.nbytes,
                threads=1)
     workloads.measure(benchmark, work, OPS[op].reference(fmt), info, request.config)
+
+
+LLAMACPP_OPS = ("dequantize", "quantize", "gemv")  # the ops pytest_quantbench.llamacpp times
+
+
+def test_throughput_llamacpp(qb_llamacpp: tuple[str, str], qb_size: options.Size, benchmark, request) -> None:
+    """Time llama.cpp's own kernel of the op on one thread, where ggml-python is installed: the
+    table's ``x llama.cpp`` column (:mod:`pytest_quantbench.llamacpp`)."""
+    _skip_unless_measuring(request.config)
+    if why := llamacpp.available():
+        pytest.skip(why)
+    name, op = qb_llamacpp
+    fmt = qk.get_format(name)
+    _skip_unless_whole_blocks(fmt, qb_size)
+    fn = getattr(llamacpp.kernels(name), op)
+    if fn is None:
+        pytest.skip(f"llama.cpp has no {op} of {name}")
+    work = workloads.build(fmt, op, qb_size)
+    info = tag(op=op, fmt=fmt.name, size=qb_size.label, impl=f"{LLAMACPP}-1t", weights=work.n_weights,
+               nbytes=work.nbytes, threads=1)
+    workloads.measure(benchmark, work, fn, info, request.config)
 
 
 def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, request) -> None:

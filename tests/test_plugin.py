@@ -1,6 +1,7 @@
 """``pytest --quantbench`` run for real in throwaway downstream projects (pytester)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -113,6 +114,19 @@ def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project
     assert mine["op"] == "dequantize" and mine["weights"] == 16 * 4096
     assert mine["weights_per_s"] > 0 and 0 < mine["roofline"] and mine["speedup_vs_reference"] > 0
     assert saved["np.copyto"]["bytes"] == 2 * 4 * 16 * 4096
+
+
+def test_llama_cpps_own_kernel_is_a_comparison_row_where_ggml_is_installed(project):
+    pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
+    result = _run(project, "--quantbench", "-k", "mine or probe or llamacpp", "-v", "--benchmark-json=bench.json")
+    result.stdout.fnmatch_lines(["*test_throughput_llamacpp?Q4_K-dequantize-16x4096? PASSED*"])
+    table = [line for line in result.stdout.lines if line.startswith("Q4_K") and "dequantize" in line]
+    assert any("llama.cpp-1t" in line for line in table), table
+    assert any(" mine " in line and re.search(r"\d+\.\d+x +\d", line) for line in table), table  # x llama.cpp
+    saved = {b["extra_info"]["impl"]: b["extra_info"] for b in json.loads((project.path / "bench.json").read_text())[
+        "benchmarks"]}
+    assert saved["mine"]["speedup_vs_llamacpp"] > 0
+    assert result.ret == 0
 
 
 def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
