@@ -23,8 +23,10 @@ from hypothesis import settings
 sys.path.insert(0, {str(TESTS)!r})
 import ggml_kernels
 
-# 52 kernels (13 formats): fewer examples each than Hypothesis' 100 keep this test near a minute.
-settings.register_profile("downstream", max_examples=20, deadline=None)
+# 52 kernels (13 formats): fewer examples each than Hypothesis' 100 keep this test near a minute;
+# derandomized: a flipped quant whose drawn activation is tiny stays within the rounding bound,
+# so random draws made the failing case flaky (it passed in one full run here).
+settings.register_profile("downstream", max_examples=20, deadline=None, derandomize=True)
 settings.load_profile("downstream")
 
 def pytest_quantbench_kernels():
