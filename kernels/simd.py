@@ -533,7 +533,13 @@ def block32_dequantize_intrinsic(decode):  # type: ignore[no-untyped-def]
 # and a count of trailing zeros) gives the element, so the sign of a zero is C's too.
 # ---------------------------------------------------------------------------------------------
 
-EXTREMES = ("largest", "min", "max")
+EXTREMES = ("largest", "min", "max", "magnitude")
+
+
+def fabs(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """``|v|`` of a ``<n x float>``: the sign bits cleared (NaN stays NaN)."""
+    ints = vec(I32, v.type.count)
+    return builder.bitcast(builder.and_(builder.bitcast(v, ints), splat_const(I32, 0x7FFFFFFF, v.type.count)), v.type)
 
 
 def _extreme(builder: ir.IRBuilder, x: ir.Value, better: str, start: float) -> ir.Value:
@@ -566,6 +572,8 @@ def _first_extreme_codegen(builder: ir.IRBuilder, ptr: ir.Value, kind: str) -> i
     magnitude is the maximum where that beats minus the minimum, the minimum where minus it beats
     the maximum; only a tie (a and -a, zeros, all NaN) needs the first element."""
     x = load(builder, ptr, vec(F32, 32))
+    if kind == "magnitude":  # a value only, from C's amax = 0: no element to find
+        return _extreme(builder, fabs(builder, x), ">", 0.0)
     if kind != "largest":
         start, better = (math.inf, "<") if kind == "min" else (-math.inf, ">")
         best = _extreme(builder, x, better, start)
@@ -576,8 +584,7 @@ def _first_extreme_codegen(builder: ir.IRBuilder, ptr: ir.Value, kind: str) -> i
     high_wins = builder.fcmp_ordered(">", high, minus_low)
     plain = builder.select(high_wins, high, low)
     tie = builder.not_(builder.or_(high_wins, builder.fcmp_ordered(">", minus_low, high)))
-    magnitudes = builder.bitcast(builder.and_(builder.bitcast(x, vec(I32, 32)), splat_const(I32, 0x7FFFFFFF, 32)),
-                                 vec(F32, 32))
+    magnitudes = fabs(builder, x)
     # In a tie the largest magnitude is ``high`` (-inf if all are NaN: no magnitude equals it).
     return _unless(builder, plain, tie, lambda: _first_equal(builder, x, magnitudes, high, 0.0, kind))
 
@@ -599,8 +606,9 @@ def _first_equal(builder: ir.IRBuilder, x: ir.Value, key: ir.Value, best: ir.Val
 def first_extreme32_intrinsic(kind: str):  # type: ignore[no-untyped-def]
     """The intrinsic ``first_extreme(x, at) -> float32`` over ``x[at:at + 32]`` (float32,
     C-contiguous): for ``kind`` "largest", C's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }``
-    from 0 (the element, signed; 0 if none beats 0); "min" and "max", ``if (v < min) min = v``
-    from +inf and ``if (v > max) max = v`` from -inf."""
+    from 0 (the element, signed; 0 if none beats 0); "magnitude", that loop's ``amax`` (C's
+    ``fmaxf`` loop from 0); "min" and "max", ``if (v < min) min = v`` from +inf and
+    ``if (v > max) max = v`` from -inf."""
     if kind not in EXTREMES:
         raise ValueError(f"first_extreme32_intrinsic: kind must be one of {EXTREMES}, got {kind!r}")
 
@@ -621,6 +629,7 @@ def first_extreme32_intrinsic(kind: str):  # type: ignore[no-untyped-def]
 first_largest32 = first_extreme32_intrinsic("largest")
 min32 = first_extreme32_intrinsic("min")
 max32 = first_extreme32_intrinsic("max")
+amax32 = first_extreme32_intrinsic("magnitude")
 
 
 @intrinsic
@@ -641,9 +650,7 @@ def levels32(typingctx, x, xat, blk, bat, sub, inv, add, nmax):  # type: ignore[
         v = builder.fadd(builder.fmul(builder.fsub(v, splat(builder, sub_, 32)), splat(builder, inv_, 32)),
                          splat(builder, add_, 32))
         # (int8_t) as gcc's cvttss2si: |v| >= 2**31 or NaN gives INT_MIN, whose low byte is 0.
-        inside = builder.fcmp_ordered("<", builder.call(
-            cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec(F32, 32), [vec(F32, 32)]),
-                                           "llvm.fabs.v32f32"), [v]), ir.Constant(vec(F32, 32), [2.0**31] * 32))
+        inside = builder.fcmp_ordered("<", fabs(builder, v), ir.Constant(vec(F32, 32), [2.0**31] * 32))
         ints = builder.select(inside, builder.fptosi(v, vec(I32, 32)), splat_const(I32, 0, 32))
         levels = builder.sext(builder.trunc(ints, vec(I8, 32)), vec(I32, 32))
         cap = splat(builder, builder.trunc(nmax_, I32) if nmax_.type.width > 32 else nmax_, 32)

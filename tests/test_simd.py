@@ -106,11 +106,12 @@ SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0, 2.0, -2.0, 1e
 
 @numba.njit
 def _extremes(x):
-    out = np.empty((x.shape[0], 3), dtype=np.float32)
+    out = np.empty((x.shape[0], 4), dtype=np.float32)
     for i in range(x.shape[0]):
         out[i, 0] = simd.first_largest32(x[i], 0)
         out[i, 1] = simd.min32(x[i], 0)
         out[i, 2] = simd.max32(x[i], 0)
+        out[i, 3] = simd.amax32(x[i], 0)
     return out
 
 
@@ -121,8 +122,9 @@ def test_a_blocks_extremes_are_the_elements_cs_loops_pick(draw):
     if draw == "special":
         x[:64] = rng.choice(SPECIAL[[0, 1, 2]], (64, 32))  # zeros and NaN only: the fallbacks
     got = _extremes(x)
-    expected = np.stack([refmath.first_largest(x), refmath.running_min(x), refmath.running_max(x, -np.inf)], axis=1)
-    assert_bit_identical(expected, got, "first_largest32 / min32 / max32")
+    expected = np.stack([refmath.first_largest(x), refmath.running_min(x), refmath.running_max(x, -np.inf),
+                         refmath.running_max(np.abs(x))], axis=1)
+    assert_bit_identical(expected, got, "first_largest32 / min32 / max32 / amax32")
     assert np.array_equal(np.signbit(expected), np.signbit(got))  # NaN-free columns: the zeros' signs too
 
 

@@ -154,7 +154,7 @@ def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @inline
 def amax(x: np.ndarray) -> np.float32:
     """The largest magnitude of 32 values (C's ``fmaxf`` loop; NaN never wins)."""
-    return abs(simd.first_largest32(x, 0))
+    return simd.amax32(x, 0)
 
 
 @inline
