@@ -16,6 +16,7 @@ against past commits, whose packages lack helpers added since.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -273,9 +274,11 @@ class VecDot(_Op):
         return self.prepare()
 
 
+@functools.cache
 def _llamacpp(fmt: str):
     """llama.cpp's kernels of ``fmt`` (``pytest_quantbench.llamacpp``, through ggml-python), or
-    None where this commit's package or ggml-python lacks them."""
+    None where this commit's package or ggml-python lacks them. Looked up once per process: the
+    timed calls go straight to the kernel."""
     try:
         from pytest_quantbench import llamacpp
     except ImportError:
