@@ -77,14 +77,27 @@ def decode_step(path: str | os.PathLike[str]) -> list[Matmul]:
         chosen.append((t, kind))
     if not chosen:
         raise GGUFFileError(f"GGUF file {str(path)!r} has no blk.N.*.weight matrices and no output head")
-    known = {f.qtype: f for f in qk.formats() if f.supports("gemv")}
-    missing = sorted({t.qtype.name for t, _ in chosen if t.qtype not in known and t.qtype not in DENSE})
+    missing = sorted({t.qtype.name for t, _ in chosen if t.qtype not in _gemv_formats() and t.qtype not in DENSE})
     if missing:
         which = [t.name for t, _ in chosen if t.qtype.name in missing]
         raise GGUFFileError(f"GGUF file {str(path)!r}: {len(which)} matrices of the decode step are in formats "
                             f"without a gemv here ({', '.join(missing)}), e.g. {which[0]}")
-    return [Matmul(t, kind, known[t.qtype]) if t.qtype in known else Matmul(t, kind, None, _dense(t))
-            for t, kind in chosen]
+    return [matmul(t, kind) for t, kind in chosen]
+
+
+def _gemv_formats() -> dict[gguf.GGMLQuantizationType, qk.BlockFormat]:
+    return {f.qtype: f for f in qk.formats() if f.supports("gemv")}
+
+
+def matmul(t: Tensor, kind: str) -> Matmul:
+    """Tensor ``t`` as a matrix of the decode step (a float one converted to float32 once).
+    Raises GGUFFileError naming the tensor when its format has no gemv here."""
+    known = _gemv_formats()
+    if t.qtype in known:
+        return Matmul(t, kind, known[t.qtype])
+    if t.qtype in DENSE:
+        return Matmul(t, kind, None, _dense(t))
+    raise GGUFFileError(f"tensor {t.name!r} is {t.qtype.name}, a format without a gemv here")
 
 
 def activations(step: list[Matmul], seed: int = 0) -> dict[int, np.ndarray]:

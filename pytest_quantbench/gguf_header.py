@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 MAGIC = b"GGUF"
@@ -113,7 +114,7 @@ class _Cursor:
             self.pos += n
 
 
-def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int]) -> Any:
+def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int], whole: bool = False) -> Any:
     if vtype in SCALARS:
         return c.unpack(SCALARS[vtype], f"the value of {key!r}")
     if vtype == STRING:
@@ -126,14 +127,16 @@ def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int]) -> Any:
     if etype in SCALARS:
         size = struct.calcsize("<" + SCALARS[etype])
         c.need(count * size, f"the {count} items of {key!r}")
-        if count > MAX_KEPT_ARRAY:
+        if count > MAX_KEPT_ARRAY and not whole:
             c.pos += count * size
             lengths[key] = count
             return None
-        return [c.unpack(SCALARS[etype], key) for _ in range(count)]
+        items = np.frombuffer(c.data, "<" + SCALARS[etype], count, c.pos)
+        c.pos += count * size
+        return items.tolist()
     if etype == STRING:
         c.need(count * 8, f"the {count} strings of {key!r}")  # each needs at least its length
-        if count > MAX_KEPT_ARRAY:
+        if count > MAX_KEPT_ARRAY and not whole:
             c.skip_strings(count, repr(key))
             lengths[key] = count
             return None
@@ -155,8 +158,9 @@ def _tensor(c: _Cursor) -> tuple[str, tuple[int, ...], int, int, int]:
     return name, shape, type_id, offset, type_at
 
 
-def read_header(path: str | os.PathLike[str]) -> Header:
-    """The header of the GGUF file at ``path``. Raises :class:`GGUFHeaderError` (also for a file
+def read_header(path: str | os.PathLike[str], whole: frozenset[str] = frozenset()) -> Header:
+    """The header of the GGUF file at ``path``; the arrays named in ``whole`` are returned whatever
+    their length (a tokenizer's vocabulary). Raises :class:`GGUFHeaderError` (also for a file
     that cannot be opened) naming what is wrong and where."""
     path = Path(path)
     try:
@@ -165,7 +169,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             if size == 0:
                 raise GGUFHeaderError("the file is empty (byte 0)")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return _parse(data, size)
+                return _parse(data, size, whole)
     except OSError as err:
         raise GGUFHeaderError(f"cannot read it: {err.strerror or err}") from None
 
@@ -177,7 +181,7 @@ def parse_header(data: bytes) -> Header:
     return _parse(data, len(data))
 
 
-def _parse(data: bytes | mmap.mmap, size: int) -> Header:
+def _parse(data: bytes | mmap.mmap, size: int, whole: frozenset[str] = frozenset()) -> Header:
     c = _Cursor(data)
     c.need(4, "the magic")
     if bytes(data[:4]) != MAGIC:
@@ -198,7 +202,7 @@ def _parse(data: bytes | mmap.mmap, size: int) -> Header:
     for _ in range(n_kv):
         key = c.string(f"a metadata key at byte {c.pos}")
         vtype = c.unpack("I", f"the value type of {key!r}")
-        metadata[key] = _value(c, vtype, key, lengths)
+        metadata[key] = _value(c, vtype, key, lengths, key in whole)
     raw_tensors = [_tensor(c) for _ in range(n_tensors)]
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):

