@@ -8,6 +8,17 @@ totals per type, the per-layer pattern and the key metadata, read from the heade
 weight matrix one token multiplies, through this package's gemv; :mod:`pytest_quantbench.decode`):
 ms per token, the tokens/s that bounds, G weights/s, and the time by format and by tensor kind.
 
+``quantbench requantize IN.gguf OUT.gguf --policy POLICY [--threads N]``: the file with its
+matrices requantized under a policy (``GLOB=TYPE,...`` or a preset; :mod:`pytest_quantbench.policy`),
+written whole or not at all (:mod:`pytest_quantbench.requantize`); prints what changed and what fell back.
+
+``quantbench generate MODEL.gguf --prompt TEXT [--tokens N]``: greedy decoding with the reference
+forward pass (Gemma 3; :mod:`pytest_quantbench.gemma3`) and the file's own tokenizer.
+
+``quantbench compare-policies MODEL.gguf [--out DIR]``: the preset policies side by side (size, decode
+ms per token, KL divergence from the shipped file, top-1 agreement, perplexity):
+``policies.md``, ``policies.json`` and ``policies.png`` in DIR (:mod:`pytest_quantbench.compare`).
+
 A file that cannot be read is one line on stderr naming the problem (and, for a corrupt header,
 its byte offset), and exit code 2; bad option values exit with argparse's usage error (2).
 """
@@ -27,6 +38,8 @@ from gguf import LlamaFileType
 from . import decode
 from .gguf_files import GGUFFileError
 from .gguf_header import GGUFHeaderError, Header, read_header
+from .policy import PRESETS, Policy, PolicyError, parse
+from .tokenizer import TokenizerError
 
 EXIT_BAD_FILE = 2
 LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
@@ -176,6 +189,66 @@ def bench(path: Path, threads: list[int], repeats: int, as_json: bool) -> int:
     return 0
 
 
+def _policy_type(text: str) -> Policy:
+    try:
+        return parse(text)
+    except PolicyError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def requantize(src: Path, dst: Path, policy: Policy, threads: int | None, progress: bool) -> int:
+    from .requantize import requantize as write  # noqa: PLC0415
+
+    try:
+        choices = write(src, dst, policy, threads=threads, progress=progress)
+    except (GGUFFileError, PolicyError) as err:
+        print(f"quantbench requantize: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    moved: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c in choices:
+        if c.changed or c.requested:
+            moved[(c.source, c.target if not c.requested else f"{c.target} (fell back from {c.requested})")].append(
+                c.tensor.name)
+    print(f"{dst}: {dst.stat().st_size} bytes, {len(choices)} tensors, policy {policy.text!r}")
+    for (source, target), names in sorted(moved.items()):
+        print(f"  {len(names):>4} x {source} -> {target}: {names[0]}{', ...' if len(names) > 1 else ''}")
+    kept = sum(1 for c in choices if not c.changed and not c.requested)
+    print(f"  {kept:>4} tensors kept as they were")
+    return 0
+
+
+def generate(path: Path, prompt: str, tokens: int, threads: int | None) -> int:
+    from .gemma3 import Gemma3  # noqa: PLC0415
+    from .tokenizer import Tokenizer  # noqa: PLC0415
+
+    try:
+        tokenizer = Tokenizer.from_gguf(path)
+        ids = tokenizer.encode(prompt)
+        model = Gemma3(path, context=len(ids) + tokens, threads=threads)
+    except (GGUFFileError, GGUFHeaderError, TokenizerError) as err:
+        print(f"quantbench generate: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    out, _ = model.generate(ids, tokens)
+    print(f"prompt ids: {ids}")
+    print(f"generated ids: {out}")
+    print(prompt + tokenizer.decode(out))
+    return 0
+
+
+def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, progress: bool) -> int:
+    from . import compare  # noqa: PLC0415
+
+    try:
+        rows, n = compare.compare_policies(path, out, max_tokens=tokens, threads=threads, progress=progress)
+    except (GGUFFileError, GGUFHeaderError, PolicyError, TokenizerError) as err:
+        print(f"quantbench compare-policies: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    made = compare.write(rows, out, path.name, n, threads)
+    print(compare.markdown(rows, path.name, n, threads))
+    print("written: " + ", ".join(str(p) for p in made))
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -198,7 +271,34 @@ def main(argv: list[str] | None = None) -> int:
                    help="thread counts to measure (default: 1 2)")
     b.add_argument("--repeats", type=_positive, default=7, metavar="R", help="tokens timed; the median is shown")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
+    r = commands.add_parser("requantize", help="rewrite a GGUF file's matrices under a quantization policy")
+    r.add_argument("src", type=Path, metavar="IN.gguf")
+    r.add_argument("dst", type=Path, metavar="OUT.gguf")
+    r.add_argument("--policy", type=_policy_type, required=True, metavar="POLICY",
+                   help=f"GLOB=TYPE rules, first match wins (e.g. 'blk.*.attn_*=Q4_K,blk.*=Q2_K,*=keep'), or a "
+                        f"preset: {', '.join(PRESETS)}")
+    r.add_argument("--threads", type=_positive, default=None, metavar="N", help="threads for the quantizers")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = commands.add_parser("generate", help="greedy decoding with the reference forward pass (Gemma 3)")
+    g.add_argument("file", type=Path, metavar="MODEL.gguf")
+    g.add_argument("--prompt", required=True, help="the text to continue")
+    g.add_argument("--tokens", type=_positive, default=32, metavar="N", help="tokens to generate (default 32)")
+    g.add_argument("--threads", type=_positive, default=None, metavar="N", help="threads for every gemv")
+    c = commands.add_parser("compare-policies", help="the preset policies side by side: size, speed, quality")
+    c.add_argument("file", type=Path, metavar="MODEL.gguf")
+    c.add_argument("--out", type=Path, default=Path("policies"), metavar="DIR",
+                   help="where the requantized files, the table and the plot go (default ./policies)")
+    c.add_argument("--tokens", type=_positive, default=None, metavar="N",
+                   help="measure quality on the first N tokens of the text only (default: all)")
+    c.add_argument("--threads", type=_positive, default=1, metavar="N", help="threads (default 1)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.command == "requantize":
+        return requantize(args.src, args.dst, args.policy, args.threads, not args.no_progress)
+    if args.command == "generate":
+        return generate(args.file, args.prompt, args.tokens, args.threads)
+    if args.command == "compare-policies":
+        return compare_policies(args.file, args.out, args.tokens, args.threads, not args.no_progress)
     if args.command == "bench":
         return bench(args.file, args.threads, args.repeats, args.json)
     return inspect(args.file, args.json)

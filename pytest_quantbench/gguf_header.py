@@ -23,6 +23,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,18 @@ class Header:
     tensors: list[TensorInfo]
     file_bytes: int
     array_lengths: dict[str, int] = field(default_factory=dict)
+    # Each metadata item's GGUF value type, and its element type for an array (else None).
+    value_types: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+
+class _Every:
+    """Every key: ``read_header(path, whole=EVERY_ARRAY)`` returns every array whole."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+EVERY_ARRAY: Container[str] = _Every()
 
 
 class _Cursor:
@@ -158,7 +171,7 @@ def _tensor(c: _Cursor) -> tuple[str, tuple[int, ...], int, int, int]:
     return name, shape, type_id, offset, type_at
 
 
-def read_header(path: str | os.PathLike[str], whole: frozenset[str] = frozenset()) -> Header:
+def read_header(path: str | os.PathLike[str], whole: Container[str] = frozenset()) -> Header:
     """The header of the GGUF file at ``path``; the arrays named in ``whole`` are returned whatever
     their length (a tokenizer's vocabulary). Raises :class:`GGUFHeaderError` (also for a file
     that cannot be opened) naming what is wrong and where."""
@@ -181,7 +194,7 @@ def parse_header(data: bytes) -> Header:
     return _parse(data, len(data))
 
 
-def _parse(data: bytes | mmap.mmap, size: int, whole: frozenset[str] = frozenset()) -> Header:
+def _parse(data: bytes | mmap.mmap, size: int, whole: Container[str] = frozenset()) -> Header:
     c = _Cursor(data)
     c.need(4, "the magic")
     if bytes(data[:4]) != MAGIC:
@@ -199,9 +212,15 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: frozenset[str] = frozenset
                               f"than the {size} of the file")
     metadata: dict[str, Any] = {}
     lengths: dict[str, int] = {}
+    types: dict[str, tuple[int, int | None]] = {}
     for _ in range(n_kv):
         key = c.string(f"a metadata key at byte {c.pos}")
         vtype = c.unpack("I", f"the value type of {key!r}")
+        if vtype == ARRAY:
+            c.need(4, f"the element type of {key!r}")
+            types[key] = (vtype, struct.unpack_from("<I", data, c.pos)[0])
+        else:
+            types[key] = (vtype, None)
         metadata[key] = _value(c, vtype, key, lengths, key in whole)
     raw_tensors = [_tensor(c) for _ in range(n_tensors)]
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -228,4 +247,4 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: frozenset[str] = frozenset
             raise GGUFHeaderError(f"tensor {name!r}: its {nbytes} bytes at byte {start} run past the end of the file "
                                   f"({size} bytes)")
         tensors.append(TensorInfo(name, qtype, shape, start, nbytes))
-    return Header(version, metadata, tensors, size, lengths)
+    return Header(version, metadata, tensors, size, lengths, types)

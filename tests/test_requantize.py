@@ -1,0 +1,216 @@
+"""Quantization policies, ``quantbench requantize`` and ``quantbench compare-policies``, on a tiny
+Gemma 3 file made here (tests/tiny_gemma3.py); one real requantization of Gemma 3 270M with the
+``[models]`` extra."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import tiny_gemma3
+
+import quantbench_kernels as qk
+from pytest_quantbench import compare
+from pytest_quantbench import requantize as rq
+from pytest_quantbench.cli import main
+from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
+from pytest_quantbench.gguf_header import read_header
+from pytest_quantbench.policy import FALLBACK, PRESETS, PolicyError, parse, plan
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_gemma3.write(tmp_path_factory.mktemp("gemma3") / "tiny.gguf")
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+def test_the_first_matching_rule_wins_and_unmatched_matrices_are_kept() -> None:
+    p = parse("blk.*.attn_*=Q4_K,blk.*=Q2_K")
+    assert p.choose("blk.3.attn_q.weight") == "Q4_K"
+    assert p.choose("blk.3.ffn_up.weight") == "Q2_K"
+    assert p.choose("token_embd.weight") == "keep"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty policy"),
+    ("blk.*", r"rule 1 \('blk.\*'\) is not GLOB=TYPE"),
+    ("blk.*=Q4_K,=Q2_K", r"rule 2 \('=Q2_K'\) is not GLOB=TYPE"),
+    ("*=Q9_K", "'Q9_K' is not a type this package quantizes to; use one of IQ4_NL"),
+    ("*=Q8_K", "'Q8_K' is not a type this package quantizes to"),  # an activation format
+])
+def test_a_bad_policy_is_refused_naming_the_rule(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        parse(text)
+
+
+def test_norms_are_never_requantized_and_short_rows_fall_back_as_llama_quantize_does(tiny: Path) -> None:
+    choices = {c.tensor.name: c for c in plan(read_tensors(tiny), parse("*=Q2_K"))}
+    assert choices["blk.0.attn_norm.weight"].target == "F32" and not choices["blk.0.attn_norm.weight"].changed
+    assert choices["blk.0.attn_q.weight"].target == "Q2_K" and choices["blk.0.attn_q.weight"].requested is None
+    down = choices["blk.0.ffn_down.weight"]  # rows of 384 weights
+    assert (down.target, down.requested) == (FALLBACK["Q2_K"], "Q2_K") == ("IQ4_NL", "Q2_K")
+
+
+def test_rows_that_fit_neither_the_type_nor_its_fallback_are_refused(tiny: Path) -> None:
+    t = read_tensors(tiny)
+    odd = [x for x in t if x.name == "blk.0.ffn_down.weight"][0]
+    narrow = type(odd)(odd.name, odd.qtype, (odd.shape[0], 48), odd.raw)  # 48: not a multiple of 32
+    with pytest.raises(PolicyError, match="rows of 48 weights: neither Q4_K nor its fallback Q5_0"):
+        plan([narrow], parse("*=Q4_K"))
+
+
+# --- requantize -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def requantized(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    out = tmp_path_factory.mktemp("rq") / "mix.gguf"
+    return out, rq.requantize(tiny, out, parse("attn-Q4_K-ffn-Q2_K"), progress=False)
+
+
+def test_the_written_file_holds_the_promised_type_per_tensor_and_all_metadata(tiny: Path, requantized) -> None:
+    out, choices = requantized
+    reader, original = gguf.GGUFReader(out), gguf.GGUFReader(tiny)
+    assert [(t.name, t.tensor_type.name) for t in reader.tensors] == [(c.tensor.name, c.target) for c in choices]
+    assert [list(t.shape) for t in reader.tensors] == [list(t.shape) for t in original.tensors]
+    kinds = {(c.source, c.target, c.requested) for c in choices if c.tensor.name.startswith("blk.0.")}
+    assert ("Q8_0", "IQ4_NL", "Q2_K") in kinds  # ffn_down: rows of 384
+    assert ("Q4_K", "Q2_K", None) in kinds  # ffn_up
+    assert ("Q5_0", "Q4_K", None) in kinds  # attn_k
+    for key, field in original.fields.items():
+        if key.startswith("GGUF.") or key == "general.file_type":
+            continue
+        assert reader.fields[key].contents() == field.contents(), key
+    # Requantized per layer: 196,608 weights to Q2_K (ffn_gate, ffn_up), 131,072 to Q4_K (attn_k,
+    # attn_v, attn_output; attn_q was Q4_K already), 98,304 to IQ4_NL (ffn_down).
+    assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q2_K
+
+
+def test_requantized_tensors_decode_to_the_requantized_values_and_kept_ones_are_byte_identical(
+        tiny: Path, requantized) -> None:
+    out, choices = requantized
+    written = {t.name: t for t in read_tensors(out)}
+    for c in choices:
+        new = written[c.tensor.name]
+        if not c.changed:
+            assert np.array_equal(np.asarray(new.raw), np.asarray(c.tensor.raw)), c.tensor.name
+            continue
+        expected = qk.quantize(rq.decode(c), c.target)
+        assert np.array_equal(np.asarray(new.raw), expected), c.tensor.name
+        assert np.array_equal(qk.dequantize(np.asarray(new.raw), c.target), qk.dequantize(expected, c.target))
+
+
+def test_llama_cpps_own_gguf_loader_reads_the_written_file(requantized) -> None:
+    ggml = pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
+    out, choices = requantized
+    params = ggml.gguf_init_params(no_alloc=True, ctx=None)
+    ctx = ggml.gguf_init_from_file(str(out).encode(), params)
+    assert ctx, "ggml's gguf_init_from_file refused the file"
+    try:
+        assert ggml.gguf_get_n_tensors(ctx) == len(choices)
+        for i, c in enumerate(choices):
+            assert ggml.gguf_get_tensor_name(ctx, i).decode() == c.tensor.name
+            assert ggml.gguf_get_tensor_type(ctx, i) == gguf.GGMLQuantizationType[c.target].value
+    finally:
+        ggml.gguf_free(ctx)
+
+
+def test_an_interrupted_run_leaves_the_old_output_and_no_partial_file(tiny: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out.gguf"
+    out.write_bytes(b"the previous output")
+    real, calls = rq.encode, []
+
+    def interrupted(choice, threads=None):  # type: ignore[no-untyped-def]
+        calls.append(choice)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return real(choice, threads)
+
+    monkeypatch.setattr(rq, "encode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rq.requantize(tiny, out, parse("all-Q4_K"), progress=False)
+    assert out.read_bytes() == b"the previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("same", "is the input file itself"),
+    ("dir", "is a directory"),
+    ("nodir", "does not exist"),
+])
+def test_an_unusable_output_is_refused_before_anything_is_written(tiny: Path, tmp_path: Path, where: str,
+                                                                  message: str) -> None:
+    dst = {"same": tiny, "dir": tmp_path, "nodir": tmp_path / "missing" / "out.gguf"}[where]
+    before = tiny.read_bytes()
+    with pytest.raises(GGUFFileError, match=message):
+        rq.requantize(tiny, dst, parse("all-Q4_K"), progress=False)
+    assert tiny.read_bytes() == before
+
+
+def test_a_tensor_with_non_finite_weights_is_named(tiny: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "nan.gguf"
+    data = bytearray(tiny.read_bytes())
+    # ffn_down is Q8_0: its first block's scale d is the tensor's first 2 bytes.
+    offset = next(t.offset for t in read_header(tiny).tensors if t.name == "blk.0.ffn_down.weight")
+    data[offset:offset + 2] = np.float16(np.nan).tobytes()
+    bad.write_bytes(bytes(data))
+    with pytest.raises(PolicyError, match=r"'blk.0.ffn_down.weight' \(Q8_0\) holds a non-finite weight \(weight 0"):
+        rq.requantize(bad, tmp_path / "out.gguf", parse("blk.0.ffn_down*=Q4_0,*=keep"), progress=False)
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_the_command_prints_what_changed_and_exits_2_on_a_bad_file_or_policy(tiny: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "q.gguf"
+    assert main(["requantize", str(tiny), str(out), "--policy", "blk.*.ffn_down*=Q6_K,*=keep", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 x Q8_0 -> Q8_0 (fell back from Q6_K): blk.0.ffn_down.weight" in printed
+    assert main(["requantize", str(tmp_path / "none.gguf"), str(out), "--policy", "*=keep", "--no-progress"]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["requantize", str(tiny), str(out), "--policy", "*=Q7"])
+    assert exit_.value.code == 2
+    assert "'Q7' is not a type this package quantizes to" in capsys.readouterr().err
+
+
+# --- compare-policies -----------------------------------------------------------------------------
+
+def test_compare_policies_writes_the_table_json_and_plot(tiny: Path, tmp_path: Path) -> None:
+    rows, tokens = compare.compare_policies(tiny, tmp_path, max_tokens=24, repeats=1, progress=False)
+    assert tokens == 24
+    by = {r.policy: r for r in rows}
+    assert list(by) == list(PRESETS)
+    base = by["shipped"]
+    assert base.mean_kl == pytest.approx(0, abs=1e-12) and base.top1_agreement == 1
+    assert all(r.mean_kl > 0 and r.p99_kl >= r.mean_kl for n, r in by.items() if n != "shipped")
+    # Two bits per k-quant-able weight cost more than four (the tiny model's FFN falls back either way).
+    assert by["all-Q2_K"].mean_kl > by["all-Q4_K"].mean_kl
+    assert by["all-Q2_K"].block_bits_per_weight < by["all-Q4_K"].block_bits_per_weight
+    assert by["all-Q2_K"].fell_back == 6  # every ffn_down
+    made = compare.write(rows, tmp_path, tiny.name, tokens, 1)
+    table = (tmp_path / "policies.md").read_text()
+    assert all(f"| {name} |" in table for name in PRESETS) and "itself quantized" in table
+    assert [r["policy"] for r in json.loads((tmp_path / "policies.json").read_text())["rows"]] == list(PRESETS)
+    assert (tmp_path / "policies.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in made) == ["policies.json", "policies.md", "policies.png"]
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_compare_policies_needs_the_shipped_baseline(tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must include 'shipped'"):
+        compare.compare_policies(tiny, tmp_path, policies={"q4": "*=Q4_K"}, progress=False)
+
+
+def test_gemma_requantized_under_a_preset_holds_the_promised_types(gemma_path: str, tmp_path: Path) -> None:
+    out = tmp_path / "gemma.attn-Q2_K.gguf"
+    choices = rq.requantize(gemma_path, out, parse("blk.*.attn_output*=Q2_K,*=keep"), progress=False)
+    changed = [c for c in choices if c.changed]
+    assert len(changed) == 18 and {(c.source, c.target) for c in changed} == {("Q4_K", "Q2_K")}
+    written = {t.name: t for t in read_tensors(out)}
+    for c in changed[:3]:
+        assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(rq.decode(c), "Q2_K"))
+    assert sum(t.raw.nbytes for t in written.values()) < sum(c.tensor.raw.nbytes for c in choices)
