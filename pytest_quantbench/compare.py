@@ -166,12 +166,16 @@ def plot(rows: list[Row], path: str | os.PathLike[str], model: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for n, r in enumerate(rows):
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    middle = (min(r.file_bytes for r in rows) + max(r.file_bytes for r in rows)) / 2
+    best = min(r.mean_kl for r in rows)
+    for r in rows:
+        left = r.file_bytes > middle  # labels point inwards, above the points but the lowest
         ax.scatter(r.file_bytes / 1e6, r.mean_kl, s=40)
         ax.annotate(f"{r.policy}: {r.block_bits_per_weight:.2f} bits/weight in blk.*\n"
                     f"{r.ms_per_token:.1f} ms/token, perplexity {r.perplexity:.1f}", (r.file_bytes / 1e6, r.mean_kl),
-                    textcoords="offset points", xytext=(6, 8 if n % 2 else -16), fontsize=7)
+                    textcoords="offset points", xytext=(-8 if left else 8, -20 if r.mean_kl == best else 8),
+                    ha="right" if left else "left", fontsize=7)
     ax.set_xlabel("file size (MB)")
     ax.set_ylabel("mean KL divergence from the shipped file (nats)")
     ax.set_title(f"{model}: size against quality, per quantization policy", fontsize=9)
