@@ -225,7 +225,7 @@ def generate(path: Path, prompt: str, tokens: int, threads: int | None) -> int:
         tokenizer = Tokenizer.from_gguf(path)
         ids = tokenizer.encode(prompt)
         model = Gemma3(path, context=len(ids) + tokens, threads=threads)
-    except (GGUFFileError, GGUFHeaderError, TokenizerError) as err:
+    except (GGUFFileError, TokenizerError, ValueError) as err:
         print(f"quantbench generate: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
     out, _ = model.generate(ids, tokens)
@@ -240,7 +240,7 @@ def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, pr
 
     try:
         rows, n = compare.compare_policies(path, out, max_tokens=tokens, threads=threads, progress=progress)
-    except (GGUFFileError, GGUFHeaderError, PolicyError, TokenizerError) as err:
+    except (GGUFFileError, PolicyError, TokenizerError) as err:
         print(f"quantbench compare-policies: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
     made = compare.write(rows, out, path.name, n, threads)

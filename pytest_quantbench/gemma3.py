@@ -35,8 +35,7 @@ import numpy as np
 import quantbench_kernels as qk
 
 from .decode import Matmul, matmul
-from .gguf_files import GGUFFileError, Tensor, read_tensors
-from .gguf_header import read_header
+from .gguf_files import GGUFFileError, Tensor, read_file_header, read_tensors
 
 ARCH = "gemma3"
 # llama.cpp's constants for Gemma 3 (llama-model.cpp): every sixth layer attends globally.
@@ -57,6 +56,7 @@ class Config:
     rope_base: float
     sliding_window: int
     final_softcap: float
+    context_length: int
 
     @classmethod
     def from_metadata(cls, m: dict[str, Any], path: str) -> Config:
@@ -82,6 +82,7 @@ class Config:
             rope_base=float(get("rope.freq_base", 10000.0)),
             sliding_window=int(get("attention.sliding_window", 0)),
             final_softcap=float(get("final_logit_softcapping", 0.0)),
+            context_length=int(get("context_length")),
         )
 
     def is_global(self, layer: int) -> bool:
@@ -150,7 +151,7 @@ class Gemma3:
 
     def __init__(self, path: str | os.PathLike[str], *, context: int = 2048, threads: int | None = None) -> None:
         name = str(path)
-        header = read_header(path)
+        header = read_file_header(path)
         self.config = c = Config.from_metadata(header.metadata, name)
         tensors = {t.name: t for t in read_tensors(path)}
 
@@ -175,8 +176,9 @@ class Gemma3:
         if self.layers[0].wq.tensor.shape != (c.n_head * c.head_dim, c.n_embd):
             raise GGUFFileError(f"GGUF file {name!r}: blk.0.attn_q.weight is {self.layers[0].wq.tensor.shape}, not "
                                 f"{(c.n_head * c.head_dim, c.n_embd)} as its metadata says")
-        if context < 1:
-            raise ValueError(f"context must be at least 1 token, got {context}")
+        if not 1 <= context <= c.context_length:
+            raise ValueError(f"context must be 1 to {c.context_length} tokens (the model's context_length), "
+                             f"got {context}")
         self.context = context
         self.threads = threads
         kv = (c.n_layer, context, c.n_head_kv, c.head_dim)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from .gguf_header import GGUFHeaderError, TensorInfo, read_header
+from .gguf_header import GGUFHeaderError, Header, TensorInfo, read_header
 
 
 class GGUFFileError(ValueError):
@@ -40,6 +41,16 @@ def read_tensors(path: str | os.PathLike[str]) -> list[Tensor]:
     opened, so nothing blocks), unreadable, not GGUF, truncated, corrupt, or holding a tensor whose
     shape does not fit its type or its data."""
     path = Path(path)
+    st = _stat(path)
+    key = (str(path.resolve()), st.st_mtime, st.st_size)
+    if key not in _CACHE:
+        header = read_file_header(path)
+        data = np.memmap(path, dtype=np.uint8, mode="r") if header.tensors else np.empty(0, np.uint8)
+        _CACHE[key] = [_tensor(path, t, data) for t in header.tensors]
+    return _CACHE[key]
+
+
+def _stat(path: Path) -> os.stat_result:
     try:
         st = path.stat()
     except OSError as err:
@@ -48,13 +59,14 @@ def read_tensors(path: str | os.PathLike[str]) -> list[Tensor]:
         raise GGUFFileError(f"GGUF file {str(path)!r} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
         raise GGUFFileError(f"GGUF file {str(path)!r} is not a regular file (a pipe, socket or device)")
-    key = (str(path.resolve()), st.st_mtime, st.st_size)
-    if key not in _CACHE:
-        _CACHE[key] = _read(path, st.st_size)
-    return _CACHE[key]
+    return st
 
 
-def _read(path: Path, size: int) -> list[Tensor]:
+def read_file_header(path: str | os.PathLike[str], whole: Container[str] = frozenset()) -> Header:
+    """The header of the GGUF file at ``path`` (``whole``: as :func:`gguf_header.read_header`),
+    or :class:`GGUFFileError` naming the file and the problem, as :func:`read_tensors`."""
+    path = Path(path)
+    size = _stat(path).st_size
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -63,11 +75,9 @@ def _read(path: Path, size: int) -> list[Tensor]:
     if magic != b"GGUF":
         raise GGUFFileError(f"{str(path)!r} is not a GGUF file (its first bytes are {magic!r}, not b'GGUF')")
     try:
-        header = read_header(path)
+        return read_header(path, whole)
     except GGUFHeaderError as err:
         raise GGUFFileError(f"GGUF file {str(path)!r} ({size} bytes) is truncated or corrupt: {err}") from None
-    data = np.memmap(path, dtype=np.uint8, mode="r") if header.tensors else np.empty(0, np.uint8)
-    return [_tensor(path, t, data) for t in header.tensors]
 
 
 def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:

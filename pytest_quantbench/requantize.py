@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 import quantbench_kernels as qk
 
-from .gguf_files import GGUFFileError, read_tensors
-from .gguf_header import EVERY_ARRAY, Header, read_header
+from .gguf_files import GGUFFileError, read_file_header, read_tensors
+from .gguf_header import EVERY_ARRAY, Header
 from .policy import Choice, Policy, PolicyError, file_type, plan
 
 
@@ -83,7 +83,7 @@ def requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], policy:
     if not dst.parent.is_dir():
         raise GGUFFileError(f"output {str(dst)!r}: its directory {str(dst.parent)!r} does not exist")
     choices = plan(tensors, policy)
-    header = read_header(src, EVERY_ARRAY)
+    header = read_file_header(src, EVERY_ARRAY)
     dims = {t.name: tuple(reversed(t.shape)) for t in header.tensors}  # NumPy order: rows first
 
     writer = gguf.GGUFWriter(None, str(header.metadata.get("general.architecture", "")))

@@ -18,7 +18,7 @@ import heapq
 import os
 from dataclasses import dataclass
 
-from .gguf_header import read_header
+from .gguf_files import read_file_header
 
 SPACE = "\u2581"
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
@@ -51,9 +51,10 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike[str]) -> Tokenizer:
-        """The vocabulary of the GGUF file at ``path``. Raises TokenizerError for a file without
-        a SentencePiece vocabulary, or with one whose arrays disagree in length."""
-        m = read_header(path, VOCAB_KEYS).metadata
+        """The vocabulary of the GGUF file at ``path``. Raises GGUFFileError for a file that cannot
+        be read, TokenizerError for one without a SentencePiece vocabulary, or with one whose
+        arrays disagree in length."""
+        m = read_file_header(path, VOCAB_KEYS).metadata
         model = m.get("tokenizer.ggml.model")
         if model != "llama":
             raise TokenizerError(f"GGUF file {str(path)!r}: tokenizer.ggml.model is {model!r}; only SentencePiece "

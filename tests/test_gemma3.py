@@ -17,6 +17,7 @@ import pytest
 import tiny_gemma3
 
 import quantbench_kernels as qk
+from pytest_quantbench.cli import main
 from pytest_quantbench.compare import default_text
 from pytest_quantbench.gemma3 import Gemma3
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
@@ -131,8 +132,10 @@ def test_bad_inputs_are_refused_with_what_is_wrong(tiny: Path, tmp_path: Path) -
         model.step(2)
     with pytest.raises(ValueError, match="prompt is empty"):
         model.generate([], 3)
-    with pytest.raises(ValueError, match="context must be at least 1"):
+    with pytest.raises(ValueError, match=r"context must be 1 to 64 tokens \(the model's context_length\), got 0"):
         Gemma3(tiny, context=0)
+    with pytest.raises(ValueError, match="got 65"):
+        Gemma3(tiny, context=65)
     not_gemma = tmp_path / "llama.gguf"
     data = tiny.read_bytes()
     at = data.index(b"gemma3")  # general.architecture's value: same length, another name
@@ -202,3 +205,18 @@ def test_next_token_distributions_agree_with_llama_cpps_over_the_text(model: Gem
         assert np.abs(logprobs[top] - recorded["top_logprobs"][pos, :8]).max() < LOGIT_TOLERANCE, pos
         same += int(np.argmax(logprobs) == top[0])
     assert same >= 0.85 * 128
+
+
+def test_the_generate_command_prints_the_continuation_and_refuses_bad_input(tiny: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    assert main(["generate", str(tiny), "--prompt", "the cat", "--tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    ids = Tokenizer.from_gguf(tiny).encode("the cat")
+    tokens, _ = Gemma3(tiny, context=16).generate(ids, 4)
+    assert f"prompt ids: {ids}" in out and f"generated ids: {tokens}" in out
+    assert main(["generate", str(tiny), "--prompt", "the cat", "--tokens", "100"]) == 2
+    assert "context must be 1 to 64 tokens" in capsys.readouterr().err
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model")
+    assert main(["generate", str(junk), "--prompt", "x"]) == 2
+    assert "is not a GGUF file" in capsys.readouterr().err

@@ -200,6 +200,17 @@ def test_compare_policies_writes_the_table_json_and_plot(tiny: Path, tmp_path: P
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_the_compare_command_writes_its_files_and_exits_2_on_a_bad_file(tiny: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare-policies", str(tiny), "--out", str(tmp_path), "--tokens", "8", "--no-progress"]) == 0
+    assert "| attn-Q2_K-ffn-Q4_K |" in capsys.readouterr().out
+    assert (tmp_path / "policies.png").exists()
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(3))
+    assert main(["compare-policies", str(junk), "--out", str(tmp_path / "j"), "--no-progress"]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+
 def test_compare_policies_needs_the_shipped_baseline(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must include 'shipped'"):
         compare.compare_policies(tiny, tmp_path, policies={"q4": "*=Q4_K"}, progress=False)
