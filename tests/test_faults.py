@@ -209,7 +209,9 @@ def test_a_run_that_measured_part_of_its_benchmarks_does_not_replace_a_stored_on
 
 def test_ctrl_c_during_a_saving_run_keeps_the_stored_run(project):
     path, before = _baseline(project)
-    env = dict(os.environ, WHICH="good")
+    # Unbuffered: through a pipe the child's output would arrive in blocks, the first possibly at
+    # its exit (seen once in a full run: the interrupt came after the save).
+    env = dict(os.environ, WHICH="good", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "pytest", *FAST, "--quantbench", "-k", "throughput and (mine or probe)", "-v",
            "--quantbench-sizes=16x4096,64x4096", "--quantbench-passes=4", "--benchmark-max-time=0.5",
            "--quantbench-save=main"]
