@@ -209,14 +209,15 @@ def test_a_run_that_measured_part_of_its_benchmarks_does_not_replace_a_stored_on
 
 def test_ctrl_c_during_a_saving_run_keeps_the_stored_run(project):
     path, before = _baseline(project)
-    # Unbuffered: through a pipe the child's output would arrive in blocks, the first possibly at
-    # its exit (seen once in a full run: the interrupt came after the save).
+    # Unbuffered, so that the child's lines arrive as they are printed, not in blocks.
     env = dict(os.environ, WHICH="good", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "pytest", *FAST, "--quantbench", "-k", "throughput and (mine or probe)", "-v",
            "--quantbench-sizes=16x4096,64x4096", "--quantbench-passes=4", "--benchmark-max-time=0.5",
            "--quantbench-save=main"]
+    # A suite started in the background by a non-interactive shell ignores SIGINT, and its children
+    # inherit that: the child must take Ctrl-C as a terminal would deliver it.
     proc = subprocess.Popen(cmd, cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:  # wait until some benchmarks have been measured
         lines.append(line)
