@@ -103,6 +103,16 @@ def test_requantized_tensors_decode_to_the_requantized_values_and_kept_ones_are_
         assert np.array_equal(qk.dequantize(np.asarray(new.raw), c.target), qk.dequantize(expected, c.target))
 
 
+def test_a_custom_alignment_is_kept(tmp_path: Path) -> None:
+    src = tiny_gemma3.write(tmp_path / "aligned.gguf", alignment=256)
+    out = tmp_path / "out.gguf"
+    rq.requantize(src, out, parse("all-Q2_K"), progress=False)
+    reader = gguf.GGUFReader(out)
+    assert reader.alignment == 256 and reader.fields["general.alignment"].contents() == 256
+    assert all(t.data_offset % 256 == 0 for t in reader.tensors)
+    assert [t.tensor_type.name for t in reader.tensors][:3] == ["F32", "Q8_0", "F32"]
+
+
 def test_llama_cpps_own_gguf_loader_reads_the_written_file(requantized) -> None:
     ggml = pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
     out, choices = requantized

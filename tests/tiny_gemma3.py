@@ -38,11 +38,14 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write(path: str | Path, seed: int = 0) -> Path:
-    """Write the tiny model to ``path``; returns it."""
+def write(path: str | Path, seed: int = 0, alignment: int | None = None) -> Path:
+    """Write the tiny model to ``path`` (tensor data aligned to ``alignment`` bytes, written as
+    ``general.alignment``, when given); returns it."""
     rng = np.random.default_rng(seed)
     tokens, scores, types = vocabulary()
     w = gguf.GGUFWriter(str(path), "gemma3")
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
     w.add_name("tiny gemma3 (tests)")
     w.add_block_count(N_LAYER)
     w.add_context_length(64)
