@@ -8,19 +8,21 @@ Public API::
     quantize_activation(x, qtype, *, backend="numba") -> the activation blocks gemv(w, x, qtype) uses
     vec_dot(w_raw, x, qtype, *, backend="numba") -> float
     gemv(w_raw, x, qtype, *, backend="numba", threads=None) -> float32 (rows,)
+    Matrix(w_raw, qtype, *, backend="numba")    -> weights checked once: m(x, threads=None) == gemv(...)
     dot_terms(w_raw, x, qtype)                  -> DotTerms: the exact parts of those dot products
     formats()                                   -> the registry of block formats
 
 ``backend`` is "numba" (the fast kernels) or "reference" (readable NumPy that reproduces llama.cpp).
 """
 
-from .api import dequantize, dot_terms, gemv, quantize, quantize_activation, quantize_q8_k, vec_dot
+from .api import Matrix, dequantize, dot_terms, gemv, quantize, quantize_activation, quantize_q8_k, vec_dot
 from .registry import BACKENDS, BlockFormat, DotTerms, Ops, formats, get_format, register
 
 __all__ = [
     "BACKENDS",
     "BlockFormat",
     "DotTerms",
+    "Matrix",
     "Ops",
     "dequantize",
     "dot_terms",

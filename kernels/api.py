@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -94,13 +95,56 @@ def gemv(
     k-quants, see :func:`quantize_activation`), once, as llama.cpp does; then each row is one
     ``vec_dot``. Returns float32 (rows,).
     ``threads``: None picks by the size of the work; 1 runs the serial kernel.
+    To multiply the same weights many times (a model's decode step), check them once with
+    :class:`Matrix`.
     """
-    fmt = get_format(qtype)
-    fn = _op(fmt, backend, "gemv")
-    w, act = _dot_inputs(w_raw, x, fmt, backend)
-    if backend == "reference":
-        return np.concatenate([fn(rows, act, threads) for rows in _row_chunks(w, fmt)])
-    return fn(w, act, threads)
+    return Matrix(w_raw, qtype, backend=backend)(x, threads)
+
+
+class Matrix:
+    """Quantized weights checked once for any number of gemv calls: ``Matrix(w_raw, qtype)(x)``
+    equals ``gemv(w_raw, x, qtype)`` bit for bit, and each call checks only ``x`` (a float32
+    vector of ``row_weights`` finite values, else the same errors as :func:`gemv`).
+
+    ``w`` is the weights as uint8 (rows, blocks_per_row, block_bytes), a view of ``w_raw`` when it
+    is C-contiguous uint8: the caller must not change them while the matrix is in use.
+    """
+
+    __slots__ = ("fmt", "backend", "w", "row_weights", "_gemv", "_quantize", "_act_rows")
+
+    def __init__(self, w_raw: Any, qtype: QType, *, backend: str = "numba") -> None:
+        self.fmt = fmt = get_format(qtype)
+        self.backend = backend
+        self._gemv = _op(fmt, backend, "gemv")
+        self._quantize, act_fmt = _activation_op(fmt, backend)
+        w = as_bytes(w_raw, "w_raw")
+        if w.ndim != 2:
+            raise ValueError(f"w_raw must be 2-D (rows, row_bytes), got shape {w.shape}")
+        n_blocks = check_whole_blocks(w, fmt, "w_raw")
+        self.w = w.reshape(w.shape[0], n_blocks, fmt.block_bytes)
+        self.row_weights = n_blocks * fmt.block_weights
+        self._act_rows = (-1, act_fmt.block_weights)
+
+    def activation(self, x: Any) -> np.ndarray:
+        """``x`` checked and quantized to the activation format, as :func:`quantize_activation`."""
+        # The common case in one test (x . x is finite exactly when every value is, unless the
+        # finite values overflow it); anything else goes through the checks that name the problem.
+        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape == (self.row_weights,)
+                and x.flags.c_contiguous and math.isfinite(np.vdot(x, x))):
+            x = as_float32(x, "x", (1,))
+            if x.shape[0] != self.row_weights:
+                raise ValueError(
+                    f"shape mismatch: w_raw rows hold {self.row_weights} weights "
+                    f"({self.w.shape[1]} {self.fmt.name} blocks) but x has {x.shape[0]} values"
+                )
+        return self._quantize(x.reshape(self._act_rows), 1)
+
+    def __call__(self, x: Any, threads: int | None = None) -> np.ndarray:
+        """The weights times float32 ``x``: float32 (rows,), as :func:`gemv`."""
+        act = self.activation(x)
+        if self.backend == "reference":
+            return np.concatenate([self._gemv(rows, act, threads) for rows in _row_chunks(self.w, self.fmt)])
+        return self._gemv(self.w, act, threads)
 
 
 # The NumPy reference of the dot products holds a few int64 values per weight: it runs on rows of
@@ -118,30 +162,18 @@ def _row_chunks(w: np.ndarray, fmt: BlockFormat) -> list[np.ndarray]:
 def _dot_inputs(w_raw: Any, x: Any, fmt: BlockFormat, backend: str) -> tuple[np.ndarray, np.ndarray]:
     """Validated gemv inputs: uint8 (rows, blocks_per_row, block_bytes) weights, and ``x``
     quantized once to the activation format by ``backend``: uint8 (blocks_per_row, act_block_bytes)."""
-    w = as_bytes(w_raw, "w_raw")
-    if w.ndim != 2:
-        raise ValueError(f"w_raw must be 2-D (rows, row_bytes), got shape {w.shape}")
-    n_blocks = check_whole_blocks(w, fmt, "w_raw")
-    x = as_float32(x, "x", (1,))
-    if x.shape[0] != n_blocks * fmt.block_weights:
-        raise ValueError(
-            f"shape mismatch: w_raw rows hold {n_blocks * fmt.block_weights} weights "
-            f"({n_blocks} {fmt.name} blocks) but x has {x.shape[0]} values"
-        )
-    return w.reshape(w.shape[0], n_blocks, fmt.block_bytes), _activation(x, fmt, backend, 1)
+    m = Matrix(w_raw, fmt, backend=backend)
+    return m.w, m.activation(x)
 
 
-def _activation(x: np.ndarray, fmt: BlockFormat, backend: str, threads: int | None) -> np.ndarray:
-    """Validated float32 ``x`` quantized to ``fmt``'s activation format as llama.cpp's CPU backend
-    quantizes a dot product's activations (``Ops.quantize_activation``, else the reference
-    quantizer): uint8 (n_blocks, act_block_bytes)."""
+def _activation_op(fmt: BlockFormat, backend: str) -> tuple[Callable[..., Any], BlockFormat]:
+    """How ``fmt``'s dot products quantize their activations, as llama.cpp's CPU backend does
+    (``Ops.quantize_activation``, else the reference quantizer), and the activation format."""
     if fmt.activation is None:
         raise ValueError(f"{fmt.name} has no dot product, so no activation format")
     act_fmt = get_format(fmt.activation)
     ops = act_fmt.backend(backend)
-    fn = _op(act_fmt, backend, "quantize_activation" if ops.quantize_activation else "quantize")
-    check_row_length(x, act_fmt, "x")
-    return fn(x.reshape(-1, act_fmt.block_weights), threads)
+    return _op(act_fmt, backend, "quantize_activation" if ops.quantize_activation else "quantize"), act_fmt
 
 
 def quantize_activation(x: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
@@ -150,8 +182,10 @@ def quantize_activation(x: Any, qtype: QType, *, backend: str = "numba", threads
     for Q4_0, Q5_0, Q8_0, IQ4_NL and MXFP4, Q8_1 for Q4_1 and Q5_1) as llama.cpp's CPU backend
     does on x86. Returns uint8 (n_blocks, act_block_bytes): what a kernel that takes quantized
     activations must be given to equal this package's dot products bit for bit."""
-    fmt = get_format(qtype)
-    return _activation(as_float32(x, "x", (1,)), fmt, backend, threads)
+    fn, act_fmt = _activation_op(get_format(qtype), backend)
+    x = as_float32(x, "x", (1,))
+    check_row_length(x, act_fmt, "x")
+    return fn(x.reshape(-1, act_fmt.block_weights), threads)
 
 
 def dot_terms(w_raw: Any, x: Any, qtype: QType) -> DotTerms:

@@ -31,12 +31,14 @@ DENSE = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGML
 @dataclass(frozen=True)
 class Matmul:
     """One weight matrix of the decode step: its tensor, its kind (``attn_q``, ``ffn_down``,
-    ``output``...) and its format (None for a float matrix, then ``dense`` holds it as float32)."""
+    ``output``...) and its format (None for a float matrix, then ``dense`` holds it as float32);
+    a quantized one is checked once (``qk.Matrix``), not on every token."""
 
     tensor: Tensor
     kind: str
     fmt: qk.BlockFormat | None
     dense: np.ndarray | None = None
+    prepared: qk.Matrix | None = None
 
     @property
     def weights(self) -> int:
@@ -48,9 +50,9 @@ class Matmul:
 
     def __call__(self, x: np.ndarray, threads: int | None) -> np.ndarray:
         """This matrix times ``x``: the package's gemv, or NumPy's for a float matrix."""
-        if self.fmt is None:
+        if self.prepared is None:
             return self.dense @ x
-        return qk.gemv(self.tensor.raw, x, self.fmt, threads=threads)
+        return self.prepared(x, threads)
 
 
 def _dense(t: Tensor) -> np.ndarray:
@@ -94,7 +96,7 @@ def matmul(t: Tensor, kind: str) -> Matmul:
     Raises GGUFFileError naming the tensor when its format has no gemv here."""
     known = _gemv_formats()
     if t.qtype in known:
-        return Matmul(t, kind, known[t.qtype])
+        return Matmul(t, kind, known[t.qtype], prepared=qk.Matrix(t.raw, known[t.qtype]))
     if t.qtype in DENSE:
         return Matmul(t, kind, None, _dense(t))
     raise GGUFFileError(f"tensor {t.name!r} is {t.qtype.name}, a format without a gemv here")

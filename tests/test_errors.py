@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import quantbench_kernels as qk
 from pytest_quantbench import strategies as qst
+from pytest_quantbench.bitexact import assert_bit_identical
 
 BACKENDS = qk.BACKENDS
 KQ = ["Q2_K", "Q4_K"]
@@ -79,6 +80,25 @@ def test_gemv_and_vec_dot_refuse_mismatched_shapes(name, backend):
         qk.vec_dot(w[0], np.zeros(512), name, backend=backend)
     with pytest.raises(ValueError, match="non-finite"):
         qk.vec_dot(w[0], np.full(512, np.nan, np.float32), name, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", KQ)
+def test_a_matrix_checked_once_still_checks_every_x_and_equals_gemv(name, backend):
+    w = _blocks(name, 4).reshape(2, -1)
+    m = qk.Matrix(w, name, backend=backend)
+    x = np.random.default_rng(0).standard_normal(1024).astype(np.float32)
+    assert_bit_identical(qk.gemv(w, x[:512], name, backend=backend), m(x[:512]), f"{name} Matrix")
+    # A strided view is copied, not misread; values whose squares overflow are finite, and taken.
+    assert_bit_identical(qk.gemv(w, x[::2].copy(), name, backend=backend), m(x[::2]), f"{name} strided x")
+    big = np.full(512, 3e30, np.float32)
+    assert_bit_identical(qk.gemv(w, big, name, backend=backend), m(big), f"{name} large x")
+    with pytest.raises(ValueError, match="shape mismatch: w_raw rows hold 512 weights .2 .* blocks. but x has 256"):
+        m(x[:256])
+    with pytest.raises(ValueError, match="non-finite values .NaN or inf., first at index 3"):
+        m(np.where(np.arange(512) == 3, np.inf, 1).astype(np.float32))
+    with pytest.raises(ValueError, match="dtype float32"):
+        m(x[:512].astype(np.float64))
 
 
 @pytest.mark.parametrize("op", ["dequantize", "quantize", "gemv"])
