@@ -110,12 +110,16 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return np.where(x <= -10.0, np.float32(0), np.where(x >= 10.0, x, y)).astype(np.float32)
 
 
-def rope(x: np.ndarray, pos: int, base: float) -> np.ndarray:
-    """NeoX-style rotary embedding of (heads, head_dim) at position ``pos``: pairs (i, i + d/2)
-    rotated by pos * base^(-2i/d)."""
+def rotation(pos: int, base: float, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (float32, head_dim / 2 each) of NeoX RoPE's angles pos * base^(-2i/head_dim)."""
+    theta = pos * base ** (-np.arange(head_dim // 2, dtype=np.float64) * 2 / head_dim)
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """NeoX-style rotary embedding of (heads, head_dim): pairs (i, i + d/2) rotated by the angles
+    whose cos and sin are given (:func:`rotation`)."""
     half = x.shape[-1] // 2
-    theta = pos * base ** (-np.arange(half, dtype=np.float64) * 2 / x.shape[-1])
-    cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
     a, b = x[..., :half], x[..., half:]
     return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
@@ -182,8 +186,10 @@ class Gemma3:
         self.context = context
         self.threads = threads
         kv = (c.n_layer, context, c.n_head_kv, c.head_dim)
-        self.keys = np.zeros(kv, np.float16)
-        self.values = np.zeros(kv, np.float16)
+        # The cache holds float16 values (llama.cpp's default cache type), kept as float32 so that
+        # attention does not convert the whole cache on every token.
+        self.keys = np.zeros(kv, np.float32)
+        self.values = np.zeros(kv, np.float32)
         self.pos = 0
 
     def reset(self) -> None:
@@ -204,19 +210,20 @@ class Gemma3:
             raise ValueError(f"the KV cache holds {self.context} tokens; start again (reset) or give a larger context")
         x = self.embed(token) * np.float32(math.sqrt(c.n_embd))
         group = c.n_head // c.n_head_kv
+        rotations = {base: rotation(pos, base, c.head_dim) for base in {c.rope_base, SWA_ROPE_BASE}}
         for i, ly in enumerate(self.layers):
             h = rms_norm(x, ly.attn_norm, c.eps)
             q = ly.wq(h, self.threads).reshape(c.n_head, c.head_dim)
             k = ly.wk(h, self.threads).reshape(c.n_head_kv, c.head_dim)
             v = ly.wv(h, self.threads).reshape(c.n_head_kv, c.head_dim)
-            base = c.rope_base if c.is_global(i) else SWA_ROPE_BASE
-            q = rope(rms_norm(q, ly.q_norm, c.eps), pos, base) * np.float32(c.attention_scale)
-            k = rope(rms_norm(k, ly.k_norm, c.eps), pos, base)
-            self.keys[i, pos] = k
-            self.values[i, pos] = v
+            cos, sin = rotations[c.rope_base if c.is_global(i) else SWA_ROPE_BASE]
+            q = rope(rms_norm(q, ly.q_norm, c.eps), cos, sin) * np.float32(c.attention_scale)
+            k = rope(rms_norm(k, ly.k_norm, c.eps), cos, sin)
+            self.keys[i, pos] = k.astype(np.float16)
+            self.values[i, pos] = v.astype(np.float16)
             first = 0 if c.is_global(i) else max(0, pos + 1 - c.sliding_window)
-            keys = self.keys[i, first:pos + 1].astype(np.float32)      # (t, kv_heads, d)
-            values = self.values[i, first:pos + 1].astype(np.float32)
+            keys = self.keys[i, first:pos + 1]      # (t, kv_heads, d)
+            values = self.values[i, first:pos + 1]
             q16 = q.astype(np.float16).astype(np.float32).reshape(c.n_head_kv, group, c.head_dim)
             scores = np.einsum("hgd,thd->hgt", q16, keys)
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
