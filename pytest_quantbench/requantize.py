@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,9 +60,11 @@ def _metadata(header: Header) -> list[tuple[str, object, gguf.GGUFValueType, ggu
 
 @contextmanager
 def _replacing(dst: Path) -> Iterator[Path]:
-    """A temporary path beside ``dst`` that becomes ``dst`` (atomically) if the block succeeds,
-    and is removed if it fails or is interrupted."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+    """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
+    ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted."""
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, dst)

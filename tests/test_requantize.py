@@ -147,6 +147,21 @@ def test_an_interrupted_run_leaves_the_old_output_and_no_partial_file(tiny: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf"]
 
 
+def test_concurrent_runs_to_one_output_leave_one_whole_file(tiny: Path, tmp_path: Path) -> None:
+    import concurrent.futures
+
+    out = tmp_path / "out.gguf"
+    policies = ["all-Q4_K", "all-Q2_K", "attn-Q4_K-ffn-Q2_K", "attn-Q2_K-ffn-Q4_K"]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda p: rq.requantize(tiny, out, parse(p), progress=False), policies))
+    singles = {}
+    for p in policies:
+        rq.requantize(tiny, tmp_path / f"{p}.gguf", parse(p), progress=False)
+        singles[p] = (tmp_path / f"{p}.gguf").read_bytes()
+    assert out.read_bytes() in singles.values()  # one run's whole file, not a mix
+    assert not list(tmp_path.glob(".*partial"))
+
+
 @pytest.mark.parametrize("where, message", [
     ("same", "is the input file itself"),
     ("dir", "is a directory"),
