@@ -104,8 +104,8 @@ def _chromium() -> str:
     return path
 
 
-def _asv(args, conf, home):
-    env = dict(os.environ, HOME=str(home))  # asv keeps its machine file in $HOME
+def _asv(args, conf, home, **extra_env):
+    env = dict(os.environ, HOME=str(home), **extra_env)  # asv keeps its machine file in $HOME
     cmd = [sys.executable, "-m", "asv", *args, "--config", str(conf)]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
@@ -127,8 +127,10 @@ def test_published_asv_graph_shows_data_points_in_chromium(tmp_path):
     if not head:
         pytest.skip("not a git checkout with a commit: asv has no commit to file results under")
     _asv(["machine", "--yes", "--machine", "quantbench-test"], conf_path, tmp_path)
+    # One format at one size is enough to plot a point (the whole grid took minutes of CI).
     _asv(["run", "--python=same", "--quick", "--set-commit-hash", head, "--machine", "quantbench-test",
-          "--bench", r"Gemv\.time_gemv"], conf_path, tmp_path)
+          "--bench", r"Gemv\.time_gemv"], conf_path, tmp_path, QUANTBENCH_ASV_SIZES="256x256",
+         QUANTBENCH_ASV_FORMATS="Q4_K")
     _asv(["publish"], conf_path, tmp_path)
     benchmark = "throughput.Gemv.time_gemv"
     graphs = list((tmp_path / "html" / "graphs").rglob(f"{benchmark}.json"))
