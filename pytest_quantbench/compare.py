@@ -27,8 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import decode
-from .gemma3 import Gemma3
-from .gguf_files import read_tensors
+from .gemma3 import Config, Gemma3
+from .gguf_files import read_file_header, read_tensors
 from .policy import KEEP, PRESETS, Policy, is_matrix, parse, plan
 from .requantize import requantize
 from .tokenizer import Tokenizer
@@ -116,8 +116,12 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
     policies = dict(PRESETS if policies is None else policies)
     if BASELINE not in policies:
         raise ValueError(f"the policies must include {BASELINE!r} (the file as shipped): the KL columns' baseline")
-    out_dir.mkdir(parents=True, exist_ok=True)
     parsed = {name: parse(rules) for name, rules in policies.items()}
+    # A model the forward pass cannot run, or a text it cannot tokenize, fails before minutes of
+    # requantizing.
+    Config.from_metadata(read_file_header(model).metadata, str(model))
+    tokenizer = Tokenizer.from_gguf(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, pol in parsed.items():
         if all(r.type == KEEP for r in pol.rules):
@@ -125,7 +129,6 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
             continue
         paths[name] = out_dir / f"{model.stem}.{name}.gguf"
         requantize(model, paths[name], pol, threads=threads, progress=progress)
-    tokenizer = Tokenizer.from_gguf(model)
     ids = tokenizer.encode(default_text() if text is None else text)[:max_tokens]
     models = {name: Gemma3(path, context=len(ids), threads=threads) for name, path in paths.items()}
     scores = quality(models, ids, progress)
