@@ -55,6 +55,20 @@ def test_norms_are_never_requantized_and_short_rows_fall_back_as_llama_quantize_
     assert (down.target, down.requested) == (FALLBACK["Q2_K"], "Q2_K") == ("IQ4_NL", "Q2_K")
 
 
+def test_every_format_is_decoded_for_requantizing_and_one_that_cannot_be_is_named(tmp_path: Path) -> None:
+    mixed = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"  # a tensor in every format, and TQ2_0
+    with pytest.raises(PolicyError, match="'blk.1.ffn_up_exps.weight' is TQ2_0, which this package cannot decode"):
+        rq.requantize(mixed, tmp_path / "out.gguf", parse("*=Q8_0"), progress=False)
+    choices = rq.requantize(mixed, tmp_path / "out.gguf", parse("*exps*=keep,*=Q8_0"), progress=False)
+    sources = {c.source for c in choices if c.target == "Q8_0"}
+    assert {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS",
+            "F16"} <= sources
+    written = {t.name: t for t in read_tensors(tmp_path / "out.gguf")}
+    for c in choices:
+        if c.changed:
+            assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(rq.decode(c), "Q8_0"))
+
+
 def test_rows_that_fit_neither_the_type_nor_its_fallback_are_refused(tiny: Path) -> None:
     t = read_tensors(tiny)
     odd = [x for x in t if x.name == "blk.0.ffn_down.weight"][0]
