@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import gguf
 import numpy as np
 
 import quantbench_kernels as qk
@@ -142,9 +143,7 @@ class Layer:
 
 
 def _vector(t: Tensor) -> np.ndarray:
-    """A norm's weights as float32."""
-    import gguf  # noqa: PLC0415  (gguf-py's dequantize reads F32/F16/BF16)
-
+    """A norm's weights as float32 (gguf-py reads F32, F16 and BF16)."""
     return gguf.quants.dequantize(np.asarray(t.raw), t.qtype).reshape(-1).astype(np.float32)
 
 
