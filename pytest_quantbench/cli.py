@@ -235,11 +235,25 @@ def generate(path: Path, prompt: str, tokens: int, threads: int | None) -> int:
     return 0
 
 
-def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, progress: bool) -> int:
+def _named_policy(text: str) -> tuple[str, str]:
+    name, colon, rules = text.partition(":")
+    if not colon or not re.fullmatch(r"[A-Za-z0-9._-]{1,60}", name):
+        raise argparse.ArgumentTypeError(f"expected NAME:RULES with a NAME of 1-60 characters of A-Za-z0-9._- "
+                                         f"(e.g. 'mine:blk.*=Q8_0,*=keep'), got {text!r}")
+    _policy_type(rules)
+    return name, rules
+
+
+def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, progress: bool,
+                     named: list[tuple[str, str]] | None) -> int:
     from . import compare  # noqa: PLC0415
 
+    policies = None
+    if named:
+        policies = {compare.BASELINE: PRESETS[compare.BASELINE], **dict(named)}
     try:
-        rows, n = compare.compare_policies(path, out, max_tokens=tokens, threads=threads, progress=progress)
+        rows, n = compare.compare_policies(path, out, policies=policies, max_tokens=tokens, threads=threads,
+                                           progress=progress)
     except (GGUFFileError, PolicyError, TokenizerError) as err:
         print(f"quantbench compare-policies: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
@@ -291,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tokens", type=_positive, default=None, metavar="N",
                    help="measure quality on the first N tokens of the text only (default: all)")
     c.add_argument("--threads", type=_positive, default=1, metavar="N", help="threads (default 1)")
+    c.add_argument("--policy", type=_named_policy, action="append", metavar="NAME:RULES", dest="policies",
+                   help="compare this policy (repeatable) instead of the presets; the shipped file is always "
+                        "the baseline, e.g. --policy 'mine:blk.*.ffn_down*=Q6_K,blk.*=Q4_K,*=keep'")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.command == "requantize":
@@ -298,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return generate(args.file, args.prompt, args.tokens, args.threads)
     if args.command == "compare-policies":
-        return compare_policies(args.file, args.out, args.tokens, args.threads, not args.no_progress)
+        return compare_policies(args.file, args.out, args.tokens, args.threads, not args.no_progress,
+                                args.policies)
     if args.command == "bench":
         return bench(args.file, args.threads, args.repeats, args.json)
     return inspect(args.file, args.json)

@@ -244,6 +244,15 @@ def test_the_compare_command_writes_its_files_and_exits_2_on_a_bad_file(tiny: Pa
     assert main(["compare-policies", str(tiny), "--out", str(tmp_path), "--tokens", "8", "--no-progress"]) == 0
     assert "| attn-Q2_K-ffn-Q4_K |" in capsys.readouterr().out
     assert (tmp_path / "policies.png").exists()
+    assert main(["compare-policies", str(tiny), "--out", str(tmp_path / "mine"), "--tokens", "8", "--no-progress",
+                 "--policy", "mine:blk.*=Q8_0,*=keep", "--policy", "q6:blk.*=Q6_K,*=keep"]) == 0
+    table = (tmp_path / "mine" / "policies.md").read_text()
+    assert "| shipped |" in table and "| mine |" in table and "| q6 |" in table and "all-Q2_K" not in table
+    for bad, message in (("no-colon", "expected NAME:RULES"), ("bad name:*=keep", "expected NAME:RULES"),
+                         ("x:*=Q7", "'Q7' is not a type this package quantizes to")):
+        with pytest.raises(SystemExit):
+            main(["compare-policies", str(tiny), "--policy", bad])
+        assert message in capsys.readouterr().err
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + bytes(3))
     assert main(["compare-policies", str(junk), "--out", str(tmp_path / "j"), "--no-progress"]) == 2
