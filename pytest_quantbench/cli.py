@@ -240,6 +240,9 @@ def _named_policy(text: str) -> tuple[str, str]:
     if not colon or not re.fullmatch(r"[A-Za-z0-9._-]{1,60}", name):
         raise argparse.ArgumentTypeError(f"expected NAME:RULES with a NAME of 1-60 characters of A-Za-z0-9._- "
                                          f"(e.g. 'mine:blk.*=Q8_0,*=keep'), got {text!r}")
+    if name == "shipped":
+        raise argparse.ArgumentTypeError("'shipped' names the file as it is, the baseline: "
+                                         "give your policy another name")
     _policy_type(rules)
     return name, rules
 

@@ -249,7 +249,8 @@ def test_the_compare_command_writes_its_files_and_exits_2_on_a_bad_file(tiny: Pa
     table = (tmp_path / "mine" / "policies.md").read_text()
     assert "| shipped |" in table and "| mine |" in table and "| q6 |" in table and "all-Q2_K" not in table
     for bad, message in (("no-colon", "expected NAME:RULES"), ("bad name:*=keep", "expected NAME:RULES"),
-                         ("x:*=Q7", "'Q7' is not a type this package quantizes to")):
+                         ("x:*=Q7", "'Q7' is not a type this package quantizes to"),
+                         ("shipped:*=Q8_0", "'shipped' names the file as it is")):
         with pytest.raises(SystemExit):
             main(["compare-policies", str(tiny), "--policy", bad])
         assert message in capsys.readouterr().err
