@@ -257,7 +257,7 @@ def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, pr
     try:
         rows, n = compare.compare_policies(path, out, policies=policies, max_tokens=tokens, threads=threads,
                                            progress=progress)
-    except (GGUFFileError, PolicyError, TokenizerError) as err:
+    except (GGUFFileError, PolicyError, TokenizerError, ValueError, OSError) as err:
         print(f"quantbench compare-policies: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
     made = compare.write(rows, out, path.name, n, threads)

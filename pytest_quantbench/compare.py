@@ -119,8 +119,11 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
     parsed = {name: parse(rules) for name, rules in policies.items()}
     # A model the forward pass cannot run, or a text it cannot tokenize, fails before minutes of
     # requantizing.
-    Config.from_metadata(read_file_header(model).metadata, str(model))
-    tokenizer = Tokenizer.from_gguf(model)
+    config = Config.from_metadata(read_file_header(model).metadata, str(model))
+    ids = Tokenizer.from_gguf(model).encode(default_text() if text is None else text)[:max_tokens]
+    if not 2 <= len(ids) <= config.context_length:
+        raise ValueError(f"the text is {len(ids)} token(s): quality needs at least 2, and at most the model's "
+                         f"context of {config.context_length}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, pol in parsed.items():
@@ -129,7 +132,6 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
             continue
         paths[name] = out_dir / f"{model.stem}.{name}.gguf"
         requantize(model, paths[name], pol, threads=threads, progress=progress)
-    ids = tokenizer.encode(default_text() if text is None else text)[:max_tokens]
     models = {name: Gemma3(path, context=len(ids), threads=threads) for name, path in paths.items()}
     scores = quality(models, ids, progress)
     rows = []

@@ -254,6 +254,16 @@ def test_the_compare_command_writes_its_files_and_exits_2_on_a_bad_file(tiny: Pa
         with pytest.raises(SystemExit):
             main(["compare-policies", str(tiny), "--policy", bad])
         assert message in capsys.readouterr().err
+    assert main(["compare-policies", str(tiny), "--out", str(tmp_path / "one"), "--tokens", "1", "--no-progress"]) == 2
+    assert "the text is 1 token(s): quality needs at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()  # refused before requantizing
+    # The whole study text is 2,637 tokens of the tiny vocabulary, past its context of 64.
+    assert main(["compare-policies", str(tiny), "--out", str(tmp_path / "long"), "--no-progress"]) == 2
+    assert "at most the model's context of 64" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["compare-policies", str(tiny), "--out", str(tmp_path / "a-file"), "--tokens", "8",
+                 "--no-progress"]) == 2
+    assert "a-file" in capsys.readouterr().err
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + bytes(3))
     assert main(["compare-policies", str(junk), "--out", str(tmp_path / "j"), "--no-progress"]) == 2
