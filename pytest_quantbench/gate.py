@@ -24,7 +24,7 @@ import numpy as np
 from . import storage
 from .ops import OPS
 from .record import Measurement
-from .throughput import LLAMACPP, PROBE, REFERENCE
+from .throughput import PROBE, REFERENCE, is_llamacpp
 from .workloads import faster_neighbour, sandwiched
 
 BOOTSTRAP = 2000
@@ -150,7 +150,7 @@ class _Benchmarks:
             impl, size, pass_no = info["impl"], info["size"], info.get("pass", 0)
             if impl == PROBE:
                 out.probes[(size, pass_no)] = np.asarray(b["rounds"], float)
-            elif impl != REFERENCE and not impl.startswith(LLAMACPP):  # comparisons, not gated
+            elif impl != REFERENCE and not is_llamacpp(impl):  # comparisons, not gated
                 out.kernels.setdefault(b["key"], []).append(
                     (pass_no, size, np.asarray(b["rounds"], float), b.get("paired") or {}))
         return out

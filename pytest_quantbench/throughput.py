@@ -63,7 +63,7 @@ def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequenc
     for r in rows:
         by_key.setdefault((r.info["op"], r.info["format"], r.info["size"]), {})[r.info["impl"]] = r
     llama = {(r.info["op"], r.info["format"], r.info["size"], r.info.get("threads")): r
-             for r in rows if _is_llamacpp(r)}
+             for r in rows if is_llamacpp(r.info["impl"])}
     for r in rows:
         r.weights_per_s = r.info["weights"] / r.median_s
         r.gb_per_s = r.info["bytes"] / r.median_s / 1e9
@@ -81,7 +81,7 @@ def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequenc
             r.vs_baseline = peers[base].median_s / r.median_s
         key = (r.info["op"], r.info["format"], r.info["size"])
         theirs = llama.get((*key, r.info.get("threads"))) or llama.get((*key, 1))
-        if theirs is not None and not _is_llamacpp(r):
+        if theirs is not None and not is_llamacpp(r.info["impl"]):
             r.vs_llamacpp = theirs.median_s / r.median_s
         r.info.update(
             weights_per_s=r.weights_per_s,
@@ -96,8 +96,9 @@ def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequenc
     return rows
 
 
-def _is_llamacpp(r: Row) -> bool:
-    return r.info["impl"].startswith(LLAMACPP)
+def is_llamacpp(impl: str) -> bool:
+    """Whether an implementation name is one of llama.cpp's kernels (a comparison, never gated)."""
+    return impl.startswith(LLAMACPP)
 
 
 def _fmt(v: float | None, pattern: str) -> str:
@@ -115,7 +116,7 @@ def format_table(rows: list[Row], conformance: Mapping[tuple[str, str, str], str
     when one was measured. ``conformance``: (impl, format, op) -> what its conformance tests
     found, as a last column; an entry without measurements gets a line of its own."""
     with_base = any(r.vs_baseline is not None for r in rows)
-    with_llama = any(isinstance(r, Row) and r.vs_llamacpp is not None for r in rows)
+    with_llama = any(r.vs_llamacpp is not None for r in rows)
     header = (
         f"{'format':<6} {'op':<10} {'impl':<18} {'threads':>7} {'size':<8} {'G w/s':>8} {'GB/s':>7} "
         f"{'roofline':>8} {'x ref':>7} " + (f"{'x base':>7} {'base':<12} " if with_base else "")

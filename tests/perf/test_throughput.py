@@ -19,7 +19,7 @@ import quantbench_kernels as qk
 from pytest_quantbench import llamacpp, workloads
 from pytest_quantbench.options import NAMED_SIZES, Size
 from pytest_quantbench.strategies import weight_like
-from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, tag
+from pytest_quantbench.throughput import PROBE, REFERENCE, is_llamacpp, tag
 
 pytestmark = pytest.mark.perf
 
@@ -80,7 +80,7 @@ def test_dequantize(benchmark, request, name, size, impl):
         fn = lambda raw: gguf.quants.dequantize(raw.reshape(size.rows, -1), fmt.qtype)  # noqa: E731
     elif impl == REFERENCE:
         fn = lambda raw: qk.dequantize(raw, name, backend="reference", out=out)  # noqa: E731
-    elif impl.startswith(LLAMACPP):
+    elif is_llamacpp(impl):
         to_float = _llamacpp("dequantize", name)
         fn = lambda raw: to_float(raw, out=out.reshape(-1))  # noqa: E731
     else:
@@ -101,7 +101,7 @@ def test_quantize(benchmark, request, name, size, impl):
         qtype = int(qk.get_format(name).qtype)
         # One long row: libgguf spreads several rows over threads, one row runs on one thread.
         fn = lambda x: libgguf.quantize_rows(x.reshape(1, -1), qtype)  # noqa: E731
-    elif impl.startswith(LLAMACPP):
+    elif is_llamacpp(impl):
         fn = _llamacpp("quantize", name)  # quantize_row_*_ref, as libgguf (in ggml's build)
     else:
         fn = _by_backend("quantize", name, impl)
@@ -117,7 +117,7 @@ def test_gemv(benchmark, request, name, size, impl):
         # float32 W @ x with NumPy's BLAS on its default threads; 64 MB at 16M, beyond the L3.
         dense = weight_like(np.random.default_rng(0), (size.rows, size.cols))
         fn = lambda w, x: dense @ x  # noqa: E731
-    elif impl.startswith(LLAMACPP):
+    elif is_llamacpp(impl):
         # ggml's from_float of x once, then its vec_dot per row in a compiled loop (rows split over
         # two threads for llama.cpp-2t): no Python call per row is timed.
         gemv = _llamacpp("gemv", name)
