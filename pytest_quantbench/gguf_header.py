@@ -127,7 +127,9 @@ class _Cursor:
             self.pos += n
 
 
-def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int], whole: bool = False) -> Any:
+def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int], types: dict[str, tuple[int, int | None]],
+           whole: bool = False) -> Any:
+    types[key] = (vtype, None)
     if vtype in SCALARS:
         return c.unpack(SCALARS[vtype], f"the value of {key!r}")
     if vtype == STRING:
@@ -136,6 +138,7 @@ def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int], whole: boo
         raise GGUFHeaderError(f"unknown value type {vtype} of {key!r} at byte {c.pos - 4}")
     start = c.pos
     etype = c.unpack("I", f"the element type of {key!r}")
+    types[key] = (vtype, etype)
     count = c.unpack("Q", f"the length of {key!r}")
     if etype in SCALARS:
         size = struct.calcsize("<" + SCALARS[etype])
@@ -216,12 +219,7 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: Container[str] = frozenset
     for _ in range(n_kv):
         key = c.string(f"a metadata key at byte {c.pos}")
         vtype = c.unpack("I", f"the value type of {key!r}")
-        if vtype == ARRAY:
-            c.need(4, f"the element type of {key!r}")
-            types[key] = (vtype, struct.unpack_from("<I", data, c.pos)[0])
-        else:
-            types[key] = (vtype, None)
-        metadata[key] = _value(c, vtype, key, lengths, key in whole)
+        metadata[key] = _value(c, vtype, key, lengths, types, key in whole)
     raw_tensors = [_tensor(c) for _ in range(n_tensors)]
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
