@@ -31,14 +31,18 @@ DENSE = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGML
 @dataclass(frozen=True)
 class Matmul:
     """One weight matrix of the decode step: its tensor, its kind (``attn_q``, ``ffn_down``,
-    ``output``...) and its format (None for a float matrix, then ``dense`` holds it as float32);
-    a quantized one is checked once (``qk.Matrix``), not on every token."""
+    ``output``...) and either its quantized weights checked once (``prepared``, a ``qk.Matrix``,
+    not checked again on every token) or, for a float matrix, ``dense``: it as float32."""
 
     tensor: Tensor
     kind: str
-    fmt: qk.BlockFormat | None
     dense: np.ndarray | None = None
     prepared: qk.Matrix | None = None
+
+    @property
+    def fmt(self) -> qk.BlockFormat | None:
+        """The block format (None for a float matrix)."""
+        return self.prepared.fmt if self.prepared is not None else None
 
     @property
     def weights(self) -> int:
@@ -79,7 +83,8 @@ def decode_step(path: str | os.PathLike[str]) -> list[Matmul]:
         chosen.append((t, kind))
     if not chosen:
         raise GGUFFileError(f"GGUF file {str(path)!r} has no blk.N.*.weight matrices and no output head")
-    missing = sorted({t.qtype.name for t, _ in chosen if t.qtype not in _gemv_formats() and t.qtype not in DENSE})
+    known = _gemv_formats()
+    missing = sorted({t.qtype.name for t, _ in chosen if t.qtype not in known and t.qtype not in DENSE})
     if missing:
         which = [t.name for t, _ in chosen if t.qtype.name in missing]
         raise GGUFFileError(f"GGUF file {str(path)!r}: {len(which)} matrices of the decode step are in formats "
@@ -96,9 +101,9 @@ def matmul(t: Tensor, kind: str) -> Matmul:
     Raises GGUFFileError naming the tensor when its format has no gemv here."""
     known = _gemv_formats()
     if t.qtype in known:
-        return Matmul(t, kind, known[t.qtype], prepared=qk.Matrix(t.raw, known[t.qtype]))
+        return Matmul(t, kind, prepared=qk.Matrix(t.raw, known[t.qtype]))
     if t.qtype in DENSE:
-        return Matmul(t, kind, None, _dense(t))
+        return Matmul(t, kind, dense=_dense(t))
     raise GGUFFileError(f"tensor {t.name!r} is {t.qtype.name}, a format without a gemv here")
 
 
