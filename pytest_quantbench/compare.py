@@ -2,7 +2,7 @@
 decode speed and quality.
 
 Each policy (:data:`policy.PRESETS` by default) is applied to the model file (``requantize``);
-then every variant reads the same natural text (``data/text.txt``, or ``--text``) in lock step
+then every variant reads the same natural text (``data/text.txt``, or the ``text`` argument) in lock step
 through the reference forward pass (:mod:`gemma3`), and at each position its next-token
 distribution is compared with the file as shipped, as llama.cpp's ``llama-perplexity
 --kl-divergence`` does: KL(shipped || variant) (mean and 99th percentile), how often both put
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import decode
 from .gemma3 import Config, Gemma3
 from .gguf_files import read_file_header, read_tensors
-from .policy import KEEP, PRESETS, Policy, is_matrix, parse, plan
+from .policy import KEEP, PRESETS, Choice, is_matrix, parse, plan
 from .requantize import requantize
 from .tokenizer import Tokenizer
 
@@ -59,8 +59,8 @@ class Row:
     perplexity: float
 
 
-def _sizes(path: Path, policy: Policy) -> dict[str, Any]:
-    choices = plan(read_tensors(path), policy)
+def _sizes(path: Path, choices: list[Choice]) -> dict[str, Any]:
+    """The size columns of a file written as ``choices`` say."""
     weights = sum(c.tensor.shape[0] * c.tensor.shape[1] for c in choices)
     blocks = [c for c in choices if c.tensor.name.startswith("blk.") and is_matrix(c.tensor)]
     types: dict[str, int] = {}
@@ -125,13 +125,13 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
         raise ValueError(f"the text is {len(ids)} token(s): quality needs at least 2, and at most the model's "
                          f"context of {config.context_length}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths, choices = {}, {}
     for name, pol in parsed.items():
         if all(r.type == KEEP for r in pol.rules):
-            paths[name] = model
+            paths[name], choices[name] = model, plan(read_tensors(model), pol)
             continue
         paths[name] = out_dir / f"{model.stem}.{name}.gguf"
-        requantize(model, paths[name], pol, threads=threads, progress=progress)
+        choices[name] = requantize(model, paths[name], pol, threads=threads, progress=progress)
     models = {name: Gemma3(path, context=len(ids), threads=threads) for name, path in paths.items()}
     scores = quality(models, ids, progress)
     rows = []
@@ -139,7 +139,7 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
         speed = decode.measure(decode.decode_step(path), threads, repeats)
         rules = ",".join(f"{r.glob}={r.type}" for r in parsed[name].rules)
         rows.append(Row(name, rules,
-                        ms_per_token=speed["ms_per_token"], **_sizes(path, parsed[name]), **scores[name]))
+                        ms_per_token=speed["ms_per_token"], **_sizes(path, choices[name]), **scores[name]))
     return rows, len(ids)
 
 
