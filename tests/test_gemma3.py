@@ -136,10 +136,7 @@ def test_bad_inputs_are_refused_with_what_is_wrong(tiny: Path, tmp_path: Path) -
         Gemma3(tiny, context=0)
     with pytest.raises(ValueError, match="got 65"):
         Gemma3(tiny, context=65)
-    not_gemma = tmp_path / "llama.gguf"
-    data = tiny.read_bytes()
-    at = data.index(b"gemma3")  # general.architecture's value: same length, another name
-    not_gemma.write_bytes(data[:at] + b"llama3" + data[at + 6:])
+    not_gemma = tiny_gemma3.with_architecture(tiny, tmp_path / "llama.gguf", "llama3")
     with pytest.raises(GGUFFileError, match="is a 'llama3' model; the forward pass here is for 'gemma3'"):
         Gemma3(not_gemma)
 

@@ -271,10 +271,7 @@ def test_the_compare_command_writes_its_files_and_exits_2_on_a_bad_file(tiny: Pa
 
 
 def test_compare_policies_refuses_a_model_it_cannot_run_before_writing_anything(tiny: Path, tmp_path: Path) -> None:
-    other = tmp_path / "llama.gguf"
-    data = tiny.read_bytes()
-    at = data.index(b"gemma3")  # general.architecture's value: same length, another name
-    other.write_bytes(data[:at] + b"llama3" + data[at + 6:])
+    other = tiny_gemma3.with_architecture(tiny, tmp_path / "llama.gguf", "llama3")
     with pytest.raises(GGUFFileError, match="is a 'llama3' model"):
         compare.compare_policies(other, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

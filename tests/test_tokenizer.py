@@ -64,10 +64,7 @@ def test_a_file_without_a_sentencepiece_vocabulary_is_refused(tmp_path: Path) ->
     path = tmp_path / "bpe.gguf"
     w = gguf.GGUFWriter(str(path), "gemma3")
     w.add_tokenizer_model("gpt2")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    tiny_gemma3.finish(w, path)
     with pytest.raises(TokenizerError, match="tokenizer.ggml.model is 'gpt2'"):
         Tokenizer.from_gguf(path)
     path2 = tmp_path / "broken.gguf"
@@ -76,10 +73,7 @@ def test_a_file_without_a_sentencepiece_vocabulary_is_refused(tmp_path: Path) ->
     w.add_token_list(["a", "b"])
     w.add_token_scores([0.0])
     w.add_token_types([1, 1])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    tiny_gemma3.finish(w, path2)
     with pytest.raises(TokenizerError, match="differ in length"):
         Tokenizer.from_gguf(path2)
 

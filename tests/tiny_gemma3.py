@@ -81,8 +81,23 @@ def write(path: str | Path, seed: int = 0, alignment: int | None = None) -> Path
             w.add_tensor(f"blk.{i}.{name}.weight", (1 + 0.1 * rng.standard_normal(n)).astype(np.float32))
         for name, rows, cols, qtype in MATRICES:
             matrix(f"blk.{i}.{name}.weight", rows, cols, qtype)
+    return finish(w, path)
+
+
+def finish(w: gguf.GGUFWriter, path: str | Path) -> Path:
+    """Write what ``w`` holds (header, metadata, tensors) to ``path``; returns it."""
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     return Path(path)
+
+
+def with_architecture(src: Path, dst: Path, arch: str) -> Path:
+    """A copy of the tiny model whose ``general.architecture`` says ``arch`` (6 characters, as
+    "gemma3", so that every offset stays put); returns ``dst``."""
+    assert len(arch) == 6
+    data = src.read_bytes()
+    at = data.index(b"gemma3")  # general.architecture's value, the first "gemma3" of the header
+    dst.write_bytes(data[:at] + arch.encode() + data[at + 6:])
+    return dst
