@@ -83,6 +83,8 @@ def kernels(name: str) -> LlamaCpp:
     def converter(fn: Callable, to: qk.BlockFormat) -> Callable[[np.ndarray], np.ndarray]:
         def convert(x: np.ndarray) -> np.ndarray:
             x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+            if x.size % to.block_weights:  # ggml would abort the process
+                raise ValueError(f"{x.size} values are not whole {to.name} blocks of {to.block_weights}")
             out = np.empty((x.size // to.block_weights, to.block_bytes), dtype=np.uint8)
             fn(x.ctypes.data, out.ctypes.data, x.size)
             return out
@@ -99,6 +101,10 @@ def kernels(name: str) -> LlamaCpp:
 
     def gemv(w: np.ndarray, x: np.ndarray, threads: int = 1) -> np.ndarray:
         w = np.ascontiguousarray(w, dtype=np.uint8).reshape(w.shape[0], -1)
+        row_weights = w.shape[1] // fmt.block_bytes * fmt.block_weights
+        if w.shape[1] % fmt.block_bytes or np.asarray(x).size != row_weights:  # C would read past the buffers
+            raise ValueError(f"w's rows of {w.shape[1]} bytes are not whole {fmt.name} blocks, or x has "
+                             f"{np.asarray(x).size} values where the rows hold {row_weights}")
         a = quantize_activation(x)
         out = np.empty(w.shape[0], dtype=np.float32)
         (rows_serial if threads == 1 else rows_parallel)(w, a, out, np.asarray(x).size)

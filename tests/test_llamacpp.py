@@ -50,6 +50,18 @@ def test_llama_cpps_dequantize_writes_into_out_and_refuses_a_wrong_one(data):
         llamacpp.kernels("Q4_0").dequantize(q, out=np.empty(10, dtype=np.float32))
 
 
+def test_llama_cpps_kernels_refuse_shapes_that_would_crash_them(data):
+    """Called with a wrong x, the C code would read past its buffers or abort: refused first."""
+    theirs = llamacpp.kernels("Q4_K")
+    q = qk.quantize(data[0], "Q4_K")
+    with pytest.raises(ValueError, match="x has 256 values where the rows hold 512"):
+        theirs.gemv(q, data[1][:256], 1)
+    with pytest.raises(ValueError, match="rows of 287 bytes are not whole Q4_K blocks"):
+        theirs.gemv(q[:, :-1], data[1], 1)
+    with pytest.raises(ValueError, match="100 values are not whole Q4_K blocks of 256"):
+        theirs.quantize(data[1][:100])
+
+
 def test_where_llama_cpp_has_no_kernel_the_comparison_says_none():
     assert llamacpp.kernels("Q8_K").dequantize is None  # ggml has no to_float for Q8_K
     assert llamacpp.kernels("Q8_1").gemv is None  # an activation format: no dot of its own
