@@ -395,18 +395,13 @@ def psign(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
     return builder.select(builder.icmp_signed("<", b, zero), builder.sub(zero, a), kept)
 
 
-def sum_pairs16(builder: ir.IRBuilder, pairs: ir.Value) -> ir.Value:
-    """The i32 sum of a ``<16 x i16>``'s lanes (pmaddwd with ones, then a fold)."""
-    quads = madd16(builder, pairs, splat_const(I16, 1, 16))
-    return builder.extract_element(fold(builder, quads, 1), ir.Constant(I32, 0))
-
-
 DOT_VALUES = ("int8", "signed", "unsigned", "int8 by quants above -128")
 
 
-def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str = "int8", offset: int = 0) -> ir.Value:
-    """The exact i32 sum of ``(values[j] - offset) * quants[j]`` over two ``<32 x i8>``, the quants
-    signed. ``kind`` says what the values may be, and so which instructions stay exact:
+def dot32_lanes(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str = "int8") -> ir.Value:
+    """``<8 x i32>`` lanes whose sum is the exact sum of ``values[j] * quants[j]`` over two
+    ``<32 x i8>``, the quants signed. ``kind`` says what the values may be, and so which
+    instructions stay exact:
 
     - ``"int8"``: any int8: both widened to 16 bits, pairs summed by pmaddwd.
     - ``"signed"``: signed, never -128: pmaddubsw of ``|quants|`` (unsigned; 128 for -128) and the
@@ -414,46 +409,49 @@ def dot32(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind: str =
       is at most 2 x 128 x 127 in magnitude: no 16-bit saturation.
     - ``"int8 by quants above -128"``: any int8, the quants -127..127 (the caller checks): the sign
       trick the other way round, pmaddubsw of ``|values|`` and the quants with the values' signs.
-    - ``"unsigned"``: 0..127 minus ``offset`` (0..64; Q4_0's 8, Q5_0's 16): pmaddubsw of the values
-      and the quants, less ``offset`` times pmaddubsw of ones and the quants, in 16 bits. The
-      callers' values are at most 31: a pair is at most 2 x 31 x 128 + offset x 256 in magnitude.
+    - ``"unsigned"``: 0..127: pmaddubsw of the values and the quants (a pair is at most 2 x 127 x
+      128). Formats whose values are quants minus an offset (Q4_0's 8, Q5_0's 16) dot the quants
+      and subtract the offset times the activation block's quant sum (:func:`row_dot_intrinsic`).
     """
     if kind == "int8":
         wide = vec(I16, 32)
-        pairs = madd16(builder, builder.sext(values, wide), builder.sext(quants, wide))
-        return builder.extract_element(fold(builder, pairs, 1), ir.Constant(I32, 0))
+        return fold(builder, madd16(builder, builder.sext(values, wide), builder.sext(quants, wide)), 8)
     if kind in ("signed", "int8 by quants above -128"):
         if kind != "signed":
             values, quants = quants, values  # the side that is never -128 takes the signs
         zero = splat_const(I8, 0, 32)
         magnitudes = builder.select(builder.icmp_signed("<", quants, zero), builder.sub(zero, quants), quants)
-        return sum_pairs16(builder, maddubs(builder, magnitudes, psign(builder, values, quants)))
-    if kind != "unsigned":
+        pairs = maddubs(builder, magnitudes, psign(builder, values, quants))
+    elif kind == "unsigned":
+        pairs = maddubs(builder, values, quants)
+    else:
         raise ValueError(f"dot32: kind must be one of {DOT_VALUES}, got {kind!r}")
-    pairs = maddubs(builder, values, quants)
-    if offset:
-        sums = maddubs(builder, splat_const(I8, 1, 32), quants)
-        pairs = builder.sub(pairs, builder.mul(sums, splat_const(I16, offset, 16)))
-    return sum_pairs16(builder, pairs)
+    return madd16(builder, pairs, splat_const(I16, 1, 16))
 
 
 def f16_to_f32(builder: ir.IRBuilder, h: ir.Value) -> ir.Value:
-    """IR: the f16 bit pattern ``h`` (i16) as float32, exactly and without branches: normals by
+    """IR: the f16 bit pattern ``h`` (i16, or a vector of them) as float32, exactly and without branches: normals by
     moving the exponent and mantissa bits, inf and NaN likewise (payload kept), subnormals as
     their integer mantissa times 2**-24; the sign bit last."""
+    n = h.type.count if isinstance(h.type, ir.VectorType) else None
+    i32, f32 = (I32, F32) if n is None else (vec(I32, n), vec(F32, n))
+
+    def c(ty: ir.Type, value: float) -> ir.Constant:
+        return ir.Constant(ty, value) if n is None else ir.Constant(ty, [value] * n)
+
     if F16C:
-        return builder.fpext(builder.bitcast(h, ir.HalfType()), F32)
-    h32 = builder.zext(h, I32)
-    em = builder.and_(h32, ir.Constant(I32, 0x7FFF))
-    exponent = builder.lshr(em, ir.Constant(I32, 10))
-    moved = builder.shl(em, ir.Constant(I32, 13))
-    normal = builder.add(moved, ir.Constant(I32, (127 - 15) << 23))
-    special = builder.add(moved, ir.Constant(I32, (255 - 31) << 23))
-    bits = builder.select(builder.icmp_unsigned("==", exponent, ir.Constant(I32, 31)), special, normal)
-    tiny = builder.fmul(builder.uitofp(em, F32), ir.Constant(F32, 2.0**-24))
-    bits = builder.select(builder.icmp_unsigned("==", exponent, ir.Constant(I32, 0)), builder.bitcast(tiny, I32), bits)
-    sign = builder.shl(builder.and_(h32, ir.Constant(I32, 0x8000)), ir.Constant(I32, 16))
-    return builder.bitcast(builder.or_(bits, sign), F32)
+        return builder.fpext(builder.bitcast(h, ir.HalfType() if n is None else vec(ir.HalfType(), n)), f32)
+    h32 = builder.zext(h, i32)
+    em = builder.and_(h32, c(i32, 0x7FFF))
+    exponent = builder.lshr(em, c(i32, 10))
+    moved = builder.shl(em, c(i32, 13))
+    normal = builder.add(moved, c(i32, (127 - 15) << 23))
+    special = builder.add(moved, c(i32, (255 - 31) << 23))
+    bits = builder.select(builder.icmp_unsigned("==", exponent, c(i32, 31)), special, normal)
+    tiny = builder.fmul(builder.uitofp(em, f32), c(f32, 2.0**-24))
+    bits = builder.select(builder.icmp_unsigned("==", exponent, c(i32, 0)), builder.bitcast(tiny, i32), bits)
+    sign = builder.shl(builder.and_(h32, c(i32, 0x8000)), c(i32, 16))
+    return builder.bitcast(builder.or_(bits, sign), f32)
 
 
 @intrinsic
@@ -471,40 +469,177 @@ def f16_at(typingctx, w, at):  # type: ignore[no-untyped-def]
     return types.float32(w, at), codegen
 
 
-def block32_dot_intrinsic(decode, block_bytes: int, kind: str = "int8", offset: int = 0):  # type: ignore[no-untyped-def]
-    """The intrinsic ``block_dot(w, woff, q8, qoff) -> int32`` of a 32-weight format: the sum over
-    the block at byte ``woff`` of ``w`` (uint8, C-contiguous) of its values minus ``offset`` times
-    the int8 activation quants ``q8[qoff:qoff + 32]`` (C-contiguous). ``decode(context, builder,
-    wt, w_, woff_)`` returns the block's values as ``<32 x i8>`` in weight order, of the ``kind``
-    :func:`dot32` says (the narrowest kind that holds them is the fastest). The cache line
-    :data:`PREFETCH_BYTES` ahead is prefetched once per ``block_bytes`` (a 64-byte line holds
-    several blocks: the hint for each costs less than tracking which one starts a line)."""
+# A row of 32-weight blocks in one intrinsic. Summing each block's integer lanes on its own costs
+# about as much as its dot (a fold, then moving the sum to a scalar register, a float conversion):
+# the row steps through 8 blocks at a time instead, sums their lanes together (8 vectors to one,
+# lane k holding block k's sum) and computes their float terms as vectors; only the additions to
+# the row's sum stay scalar, one per block in C's order. Exact: every lane of a term is computed by
+# the same float operations, in the same order, as C's scalar code; integer sums in any grouping.
+
+
+class BlockLanes:
+    """The lanes of one step of :func:`row_dot_intrinsic`, which a format's float terms read: lane
+    m is sub-block m % L of block ``b`` + m // L, L sub-blocks per block (1 for the 32-weight
+    formats, whose lane m is block ``b`` + m)."""
+
+    def __init__(self, context, builder: ir.IRBuilder, wt: types.Array, w_: ir.Value, at: ir.Value,  # type: ignore[no-untyped-def]
+                 block_bytes: int, sub_blocks: int, actty: types.BaseTuple, acts: Sequence[ir.Value], b: ir.Value,
+                 n: int) -> None:
+        self.context, self.builder, self.n, self.sub_blocks = context, builder, n, sub_blocks
+        self._w, self._at, self._block_bytes = (wt, w_), at, block_bytes
+        self._acts, self._b = list(zip(actty.types, acts, strict=True)), b
+
+    def _bytes(self, byte: int | Sequence[int], ty: ir.IntType) -> ir.Value:
+        """``<n x ty>`` of the little-endian integer at ``byte`` of each lane's block (``byte`` a
+        number, or one per sub-block)."""
+        wt, w_ = self._w
+        b = self.builder
+        v = ir.Constant(vec(ty, self.n), None)
+        for m in range(self.n):
+            within = byte if isinstance(byte, int) else byte[m % self.sub_blocks]
+            at = (m // self.sub_blocks) * self._block_bytes + within
+            ptr = element_ptr(self.context, b, wt, w_, offset(b, self._at, at))
+            v = b.insert_element(v, b.load(b.bitcast(ptr, ty.as_pointer()), align=1), ir.Constant(I32, m))
+        return v
+
+    def f16(self, byte: int) -> ir.Value:
+        """``<n x float>`` of the f16 at ``byte`` of each lane's block (a scale, a min)."""
+        return f16_to_f32(self.builder, self._bytes(byte, I16))
+
+    def u8(self, byte: int | Sequence[int]) -> ir.Value:
+        """``<n x i32>`` of the byte at ``byte`` of each lane's block (MXFP4's exponent, IQ4_XS's
+        scale bits: ``byte`` one per sub-block)."""
+        return self.builder.zext(self._bytes(byte, I8), vec(I32, self.n))
+
+    def u16(self, byte: int) -> ir.Value:
+        """``<n x i32>`` of the little-endian u16 at ``byte`` of each lane's block."""
+        return self.builder.zext(self._bytes(byte, I16), vec(I32, self.n))
+
+    def act(self, i: int) -> ir.Value:
+        """``<n x T>`` of each lane's block's element of activation array ``i`` of ``acts``."""
+        aryty, ary = self._acts[i]
+        ptr = element_ptr(self.context, self.builder, aryty, ary, self._b)
+        blocks = load(self.builder, ptr, vec(self.context.get_data_type(aryty.dtype), self.n // self.sub_blocks))
+        if self.sub_blocks == 1:
+            return blocks
+        return pick(self.builder, blocks, [m // self.sub_blocks for m in range(self.n)])
+
+    def sub_block(self) -> ir.Value:
+        """``<n x i32>`` of each lane's sub-block index, 0..L - 1."""
+        return const_vec(I32, [m % self.sub_blocks for m in range(self.n)])
+
+    def float(self, ints: ir.Value) -> ir.Value:
+        """C's ``(float)`` of an ``<n x i32>``."""
+        return self.builder.sitofp(ints, vec(F32, self.n))
+
+    def splat(self, ty: ir.Type, value: int | float) -> ir.Constant:
+        return ir.Constant(vec(ty, self.n), [value] * self.n)
+
+
+# x86's phaddd on <8 x i32> (pairwise sums within each 128-bit half: a0+a1, a2+a3, b0+b1, b2+b3 |
+# a4+a5, a6+a7, b4+b5, b6+b7), as the two shuffles LLVM matches to it.
+_HADD_EVEN = [0, 2, 8, 10, 4, 6, 12, 14]
+_HADD_ODD = [1, 3, 9, 11, 5, 7, 13, 15]
+
+
+def transpose_sum(builder: ir.IRBuilder, vectors: Sequence[ir.Value]) -> ir.Value:
+    """``<n x i32>`` whose lane k is the sum of the 8 lanes of ``vectors[k]`` (n = 1, 4 or 8
+    ``<8 x i32>``, as :func:`dot32_lanes` returns them): two rounds of pairwise sums leave, in
+    each 128-bit half, one lane per vector; the halves are then added."""
+    if any(v.type != vec(I32, 8) for v in vectors):
+        raise ValueError(f"transpose_sum: <8 x i32> vectors, got {[str(v.type) for v in vectors]}")
+    if len(vectors) == 1:
+        return fold(builder, vectors[0], 1)
+    if len(vectors) not in (4, 8):
+        raise ValueError(f"transpose_sum: 1, 4 or 8 vectors, got {len(vectors)}")
+    vs = list(vectors)
+    for _ in range(2):
+        vs = [builder.add(builder.shuffle_vector(vs[k], vs[k + 1], const_vec(I32, _HADD_EVEN)),
+                          builder.shuffle_vector(vs[k], vs[k + 1], const_vec(I32, _HADD_ODD)))
+              for k in range(0, len(vs), 2)]
+    if len(vs) == 1:  # 4 vectors: [a b c d | a' b' c' d']
+        return builder.add(pick(builder, vs[0], range(4)), pick(builder, vs[0], range(4, 8)))
+    low = builder.shuffle_vector(vs[0], vs[1], const_vec(I32, [0, 1, 2, 3, 8, 9, 10, 11]))
+    high = builder.shuffle_vector(vs[0], vs[1], const_vec(I32, [4, 5, 6, 7, 12, 13, 14, 15]))
+    return builder.add(low, high)
+
+
+LANE_COUNTS = (8, 4, 1)  # the sub-blocks one step takes, most first (what transpose_sum sums)
+
+
+def row_dot_intrinsic(decode, block_bytes: int, kind: str, terms, sub_blocks: int = 1,  # type: ignore[no-untyped-def]
+                      sub_block_at: int = 0, sub_block_bytes: int = 0):
+    """The intrinsic ``row_dot(w, at, nb, q8, acts) -> float32`` of a format of 32-weight blocks or
+    sub-blocks: C's ``sumf += term`` over the ``nb`` blocks from byte ``at`` of ``w`` (uint8,
+    C-contiguous), sub-block after sub-block. A sub-block's integer dot is its ``decode``d values
+    (of the ``kind`` :func:`dot32_lanes` says; ``decode(context, builder, wt, w_, woff_)``, the
+    sub-block at byte ``woff_``) times its 32 int8 quants of ``q8`` (C-contiguous, in weight
+    order); ``terms(lanes, sums)`` makes the float terms of a step's sub-blocks from their
+    ``<n x i32>`` integer dots ``sums`` and a :class:`BlockLanes` (their scales in ``w``, their
+    elements of ``acts``, a tuple of C-contiguous arrays with one element per block: the
+    activation's scales, ...), in C's float order lane by lane. ``sub_blocks`` per block (1, 4 or
+    8), sub-block k at byte ``sub_block_at + k * sub_block_bytes`` of its block. A step takes 8
+    sub-blocks where it can, then 4, then one."""
+    steps = [count // sub_blocks for count in LANE_COUNTS if count % sub_blocks == 0]
+
     @intrinsic
-    def block_dot(typingctx, w, woff, q8, qoff):  # type: ignore[no-untyped-def]
-        if not (c_array(w, types.uint8) and c_array(q8, types.int8)):
+    def row_dot(typingctx, w, at, nb, q8, acts):  # type: ignore[no-untyped-def]
+        if not (c_array(w, types.uint8) and c_array(q8, types.int8) and isinstance(acts, types.BaseTuple)
+                and all(isinstance(t, types.Array) and t.layout == "C" for t in acts.types)):
             return None
-        sig = types.int32(w, woff, q8, qoff)
+        sig = types.float32(w, at, nb, q8, acts)
 
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            w_, woff_, q8_, qoff_ = args
-            wt, _, qt, _ = signature.args
-            prefetch_ahead(context, builder, wt, w_, woff_, block_bytes)
-            values = decode(context, builder, wt, w_, woff_)
-            quants = load(builder, element_ptr(context, builder, qt, q8_, qoff_), vec(I8, 32))
-            return dot32(builder, values, quants, kind, offset)
+            wt, att, nbt, qt, actty = signature.args
+            w_, q8_ = args[0], args[3]
+            at_ = context.cast(builder, args[1], att, types.intp)
+            nb_ = context.cast(builder, args[2], nbt, types.intp)
+            acts_ = cgutils.unpack_tuple(builder, args[4], len(actty))
+            sumf = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
+
+            def step(b: ir.Value, blocks: int) -> None:
+                """Blocks b .. b + blocks - 1 into ``sumf``."""
+                block_at = builder.add(at_, builder.mul(b, ir.Constant(I64, block_bytes)))
+                prefetch_ahead(context, builder, wt, w_, block_at, blocks * block_bytes)
+                first_q = builder.mul(b, ir.Constant(I64, 32 * sub_blocks))
+                lanes = []
+                for m in range(blocks * sub_blocks):
+                    sub_at = (m // sub_blocks) * block_bytes + sub_block_at + (m % sub_blocks) * sub_block_bytes
+                    values = decode(context, builder, wt, w_, offset(builder, block_at, sub_at))
+                    quants = load(builder, element_ptr(context, builder, qt, q8_, offset(builder, first_q, 32 * m)),
+                                  vec(I8, 32))
+                    lanes.append(dot32_lanes(builder, values, quants, kind))
+                view = BlockLanes(context, builder, wt, w_, block_at, block_bytes, sub_blocks, actty, acts_, b,
+                                  len(lanes))
+                t = terms(view, transpose_sum(builder, lanes))
+                total = builder.load(sumf)
+                for m in range(len(lanes)):
+                    total = builder.fadd(total, builder.extract_element(t, ir.Constant(I32, m)))
+                builder.store(total, sumf)
+
+            start = cgutils.alloca_once_value(builder, ir.Constant(I64, 0))
+            for blocks in steps:
+                first = builder.load(start)
+                count = builder.sdiv(builder.sub(nb_, first), ir.Constant(I64, blocks))
+                with cgutils.for_range(builder, count) as loop:
+                    step(builder.add(first, builder.mul(loop.index, ir.Constant(I64, blocks))), blocks)
+                builder.store(builder.add(first, builder.mul(count, ir.Constant(I64, blocks))), start)
+            return builder.load(sumf)
 
         return sig, codegen
 
     if kind not in DOT_VALUES:
-        raise ValueError(f"block32_dot_intrinsic: kind must be one of {DOT_VALUES}, got {kind!r}")
-    return block_dot
+        raise ValueError(f"row_dot_intrinsic: kind must be one of {DOT_VALUES}, got {kind!r}")
+    if not steps or steps[-1] != 1:
+        raise ValueError(f"row_dot_intrinsic: sub_blocks must be 1, 4 or 8, got {sub_blocks}")
+    return row_dot
 
 
 def block32_dequantize_intrinsic(decode):  # type: ignore[no-untyped-def]
     """The intrinsic ``dequantize_block(w, woff, out, ooff, d, m)`` of a 32-weight format: writes
     ``values * d + m`` (float32, in that order; ``m = -0.0`` leaves the products unchanged) of the
     block at byte ``woff`` of ``w`` (uint8, C-contiguous) to ``out[ooff:ooff + 32]`` (float32,
-    C-contiguous), the values decoded by ``decode`` as for :func:`block32_dot_intrinsic`."""
+    C-contiguous), the values decoded by ``decode`` as for :func:`row_dot_intrinsic`."""
 
     @intrinsic
     def dequantize_block(typingctx, w, woff, out, ooff, d, m):  # type: ignore[no-untyped-def]

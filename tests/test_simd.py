@@ -25,7 +25,7 @@ def test_gemv_kernel_on_any_activation_blocks(name, data):
     d, edge cases weighted), not only those the activation quantizer makes: the kernel still
     equals the reference."""
     fmt = qk.get_format(name)
-    nb = data.draw(st.integers(1, 3), label="blocks per row")
+    nb = data.draw(st.integers(1, 20), label="blocks per row")
     rows = data.draw(st.integers(1, 3), label="rows")
     w = data.draw(qst.blocks(name, n_blocks=rows * nb)).reshape(rows, nb, fmt.block_bytes)
     act = data.draw(qst.blocks(fmt.activation, n_blocks=nb))
@@ -41,26 +41,50 @@ def test_gemv_kernel_on_extreme_blocks(name, fill, q8):
     """Every byte of the weights at 0x00, 0x80 or 0xFF (quants and scales at their extremes, the
     signed ones included) against q8 = -128 or 127 everywhere: the largest integer sums."""
     fmt = qk.get_format(name)
-    w = np.full((2, 2, fmt.block_bytes), fill, dtype=np.uint8)
+    w = np.full((2, 13, fmt.block_bytes), fill, dtype=np.uint8)  # 13 blocks: a step of 8, of 4, of 1
     blocks = w.view(fmt.block_dtype)
     # Finite scales of one (MXFP4's exponent 128 is 2**0) and mins of minus one.
     for field, value in {"d": np.float16(1), "e": 128, "dmin": np.float16(-1), "m": np.float16(-1)}.items():
         if field in fmt.block_dtype.names:
             blocks[field] = value
-    act = np.zeros(2, dtype=qk.get_format(fmt.activation).block_dtype)
+    act = np.zeros(13, dtype=qk.get_format(fmt.activation).block_dtype)
     act["d"], act["qs"] = 1, q8
     for field, value in {"bsums": q8 * 16, "s": q8 * 32}.items():  # Q8_K's sums of 16, Q8_1's d x sum
         if field in act.dtype.names:
             act[field] = value
-    act = act.view(np.uint8).reshape(2, -1)
+    act = act.view(np.uint8).reshape(13, -1)
     expected = fmt.reference.gemv(w, act, 1)
     assert np.all(np.isfinite(expected))
     assert_bit_identical(expected, fmt.numba.gemv(w, act, 1), f"{name} gemv")
 
 
-def test_a_block_dot_of_an_unknown_kind_of_values_is_refused_naming_the_kinds():
+def _random_blocks(fmt, rng, n):
+    """``n`` blocks of random bytes, their f16 fields (scales, mins, sums) finite."""
+    blocks = rng.integers(0, 256, (n, fmt.block_bytes), dtype=np.uint8)
+    fields = blocks.view(fmt.block_dtype)
+    for name in fmt.block_dtype.names:
+        if fmt.block_dtype[name] == np.float16:
+            fields[name] = rng.standard_normal(fields[name].shape).astype(np.float16)
+    return blocks
+
+
+@pytest.mark.parametrize("name", DOT)
+def test_gemv_kernel_on_every_row_length_from_1_to_17_blocks(name):
+    """The 32-weight formats step through a row 8 blocks at a time, then 4, then one: every
+    remainder, on weights and activations with random bytes (finite scales)."""
+    fmt = qk.get_format(name)
+    rng = np.random.default_rng(17)
+    for nb in range(1, 18):
+        w = _random_blocks(fmt, rng, 3 * nb).reshape(3, nb, fmt.block_bytes)
+        act = _random_blocks(qk.get_format(fmt.activation), rng, nb)
+        assert_bit_identical(fmt.reference.gemv(w, act, 1), fmt.numba.gemv(w, act, 1), f"{name} gemv, {nb} blocks")
+
+
+def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_naming_it():
     with pytest.raises(ValueError, match="kind must be one of .*'int8'.*got 'float'"):
-        simd.block32_dot_intrinsic(lambda *args: None, 18, "float")
+        simd.row_dot_intrinsic(lambda *args: None, 18, "float", lambda *args: None)
+    with pytest.raises(ValueError, match="sub_blocks must be 1, 4 or 8, got 3"):
+        simd.row_dot_intrinsic(lambda *args: None, 18, "signed", lambda *args: None, sub_blocks=3)
 
 
 GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,f16c=False"

@@ -241,11 +241,17 @@ def table_values(context, builder, wt, w_, at):  # type: ignore[no-untyped-def]
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 values (see ``simd.block32_dot_intrinsic``)."""
+    """IR: the block's 32 values (see ``simd.row_dot_intrinsic``)."""
     return table_values(context, builder, wt, w_, simd.offset(builder, woff_, 2))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "signed")  # KVALUES: never -128
+def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
+    """IR: ``(dy * d) * sumi`` (acts: dy)."""
+    b = lanes.builder
+    return b.fmul(b.fmul(lanes.act(0), lanes.f16(0)), lanes.float(sumi))
+
+
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "signed", _terms)  # KVALUES: never -128
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -257,30 +263,26 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
-        sumf = F32(0)
-        for b in range(nb):
-            at = (r * nb + b) * BLOCK_BYTES
-            sumi = _block_dot(w, at, q8, b * QK)
-            sumf += (dy[b] * simd.f16_at(w, at)) * F32(sumi)
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * BLOCK_BYTES, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
+    acts = (dy,)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -213,7 +213,23 @@ def _decode_sub_block(context, builder, wt, w_, woff_):  # type: ignore[no-untyp
     return iq4_nl.table_values(context, builder, wt, w_, woff_)
 
 
-_sub_block_dot = simd.block32_dot_intrinsic(_decode_sub_block, BLOCK_BYTES // 8, "signed")  # never -128
+def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
+    """IR: ``(d4d8 * (ls - 32)) * sumi`` per sub-block, ``d4d8 = d * dy`` (acts: dy), the scale as
+    :func:`_scale` makes it."""
+    b = lanes.builder
+    k = lanes.sub_block()
+    low = b.and_(b.lshr(lanes.u8([4 + s // 2 for s in range(8)]), b.mul(b.and_(k, lanes.splat(simd.I32, 1)),
+                                                                       lanes.splat(simd.I32, 4))),
+                 lanes.splat(simd.I32, 0xF))
+    high = b.and_(b.lshr(lanes.u16(2), b.add(k, k)), lanes.splat(simd.I32, 3))
+    ls = b.sub(b.or_(low, b.shl(high, lanes.splat(simd.I32, 4))), lanes.splat(simd.I32, 32))
+    d4d8 = b.fmul(lanes.f16(0), lanes.act(0))
+    return b.fmul(b.fmul(d4d8, lanes.float(ls)), lanes.float(sumi))
+
+
+# Eight sub-blocks of 16 bytes from byte 8: one block per step. KVALUES: never -128.
+_row_dot = simd.row_dot_intrinsic(_decode_sub_block, BLOCK_BYTES, "signed", _terms, sub_blocks=8, sub_block_at=8,
+                                  sub_block_bytes=16)
 
 _dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
 
@@ -229,33 +245,26 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
-        sumf = F32(0)
-        for b in range(nb):
-            blk = w[r, b]
-            at = (r * nb + b) * BLOCK_BYTES
-            d4d8 = simd.f16_at(w, at) * dy[b]
-            for s in range(8):
-                sumi = _sub_block_dot(w, at + 8 + 16 * s, q8, b * QK + 32 * s)
-                sumf += (d4d8 * F32(_scale(blk, s))) * F32(sumi)
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * BLOCK_BYTES, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = _unpack(act)
-    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = _unpack(act)
+    acts = (dy,)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -169,12 +169,23 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 table values (see ``simd.block32_dot_intrinsic``)."""
+    """IR: the block's 32 table values (see ``simd.row_dot_intrinsic``)."""
     qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
     return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "signed")  # KVALUES: never -128
+def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
+    """IR: ``(dy * 2**(e - 128)) * sumi`` (acts: dy), the scale as :func:`half_scale` makes it."""
+    b = lanes.builder
+    e, one = lanes.u8(0), lanes.splat(simd.I32, 1)
+    tiny = b.shl(lanes.splat(simd.I32, 0x00200000), b.and_(e, one))  # e < 2; the mask keeps the shift defined
+    bits = b.select(b.icmp_unsigned("<", e, lanes.splat(simd.I32, 2)), tiny,
+                    b.shl(b.sub(e, one), lanes.splat(simd.I32, 23)))
+    scale = b.bitcast(bits, simd.vec(simd.F32, lanes.n))
+    return b.fmul(b.fmul(lanes.act(0), scale), lanes.float(sumi))
+
+
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "signed", _terms)  # KVALUES: never -128
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -186,29 +197,26 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
-        sumf = F32(0)
-        for b in range(nb):
-            sumi = _block_dot(w, (r * nb + b) * BLOCK_BYTES, q8, b * QK)
-            sumf += (dy[b] * half_scale(np.int32(w[r, b, 0]))) * F32(sumi)
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * BLOCK_BYTES, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
+    acts = (dy,)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

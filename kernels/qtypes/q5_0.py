@@ -122,7 +122,7 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 def _quants(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants q, 0..31 (see ``simd.block32_dot_intrinsic``)."""
+    """IR: the block's 32 quants q, 0..31 (see ``simd.row_dot_intrinsic``)."""
     qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 6), n=16)
     high = simd.bit_per_lane(builder, simd.load_u32(context, builder, wt, w_, simd.offset(builder, woff_, 2)), 4)
     return builder.or_(simd.nibbles32(builder, qs), high)
@@ -133,7 +133,15 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return builder.sub(_quants(context, builder, wt, w_, woff_), simd.splat_const(simd.I8, 16, 32))
 
 
-_block_dot = simd.block32_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", offset=16)
+def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
+    """IR: ``(d * dy) * sumi``, with ``sumi`` the dot of the values q - 16: the quants' dot less 16
+    times the activation block's quant sum (acts: dy, the quant sums)."""
+    b = lanes.builder
+    sumi = b.sub(sums, b.mul(lanes.act(1), lanes.splat(simd.I32, 16)))
+    return b.fmul(b.fmul(lanes.f16(0), lanes.act(0)), lanes.float(sumi))
+
+
+_row_dot = simd.row_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", _terms)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -145,30 +153,26 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
-        sumf = F32(0)
-        for b in range(nb):
-            at = (r * nb + b) * BLOCK_BYTES
-            sumi = _block_dot(w, at, q8, b * QK)
-            sumf += (simd.f16_at(w, at) * dy[b]) * F32(sumi)
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * BLOCK_BYTES, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, dy, q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
+    acts = (dy, q8_0.quant_sums(q8))
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -125,13 +125,19 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants (see ``simd.block32_dot_intrinsic``)."""
+    """IR: the block's 32 quants (see ``simd.row_dot_intrinsic``)."""
     qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 8), n=16)
     high = simd.bit_per_lane(builder, simd.load_u32(context, builder, wt, w_, simd.offset(builder, woff_, 4)), 4)
     return builder.or_(simd.nibbles32(builder, qs), high)
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned")  # quants 0..31
+def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
+    """IR: ``(d * dy) * sumi + m * s`` (acts: dy, s)."""
+    b = lanes.builder
+    return b.fadd(b.fmul(b.fmul(lanes.f16(0), lanes.act(0)), lanes.float(sumi)), b.fmul(lanes.f16(2), lanes.act(1)))
+
+
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", _terms)  # quants 0..31
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -144,31 +150,26 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, sy: np.ndarray, q8: np.ndarray, out: np.ndarray,
-               start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
-        sumf = F32(0)
-        for b in range(nb):
-            at = (r * nb + b) * BLOCK_BYTES
-            sumi = _block_dot(w, at, q8, b * QK)
-            sumf += (simd.f16_at(w, at) * dy[b]) * F32(sumi) + simd.f16_at(w, at + 2) * sy[b]
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * BLOCK_BYTES, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, sy, q8 = q8_1.unpack(act)
-    _gemv_rows(w, dy, sy, q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, sy), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, sy, q8 = q8_1.unpack(act)
+    acts = (dy, sy)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, sy, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

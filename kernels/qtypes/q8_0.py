@@ -152,6 +152,19 @@ def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @inline
+def quant_sums(q: np.ndarray) -> np.ndarray:
+    """Each block's sum of its quants, int32 (nb,) of int8 (nb, 32): what the formats whose values
+    are quants minus an offset (Q4_0, Q5_0) take, offset times, from their blocks' integer dots."""
+    out = np.empty(q.shape[0], dtype=np.int32)
+    for b in range(q.shape[0]):
+        s = np.int32(0)
+        for j in range(QK):
+            s += np.int32(q[b, j])
+        out[b] = s
+    return out
+
+
+@inline
 def amax(x: np.ndarray) -> np.float32:
     """The largest magnitude of 32 values (C's ``fmaxf`` loop; NaN never wins)."""
     return simd.amax32(x, 0)
@@ -250,13 +263,19 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants (see ``simd.block32_dot_intrinsic``)."""
+    """IR: the block's 32 quants (see ``simd.row_dot_intrinsic``)."""
     return simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 2))
 
 
-_block_dot = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES)
+def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
+    """IR: ``sumi * (d * dy)`` (acts: dy)."""
+    b = lanes.builder
+    return b.fmul(lanes.float(sumi), b.fmul(lanes.f16(0), lanes.act(0)))
+
+
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "int8", _terms)
 # Activations without a -128 quant (all but a block whose 127/max overflowed) take pmaddubsw.
-_block_dot_no_128 = simd.block32_dot_intrinsic(_decode, BLOCK_BYTES, "int8 by quants above -128")
+_row_dot_no_128 = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "int8 by quants above -128", _terms)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -269,21 +288,17 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 @jit
-def _gemv_rows(w: np.ndarray, dy: np.ndarray, q8: np.ndarray, out: np.ndarray, start: int, stop: int,
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int,
                no_128: bool) -> None:
     nb = w.shape[1]
     for r in range(start, stop):
-        sumf = F32(0)
-        for b in range(nb):
-            at = (r * nb + b) * BLOCK_BYTES
-            sumi = _block_dot_no_128(w, at, q8, b * QK) if no_128 else _block_dot(w, at, q8, b * QK)
-            sumf += F32(sumi) * (simd.f16_at(w, at) * dy[b])
-        out[r] = sumf
+        at = r * nb * BLOCK_BYTES
+        out[r] = _row_dot_no_128(w, at, nb, q8, acts) if no_128 else _row_dot(w, at, nb, q8, acts)
 
 
 @jit
 def _no_128(q8: np.ndarray) -> bool:
-    """Whether no activation quant is -128 (then :data:`_block_dot_no_128` is exact)."""
+    """Whether no activation quant is -128 (then :data:`_row_dot_no_128` is exact)."""
     smallest = np.int32(0)
     for b in range(q8.shape[0]):
         for j in range(QK):
@@ -294,7 +309,7 @@ def _no_128(q8: np.ndarray) -> bool:
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = unpack(act)
-    _gemv_rows(w, dy, q8, out, 0, w.shape[0], _no_128(q8))
+    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0], _no_128(q8))
 
 
 @pjit
@@ -304,7 +319,7 @@ def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, dy, q8, out, c * rows // chunks, (c + 1) * rows // chunks, no_128)
+        _gemv_rows(w, (dy,), q8, out, c * rows // chunks, (c + 1) * rows // chunks, no_128)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
