@@ -101,10 +101,14 @@ def gemv(
     return Matrix(w_raw, qtype, backend=backend)(x, threads)
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 class Matrix:
     """Quantized weights checked once for any number of gemv calls: ``Matrix(w_raw, qtype)(x)``
     equals ``gemv(w_raw, x, qtype)`` bit for bit, and each call checks only ``x`` (a float32
-    vector of ``row_weights`` finite values, else the same errors as :func:`gemv`).
+    vector of ``row_weights`` finite values, else the same errors as :func:`gemv`). With the numba
+    backend a call is one kernel call, which quantizes ``x`` too.
 
     ``w`` is the weights as uint8 (rows, blocks_per_row, block_bytes), a view of ``w_raw`` when it
     is C-contiguous uint8: the caller must not change them while the matrix is in use.
@@ -141,6 +145,15 @@ class Matrix:
 
     def __call__(self, x: Any, threads: int | None = None) -> np.ndarray:
         """The weights times float32 ``x``: float32 (rows,), as :func:`gemv`."""
+        if (self.backend == "numba" and type(x) is np.ndarray and x.dtype is _FLOAT32
+                and x.shape == (self.row_weights,) and x.flags.c_contiguous):
+            # One kernel call: this package's gemv kernels quantize float32 x themselves (and
+            # raise ValueError where x is not finite, as for a bad ``threads``: the checks below
+            # then name the problem).
+            try:
+                return self._gemv(self.w, x, threads)
+            except ValueError:
+                pass
         act = self.activation(x)
         if self.backend == "reference":
             return np.concatenate([self._gemv(rows, act, threads) for rows in _row_chunks(self.w, self.fmt)])

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
+import numba.extending
+import numpy as np
 
 from . import simd
 
@@ -104,6 +106,35 @@ def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
     return numba.njit(inline="always", **SETTINGS)(fn)
 
 
+def activation_blocks(quantize_kernel: Callable[..., Any], block_weights: int, block_bytes: int) -> Callable[..., Any]:
+    """A function for the dot kernels, ``blocks(x)``: an activation format's blocks (uint8, 2-D) as
+    they are, or float32 values (1-D, or (n_blocks, ``block_weights``)) quantized to new blocks by
+    ``quantize_kernel(x, out)`` (a jitted kernel writing uint8 (n_blocks, ``block_bytes``)), so that
+    a gemv quantizes its activation in the same call. Values that are not all finite raise
+    ValueError (the API checks them before, naming the value; this guards direct callers)."""
+
+    def blocks(x: Any) -> Any:
+        raise TypeError("activation blocks are for Numba kernels")
+
+    @numba.extending.overload(blocks, jit_options=dict(SETTINGS, cache=False), inline="always")
+    def _blocks(x):  # type: ignore[no-untyped-def]
+        if isinstance(x, numba.types.Array) and x.dtype == numba.types.uint8 and x.ndim == 2:
+            return lambda x: x
+        if isinstance(x, numba.types.Array) and x.dtype == numba.types.float32 and x.ndim in (1, 2):
+            def quantized(x):  # type: ignore[no-untyped-def]
+                values = x.reshape((x.size // block_weights, block_weights))
+                for v in values.flat:
+                    if not np.isfinite(v):
+                        raise ValueError("the activation holds a value that is not finite")
+                out = np.empty((values.shape[0], block_bytes), dtype=np.uint8)
+                quantize_kernel(values, out)
+                return out
+            return quantized
+        return None
+
+    return blocks
+
+
 # Work (in weights) below which the serial kernel is used when the caller leaves ``threads`` unset.
 PARALLEL_MIN_WEIGHTS = 1 << 20
 
@@ -128,6 +159,10 @@ def dispatch(
     *args: Any,
 ) -> Any:
     """Run ``serial(*args)`` or, on more than one thread, ``parallel(*args)`` with that many."""
+    # The serial cases first, in as few steps as possible: a small gemv's whole call takes a few
+    # microseconds, and resolve_threads' checks cost half of one.
+    if (work_weights < PARALLEL_MIN_WEIGHTS if threads is None else type(threads) is int and threads == 1):
+        return serial(*args)
     n = resolve_threads(threads, work_weights)
     if n == 1:
         return serial(*args)

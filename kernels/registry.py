@@ -21,7 +21,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 #       -> None (writes out)
 #   quantize(x float32 (n_blocks, block_weights), threads)    -> uint8 (n_blocks, block_bytes)
 #   gemv(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes),
-#        threads) -> float32 (rows,)      [act holds the activation format's blocks, e.g. Q8_K]
+#        threads) -> float32 (rows,)      [act holds the activation format's blocks, e.g. Q8_K;
+#        the numba backend's also takes the float32 values, 1-D, and quantizes them in the call]
 #   quantize_activation: as quantize       [an activation format quantized as for a dot product]
 DequantizeFn = Callable[[np.ndarray, np.ndarray, "int | None"], None]
 QuantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]

@@ -80,6 +80,25 @@ def test_gemv_kernel_on_every_row_length_from_1_to_17_blocks(name):
         assert_bit_identical(fmt.reference.gemv(w, act, 1), fmt.numba.gemv(w, act, 1), f"{name} gemv, {nb} blocks")
 
 
+@pytest.mark.parametrize("name", DOT)
+def test_a_gemv_kernel_given_float_values_quantizes_them_as_the_api_does(name):
+    """The kernels also take x itself (1-D, or in activation blocks) and quantize it in the same
+    call (what qk.Matrix does): the result is the gemv of qk.quantize_activation(x), bit for bit;
+    a value that is not finite is a ValueError, never a dot of garbage."""
+    fmt = qk.get_format(name)
+    rng = np.random.default_rng(3)
+    nb = 2 if fmt.block_weights == 256 else 13
+    w = _random_blocks(fmt, rng, 5 * nb).reshape(5, nb, fmt.block_bytes)
+    x = (rng.standard_normal(nb * fmt.block_weights) * 3).astype(np.float32)
+    expected = fmt.numba.gemv(w, qk.quantize_activation(x, name), 1)
+    for threads in (1, 2):
+        for values in (x, x.reshape(-1, qk.get_format(fmt.activation).block_weights)):
+            assert_bit_identical(expected, fmt.numba.gemv(w, values, threads), f"{name} gemv of float x")
+    x[nb * fmt.block_weights // 2] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        fmt.numba.gemv(w, x, 1)
+
+
 def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_naming_it():
     with pytest.raises(ValueError, match="kind must be one of .*'int8'.*got 'float'"):
         simd.row_dot_intrinsic(lambda *args: None, 18, "float", lambda *args: None)

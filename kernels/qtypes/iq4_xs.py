@@ -195,8 +195,10 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 @inline
-def _unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(d float32 (nb,), quants int8 (nb, 256)) of uint8 (nb, 292) Q8_K activations."""
+def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d float32 (nb,), quants int8 (nb, 256)) of uint8 (nb, 292) Q8_K activations, or of float32
+    values that ``q8_k.blocks`` quantizes first."""
+    act = q8_k.blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
     q = np.empty((nb, QK), dtype=np.int8)

@@ -24,7 +24,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, activation_blocks, dispatch, inline, jit, pjit
 from ..jitmath import F32, c_int8, nearest_int, read_f16, roundf, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 
@@ -138,9 +138,10 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 
 
 @inline
-def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What the dot kernels read from uint8 (nb, 34) Q8_0 activations, decoded once: (d float32
-    (nb,), quants int8 (nb, 32))."""
+def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the dot kernels read from uint8 (nb, 34) Q8_0 activations, or float32 values that
+    :data:`blocks` quantizes first, decoded once: (d float32 (nb,), quants int8 (nb, 32))."""
+    act = blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
     q = np.empty((nb, QK), dtype=np.int8)
@@ -235,6 +236,9 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         quantize_activation_block(x[i], out[i], 2)
+
+
+blocks = activation_blocks(_quantize_activation, QK, BLOCK_BYTES)
 
 
 def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:

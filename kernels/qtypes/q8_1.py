@@ -23,7 +23,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath
-from ..compilation import dispatch, inline, jit, pjit
+from ..compilation import activation_blocks, dispatch, inline, jit, pjit
 from ..jitmath import F32, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
@@ -103,9 +103,11 @@ def block_dot_terms_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray, mx:
 
 
 @inline
-def unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the dot kernels read from uint8 (nb, 36) Q8_1 activations, decoded once: (d float32
-    (nb,), s float32 (nb,), quants int8 (nb, 32))."""
+def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the dot kernels read from uint8 (nb, 36) Q8_1 activations, or float32 values that
+    :data:`blocks` quantizes first, decoded once: (d float32 (nb,), s float32 (nb,), quants int8
+    (nb, 32))."""
+    act = blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
     s = np.empty(nb, dtype=np.float32)
@@ -148,6 +150,9 @@ def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         d, total = q8_0.quantize_activation_block(x[i], out[i], 4)
         write_f16(out[i], 2, d * F32(total))
+
+
+blocks = activation_blocks(_quantize_activation, QK, BLOCK_BYTES)
 
 
 def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import dispatch, inline, jit, pjit
+from ..compilation import activation_blocks, dispatch, inline, jit, pjit
 from ..jitmath import F32, bits_float, float_bits, nearest_int
 from ..registry import BlockFormat, DotTerms, Ops, register
 
@@ -146,18 +146,20 @@ def read_d(blk: np.ndarray) -> np.float32:
 
 
 @inline
-def unpack_for_lanes(blocks: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def unpack_for_lanes(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the 8-lane dot kernels (``simd.lanes_dot``) read, decoded once per vector from uint8
-    (nb, 292) Q8_K blocks: (d float32 (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
+    (nb, 292) Q8_K blocks, or float32 values that :data:`blocks` quantizes first: (d float32
+    (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
     (nb*128,): ``offset`` (the weight format's quant offset, 0..32) times the sum of each pair of
     consecutive quants of that order, bsums int32 (nb, 16))."""
-    nb = blocks.shape[0]
+    act = blocks(x)
+    nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
     qs = np.empty(nb * QK, dtype=np.int8)
     psums = np.empty(nb * QK // 2, dtype=np.int16)
     bsums = np.empty((nb, 16), dtype=np.int32)
     for i in range(nb):
-        blk = blocks[i]
+        blk = act[i]
         d[i] = read_d(blk)
         for k in range(QK):
             qs[i * QK + k] = np.int8(blk[4 + LANE_ORDER[k]])
@@ -211,6 +213,9 @@ def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
 def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
     for i in numba.prange(x.shape[0]):
         _quantize_block(x[i], out[i])
+
+
+blocks = activation_blocks(_quantize_serial, QK, BLOCK_DTYPE.itemsize)
 
 
 def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
