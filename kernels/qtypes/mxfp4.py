@@ -174,9 +174,22 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
 
 
-def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
-    """IR: ``(dy * 2**(e - 128)) * sumi`` (acts: dy), the scale as :func:`half_scale` makes it."""
+# The dot reads the table values plus 12 (0..24: unsigned, pmaddubsw without llama.cpp's sign
+# trick) and takes 12 times the activation block's quant sum off the integer dot.
+_DOT_OFFSET = 12
+
+
+def _shifted(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's 32 table values plus :data:`_DOT_OFFSET`."""
+    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
+    return simd.lookup16(builder, (KVALUES + _DOT_OFFSET).tolist(), simd.nibbles32(builder, qs))
+
+
+def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
+    """IR: ``(dy * 2**(e - 128)) * sumi`` (acts: dy, the quant sums), the scale as
+    :func:`half_scale` makes it, ``sumi`` the shifted values' dot less the offset's share."""
     b = lanes.builder
+    sumi = b.sub(sums, b.mul(lanes.act(1), lanes.splat(simd.I32, _DOT_OFFSET)))
     e, one = lanes.u8(0), lanes.splat(simd.I32, 1)
     tiny = b.shl(lanes.splat(simd.I32, 0x00200000), b.and_(e, one))  # e < 2; the mask keeps the shift defined
     bits = b.select(b.icmp_unsigned("<", e, lanes.splat(simd.I32, 2)), tiny,
@@ -185,7 +198,7 @@ def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(lanes.act(0), scale), lanes.float(sumi))
 
 
-_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "signed", _terms)  # KVALUES: never -128
+_row_dot = simd.row_dot_intrinsic(_shifted, BLOCK_BYTES, "unsigned", _terms)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -206,13 +219,13 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    acts = (dy,)
+    acts = (dy, q8_0.quant_sums(q8))
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
