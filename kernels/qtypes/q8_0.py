@@ -155,7 +155,7 @@ def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @inline
 def quant_sums(q: np.ndarray) -> np.ndarray:
     """Each block's sum of its quants, int32 (nb,) of int8 (nb, 32): what the formats whose values
-    are quants minus an offset (Q4_0, Q5_0) take, offset times, from their blocks' integer dots."""
+    are quants minus an offset (Q4_0, Q5_0, MXFP4 shifted) take, offset times, from their blocks' integer dots."""
     out = np.empty(q.shape[0], dtype=np.int32)
     for b in range(q.shape[0]):
         s = np.int32(0)
