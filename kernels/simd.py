@@ -411,8 +411,8 @@ def dot32_lanes(builder: ir.IRBuilder, values: ir.Value, quants: ir.Value, kind:
       trick the other way round, pmaddubsw of ``|values|`` and the quants with the values' signs.
     - ``"unsigned"``: 0..127: pmaddubsw of the values and the quants (a pair is at most 2 x 127 x
       128). Formats whose values are quants minus an offset (Q4_0's 8, Q5_0's 16; MXFP4's table
-      values shifted by 12) dot the quants
-      and subtract the offset times the activation block's quant sum (:func:`row_dot_intrinsic`).
+      values shifted by 12) dot the quants and subtract the offset times the activation block's
+      quant sum (:func:`row_dot_intrinsic`).
     """
     if kind == "int8":
         wide = vec(I16, 32)
