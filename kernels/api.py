@@ -129,12 +129,17 @@ class Matrix:
         self.row_weights = n_blocks * fmt.block_weights
         self._act_rows = (-1, act_fmt.block_weights)
 
+    def _plain(self, x: Any) -> bool:
+        """Whether ``x`` is already what the kernels take: a C-contiguous float32 vector of
+        ``row_weights`` values (finite or not)."""
+        return (type(x) is np.ndarray and x.dtype is _FLOAT32 and x.shape == (self.row_weights,)
+                and x.flags.c_contiguous)
+
     def activation(self, x: Any) -> np.ndarray:
         """``x`` checked and quantized to the activation format, as :func:`quantize_activation`."""
         # The common case in one test (x . x is finite exactly when every value is, unless the
         # finite values overflow it); anything else goes through the checks that name the problem.
-        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape == (self.row_weights,)
-                and x.flags.c_contiguous and math.isfinite(np.vdot(x, x))):
+        if not (self._plain(x) and math.isfinite(np.vdot(x, x))):
             x = as_float32(x, "x", (1,))
             if x.shape[0] != self.row_weights:
                 raise ValueError(
@@ -145,8 +150,7 @@ class Matrix:
 
     def __call__(self, x: Any, threads: int | None = None) -> np.ndarray:
         """The weights times float32 ``x``: float32 (rows,), as :func:`gemv`."""
-        if (self.backend == "numba" and type(x) is np.ndarray and x.dtype is _FLOAT32
-                and x.shape == (self.row_weights,) and x.flags.c_contiguous):
+        if self.backend == "numba" and self._plain(x):
             # One kernel call: this package's gemv kernels quantize float32 x themselves (and
             # raise ValueError where x is not finite, as for a bad ``threads``: the checks below
             # then name the problem).

@@ -534,7 +534,13 @@ class BlockLanes:
         return self.builder.sitofp(ints, vec(F32, self.n))
 
     def splat(self, ty: ir.Type, value: int | float) -> ir.Constant:
-        return ir.Constant(vec(ty, self.n), [value] * self.n)
+        return splat_const(ty, value, self.n)
+
+    def less_offset(self, sums: ir.Value, offset_: int, i: int) -> ir.Value:
+        """The integer dots of values that are quants minus ``offset_`` (Q4_0, Q5_0, MXFP4's shifted
+        table values), from ``sums``, the quants' dots: less ``offset_`` times each block's sum of
+        its activation quants, activation array ``i`` (``q8_0.quant_sums``)."""
+        return self.builder.sub(sums, self.builder.mul(self.act(i), self.splat(I32, offset_)))
 
 
 # x86's phaddd on <8 x i32> (pairwise sums within each 128-bit half: a0+a1, a2+a3, b0+b1, b2+b3 |

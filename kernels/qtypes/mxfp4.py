@@ -168,28 +168,27 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 table values (see ``simd.row_dot_intrinsic``)."""
-    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
-    return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
+def _table_values(table: np.ndarray):  # type: ignore[no-untyped-def]
+    """A decode (IR): the block's 32 entries of ``table`` (16 int8 values), in weight order."""
+    def decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
+        return simd.lookup16(builder, table.tolist(), simd.nibbles32(builder, qs))
+    return decode
 
 
+# The block's table values (see ``simd.row_dot_intrinsic``).
+_decode = _table_values(KVALUES)
 # The dot reads the table values plus 12 (0..24: unsigned, pmaddubsw without llama.cpp's sign
 # trick) and takes 12 times the activation block's quant sum off the integer dot.
 _DOT_OFFSET = 12
-
-
-def _shifted(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 table values plus :data:`_DOT_OFFSET`."""
-    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
-    return simd.lookup16(builder, (KVALUES + _DOT_OFFSET).tolist(), simd.nibbles32(builder, qs))
+_shifted = _table_values(KVALUES + _DOT_OFFSET)
 
 
 def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
     """IR: ``(dy * 2**(e - 128)) * sumi`` (acts: dy, the quant sums), the scale as
     :func:`half_scale` makes it, ``sumi`` the shifted values' dot less the offset's share."""
     b = lanes.builder
-    sumi = b.sub(sums, b.mul(lanes.act(1), lanes.splat(simd.I32, _DOT_OFFSET)))
+    sumi = lanes.less_offset(sums, _DOT_OFFSET, 1)
     e, one = lanes.u8(0), lanes.splat(simd.I32, 1)
     tiny = b.shl(lanes.splat(simd.I32, 0x00200000), b.and_(e, one))  # e < 2; the mask keeps the shift defined
     bits = b.select(b.icmp_unsigned("<", e, lanes.splat(simd.I32, 2)), tiny,

@@ -130,7 +130,7 @@ def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
     """IR: ``(sumi * d) * dy``, with ``sumi`` the dot of the values q - 8: the quants' dot less 8
     times the activation block's quant sum (acts: dy, the quant sums)."""
     b = lanes.builder
-    sumi = b.sub(sums, b.mul(lanes.act(1), lanes.splat(simd.I32, 8)))
+    sumi = lanes.less_offset(sums, 8, 1)
     return b.fmul(b.fmul(lanes.float(sumi), lanes.f16(0)), lanes.act(0))
 
 

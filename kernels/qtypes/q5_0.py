@@ -137,7 +137,7 @@ def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
     """IR: ``(d * dy) * sumi``, with ``sumi`` the dot of the values q - 16: the quants' dot less 16
     times the activation block's quant sum (acts: dy, the quant sums)."""
     b = lanes.builder
-    sumi = b.sub(sums, b.mul(lanes.act(1), lanes.splat(simd.I32, 16)))
+    sumi = lanes.less_offset(sums, 16, 1)
     return b.fmul(b.fmul(lanes.f16(0), lanes.act(0)), lanes.float(sumi))
 
 

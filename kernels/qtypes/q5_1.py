@@ -131,13 +131,7 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return builder.or_(simd.nibbles32(builder, qs), high)
 
 
-def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
-    """IR: ``(d * dy) * sumi + m * s`` (acts: dy, s)."""
-    b = lanes.builder
-    return b.fadd(b.fmul(b.fmul(lanes.f16(0), lanes.act(0)), lanes.float(sumi)), b.fmul(lanes.f16(2), lanes.act(1)))
-
-
-_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", _terms)  # quants 0..31
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_terms)  # quants 0..31
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 

@@ -320,10 +320,11 @@ def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = unpack(act)
     no_128 = _no_128(q8)
+    acts = (dy,)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, (dy,), q8, out, c * rows // chunks, (c + 1) * rows // chunks, no_128)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks, no_128)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import refmath
+from .. import refmath, simd
 from ..compilation import activation_blocks, dispatch, inline, jit, pjit
 from ..jitmath import F32, read_f16, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -153,6 +153,13 @@ def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
 
 
 blocks = activation_blocks(_quantize_activation, QK, BLOCK_BYTES)
+
+
+def block_terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
+    """IR for ``simd.row_dot_intrinsic``: ``(d * dy) * sumi + m * s`` of a format with its f16
+    ``d`` at byte 0 and ``m`` at byte 2 of each block (acts: dy, s; see :func:`unpack`)."""
+    b = lanes.builder
+    return b.fadd(b.fmul(b.fmul(lanes.f16(0), lanes.act(0)), lanes.float(sumi)), b.fmul(lanes.f16(2), lanes.act(1)))
 
 
 def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:
