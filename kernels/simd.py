@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -248,21 +248,18 @@ def pair_scales(builder: ir.IRBuilder, scales: ir.Value, sub_block_of: Sequence[
     return builder.sext(picked, vec(I16, 16)) if signed else builder.zext(picked, vec(I16, 16))
 
 
-def lanes_dot(context, builder: ir.IRBuilder, chunks: Sequence[ir.Value], scales: Sequence[ir.Value],
-              q8ty: types.Array, q8: ir.Value, q8_at: ir.Value, psums: tuple | None = None) -> ir.Value:
+def lanes_dot(builder: ir.IRBuilder, chunks: Sequence[ir.Value], scales: Sequence[ir.Value],
+              quants: Callable[[int], ir.Value], pair_offsets: Callable[[int], ir.Value] | None = None) -> ir.Value:
     """aux32 (``<8 x i32>``) of one block (see above). ``chunks``: 8 ``<32 x i8>`` of unsigned quants,
     chunk t holding weights 32t..32t + 31 in lane order; ``scales``: 4 pair-scale vectors
-    (:func:`pair_scales`); ``q8``: int8 quants in :data:`LANE_Q8_ORDER`, the block's 256 from
-    ``q8_at``; ``psums``: for quants with an offset, (array type, int16 array, element): per chunk
-    and half, the quants' offset times the q8 sum of each lane's byte pair, the block's 128."""
+    (:func:`pair_scales`); ``quants(t)``: chunk t's 32 int8 activation quants, in
+    :data:`LANE_Q8_ORDER`; ``pair_offsets(t)``, for quants with an offset: ``<16 x i16>``, the
+    quants' offset times the activation quant sum of each of chunk t's byte pairs."""
     sums = []
     for t, chunk in enumerate(chunks):
-        q8v = load(builder, element_ptr(context, builder, q8ty, q8, offset(builder, q8_at, 32 * t)), vec(I8, 32))
-        s = maddubs(builder, chunk, q8v)
-        if psums is not None:
-            pty, pary, p_at = psums
-            s = builder.sub(s, load(builder, element_ptr(context, builder, pty, pary, offset(builder, p_at, 16 * t)),
-                                    vec(I16, 16)))
+        s = maddubs(builder, chunk, quants(t))
+        if pair_offsets is not None:
+            s = builder.sub(s, pair_offsets(t))
         sums.append(s)
     low, high = [], []
     for u in range(4):
@@ -273,14 +270,6 @@ def lanes_dot(context, builder: ir.IRBuilder, chunks: Sequence[ir.Value], scales
     low = builder.add(pick(builder, low, range(4)), pick(builder, low, range(4, 8)))
     high = builder.add(pick(builder, high, range(4)), pick(builder, high, range(4, 8)))
     return builder.shuffle_vector(low, high, const_vec(I32, range(8)))
-
-
-def add_scaled_lanes(context, builder: ir.IRBuilder, sumsty: types.Array, sums: ir.Value, d: ir.Value,
-                     aux32: ir.Value) -> None:
-    """``sums[l] += d * (float)aux32[l]`` for the 8 lanes (float32, C's order in each lane)."""
-    sp = element_ptr(context, builder, sumsty, sums, ir.Constant(I64, 0))
-    scaled = builder.fmul(splat(builder, d, 8), builder.sitofp(aux32, vec(F32, 8)))
-    store(builder, builder.fadd(load(builder, sp, vec(F32, 8)), scaled), sp)
 
 
 def store_dequantized(context, builder: ir.IRBuilder, outty: types.Array, out: ir.Value, out_at: ir.Value,
@@ -549,45 +538,114 @@ _HADD_EVEN = [0, 2, 8, 10, 4, 6, 12, 14]
 _HADD_ODD = [1, 3, 9, 11, 5, 7, 13, 15]
 
 
+def hadd(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """phaddd on two ``<8 x i32>``: pairwise sums within each 128-bit half (see above)."""
+    return builder.add(builder.shuffle_vector(a, b, const_vec(I32, _HADD_EVEN)),
+                       builder.shuffle_vector(a, b, const_vec(I32, _HADD_ODD)))
+
+
+class TransposeSum:
+    """:func:`transpose_sum` fed one vector at a time, as a row step makes its lanes: each pairwise
+    round is emitted as soon as its two inputs exist (LLVM schedules them as it likes: the Q2_K
+    row step's code came out the same size either way)."""
+
+    def __init__(self, builder: ir.IRBuilder) -> None:
+        self.builder, self._parts, self._count = builder, [], 0  # (rounds done, vector)
+
+    def add(self, v: ir.Value) -> None:
+        if v.type != vec(I32, 8):
+            raise ValueError(f"transpose_sum: <8 x i32> vectors, got {v.type}")
+        rounds = 0
+        while self._parts and self._parts[-1][0] == rounds and rounds < 2:
+            v = hadd(self.builder, self._parts.pop()[1], v)
+            rounds += 1
+        self._parts.append((rounds, v))
+        self._count += 1
+
+    def total(self) -> ir.Value:
+        """``<n x i32>``, lane k the sum of the k-th vector added (n = 1, 4 or 8 vectors)."""
+        b, parts = self.builder, [v for _, v in self._parts]
+        if self._count == 1:
+            return fold(b, parts[0], 1)
+        if self._count == 4:  # [a b c d | a' b' c' d']
+            return b.add(pick(b, parts[0], range(4)), pick(b, parts[0], range(4, 8)))
+        if self._count == 8:
+            low = b.shuffle_vector(parts[0], parts[1], const_vec(I32, [0, 1, 2, 3, 8, 9, 10, 11]))
+            high = b.shuffle_vector(parts[0], parts[1], const_vec(I32, [4, 5, 6, 7, 12, 13, 14, 15]))
+            return b.add(low, high)
+        raise ValueError(f"transpose_sum: 1, 4 or 8 vectors, got {self._count}")
+
+
 def transpose_sum(builder: ir.IRBuilder, vectors: Sequence[ir.Value]) -> ir.Value:
     """``<n x i32>`` whose lane k is the sum of the 8 lanes of ``vectors[k]`` (n = 1, 4 or 8
     ``<8 x i32>``, as :func:`dot32_lanes` returns them): two rounds of pairwise sums leave, in
     each 128-bit half, one lane per vector; the halves are then added."""
-    if any(v.type != vec(I32, 8) for v in vectors):
-        raise ValueError(f"transpose_sum: <8 x i32> vectors, got {[str(v.type) for v in vectors]}")
-    if len(vectors) == 1:
-        return fold(builder, vectors[0], 1)
-    if len(vectors) not in (4, 8):
-        raise ValueError(f"transpose_sum: 1, 4 or 8 vectors, got {len(vectors)}")
-    vs = list(vectors)
-    for _ in range(2):
-        vs = [builder.add(builder.shuffle_vector(vs[k], vs[k + 1], const_vec(I32, _HADD_EVEN)),
-                          builder.shuffle_vector(vs[k], vs[k + 1], const_vec(I32, _HADD_ODD)))
-              for k in range(0, len(vs), 2)]
-    if len(vs) == 1:  # 4 vectors: [a b c d | a' b' c' d']
-        return builder.add(pick(builder, vs[0], range(4)), pick(builder, vs[0], range(4, 8)))
-    low = builder.shuffle_vector(vs[0], vs[1], const_vec(I32, [0, 1, 2, 3, 8, 9, 10, 11]))
-    high = builder.shuffle_vector(vs[0], vs[1], const_vec(I32, [4, 5, 6, 7, 12, 13, 14, 15]))
-    return builder.add(low, high)
+    acc = TransposeSum(builder)
+    for v in vectors:
+        acc.add(v)
+    return acc.total()
 
 
 LANE_COUNTS = (8, 4, 1)  # the sub-blocks one step takes, most first (what transpose_sum sums)
 
 
-def row_dot_intrinsic(decode, block_bytes: int, kind: str, terms, sub_blocks: int = 1,  # type: ignore[no-untyped-def]
-                      sub_block_at: int = 0, sub_block_bytes: int = 0):
-    """The intrinsic ``row_dot(w, at, nb, q8, acts) -> float32`` of a format of 32-weight blocks or
-    sub-blocks: C's ``sumf += term`` over the ``nb`` blocks from byte ``at`` of ``w`` (uint8,
-    C-contiguous), sub-block after sub-block. A sub-block's integer dot is its ``decode``d values
-    (of the ``kind`` :func:`dot32_lanes` says; ``decode(context, builder, wt, w_, woff_)``, the
-    sub-block at byte ``woff_``) times its 32 int8 quants of ``q8`` (C-contiguous, in weight
-    order); ``terms(lanes, sums)`` makes the float terms of a step's sub-blocks from their
-    ``<n x i32>`` integer dots ``sums`` and a :class:`BlockLanes` (their scales in ``w``, their
-    elements of ``acts``, a tuple of C-contiguous arrays with one element per block: the
-    activation's scales, ...), in C's float order lane by lane. ``sub_blocks`` per block (1, 4 or
-    8), sub-block k at byte ``sub_block_at + k * sub_block_bytes`` of its block. A step takes 8
-    sub-blocks where it can, then 4, then one."""
-    steps = [count // sub_blocks for count in LANE_COUNTS if count % sub_blocks == 0]
+class RowStep:
+    """What a :func:`row_sums_intrinsic` step's ``lane_sums`` reads: lane m's (sub-)block in the
+    weights and its activation quants and fields. Lane m is sub-block m % L of block ``b`` + m // L,
+    L sub-blocks per block; a lane multiplies ``lane_weights`` activation quants."""
+
+    def __init__(self, context, builder: ir.IRBuilder, wt: types.Array, w_: ir.Value,  # type: ignore[no-untyped-def]
+                 block_at: ir.Value, block_bytes: int, sub_blocks: int, qt: types.Array, q8_: ir.Value,
+                 lane_weights: int, actty: types.BaseTuple, acts: Sequence[ir.Value], b: ir.Value) -> None:
+        self.context, self.builder, self.wt, self.w = context, builder, wt, w_
+        self.block_at, self.block_bytes, self.sub_blocks = block_at, block_bytes, sub_blocks
+        self._q, self._lane_weights, self._b = (qt, q8_), lane_weights, b
+        self._acts = list(zip(actty.types, acts, strict=True))
+
+    def weights_at(self, m: int, within: int) -> ir.Value:
+        """The byte of ``w`` at ``within`` of lane m's block (``within`` counts from the block's start)."""
+        return offset(self.builder, self.block_at, (m // self.sub_blocks) * self.block_bytes + within)
+
+    def quants(self, m: int, k: int = 0, n: int = 32) -> ir.Value:
+        """``<n x i8>``: lane m's activation quants from its k-th."""
+        qt, q8_ = self._q
+        first = self.builder.mul(self._b, ir.Constant(I64, self._lane_weights * self.sub_blocks))
+        at = offset(self.builder, first, self._lane_weights * m + k)
+        return load(self.builder, element_ptr(self.context, self.builder, qt, q8_, at), vec(I8, n))
+
+    def act_at(self, i: int, m: int, per_block: int, k: int = 0, n: int | None = None) -> ir.Value:
+        """``<n x T>``: elements k .. k + n - 1 of block ``b`` + m's ``per_block`` elements of
+        activation array ``i`` (n = ``per_block`` if not given)."""
+        aryty, ary = self._acts[i]
+        first = self.builder.mul(self.builder.add(self._b, ir.Constant(I64, m)), ir.Constant(I64, per_block))
+        return load(self.builder, element_ptr(self.context, self.builder, aryty, ary, offset(self.builder, first, k)),
+                    vec(self.context.get_data_type(aryty.dtype), per_block if n is None else n))
+
+
+def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1,  # type: ignore[no-untyped-def]
+                       lane_weights: int = 32, lane_scales=None, lane_counts: Sequence[int] = LANE_COUNTS,
+                       summed: bool = False):
+    """The intrinsic ``row_dot(w, at, nb, q8, acts) -> float32``: C's ``sumf += term`` over the
+    ``nb`` blocks from byte ``at`` of ``w`` (uint8, C-contiguous), lane after lane (a lane is a
+    block, or with ``sub_blocks`` > 1 a sub-block). ``lane_sums(step, m)`` gives lane m's integer
+    sums (one or more, each an ``<8 x i32>`` whose lanes add up to it; ``step`` a
+    :class:`RowStep`: ``q8``, int8, C-contiguous, holds ``lane_weights`` quants per lane, in the
+    order the format's ``lane_sums`` reads them; ``acts`` a tuple of C-contiguous arrays, each
+    with the same number of elements per block). ``terms(lanes, *sums)`` makes the float terms of
+    a step's lanes from their ``<n x i32>`` integer sums and a :class:`BlockLanes` (their scales in
+    ``w``, the activation's fields), in C's float order lane by lane. A step takes 8 lanes where it
+    can, then 4, then one (``lane_counts``: fewer where a lane's work takes many registers);
+    ``sub_blocks`` is 1, 4 or 8.
+
+    With ``lane_scales`` (the k-quants' 8-lane dots: C's ``sums[l] += d * aux32[l]`` per block, then
+    ``sumf += sums[l]`` at the row's end), the first sum ``lane_sums`` gives is the block's aux32
+    itself, never summed across: ``lane_scales(lanes)`` gives each block's ``d`` (``<n x float>``)
+    and ``terms`` (None if C has no other term) gets the other sums.
+
+    ``summed``: ``lane_sums(step, 0)`` gives the sums of all 8 sub-blocks of the step's block at
+    once, lane s of each ``<8 x i32>`` the sum of sub-block s (``sub_blocks`` = 8), for a format
+    whose loads span several sub-blocks."""
+    steps = [count // sub_blocks for count in lane_counts if count % sub_blocks == 0]
 
     @intrinsic
     def row_dot(typingctx, w, at, nb, q8, acts):  # type: ignore[no-untyped-def]
@@ -603,24 +661,33 @@ def row_dot_intrinsic(decode, block_bytes: int, kind: str, terms, sub_blocks: in
             nb_ = context.cast(builder, args[2], nbt, types.intp)
             acts_ = cgutils.unpack_tuple(builder, args[4], len(actty))
             sumf = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
+            lanes8 = cgutils.alloca_once_value(builder, ir.Constant(vec(F32, 8), [0.0] * 8))
 
             def step(b: ir.Value, blocks: int) -> None:
                 """Blocks b .. b + blocks - 1 into ``sumf``."""
                 block_at = builder.add(at_, builder.mul(b, ir.Constant(I64, block_bytes)))
                 prefetch_ahead(context, builder, wt, w_, block_at, blocks * block_bytes)
-                first_q = builder.mul(b, ir.Constant(I64, 32 * sub_blocks))
-                lanes = []
-                for m in range(blocks * sub_blocks):
-                    sub_at = (m // sub_blocks) * block_bytes + sub_block_at + (m % sub_blocks) * sub_block_bytes
-                    values = decode(context, builder, wt, w_, offset(builder, block_at, sub_at))
-                    quants = load(builder, element_ptr(context, builder, qt, q8_, offset(builder, first_q, 32 * m)),
-                                  vec(I8, 32))
-                    lanes.append(dot32_lanes(builder, values, quants, kind))
-                view = BlockLanes(context, builder, wt, w_, block_at, block_bytes, sub_blocks, actty, acts_, b,
-                                  len(lanes))
-                t = terms(view, transpose_sum(builder, lanes))
+                row = RowStep(context, builder, wt, w_, block_at, block_bytes, sub_blocks, qt, q8_, lane_weights,
+                              actty, acts_, b)
+                n = blocks * sub_blocks
+                view = BlockLanes(context, builder, wt, w_, block_at, block_bytes, sub_blocks, actty, acts_, b, n)
+                d = lane_scales(view) if lane_scales is not None else None
+                sums: list[TransposeSum] = []
+                for m in range(0 if summed else n):
+                    lane = lane_sums(row, m)
+                    if d is not None:  # sums[l] += d * (float)aux32[l], block after block
+                        dm = splat(builder, builder.extract_element(d, ir.Constant(I32, m)), 8)
+                        scaled = builder.fmul(dm, builder.sitofp(lane[0], vec(F32, 8)))
+                        builder.store(builder.fadd(builder.load(lanes8), scaled), lanes8)
+                        lane = lane[1:]
+                    sums = sums or [TransposeSum(builder) for _ in lane]
+                    for acc, v in zip(sums, lane, strict=True):
+                        acc.add(v)
+                if terms is None:
+                    return
+                t = terms(view, *(lane_sums(row, 0) if summed else [acc.total() for acc in sums]))
                 total = builder.load(sumf)
-                for m in range(len(lanes)):
+                for m in range(n):
                     total = builder.fadd(total, builder.extract_element(t, ir.Constant(I32, m)))
                 builder.store(total, sumf)
 
@@ -631,15 +698,40 @@ def row_dot_intrinsic(decode, block_bytes: int, kind: str, terms, sub_blocks: in
                 with cgutils.for_range(builder, count) as loop:
                     step(builder.add(first, builder.mul(loop.index, ir.Constant(I64, blocks))), blocks)
                 builder.store(builder.add(first, builder.mul(count, ir.Constant(I64, blocks))), start)
-            return builder.load(sumf)
+            total = builder.load(sumf)
+            if lane_scales is not None:
+                lanes = builder.load(lanes8)
+                for lane in range(8):
+                    total = builder.fadd(total, builder.extract_element(lanes, ir.Constant(I32, lane)))
+            return total
 
         return sig, codegen
 
+    if not steps or steps[-1] != 1:
+        raise ValueError(f"row_sums_intrinsic: sub_blocks must be 1, 4 or 8, got {sub_blocks}")
+    if summed and (sub_blocks != 8 or lane_scales is not None):
+        raise ValueError(f"row_sums_intrinsic: summed lanes need 8 sub-blocks and no lane scales, got {sub_blocks}")
+    return row_dot
+
+
+def row_dot_intrinsic(decode, block_bytes: int, kind: str, terms, sub_blocks: int = 1,  # type: ignore[no-untyped-def]
+                      sub_block_at: int = 0, sub_block_bytes: int = 0):
+    """:func:`row_sums_intrinsic` for a format of 32-weight blocks or sub-blocks, whose integer sum
+    is its ``decode``d values (of the ``kind`` :func:`dot32_lanes` says; ``decode(context,
+    builder, wt, w_, woff_)``, the sub-block at byte ``woff_``) times its 32 int8 quants of ``q8``
+    (in weight order). ``sub_blocks`` per block (1, 4 or 8), sub-block k at byte ``sub_block_at +
+    k * sub_block_bytes`` of its block; ``terms(lanes, sums)`` as there."""
+
+    def lane_sums(step: RowStep, m: int) -> list[ir.Value]:
+        within = sub_block_at + (m % sub_blocks) * sub_block_bytes
+        values = decode(step.context, step.builder, step.wt, step.w, step.weights_at(m, within))
+        return [dot32_lanes(step.builder, values, step.quants(m), kind)]
+
     if kind not in DOT_VALUES:
         raise ValueError(f"row_dot_intrinsic: kind must be one of {DOT_VALUES}, got {kind!r}")
-    if not steps or steps[-1] != 1:
+    if sub_blocks not in (1, 4, 8):
         raise ValueError(f"row_dot_intrinsic: sub_blocks must be 1, 4 or 8, got {sub_blocks}")
-    return row_dot
+    return row_sums_intrinsic(lane_sums, block_bytes, terms, sub_blocks)
 
 
 def block32_dequantize_intrinsic(decode):  # type: ignore[no-untyped-def]

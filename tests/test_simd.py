@@ -70,8 +70,8 @@ def _random_blocks(fmt, rng, n):
 
 @pytest.mark.parametrize("name", DOT)
 def test_gemv_kernel_on_every_row_length_from_1_to_17_blocks(name):
-    """The 32-weight formats step through a row 8 blocks at a time, then 4, then one: every
-    remainder, on weights and activations with random bytes (finite scales)."""
+    """The row dots step through a row 8 blocks at a time, then 4, then one (the 8-lane k-quants 4
+    or one): every remainder, on weights and activations with random bytes (finite scales)."""
     fmt = qk.get_format(name)
     rng = np.random.default_rng(17)
     for nb in range(1, 18):
@@ -104,6 +104,8 @@ def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_na
         simd.row_dot_intrinsic(lambda *args: None, 18, "float", lambda *args: None)
     with pytest.raises(ValueError, match="sub_blocks must be 1, 4 or 8, got 3"):
         simd.row_dot_intrinsic(lambda *args: None, 18, "signed", lambda *args: None, sub_blocks=3)
+    with pytest.raises(ValueError, match="summed lanes need 8 sub-blocks and no lane scales, got 1"):
+        simd.row_sums_intrinsic(lambda *args: None, 136, lambda *args: None, summed=True)
 
 
 GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,f16c=False"

@@ -194,20 +194,55 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
+# The activation quants of a block as :func:`_block_sums` reads them: per pair p of sub-blocks, the
+# first 16 of sub-block 2p, of 2p + 1, then the last 16 of each (the order of the low nibbles of
+# a 32-byte load of qs, then of its high nibbles).
+PAIR_ORDER = np.array([64 * (k // 64) + 32 * ((k % 32) // 16) + 16 * ((k % 64) // 32) + k % 16 for k in range(QK)],
+                      dtype=np.int64)
+
+
 @inline
-def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(d float32 (nb,), quants int8 (nb, 256)) of uint8 (nb, 292) Q8_K activations, or of float32
-    values that ``q8_k.blocks`` quantizes first."""
+def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(d float32 (nb,), quants int8 (nb * 256,) in :data:`PAIR_ORDER`, their magnitudes uint8
+    (nb * 256,): 128 for -128) of uint8 (nb, 292) Q8_K activations, or of float32 values that
+    ``q8_k.blocks`` quantizes first."""
     act = q8_k.blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
-    q = np.empty((nb, QK), dtype=np.int8)
+    q = np.empty(nb * QK, dtype=np.int8)
+    magnitudes = np.empty(nb * QK, dtype=np.uint8)
     for b in range(nb):
         blk = act[b]
         d[b] = q8_k.read_d(blk)
-        for j in range(QK):
-            q[b, j] = np.int8(blk[4 + j])
-    return d, q
+        for k in range(QK):
+            v = np.int8(blk[4 + PAIR_ORDER[k]])
+            q[b * QK + k] = v
+            magnitudes[b * QK + k] = np.uint8(abs(np.int32(v)))
+    return d, q, magnitudes
+
+
+def _block_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
+    """IR: the 8 sub-blocks' integer dots of the step's block, lane s of one ``<8 x i32>`` (see
+    ``simd.row_sums_intrinsic``, ``summed``). One 32-byte load of qs holds two sub-blocks: its low
+    nibbles the first 16 weights of each, its high nibbles the last 16, which the activation's
+    :data:`PAIR_ORDER` matches. The table values (never -128) take the quants' signs and pmaddubsw
+    multiplies them with the quants' magnitudes (acts: dy, magnitudes): a pair is at most 2 x 128
+    x 127, no 16-bit saturation."""
+    b = step.builder
+    ones = simd.splat_const(simd.I16, 1, 16)
+    pairs = []
+    for p in range(4):
+        qs = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(m, 8 + 32 * p))
+        dots = []
+        for e in range(2):
+            values = simd.lookup16(b, iq4_nl.KVALUES.tolist(), simd.bits8(b, qs, 4 * e, 0xF))
+            k = 64 * p + 32 * e
+            signed = simd.psign(b, values, step.quants(m, k))
+            dots.append(simd.madd16(b, simd.maddubs(b, step.act_at(1, m, QK, k, 32), signed), ones))
+        pairs.append(b.add(dots[0], dots[1]))  # lanes 0-3: sub-block 2p, 4-7: 2p + 1
+    # Two rounds of pairwise sums leave sub-blocks [0 2 4 6 | 1 3 5 7].
+    mixed = simd.hadd(b, simd.hadd(b, pairs[0], pairs[1]), simd.hadd(b, pairs[2], pairs[3]))
+    return [simd.pick(b, mixed, [0, 4, 1, 5, 2, 6, 3, 7])]
 
 
 def _decode_sub_block(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
@@ -229,9 +264,7 @@ def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(d4d8, lanes.float(ls)), lanes.float(sumi))
 
 
-# Eight sub-blocks of 16 bytes from byte 8: one block per step. KVALUES: never -128.
-_row_dot = simd.row_dot_intrinsic(_decode_sub_block, BLOCK_BYTES, "signed", _terms, sub_blocks=8, sub_block_at=8,
-                                  sub_block_bytes=16)
+_row_dot = simd.row_sums_intrinsic(_block_sums, BLOCK_BYTES, _terms, sub_blocks=8, summed=True)
 
 _dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
 
@@ -255,14 +288,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = _unpack(act)
-    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0])
+    dy, q8, magnitudes = _unpack(act)
+    _gemv_rows(w, (dy, magnitudes), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = _unpack(act)
-    acts = (dy,)
+    dy, q8, magnitudes = _unpack(act)
+    acts = (dy, magnitudes)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType
-from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
@@ -277,72 +276,66 @@ def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[n
     return sig, codegen
 
 
-@intrinsic
-def _block_sums(typingctx, w, woff, q8, qoff, bsums, boff):  # type: ignore[no-untyped-def]
-    """One block's integer sums for ``ggml_vec_dot_q2_K_q8_K``, as vector IR (``simd.lanes_dot``,
-    whose lanes are then added up: this dot has no lanes).
+def _lane_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
+    """IR: block m's integer sums for ``ggml_vec_dot_q2_K_q8_K`` (``simd.row_sums_intrinsic``), as
+    ``<8 x i32>`` lanes that add up to them: isum, the sum of scale * quant * q8 over the block, and
+    summs, the sum of min * bsums over its 16 sub-blocks. Chunk t (32 weights, its two sub-blocks
+    2t and 2t + 1): pmaddubsw of the quants (0..3) and q8 leaves pairs of products, lanes 0-7 of
+    sub-block 2t and 8-15 of 2t + 1 (at most 2 * 3 * 128: no saturation), and pmaddwd multiplies
+    each pair sum by its scale (at most 15) and adds two of them."""
+    b, i16 = step.builder, simd.vec(simd.I16, 16)
+    scales = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(m, 0), 16)
+    sc = b.and_(scales, simd.splat_const(simd.I8, 15, 16))
+    # The scales of half h of the block, 16-bit, in both 128-bit halves: chunk t's scale vector is
+    # then one in-lane byte shuffle of halves[t // 4] (x86 has no cross-lane 16-bit shuffle).
+    halves = [b.zext(simd.pick(b, sc, [8 * h + k % 8 for k in range(16)]), i16) for h in range(2)]
+    products = []
+    for h in range(2):
+        qs = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(m, 16 + 32 * h))
+        for s in range(4):
+            t = 4 * h + s
+            pairs = simd.maddubs(b, simd.bits8(b, qs, 2 * s, 3), step.quants(m, 32 * t))
+            scale = simd.pick(b, halves[h], [2 * s] * 8 + [8 + 2 * s + 1] * 8)
+            products.append(simd.madd16(b, pairs, scale))
+    mins = b.zext(b.lshr(scales, simd.splat_const(simd.I8, 4, 16)), i16)
+    return [simd.tree_sum(b, products), simd.madd16(b, mins, step.act_at(1, m, 16))]
 
-    ``w``: the weights, uint8, C-contiguous, the block starting at byte ``woff``; ``q8``: int8
-    quants in ``simd.LANE_Q8_ORDER``, the block's 256 from ``qoff``; ``bsums``: int32, the block's
-    16 from ``boff``. Returns (isum, summs), int32: the sum of scale * quant * q8 over the block and
-    the sum of min * bsums over its 16 sub-blocks.
-    """
-    if not (simd.c_array(w, types.uint8) and simd.c_array(q8, types.int8) and simd.c_array(bsums, types.int32)):
-        return None
-    sig = types.UniTuple(types.int32, 2)(w, woff, q8, qoff, bsums, boff)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, q8_, qoff_, bs_, boff_ = args
-        wt, _, qt, _, bt, _ = signature.args
-        i8, i32, vec = simd.I8, simd.I32, simd.vec
-        simd.prefetch_ahead(context, builder, wt, w_, woff_, 84)
-        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=True)
-        sc = builder.and_(scales, simd.splat_const(i8, 15, 16))
-        pair_scales = [simd.pair_scales(builder, sc, _SUB_BLOCK_OF_CHUNK, u, signed=False) for u in range(4)]
-        lanes = simd.lanes_dot(context, builder, chunks, pair_scales, qt, q8_, qoff_)
-        isum = simd.fold(builder, lanes, 1)
-        mins = builder.zext(builder.lshr(scales, simd.splat_const(i8, 4, 16)), vec(i32, 16))
-        bsv = simd.load(builder, simd.element_ptr(context, builder, bt, bs_, boff_), vec(i32, 16))
-        summs = simd.fold(builder, builder.mul(mins, bsv), 1)
-        zero = ir.Constant(i32, 0)
-        return context.make_tuple(builder, signature.return_type,
-                                  [builder.extract_element(isum, zero), builder.extract_element(summs, zero)])
+def _terms(lanes: simd.BlockLanes, isum, summs):  # type: ignore[no-untyped-def]
+    """IR: ``dall * isum - dmin * summs`` with dall = yd * d, dmin = yd * dmin (acts: yd, bsums)."""
+    b = lanes.builder
+    yd = lanes.act(0)
+    dall, dmin = b.fmul(yd, lanes.f16(80)), b.fmul(yd, lanes.f16(82))
+    return b.fsub(b.fmul(dall, lanes.float(isum)), b.fmul(dmin, lanes.float(summs)))
 
-    return sig, codegen
+
+_row_dot = simd.row_sums_intrinsic(_lane_sums, 84, _terms, lane_weights=QK)
 
 
 @jit
-def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
-               start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 84), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q2_K_q8_K``'s float steps, per row."""
+    vector, into ``out``: ``ggml_vec_dot_q2_K_q8_K``, per row."""
     nb = w.shape[1]
     for r in range(start, stop):
-        row = w[r]
-        sumf = F32(0)
-        for i in range(nb):
-            blk = row[i]
-            isum, summs = _block_sums(w, (r * nb + i) * 84, q8, i * QK, bsums, i * 16)
-            dall = yd[i] * read_f16(blk, 80)
-            dmin = yd[i] * read_f16(blk, 82)
-            sumf += dall * F32(isum) - dmin * F32(summs)
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * 84, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
+    yd, q8, bsums = q8_k.unpack(act)
+    _gemv_rows(w, (yd, bsums), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
+    yd, q8, bsums = q8_k.unpack(act)
+    acts = (yd, bsums)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, q8, yd, bsums, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

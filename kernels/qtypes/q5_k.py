@@ -169,46 +169,33 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-_block_dot = q4_k.block_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
+_row_dot = q4_k.row_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
 
 
 @jit
-def _gemv_rows(w: np.ndarray, q8: np.ndarray, yd: np.ndarray, bsums: np.ndarray, out: np.ndarray,
-               start: int, stop: int) -> None:
+def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 176), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q5_K_q8_K``'s float steps, per row."""
-    sums = np.empty(8, dtype=np.float32)
+    vector, into ``out``: ``ggml_vec_dot_q5_K_q8_K``, per row."""
     nb = w.shape[1]
     for r in range(start, stop):
-        row = w[r]
-        for lane in range(8):
-            sums[lane] = 0
-        sumf = F32(0)
-        for i in range(nb):
-            blk = row[i]
-            d = read_f16(blk, 0) * yd[i]
-            sumi = _block_dot(w, (r * nb + i) * 176, q8, i * QK, bsums, i * 16, d, sums)
-            dmin = read_f16(blk, 2) * yd[i]
-            sumf -= dmin * F32(sumi)
-        for lane in range(8):
-            sumf += sums[lane]
-        out[r] = sumf
+        out[r] = _row_dot(w, r * nb * 176, nb, q8, acts)
 
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    _gemv_rows(w, q8, yd, bsums, out, 0, w.shape[0])
+    _gemv_rows(w, (yd, bsums), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
     yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
+    acts = (yd, bsums)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        _gemv_rows(w, q8, yd, bsums, out, c * rows // chunks, (c + 1) * rows // chunks)
+        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
 
 
 def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -146,18 +146,38 @@ def read_d(blk: np.ndarray) -> np.float32:
 
 
 @inline
+def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the row dots (``simd.row_sums_intrinsic``) read from uint8 (nb, 292) Q8_K blocks, or
+    float32 values that :data:`blocks` quantizes first, decoded once per vector: (d float32 (nb,),
+    qs int8 (nb * 256,) in weight order, bsums int16 (nb, 16))."""
+    act = blocks(x)
+    nb = act.shape[0]
+    d = np.empty(nb, dtype=np.float32)
+    qs = np.empty(nb * QK, dtype=np.int8)
+    bsums = np.empty((nb, 16), dtype=np.int16)
+    for i in range(nb):
+        blk = act[i]
+        d[i] = read_d(blk)
+        for k in range(QK):
+            qs[i * QK + k] = np.int8(blk[4 + k])
+        for g in range(16):
+            bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
+    return d, qs, bsums
+
+
+@inline
 def unpack_for_lanes(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the 8-lane dot kernels (``simd.lanes_dot``) read, decoded once per vector from uint8
     (nb, 292) Q8_K blocks, or float32 values that :data:`blocks` quantizes first: (d float32
     (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
     (nb*128,): ``offset`` (the weight format's quant offset, 0..32) times the sum of each pair of
-    consecutive quants of that order, bsums int32 (nb, 16))."""
+    consecutive quants of that order, bsums int16 (nb, 16))."""
     act = blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
     qs = np.empty(nb * QK, dtype=np.int8)
     psums = np.empty(nb * QK // 2, dtype=np.int16)
-    bsums = np.empty((nb, 16), dtype=np.int32)
+    bsums = np.empty((nb, 16), dtype=np.int16)
     for i in range(nb):
         blk = act[i]
         d[i] = read_d(blk)
