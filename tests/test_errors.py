@@ -126,6 +126,26 @@ def test_threads_must_be_positive():
         qk.gemv(w, np.zeros(512, np.float32), "Q4_K", threads=0)
 
 
+def test_a_kernel_on_two_threads_leaves_the_callers_thread_count_as_it_was_even_when_it_fails():
+    """The API sets Numba's thread count for a call and restores it (compiled, not through
+    numba.set_num_threads): a caller who set one thread keeps it, after a result and after an error."""
+    import numba
+
+    w = _blocks("Q4_K", 4).reshape(4, -1)
+    x = np.ones(256, np.float32)
+    expected = qk.gemv(w, x, "Q4_K", threads=1)
+    numba.set_num_threads(1)
+    try:
+        assert_bit_identical(expected, qk.gemv(w, x, "Q4_K", threads=2), "Q4_K gemv on two threads")
+        assert numba.get_num_threads() == 1
+        x[3] = np.inf  # refused inside the parallel kernel (qk.Matrix quantizes x there)
+        with pytest.raises(ValueError, match="non-finite values"):
+            qk.Matrix(w, "Q4_K")(x, 2)
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dequantize_out_must_match(backend):
     raw = _blocks("Q4_K", 2)  # (2, 144) -> (2, 256)
