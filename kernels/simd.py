@@ -272,6 +272,30 @@ def lanes_dot(builder: ir.IRBuilder, chunks: Sequence[ir.Value], scales: Sequenc
     return builder.shuffle_vector(low, high, const_vec(I32, range(8)))
 
 
+def offset_lanes_row_dot(decode, block_bytes: int, d_at: int, sub_block_of_chunk: Sequence[Sequence[int]]):  # type: ignore[no-untyped-def]
+    """The row dot (:func:`row_sums_intrinsic`) of the 8-lane k-quants whose quants carry an offset
+    and whose scales are signed (Q3_K, Q6_K): per block, C's ``sums[l] += d * aux32[l]`` with d =
+    d(x) * d(y), d(x) the f16 at byte ``d_at``. ``decode(context, builder, wt, w_, at, lane_order)``
+    gives the block's 8 chunks and its int8 sub-block scales (``sub_block_of_chunk`` as for
+    :func:`pair_scales`); the row's ``q8``: Q8_K quants in :data:`LANE_Q8_ORDER`; acts: (d (nb,)
+    float32, psums (nb * 128,) int16: the quants' offset times the pair sums of those quants).
+    One block a step: Q3_K's gemv read the same in steps of 8, 4 and 1 (19 G w/s at 16M weights,
+    one thread, two runs each), Q6_K's 9.8-10.1, 14.8-15.5 and 18.2-18.6 (more spill the lanes)."""
+
+    def lane_sums(step: RowStep, m: int) -> list[ir.Value]:
+        b = step.builder
+        chunks, scales = decode(step.context, b, step.wt, step.w, step.weights_at(m, 0), lane_order=True)
+        # |scale * pair sum| fits in 32 bits.
+        pair = [pair_scales(b, scales, sub_block_of_chunk, u, signed=True) for u in range(4)]
+        return [lanes_dot(b, chunks, pair, lambda t: step.quants(m, 32 * t),
+                          lambda t: step.act_at(1, m, 128, 16 * t, 16))]
+
+    def scales(lanes: BlockLanes) -> ir.Value:
+        return lanes.builder.fmul(lanes.f16(d_at), lanes.act(0))
+
+    return row_sums_intrinsic(lane_sums, block_bytes, None, lane_weights=256, lane_scales=scales, lane_counts=(1,))
+
+
 def store_dequantized(context, builder: ir.IRBuilder, outty: types.Array, out: ir.Value, out_at: ir.Value,
                       chunks: Sequence[ir.Value], offset_: int, sub_block_of: Sequence[Sequence[int]],
                       scales: ir.Value, mins: ir.Value | None = None) -> None:
@@ -355,6 +379,41 @@ def bit_per_lane(builder: ir.IRBuilder, bits: ir.Value, to: int) -> ir.Value:
     masked = builder.and_(spread, const_vec(I8, [1 << (j % 8) for j in range(32)]))
     isset = builder.icmp_unsigned("!=", masked, splat_const(I8, 0, 32))
     return builder.select(isset, splat_const(I8, 1 << to, 32), splat_const(I8, 0, 32))
+
+
+# Two blocks of 16 bytes of nibbles in one 256-bit vector: its low nibbles are the first 16 weights
+# of each block (block a's in the low 128 bits, b's in the high), its high nibbles the last 16.
+# PAIR_ORDER[k]: the weight (0..63, block a's then b's) whose activation quant goes to position k of
+# the pair, so that the activation quants, stored once per vector in this order, match.
+PAIR_ORDER = [32 * ((k // 16) % 2) + 16 * (k // 32) + k % 16 for k in range(64)]
+
+
+def nibble_decoders(qs_at: int, qh_at: int | None = None, table: Sequence[int] | None = None):  # type: ignore[no-untyped-def]
+    """``(decode, decode_pair)`` for :func:`row_dot_intrinsic`, of a format of 32-weight blocks whose
+    16 bytes of nibbles start at byte ``qs_at`` (weight j in the low nibble of byte j, weight 16 + j
+    in the high one), with a fifth bit per weight in the little-endian u32 at byte ``qh_at`` (bit
+    j: weight j) if given, the 4 or 5 bits mapped through ``table`` (16 int8 values) if given.
+    ``decode_pair`` is None for the formats with a fifth bit: spreading two blocks' bits over the
+    pair's lanes made Q5_0's and Q5_1's gemv 5-7 % slower (4096 x 4096, one thread, three
+    interleaved runs), where Q4_0 gained 6 %, Q4_1 11 %, IQ4_NL 12 %, MXFP4 18 %."""
+
+    def finish(builder: ir.IRBuilder, index: ir.Value, high: ir.Value | None) -> ir.Value:
+        if high is not None:
+            index = builder.or_(index, high)
+        return index if table is None else lookup16(builder, table, index)
+
+    def decode(context, builder, wt, w_, at):  # type: ignore[no-untyped-def]
+        index = nibbles32(builder, load_bytes(context, builder, wt, w_, offset(builder, at, qs_at), n=16))
+        high = None if qh_at is None else bit_per_lane(builder, load_u32(context, builder, wt, w_,
+                                                                         offset(builder, at, qh_at)), 4)
+        return finish(builder, index, high)
+
+    def decode_pair(context, builder, wt, w_, at_a, at_b):  # type: ignore[no-untyped-def]
+        qs = [load_bytes(context, builder, wt, w_, offset(builder, at, qs_at), n=16) for at in (at_a, at_b)]
+        both = builder.shuffle_vector(qs[0], qs[1], const_vec(I32, range(32)))
+        return tuple(finish(builder, bits8(builder, both, 4 * e, 0xF), None) for e in range(2))
+
+    return decode, (decode_pair if qh_at is None else None)
 
 
 def lookup16(builder: ir.IRBuilder, table: Sequence[int], index: ir.Value) -> ir.Value:
@@ -624,7 +683,7 @@ class RowStep:
 
 def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1,  # type: ignore[no-untyped-def]
                        lane_weights: int = 32, lane_scales=None, lane_counts: Sequence[int] = LANE_COUNTS,
-                       summed: bool = False):
+                       step_sums=None):
     """The intrinsic ``row_dot(w, at, nb, q8, acts) -> float32``: C's ``sumf += term`` over the
     ``nb`` blocks from byte ``at`` of ``w`` (uint8, C-contiguous), lane after lane (a lane is a
     block, or with ``sub_blocks`` > 1 a sub-block). ``lane_sums(step, m)`` gives lane m's integer
@@ -642,9 +701,9 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
     itself, never summed across: ``lane_scales(lanes)`` gives each block's ``d`` (``<n x float>``)
     and ``terms`` (None if C has no other term) gets the other sums.
 
-    ``summed``: ``lane_sums(step, 0)`` gives the sums of all 8 sub-blocks of the step's block at
-    once, lane s of each ``<8 x i32>`` the sum of sub-block s (``sub_blocks`` = 8), for a format
-    whose loads span several sub-blocks."""
+    ``step_sums(step, n)``, for a format whose loads span several lanes: the sums of a whole step
+    of n lanes at once, ``<n x i32>`` each (lane k: lane k's sum), or None where the step is to call
+    ``lane_sums`` lane by lane (None if it never is); not with ``lane_scales``."""
     steps = [count // sub_blocks for count in lane_counts if count % sub_blocks == 0]
 
     @intrinsic
@@ -672,8 +731,9 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
                 n = blocks * sub_blocks
                 view = BlockLanes(context, builder, wt, w_, block_at, block_bytes, sub_blocks, actty, acts_, b, n)
                 d = lane_scales(view) if lane_scales is not None else None
+                whole = step_sums(row, n) if step_sums is not None else None
                 sums: list[TransposeSum] = []
-                for m in range(0 if summed else n):
+                for m in range(0 if whole is not None else n):
                     lane = lane_sums(row, m)
                     if d is not None:  # sums[l] += d * (float)aux32[l], block after block
                         dm = splat(builder, builder.extract_element(d, ir.Constant(I32, m)), 8)
@@ -685,7 +745,7 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
                         acc.add(v)
                 if terms is None:
                     return
-                t = terms(view, *(lane_sums(row, 0) if summed else [acc.total() for acc in sums]))
+                t = terms(view, *(whole if whole is not None else [acc.total() for acc in sums]))
                 total = builder.load(sumf)
                 for m in range(n):
                     total = builder.fadd(total, builder.extract_element(t, ir.Constant(I32, m)))
@@ -709,29 +769,54 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
 
     if not steps or steps[-1] != 1:
         raise ValueError(f"row_sums_intrinsic: sub_blocks must be 1, 4 or 8, got {sub_blocks}")
-    if summed and (sub_blocks != 8 or lane_scales is not None):
-        raise ValueError(f"row_sums_intrinsic: summed lanes need 8 sub-blocks and no lane scales, got {sub_blocks}")
+    if step_sums is not None and lane_scales is not None:
+        raise ValueError("row_sums_intrinsic: a step's sums at once (step_sums) leave no lane to scale (lane_scales)")
     return row_dot
 
 
 def row_dot_intrinsic(decode, block_bytes: int, kind: str, terms, sub_blocks: int = 1,  # type: ignore[no-untyped-def]
-                      sub_block_at: int = 0, sub_block_bytes: int = 0):
+                      sub_block_at: int = 0, sub_block_bytes: int = 0, decode_pair=None):
     """:func:`row_sums_intrinsic` for a format of 32-weight blocks or sub-blocks, whose integer sum
     is its ``decode``d values (of the ``kind`` :func:`dot32_lanes` says; ``decode(context,
     builder, wt, w_, woff_)``, the sub-block at byte ``woff_``) times its 32 int8 quants of ``q8``
     (in weight order). ``sub_blocks`` per block (1, 4 or 8), sub-block k at byte ``sub_block_at +
-    k * sub_block_bytes`` of its block; ``terms(lanes, sums)`` as there."""
+    k * sub_block_bytes`` of its block; ``terms(lanes, sums)`` as there.
+
+    ``decode_pair(context, builder, wt, w_, at_a, at_b)`` (:func:`nibble_decoders`), for blocks of
+    16 bytes of nibbles: two blocks' values at once (their first 16 weights each, then their last
+    16; see :data:`PAIR_ORDER`), which the steps of 8 and 4 blocks take (the single blocks at a
+    row's end take ``decode``). The activation quants of a row's first 4 * (nb // 4) blocks are
+    then in :data:`PAIR_ORDER`, pair by pair (``q8_0.in_pairs``)."""
 
     def lane_sums(step: RowStep, m: int) -> list[ir.Value]:
         within = sub_block_at + (m % sub_blocks) * sub_block_bytes
         values = decode(step.context, step.builder, step.wt, step.w, step.weights_at(m, within))
         return [dot32_lanes(step.builder, values, step.quants(m), kind)]
 
+    def step_sums(step: RowStep, n: int) -> list[ir.Value] | None:
+        if decode_pair is None or n == 1:
+            return None
+        b = step.builder
+        pairs = []
+        for p in range(n // 2):  # lanes 0-3 of each: block 2p, lanes 4-7: 2p + 1
+            first, last = decode_pair(step.context, b, step.wt, step.w, step.weights_at(2 * p, 0),
+                                      step.weights_at(2 * p + 1, 0))
+            pairs.append(b.add(dot32_lanes(b, first, step.quants(2 * p), kind),
+                               dot32_lanes(b, last, step.quants(2 * p, 32), kind)))
+        if n == 8:  # two rounds of pairwise sums: blocks [0 2 4 6 | 1 3 5 7]
+            mixed = hadd(b, hadd(b, pairs[0], pairs[1]), hadd(b, pairs[2], pairs[3]))
+            return [pick(b, mixed, [0, 4, 1, 5, 2, 6, 3, 7])]
+        once = hadd(b, pairs[0], pairs[1])  # n == 4: [0 0 2 2 | 1 1 3 3], then [0 2 0 2 | 1 3 1 3]
+        return [pick(b, hadd(b, once, once), [0, 4, 1, 5])]
+
     if kind not in DOT_VALUES:
         raise ValueError(f"row_dot_intrinsic: kind must be one of {DOT_VALUES}, got {kind!r}")
     if sub_blocks not in (1, 4, 8):
         raise ValueError(f"row_dot_intrinsic: sub_blocks must be 1, 4 or 8, got {sub_blocks}")
-    return row_sums_intrinsic(lane_sums, block_bytes, terms, sub_blocks)
+    if decode_pair is not None and (sub_blocks != 1 or kind == "int8"):
+        raise ValueError("row_dot_intrinsic: pairs of blocks need whole blocks and values whose dot keeps each "
+                         f"128-bit half's lanes apart (not 'int8'), got {sub_blocks} sub-blocks of {kind!r}")
+    return row_sums_intrinsic(lane_sums, block_bytes, terms, sub_blocks, step_sums=step_sums)
 
 
 def block32_dequantize_intrinsic(decode):  # type: ignore[no-untyped-def]

@@ -104,8 +104,10 @@ def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_na
         simd.row_dot_intrinsic(lambda *args: None, 18, "float", lambda *args: None)
     with pytest.raises(ValueError, match="sub_blocks must be 1, 4 or 8, got 3"):
         simd.row_dot_intrinsic(lambda *args: None, 18, "signed", lambda *args: None, sub_blocks=3)
-    with pytest.raises(ValueError, match="summed lanes need 8 sub-blocks and no lane scales, got 1"):
-        simd.row_sums_intrinsic(lambda *args: None, 136, lambda *args: None, summed=True)
+    with pytest.raises(ValueError, match="pairs of blocks need whole blocks .* got 1 sub-blocks of 'int8'"):
+        simd.row_dot_intrinsic(lambda *args: None, 34, "int8", lambda *args: None, decode_pair=lambda *args: None)
+    with pytest.raises(ValueError, match=r"a step's sums at once \(step_sums\) leave no lane to scale"):
+        simd.row_sums_intrinsic(None, 136, None, step_sums=lambda *args: None, lane_scales=lambda *args: None)
 
 
 GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,f16c=False"

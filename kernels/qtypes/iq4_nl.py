@@ -233,16 +233,11 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
 
 
-def table_values(context, builder, wt, w_, at):  # type: ignore[no-untyped-def]
-    """IR: the 32 table values of the 16 bytes of nibbles at byte ``at`` of ``w_``, as ``<32 x i8>``
-    in weight order (IQ4_XS's sub-blocks too)."""
-    qs = simd.load_bytes(context, builder, wt, w_, at, n=16)
-    return simd.lookup16(builder, KVALUES.tolist(), simd.nibbles32(builder, qs))
-
-
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 values (see ``simd.row_dot_intrinsic``)."""
-    return table_values(context, builder, wt, w_, simd.offset(builder, woff_, 2))
+# IR: the 32 table values of the 16 bytes of nibbles at byte ``at`` of ``w_``, as ``<32 x i8>`` in
+# weight order (IQ4_XS's sub-blocks too).
+table_values, _ = simd.nibble_decoders(qs_at=0, table=KVALUES.tolist())
+# IR: the block's 32 values, and two blocks' at once (see ``simd.row_dot_intrinsic``).
+_decode, _decode_pair = simd.nibble_decoders(qs_at=2, table=KVALUES.tolist())
 
 
 def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
@@ -251,7 +246,8 @@ def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(lanes.act(0), lanes.f16(0)), lanes.float(sumi))
 
 
-_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "signed", _terms)  # KVALUES: never -128
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "signed", _terms,  # KVALUES: never -128
+                                  decode_pair=_decode_pair)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -272,13 +268,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy,), q8_0.in_pairs(q8), out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
     acts = (dy,)
+    q8 = q8_0.in_pairs(q8)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

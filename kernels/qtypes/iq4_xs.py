@@ -196,9 +196,8 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 # The activation quants of a block as :func:`_block_sums` reads them: per pair p of sub-blocks, the
 # first 16 of sub-block 2p, of 2p + 1, then the last 16 of each (the order of the low nibbles of
-# a 32-byte load of qs, then of its high nibbles).
-PAIR_ORDER = np.array([64 * (k // 64) + 32 * ((k % 32) // 16) + 16 * ((k % 64) // 32) + k % 16 for k in range(QK)],
-                      dtype=np.int64)
+# a 32-byte load of qs, then of its high nibbles: ``simd.PAIR_ORDER``).
+PAIR_ORDER = np.array([64 * (k // 64) + simd.PAIR_ORDER[k % 64] for k in range(QK)], dtype=np.int64)
 
 
 @inline
@@ -221,9 +220,9 @@ def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d, q, magnitudes
 
 
-def _block_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
-    """IR: the 8 sub-blocks' integer dots of the step's block, lane s of one ``<8 x i32>`` (see
-    ``simd.row_sums_intrinsic``, ``summed``). One 32-byte load of qs holds two sub-blocks: its low
+def _block_sums(step: simd.RowStep, n: int):  # type: ignore[no-untyped-def]
+    """IR: the 8 sub-blocks' integer dots of the step's block (its n = 8 lanes), lane s of one
+    ``<8 x i32>`` (``simd.row_sums_intrinsic``'s ``step_sums``). One 32-byte load of qs holds two sub-blocks: its low
     nibbles the first 16 weights of each, its high nibbles the last 16, which the activation's
     :data:`PAIR_ORDER` matches. The table values (never -128) take the quants' signs and pmaddubsw
     multiplies them with the quants' magnitudes (acts: dy, magnitudes): a pair is at most 2 x 128
@@ -232,13 +231,13 @@ def _block_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
     ones = simd.splat_const(simd.I16, 1, 16)
     pairs = []
     for p in range(4):
-        qs = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(m, 8 + 32 * p))
+        qs = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(0, 8 + 32 * p))
         dots = []
         for e in range(2):
             values = simd.lookup16(b, iq4_nl.KVALUES.tolist(), simd.bits8(b, qs, 4 * e, 0xF))
             k = 64 * p + 32 * e
-            signed = simd.psign(b, values, step.quants(m, k))
-            dots.append(simd.madd16(b, simd.maddubs(b, step.act_at(1, m, QK, k, 32), signed), ones))
+            signed = simd.psign(b, values, step.quants(0, k))
+            dots.append(simd.madd16(b, simd.maddubs(b, step.act_at(1, 0, QK, k, 32), signed), ones))
         pairs.append(b.add(dots[0], dots[1]))  # lanes 0-3: sub-block 2p, 4-7: 2p + 1
     # Two rounds of pairwise sums leave sub-blocks [0 2 4 6 | 1 3 5 7].
     mixed = simd.hadd(b, simd.hadd(b, pairs[0], pairs[1]), simd.hadd(b, pairs[2], pairs[3]))
@@ -264,7 +263,7 @@ def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(d4d8, lanes.float(ls)), lanes.float(sumi))
 
 
-_row_dot = simd.row_sums_intrinsic(_block_sums, BLOCK_BYTES, _terms, sub_blocks=8, summed=True)
+_row_dot = simd.row_sums_intrinsic(None, BLOCK_BYTES, _terms, sub_blocks=8, step_sums=_block_sums)
 
 _dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
 

@@ -168,20 +168,13 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def _table_values(table: np.ndarray):  # type: ignore[no-untyped-def]
-    """A decode (IR): the block's 32 entries of ``table`` (16 int8 values), in weight order."""
-    def decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 1), n=16)
-        return simd.lookup16(builder, table.tolist(), simd.nibbles32(builder, qs))
-    return decode
-
-
 # The block's table values (see ``simd.row_dot_intrinsic``).
-_decode = _table_values(KVALUES)
+_decode, _ = simd.nibble_decoders(qs_at=1, table=KVALUES.tolist())
 # The dot reads the table values plus 12 (0..24: unsigned, pmaddubsw without llama.cpp's sign
-# trick) and takes 12 times the activation block's quant sum off the integer dot.
+# trick), two blocks at once where it can, and takes 12 times the activation block's quant sum
+# off the integer dot.
 _DOT_OFFSET = 12
-_shifted = _table_values(KVALUES + _DOT_OFFSET)
+_shifted, _shifted_pairs = simd.nibble_decoders(qs_at=1, table=(KVALUES + _DOT_OFFSET).tolist())
 
 
 def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
@@ -197,7 +190,7 @@ def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(lanes.act(0), scale), lanes.float(sumi))
 
 
-_row_dot = simd.row_dot_intrinsic(_shifted, BLOCK_BYTES, "unsigned", _terms)
+_row_dot = simd.row_dot_intrinsic(_shifted, BLOCK_BYTES, "unsigned", _terms, decode_pair=_shifted_pairs)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -218,13 +211,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8_0.in_pairs(q8), out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
     acts = (dy, q8_0.quant_sums(q8))
+    q8 = q8_0.in_pairs(q8)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

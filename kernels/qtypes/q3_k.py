@@ -267,32 +267,14 @@ def _dequantize_block(typingctx, w, woff, out, ooff, d):  # type: ignore[no-unty
     return sig, codegen
 
 
-def _lane_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
-    """IR: block m's aux32 for ``ggml_vec_dot_q3_k_q8_K`` (``simd.lanes_dot``; the row's ``q8``: Q8_K
-    quants in ``simd.LANE_Q8_ORDER``, acts: (d (nb,) float32, psums (nb * 128,) int16: 4 times the
-    pair sums of those quants, the quants' offset)."""
-    b = step.builder
-    chunks, scales = _decode(step.context, b, step.wt, step.w, step.weights_at(m, 0), lane_order=True)
-    pair_scales = [simd.pair_scales(b, scales, _SUB_BLOCK_OF_CHUNK, u, signed=True) for u in range(4)]
-    return [simd.lanes_dot(b, chunks, pair_scales, lambda t: step.quants(m, 32 * t),
-                           lambda t: step.act_at(1, m, QK // 2, 16 * t, 16))]
-
-
-def _scales(lanes: simd.BlockLanes):  # type: ignore[no-untyped-def]
-    """IR: each block's d = d(x) * d(y), of C's ``sums[l] += d * aux32[l]``."""
-    return lanes.builder.fmul(lanes.f16(108), lanes.act(0))
-
-
-# One block a step: Q3_K's gemv read the same in steps of 8, 4 and 1 (19 G w/s at 16M weights, one
-# thread, two runs each); one keeps the fewest registers live, as Q6_K needs.
-_row_dot = simd.row_sums_intrinsic(_lane_sums, 110, None, lane_weights=QK, lane_scales=_scales,
-                                   lane_counts=(1,))
+# ``ggml_vec_dot_q3_K_q8_K``, a row at a time.
+_row_dot = simd.offset_lanes_row_dot(_decode, 110, 108, _SUB_BLOCK_OF_CHUNK)
 
 
 @jit
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 110), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q3_k_q8_K``, per row."""
+    vector, into ``out``: ``ggml_vec_dot_q3_K_q8_K``, per row."""
     nb = w.shape[1]
     for r in range(start, stop):
         out[r] = _row_dot(w, r * nb * 110, nb, q8, acts)

@@ -116,9 +116,8 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def _quants(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants q, 0..15 (see ``simd.row_dot_intrinsic``)."""
-    return simd.nibbles32(builder, simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 2), n=16))
+# IR: the block's 32 quants q, 0..15, and two blocks' at once (see ``simd.row_dot_intrinsic``).
+_quants, _quant_pairs = simd.nibble_decoders(qs_at=2)
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
@@ -134,7 +133,7 @@ def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(lanes.float(sumi), lanes.f16(0)), lanes.act(0))
 
 
-_row_dot = simd.row_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", _terms)
+_row_dot = simd.row_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", _terms, decode_pair=_quant_pairs)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -155,13 +154,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8_0.in_pairs(q8), out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
     acts = (dy, q8_0.quant_sums(q8))
+    q8 = q8_0.in_pairs(q8)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

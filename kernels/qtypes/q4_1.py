@@ -27,7 +27,7 @@ from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
 from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
-from . import q8_1
+from . import q8_0, q8_1
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", 16)])
 QK = 32
@@ -137,12 +137,12 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants (see ``simd.row_dot_intrinsic``)."""
-    return simd.nibbles32(builder, simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 4), n=16))
+# IR: the block's 32 quants, and two blocks' at once (see ``simd.row_dot_intrinsic``).
+_decode, _decode_pair = simd.nibble_decoders(qs_at=4)
 
 
-_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_terms)  # quants 0..15
+_row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_terms,  # quants 0..15
+                                  decode_pair=_decode_pair)
 
 _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
@@ -164,13 +164,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, sy, q8 = q8_1.unpack(act)
-    _gemv_rows(w, (dy, sy), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, sy), q8_0.in_pairs(q8), out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, sy, q8 = q8_1.unpack(act)
     acts = (dy, sy)
+    q8 = q8_0.in_pairs(q8)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):

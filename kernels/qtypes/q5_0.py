@@ -121,11 +121,8 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out
 
 
-def _quants(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants q, 0..31 (see ``simd.row_dot_intrinsic``)."""
-    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 6), n=16)
-    high = simd.bit_per_lane(builder, simd.load_u32(context, builder, wt, w_, simd.offset(builder, woff_, 2)), 4)
-    return builder.or_(simd.nibbles32(builder, qs), high)
+# IR: the block's 32 quants q, 0..31 (see ``simd.row_dot_intrinsic``).
+_quants, _ = simd.nibble_decoders(qs_at=6, qh_at=2)
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]

@@ -124,11 +124,8 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
     dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
 
 
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 quants (see ``simd.row_dot_intrinsic``)."""
-    qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 8), n=16)
-    high = simd.bit_per_lane(builder, simd.load_u32(context, builder, wt, w_, simd.offset(builder, woff_, 4)), 4)
-    return builder.or_(simd.nibbles32(builder, qs), high)
+# IR: the block's 32 quants (see ``simd.row_dot_intrinsic``).
+_decode, _ = simd.nibble_decoders(qs_at=8, qh_at=4)
 
 
 _row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_terms)  # quants 0..31

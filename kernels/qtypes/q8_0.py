@@ -152,6 +152,22 @@ def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d, q
 
 
+PAIR_ORDER = np.array(simd.PAIR_ORDER, dtype=np.int64)
+
+
+@inline
+def in_pairs(q: np.ndarray) -> np.ndarray:
+    """A copy of int8 (nb, 32) activation quants in weight order whose first 4 * (nb // 4) blocks
+    are in ``simd.PAIR_ORDER``, pair by pair: what a row dot that decodes pairs of blocks reads
+    (``simd.row_dot_intrinsic``'s ``decode_pair``)."""
+    out = q.copy()
+    for p in range(q.shape[0] // 4 * 2):
+        for k in range(2 * QK):
+            src = PAIR_ORDER[k]
+            out[2 * p + k // QK, k % QK] = q[2 * p + src // QK, src % QK]
+    return out
+
+
 @inline
 def quant_sums(q: np.ndarray) -> np.ndarray:
     """Each block's sum of its quants, int32 (nb,) of int8 (nb, 32): what the formats whose values
