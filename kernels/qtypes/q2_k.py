@@ -242,14 +242,13 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
 
-def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[no-untyped-def]
-    """IR: one block's 8 chunks of 32 quants (0..3; weight order, or ``simd.lanes_dot``'s) and its
-    16 scale bytes (scale in bits 0-3, min in bits 4-7), from the block at byte ``woff_`` of the
-    uint8 array ``w_``."""
+def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: one block's 8 chunks of 32 quants (0..3, weight order) and its 16 scale bytes (scale in
+    bits 0-3, min in bits 4-7), from the block at byte ``woff_`` of the uint8 array ``w_``."""
     scales = simd.load_bytes(context, builder, wt, w_, woff_, 16)
     chunks = []
     for h in range(2):
-        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h), lane_order=lane_order)
+        qs = simd.load_bytes(context, builder, wt, w_, simd.offset(builder, woff_, 16 + 32 * h))
         chunks.extend(simd.bits8(builder, qs, 2 * s, 3) for s in range(4))
     return chunks, scales
 
@@ -267,7 +266,7 @@ def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[n
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         w_, woff_, out_, ooff_, d_, dmin_ = args
         wt, _, ot, _, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=False)
+        chunks, scales = _decode(context, builder, wt, w_, woff_)
         dl = simd.times_float(builder, d_, builder.and_(scales, simd.splat_const(simd.I8, 15, 16)), signed=False)
         ml = simd.times_float(builder, dmin_, builder.lshr(scales, simd.splat_const(simd.I8, 4, 16)), signed=False)
         simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml)
@@ -284,19 +283,16 @@ def _lane_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
     sub-block 2t and 8-15 of 2t + 1 (at most 2 * 3 * 128: no saturation), and pmaddwd multiplies
     each pair sum by its scale (at most 15) and adds two of them."""
     b, i16 = step.builder, simd.vec(simd.I16, 16)
-    scales = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(m, 0), 16)
+    chunks, scales = _decode(step.context, b, step.wt, step.w, step.weights_at(m, 0))
     sc = b.and_(scales, simd.splat_const(simd.I8, 15, 16))
     # The scales of half h of the block, 16-bit, in both 128-bit halves: chunk t's scale vector is
     # then one in-lane byte shuffle of halves[t // 4] (x86 has no cross-lane 16-bit shuffle).
     halves = [b.zext(simd.pick(b, sc, [8 * h + k % 8 for k in range(16)]), i16) for h in range(2)]
     products = []
-    for h in range(2):
-        qs = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(m, 16 + 32 * h))
-        for s in range(4):
-            t = 4 * h + s
-            pairs = simd.maddubs(b, simd.bits8(b, qs, 2 * s, 3), step.quants(m, 32 * t))
-            scale = simd.pick(b, halves[h], [2 * s] * 8 + [8 + 2 * s + 1] * 8)
-            products.append(simd.madd16(b, pairs, scale))
+    for t, chunk in enumerate(chunks):
+        h, s = divmod(t, 4)
+        scale = simd.pick(b, halves[h], [2 * s] * 8 + [8 + 2 * s + 1] * 8)
+        products.append(simd.madd16(b, simd.maddubs(b, chunk, step.quants(m, 32 * t)), scale))
     mins = b.zext(b.lshr(scales, simd.splat_const(simd.I8, 4, 16)), i16)
     return [simd.tree_sum(b, products), simd.madd16(b, mins, step.act_at(1, m, 16))]
 

@@ -389,7 +389,7 @@ _dequantize_block = dequantize_intrinsic(qs_offset=16, qh_offset=None)
 @jit
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 144), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``."""
+    vector, into ``out``: ``ggml_vec_dot_q4_K_q8_K``, per row."""
     nb = w.shape[1]
     for r in range(start, stop):
         out[r] = _row_dot(w, r * nb * 144, nb, q8, acts)
