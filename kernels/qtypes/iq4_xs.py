@@ -205,18 +205,10 @@ def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(d float32 (nb,), quants int8 (nb * 256,) in :data:`PAIR_ORDER`, their magnitudes uint8
     (nb * 256,): 128 for -128) of uint8 (nb, 292) Q8_K activations, or of float32 values that
     ``q8_k.blocks`` quantizes first."""
-    act = q8_k.blocks(x)
-    nb = act.shape[0]
-    d = np.empty(nb, dtype=np.float32)
-    q = np.empty(nb * QK, dtype=np.int8)
-    magnitudes = np.empty(nb * QK, dtype=np.uint8)
-    for b in range(nb):
-        blk = act[b]
-        d[b] = q8_k.read_d(blk)
-        for k in range(QK):
-            v = np.int8(blk[4 + PAIR_ORDER[k]])
-            q[b * QK + k] = v
-            magnitudes[b * QK + k] = np.uint8(abs(np.int32(v)))
+    d, q, _ = q8_k.unpack(x, PAIR_ORDER)
+    magnitudes = np.empty(q.size, dtype=np.uint8)
+    for k in range(q.size):
+        magnitudes[k] = np.uint8(abs(np.int32(q[k])))
     return d, q, magnitudes
 
 

@@ -145,11 +145,15 @@ def read_d(blk: np.ndarray) -> np.float32:
                                | (np.int32(blk[3]) << 24)))
 
 
+WEIGHT_ORDER = np.arange(QK, dtype=np.int64)
+
+
 @inline
-def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unpack(x: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the row dots (``simd.row_sums_intrinsic``) read from uint8 (nb, 292) Q8_K blocks, or
     float32 values that :data:`blocks` quantizes first, decoded once per vector: (d float32 (nb,),
-    qs int8 (nb * 256,) in weight order, bsums int16 (nb, 16))."""
+    qs int8 (nb * 256,), block i's quant ``order[k]`` at i * 256 + k (:data:`WEIGHT_ORDER`,
+    :data:`LANE_ORDER`, IQ4_XS's pairs), bsums int16 (nb, 16))."""
     act = blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
@@ -159,7 +163,7 @@ def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blk = act[i]
         d[i] = read_d(blk)
         for k in range(QK):
-            qs[i * QK + k] = np.int8(blk[4 + k])
+            qs[i * QK + k] = np.int8(blk[4 + order[k]])
         for g in range(16):
             bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
     return d, qs, bsums
@@ -167,27 +171,13 @@ def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @inline
 def unpack_for_lanes(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What the 8-lane dot kernels (``simd.lanes_dot``) read, decoded once per vector from uint8
-    (nb, 292) Q8_K blocks, or float32 values that :data:`blocks` quantizes first: (d float32
-    (nb,), qs int8 (nb*256,) in :data:`LANE_ORDER`, psums int16
-    (nb*128,): ``offset`` (the weight format's quant offset, 0..32) times the sum of each pair of
-    consecutive quants of that order, bsums int16 (nb, 16))."""
-    act = blocks(x)
-    nb = act.shape[0]
-    d = np.empty(nb, dtype=np.float32)
-    qs = np.empty(nb * QK, dtype=np.int8)
-    psums = np.empty(nb * QK // 2, dtype=np.int16)
-    bsums = np.empty((nb, 16), dtype=np.int16)
-    for i in range(nb):
-        blk = act[i]
-        d[i] = read_d(blk)
-        for k in range(QK):
-            qs[i * QK + k] = np.int8(blk[4 + LANE_ORDER[k]])
-        for j in range(QK // 2):
-            pair = np.int32(qs[i * QK + 2 * j]) + np.int32(qs[i * QK + 2 * j + 1])
-            psums[i * QK // 2 + j] = np.int16(offset * pair)
-        for g in range(16):
-            bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
+    """What the 8-lane dot kernels (``simd.lanes_dot``) read: :func:`unpack` in :data:`LANE_ORDER`,
+    and psums int16 (nb*128,): ``offset`` (the weight format's quant offset, 0..32) times the sum
+    of each pair of consecutive quants of that order. (d, qs, psums, bsums)."""
+    d, qs, bsums = unpack(x, LANE_ORDER)
+    psums = np.empty(qs.size // 2, dtype=np.int16)
+    for j in range(psums.size):
+        psums[j] = np.int16(offset * (np.int32(qs[2 * j]) + np.int32(qs[2 * j + 1])))
     return d, qs, psums, bsums
 
 
