@@ -69,6 +69,27 @@ def _gemv(name: str, generic: bool) -> Callable[[np.ndarray, np.ndarray], np.nda
     return gemv
 
 
+def wrong_on_a_plain_row() -> list[tuple[str, str]]:
+    """(kernel name suffix, format) of the dots that this libggml build gets wrong on one plain row:
+    a ramp from -1 to 1 quantized by this package, dotted with a ramp activation, off the
+    reference backend's gemv by more than 1 % of the sum of the terms' magnitudes (a rounding
+    error is a millionth of it). A witness that is independent of Hypothesis' draws and of the
+    rounding bound: gcc 12 vectorises some generic dots into wrong code (on CPUs with AVX-VNNI it
+    turns Q5_0's signed quants into unsigned bytes for vpdpbusd), and the conformance run must
+    report exactly those kernels as failing."""
+    wrong = []
+    for fmt in FORMATS:
+        n = 2 * qk.get_format(fmt).block_weights
+        w = qk.quantize(np.linspace(-1, 1, n, dtype=np.float32), fmt).reshape(1, -1)
+        x = np.linspace(-2, 3, n, dtype=np.float32)
+        expected = float(qk.gemv(w, x, fmt, backend="reference")[0])
+        scale = float(np.abs(qk.dequantize(w, fmt, backend="reference")).ravel() @ np.abs(x))
+        for suffix, generic in (("", False), ("-generic", True)):
+            if abs(float(_gemv(fmt, generic)(w, x)[0]) - expected) > 0.01 * scale:
+                wrong.append((suffix, fmt))
+    return wrong
+
+
 def kernels(name: str = "ggml") -> list[Kernel]:
     """``name`` (ggml's pick for this CPU) and ``name + "-generic"``: vec_dot and gemv of every format."""
     out = []

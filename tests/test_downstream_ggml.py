@@ -1,10 +1,12 @@
 """A downstream repository that registers llama.cpp's own dot kernels (ggml's AVX2 or AVX-512 pick
 for this CPU and its FMA-compiled scalar generic ones, through ggml-python): they pass within the
-rounding bound with the distance shown, and the same kernels fed one flipped quant fail naming
+rounding bound with the distance shown, but for any that this build computes wrongly (checked
+independently on a plain row), which fail; and the same kernels fed one flipped quant fail naming
 the row, the block and the distance."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ pytest.importorskip("ggml", reason="ggml-python (llama.cpp's libggml) is not ins
 
 pytest_plugins = ["pytester"]
 TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))  # ggml_kernels, as the downstream conftest imports it
 
 CONFTEST = f"""
 import os, sys
@@ -54,10 +57,13 @@ def downstream(pytester):
     return pytester
 
 
-def test_llama_cpp_dot_kernels_pass_within_the_bound_with_the_distance_shown(downstream, tiny_gguf):
+def test_llama_cpp_dot_kernels_pass_within_the_bound_but_those_this_build_gets_wrong_fail(downstream, tiny_gguf):
+    import ggml_kernels
+
+    wrong = ggml_kernels.wrong_on_a_plain_row()  # gcc 12 on an AVX-VNNI CPU: [("-generic", "Q5_0")]
     result = downstream.runpytest_subprocess("--quantbench", "-k", "conformance", f"--quantbench-gguf={tiny_gguf}",
                                              "-W", "error")
-    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert result.ret == (1 if wrong else 0), result.stdout.str()[-3000:]
     # ggml's SIMD dots reorder the float sums: not bit-identical, within the bound, and the
     # summary says by how much.
     result.stdout.fnmatch_lines_random([
@@ -65,9 +71,15 @@ def test_llama_cpp_dot_kernels_pass_within_the_bound_with_the_distance_shown(dow
         "Q4_K*gemv*ggml *(not measured)*within the rounding bound: max * ulps, *% of the allowed error*",
         "Q6_K*vec_dot*ggml-generic *(not measured)*within the rounding bound: max * ulps*",
     ])
+    # A kernel that is wrong on a plain row fails here too, and no other does.
+    result.stdout.fnmatch_lines_random([f"{fmt}*{op}*ggml{suffix} *(not measured)*FAILED*"
+                                        for suffix, fmt in wrong for op in ("gemv", "vec_dot")])
+    failed = [line for line in result.stdout.lines if "(not measured)" in line and "FAILED" in line]
+    assert len(failed) == 2 * len(wrong), failed
     distances = [line for line in result.stdout.lines if " ggml " in line and "within the rounding bound" in line]
     dot_formats = [f for f in qk.formats() if f.supports("gemv")]
-    assert len(distances) == 2 * len(dot_formats) and any(" max 0 ulps" not in line for line in distances)
+    assert len(distances) == 2 * (len(dot_formats) - sum(suffix == "" for suffix, _ in wrong))
+    assert any(" max 0 ulps" not in line for line in distances)
 
 
 def test_the_same_kernels_with_one_flipped_quant_fail_naming_row_block_and_distance(downstream, monkeypatch):
