@@ -11,6 +11,7 @@
 #           normalisation removes);
 #   ab:     each run is one process timing "new" (slowed) against "old" (not slowed),
 #           --quantbench-ab old,new, at fail-on 3.
+# SIZES=16x4096 calibrates at another --quantbench-sizes than 16M (small calls show warm-up effects).
 # With HOG=1 a memory-bandwidth hog (a process copying 256 MB arrays without end) runs beside it.
 #
 # usage: tests/perf/gate_calibration/run.sh [stored|ab] [N] [DIR]    (stored: ~25 min, ab: ~8)
@@ -21,7 +22,7 @@ DIR=${3:-$(mktemp -d)}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-$HERE/../../../.venv/bin/python}
 mkdir -p "$DIR" && cp "$HERE/slowed_kernel.py" "$DIR/conftest.py" && cd "$DIR" || exit 1
-COMMON=(--quantbench --quantbench-sizes=16M -p no:cacheprovider -q)
+COMMON=(--quantbench --quantbench-sizes="${SIZES:-16M}" -p no:cacheprovider -q)
 case $MODE in
   stored) PCT=5; SEL=(-k "throughput and (timed or probe)") ;;
   ab) PCT=3; SEL=(-k "test_ab" --quantbench-ab old,new) ;;  # A/B runs store nothing: their verdicts are in the logs
