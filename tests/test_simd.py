@@ -110,7 +110,7 @@ def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_na
         simd.row_sums_intrinsic(None, 136, None, step_sums=lambda *args: None, lane_scales=lambda *args: None)
 
 
-GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,f16c=False"
+GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,vpdpbusd=none,f16c=False"
 
 
 def _codegen_under(env: dict) -> str:
@@ -144,6 +144,23 @@ def test_the_generic_ir_path_equals_the_reference_on_another_target():
 
 def test_quantbench_generic_ir_forces_the_generic_spelling():
     assert _codegen_under(dict(os.environ, QUANTBENCH_GENERIC_IR="1")) == GENERIC
+
+
+@pytest.mark.skipif(simd.VPDPBUSD is None, reason="this CPU has no VNNI: its dots already take pmaddubsw and pmaddwd")
+def test_the_avx2_dots_without_vnni_equal_the_reference_on_a_vnni_cpu():
+    """Where the CPU has VNNI the dots of 32-weight blocks take vpdpbusd; QUANTBENCH_NO_VNNI=1 takes
+    the AVX2 spelling (pmaddubsw, then pmaddwd by ones) that CPUs without VNNI run: test it here."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["QUANTBENCH_NO_VNNI"] = "1"
+    assert "vpdpbusd=none" in _codegen_under(env)
+    here = Path(__file__).parent
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not _K or IQ4_XS",
+                           f"{here / 'test_simd.py'}::test_gemv_kernel_on_any_activation_blocks",
+                           f"{here / 'test_simd.py'}::test_gemv_kernel_on_extreme_blocks",
+                           "-c", str(here.parent / "pyproject.toml")],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
 # Values that make C's sequential loops and a vector tree disagree if the tree is careless:

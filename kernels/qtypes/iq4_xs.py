@@ -220,7 +220,6 @@ def _block_sums(step: simd.RowStep, n: int):  # type: ignore[no-untyped-def]
     multiplies them with the quants' magnitudes (acts: dy, magnitudes): a pair is at most 2 x 128
     x 127, no 16-bit saturation."""
     b = step.builder
-    ones = simd.splat_const(simd.I16, 1, 16)
     pairs = []
     for p in range(4):
         qs = simd.load_bytes(step.context, b, step.wt, step.w, step.weights_at(0, 8 + 32 * p))
@@ -229,7 +228,7 @@ def _block_sums(step: simd.RowStep, n: int):  # type: ignore[no-untyped-def]
             values = simd.lookup16(b, iq4_nl.KVALUES.tolist(), simd.bits8(b, qs, 4 * e, 0xF))
             k = 64 * p + 32 * e
             signed = simd.psign(b, values, step.quants(0, k))
-            dots.append(simd.madd16(b, simd.maddubs(b, step.act_at(1, 0, QK, k, 32), signed), ones))
+            dots.append(simd.dot_quads(b, step.act_at(1, 0, QK, k, 32), signed))
         pairs.append(b.add(dots[0], dots[1]))  # lanes 0-3: sub-block 2p, 4-7: 2p + 1
     # Two rounds of pairwise sums leave sub-blocks [0 2 4 6 | 1 3 5 7].
     mixed = simd.hadd(b, simd.hadd(b, pairs[0], pairs[1]), simd.hadd(b, pairs[2], pairs[3]))
