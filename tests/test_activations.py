@@ -51,6 +51,21 @@ def test_numba_activation_quantizer_equals_the_reference(name, data):
     assert_bit_identical(expected, fmt.numba.quantize_activation(x.reshape(-1, fmt.block_weights)))
 
 
+@pytest.mark.parametrize(("first", "second"), [(70, 200), (200, 70), (31, 32), (0, 255)])
+def test_q8_k_takes_its_scale_from_the_first_weight_of_largest_magnitude_across_its_32_weight_chunks(first, second):
+    # The Numba quantizer finds the extreme 32 weights at a time: a tie of 3 and -3 in two chunks
+    # must still give C's first one (the sign of d), and a zero block nothing.
+    x = np.linspace(-1, 1, 256, dtype=np.float32)
+    x[first], x[second] = 3.0, -3.0
+    q8_k = qk.get_format("Q8_K")
+    numba_blocks = q8_k.numba.quantize(x.reshape(1, -1))
+    assert_bit_identical(q8_k.reference.quantize(x.reshape(1, -1)), numba_blocks)
+    vmax = x[min(first, second)]  # C's max: the earlier of 3 and -3; d = 1 / (-127 / max)
+    assert numba_blocks[0, :4].view(np.float32)[0] == pytest.approx(-vmax / 127)
+    zero = np.zeros((1, 256), np.float32)
+    assert_bit_identical(q8_k.reference.quantize(zero), q8_k.numba.quantize(zero))
+
+
 @pytest.mark.parametrize("name", DOT)
 def test_gemv_quantizes_x_as_quantize_activation_says(name):
     rng = np.random.default_rng(1)
