@@ -4,7 +4,7 @@
 totals per type, the per-layer pattern and the key metadata, read from the header alone
 (:mod:`pytest_quantbench.gguf_header`).
 
-``quantbench bench FILE.gguf [--threads N ...] [--repeats R] [--json]``: the decode step (every
+``quantbench bench FILE.gguf [--threads N ...] [--repeats R] [--json] [--llamacpp]``: the decode step (every
 weight matrix one token multiplies, through this package's gemv; :mod:`pytest_quantbench.decode`):
 ms per token, the tokens/s that bounds, G weights/s, and the time by format and by tensor kind.
 
@@ -164,24 +164,34 @@ def _print_bench(path: Path, results: list[dict[str, Any]]) -> None:
     print(f"{path.name}: decode step = {first['matrices']} matrices, {first['weights']} weights, one gemv each "
           f"(median of {first['repeats']} tokens)")
     for r in results:
+        theirs = r.get("llamacpp")
         print()
         print(f"{r['threads']} thread(s): {r['ms_per_token']:.2f} ms per token (matmuls only: at most "
               f"{r['tokens_per_s_bound']:.1f} tokens/s), {r['gweights_per_s']:.2f} G weights/s")
-        for title, groups in (("type", r["by_type"]), ("kind", r["by_kind"])):
+        if theirs:
+            print(f"  llama.cpp's kernels, tokens interleaved with these: {theirs['ms_per_token']:.2f} ms per token "
+                  f"(at most {theirs['tokens_per_s_bound']:.1f} tokens/s): this package {r['x_llamacpp']:.2f}x as fast")
+        for title in ("type", "kind"):
+            groups = r[f"by_{title}"]
             width = max(len(title), *(len(k) for k in groups))
-            print(f"  {title:<{width}} {'ms':>8} {'weights':>11} {'G w/s':>7} {'share':>6}")
+            extra = f" {'llama.cpp ms':>12} {'x llama':>7}" if theirs else ""
+            print(f"  {title:<{width}} {'ms':>8} {'weights':>11} {'G w/s':>7} {'share':>6}{extra}")
             for name, g in groups.items():
+                if theirs:
+                    t = theirs[f"by_{title}"][name]["ms"]
+                    extra = f" {t:>12.3f} {t / g['ms']:>7.2f}"
                 print(f"  {name:<{width}} {g['ms']:>8.3f} {g['weights']:>11} {g['weights'] / g['ms'] / 1e6:>7.2f} "
-                      f"{g['share']:>6.1%}")
+                      f"{g['share']:>6.1%}{extra}")
 
 
-def bench(path: Path, threads: list[int], repeats: int, as_json: bool) -> int:
+def bench(path: Path, threads: list[int], repeats: int, as_json: bool, llamacpp: bool = False) -> int:
     try:
         step = decode.decode_step(path)
-    except GGUFFileError as err:
+        against = decode.llamacpp_step(step) if llamacpp else None
+    except (GGUFFileError, RuntimeError, ValueError) as err:
         print(f"quantbench bench: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
-    results = [decode.measure(step, t, repeats) for t in threads]
+    results = [decode.measure(step, t, repeats, against=against) for t in threads]
     if as_json:
         print(json.dumps({"file": str(path), "results": results}, indent=1))
     else:
@@ -288,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="thread counts to measure (default: 1 2)")
     b.add_argument("--repeats", type=_positive, default=7, metavar="R", help="tokens timed; the median is shown")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
+    b.add_argument("--llamacpp", action="store_true",
+                   help="time llama.cpp's own kernels on the same matrices too, tokens interleaved (needs ggml-python)")
     r = commands.add_parser("requantize", help="rewrite a GGUF file's matrices under a quantization policy")
     r.add_argument("src", type=Path, metavar="IN.gguf")
     r.add_argument("dst", type=Path, metavar="OUT.gguf")
@@ -321,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare_policies(args.file, args.out, args.tokens, args.threads, not args.no_progress,
                                 args.policies)
     if args.command == "bench":
-        return bench(args.file, args.threads, args.repeats, args.json)
+        return bench(args.file, args.threads, args.repeats, args.json, args.llamacpp)
     return inspect(args.file, args.json)
 
 

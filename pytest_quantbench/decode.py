@@ -6,6 +6,10 @@ The matrices are the 2-D ``blk.N.*`` weights and the output head (``output.weigh
 are not here: the bytes of the matmuls are what a token costs on a CPU. Float matrices (F32,
 F16, BF16) go through NumPy's float32 matvec, converted to float32 once, before any timing. Used by ``quantbench
 bench`` and by the decode-step benchmark that ``--quantbench-gguf`` adds.
+
+:func:`llamacpp_step` is the same step through llama.cpp's own kernels (its ``vec_dot`` over rows,
+the activation quantized once per matrix, as ggml's matmul does for one token): :func:`measure`
+times the two token by token, interleaved, so that what a shared machine does meanwhile hits both.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gguf
@@ -22,6 +28,7 @@ import numpy as np
 
 import quantbench_kernels as qk
 
+from . import llamacpp
 from .gguf_files import GGUFFileError, Tensor, read_tensors
 
 LAYER = re.compile(r"^blk\.\d+\.(.+)\.weight$")
@@ -113,24 +120,43 @@ def activations(step: list[Matmul], seed: int = 0) -> dict[int, np.ndarray]:
     return {w: rng.standard_normal(w).astype(np.float32) for w in sorted({m.tensor.shape[1] for m in step})}
 
 
-def run_once(step: list[Matmul], xs: dict[int, np.ndarray], threads: int | None) -> list[float]:
-    """One token's matmuls: each matrix through ``qk.gemv`` once; the seconds of each call."""
-    seconds = []
+# A matrix's gemv: (activation, threads) -> float32 (rows,).
+Gemv = Callable[[np.ndarray, int | None], np.ndarray]
+
+
+def llamacpp_step(step: list[Matmul]) -> list[Gemv]:
+    """The matrices of ``step`` through llama.cpp's kernels (:mod:`pytest_quantbench.llamacpp`), in
+    the same order; float matrices through NumPy, as in ``step``. Raises RuntimeError where
+    ggml-python is not installed, ValueError naming a format whose dot llama.cpp lacks."""
+    if why := llamacpp.available():
+        raise RuntimeError(why)
+    calls: list[Gemv] = []
     for m in step:
+        if m.fmt is None:
+            calls.append(m)
+            continue
+        gemv = llamacpp.kernels(m.fmt.name).gemv
+        if gemv is None:
+            raise ValueError(f"llama.cpp has no dot product of {m.fmt.name} (tensor {m.tensor.name!r})")
+        calls.append(partial(gemv, np.ascontiguousarray(m.tensor.raw)))  # (x, threads) -> gemv(raw, x, threads)
+    return calls
+
+
+def run_once(step: list[Matmul], xs: dict[int, np.ndarray], threads: int | None,
+             calls: list[Gemv] | None = None) -> list[float]:
+    """One token's matmuls, each matrix once: through this package's gemv, or ``calls[i]`` for
+    ``step[i]`` (:func:`llamacpp_step`); the seconds of each call."""
+    seconds = []
+    for call, m in zip(step if calls is None else calls, step, strict=True):
         start = time.perf_counter()
-        m(xs[m.tensor.shape[1]], threads)
+        call(xs[m.tensor.shape[1]], threads)
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
-def measure(step: list[Matmul], threads: int, repeats: int = 7, seed: int = 0) -> dict[str, Any]:
-    """The decode step timed ``repeats`` times after one untimed token (compiles, pages the file
-    in): per matrix the median seconds, and the totals by format and by kind."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    xs = activations(step, seed)
-    run_once(step, xs, threads)
-    per_call = np.median(np.array([run_once(step, xs, threads) for _ in range(repeats)]), axis=0)
+def _totals(step: list[Matmul], per_call: np.ndarray) -> dict[str, Any]:
+    """Time per token (median seconds per matrix summed), the bound and rate it gives, and the
+    totals by format and by kind."""
     total = float(per_call.sum())
     weights = sum(m.weights for m in step)
 
@@ -144,13 +170,34 @@ def measure(step: list[Matmul], threads: int, repeats: int = 7, seed: int = 0) -
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
 
     return {
-        "threads": threads,
-        "repeats": repeats,
-        "matrices": len(step),
-        "weights": weights,
         "ms_per_token": 1e3 * total,
         "tokens_per_s_bound": 1 / total,
         "gweights_per_s": weights / total / 1e9,
         "by_type": grouped(lambda m: m.type_name),
         "by_kind": grouped(lambda m: m.kind),
     }
+
+
+def measure(step: list[Matmul], threads: int, repeats: int = 7, seed: int = 0,
+            against: list[Gemv] | None = None) -> dict[str, Any]:
+    """The decode step timed ``repeats`` times after one untimed token (compiles, pages the file
+    in): per matrix the median seconds, and the totals by format and by kind. With ``against``
+    (:func:`llamacpp_step`), each timed token of ours is followed by one of theirs; their totals
+    are under ``"llamacpp"`` and ``"x_llamacpp"`` is their time per token over ours."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    xs = activations(step, seed)
+    sides = [None] if against is None else [None, against]
+    times: list[list[list[float]]] = [[] for _ in sides]
+    for calls in sides:
+        run_once(step, xs, threads, calls)
+    for _ in range(repeats):
+        for calls, side in zip(sides, times, strict=True):
+            side.append(run_once(step, xs, threads, calls))
+    ours, *theirs = (_totals(step, np.median(np.array(side), axis=0)) for side in times)
+    result = {"threads": threads, "repeats": repeats, "matrices": len(step),
+              "weights": sum(m.weights for m in step), **ours}
+    if theirs:
+        result["llamacpp"] = theirs[0]
+        result["x_llamacpp"] = theirs[0]["ms_per_token"] / ours["ms_per_token"]
+    return result

@@ -5,7 +5,8 @@ Per format: ``to_float`` (dequantize), ``from_float_ref`` (the reference quantiz
 backend's ``from_float`` of the activation format (activation quantization) and a gemv made of
 its ``vec_dot`` over rows. The row loop is compiled (Numba calls the C function by address), so
 no Python call per row is timed: the gemv is what llama.cpp's matmul does for one token, on one
-thread or split by rows over two, the activations quantized once per call as there.
+thread or split by rows over several (``threads`` as this package's kernels take it), the
+activations quantized once per call as there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numba
 import numpy as np
 
 import quantbench_kernels as qk
+from quantbench_kernels.compilation import dispatch
 
 # Pointers passed as integers (the same registers on x86-64 and aarch64): Numba calls these.
 # void to_float(const void *x, float *y, int64_t k); void from_float(const float *x, void *y, int64_t k)
@@ -99,7 +101,7 @@ def kernels(name: str) -> LlamaCpp:
     quantize_activation = converter(CONVERT(_address(act_traits.from_float)), act)
     rows_serial, rows_parallel = _row_loops(VEC_DOT(_address(cpu.vec_dot)))
 
-    def gemv(w: np.ndarray, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    def gemv(w: np.ndarray, x: np.ndarray, threads: int | None = 1) -> np.ndarray:
         w = np.ascontiguousarray(w, dtype=np.uint8).reshape(w.shape[0], -1)
         row_weights = w.shape[1] // fmt.block_bytes * fmt.block_weights
         if w.shape[1] % fmt.block_bytes or np.asarray(x).size != row_weights:  # C would read past the buffers
@@ -107,7 +109,8 @@ def kernels(name: str) -> LlamaCpp:
                              f"{np.asarray(x).size} values where the rows hold {row_weights}")
         a = quantize_activation(x)
         out = np.empty(w.shape[0], dtype=np.float32)
-        (rows_serial if threads == 1 else rows_parallel)(w, a, out, np.asarray(x).size)
+        # Threads as this package's kernels take them (None: by size), through the same switch.
+        dispatch(rows_serial, rows_parallel, threads, w.shape[0] * row_weights, w, a, out, row_weights)
         return out
 
     return LlamaCpp(name, dequantize_or_none, quantize, quantize_activation, gemv)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench import decode
+from pytest_quantbench import decode, llamacpp
 from pytest_quantbench.cli import main
 from pytest_quantbench.gguf_files import GGUFFileError
 from pytest_quantbench.strategies import weight_like
@@ -76,6 +76,46 @@ def test_bench_reports_time_per_token_by_type_and_kind(tmp_path, capsys):
     assert main(["bench", str(path), "--threads", "1", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "decode step = 5 matrices" in out and "ms per token" in out and "output (tied token_embd)" in out
+
+
+@pytest.mark.skipif(llamacpp.available() is not None, reason=str(llamacpp.available()))
+def test_llamacpps_step_multiplies_the_same_matrices(tmp_path):
+    step = decode.decode_step(_model(tmp_path / "m.gguf"))
+    xs = decode.activations(step)
+    for m, theirs in zip(step, decode.llamacpp_step(step), strict=True):
+        x = xs[m.tensor.shape[1]]
+        ours = m(x, 1)
+        # Their SIMD dots add in another order than C's scalar loop, which ours follow.
+        np.testing.assert_allclose(theirs(x, 1), ours, rtol=1e-4, atol=1e-4 * float(np.abs(ours).max()))
+        np.testing.assert_array_equal(theirs(x, 2), theirs(x, 1))
+
+
+@pytest.mark.skipif(llamacpp.available() is not None, reason=str(llamacpp.available()))
+def test_bench_with_llamacpp_puts_its_kernels_beside_ours_token_by_token(tmp_path, capsys):
+    path = _model(tmp_path / "m.gguf")
+    assert main(["bench", str(path), "--threads", "1", "2", "--repeats", "3", "--json", "--llamacpp"]) == 0
+    for r in json.loads(capsys.readouterr().out)["results"]:
+        theirs = r["llamacpp"]
+        assert r["x_llamacpp"] == pytest.approx(theirs["ms_per_token"] / r["ms_per_token"])
+        assert theirs["tokens_per_s_bound"] == pytest.approx(1e3 / theirs["ms_per_token"])
+        assert set(theirs["by_type"]) == set(r["by_type"]) and set(theirs["by_kind"]) == set(r["by_kind"])
+        assert sum(g["ms"] for g in theirs["by_type"].values()) == pytest.approx(theirs["ms_per_token"])
+    assert main(["bench", str(path), "--threads", "1", "--repeats", "1", "--llamacpp"]) == 0
+    out = capsys.readouterr().out
+    assert "llama.cpp's kernels, tokens interleaved with these" in out and "x llama" in out
+
+
+def test_bench_with_llamacpp_says_what_is_missing_in_one_line(tmp_path, capsys, monkeypatch):
+    path = _model(tmp_path / "m.gguf")
+    monkeypatch.setattr(llamacpp, "available", lambda: "ggml-python (llama.cpp's libggml) is not installed")
+    assert main(["bench", str(path), "--llamacpp"]) == 2
+    err = capsys.readouterr().err
+    assert "ggml-python (llama.cpp's libggml) is not installed" in err and err.count("\n") == 1
+    monkeypatch.setattr(llamacpp, "available", lambda: None)
+    monkeypatch.setattr(llamacpp, "kernels", lambda name: llamacpp.LlamaCpp(name, None, None, None, None))
+    assert main(["bench", str(path), "--llamacpp"]) == 2
+    err = capsys.readouterr().err
+    assert "llama.cpp has no dot product of Q4_0 (tensor 'blk.0.attn_q.weight')" in err and err.count("\n") == 1
 
 
 def test_bench_names_the_formats_it_cannot_multiply_and_exits_2(capsys):
