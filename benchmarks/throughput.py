@@ -412,3 +412,22 @@ q = qk.quantize(x, "Q4_K", threads=1)
 qk.dequantize(q, "Q4_K", threads=1)
 qk.gemv(q.reshape(1, -1), x, "Q4_K", threads=1)
 """
+
+
+class LlamaCppDecodeStep(DecodeStep):
+    """The same token's matmuls through llama.cpp's own kernels (its ``vec_dot`` over rows, x
+    quantized once per matrix, as ggml's matmul does for one token): the graph beside
+    ``DecodeStep``'s, as ``quantbench bench --llamacpp`` prints them side by side."""
+
+    def setup_cache(self):
+        return super().setup_cache()  # its own: asv keys a cache by where it is written
+
+    def setup(self, step, threads: int) -> None:
+        if step is not None and any(_llamacpp(fmt) is None or _llamacpp(fmt).gemv is None for _, fmt, _ in step):
+            raise NotImplementedError("llama.cpp's kernels are not reachable (ggml-python, a test extra, "
+                                      "or pytest_quantbench.llamacpp)")
+        super().setup(step, threads)
+
+    def time_decode_step(self, step, threads: int) -> None:
+        for raw, fmt, cols in self.step:
+            _llamacpp(fmt).gemv(raw, self.xs[cols], threads)

@@ -74,6 +74,37 @@ def test_asv_dequantize_reuses_its_out_buffer_only_for_the_same_shape():
         np.testing.assert_array_equal(out, qk.dequantize(args[0], "Q4_0"))
 
 
+def test_asv_decode_step_beside_llama_cpps_runs_its_kernels_on_the_same_matrices(monkeypatch):
+    pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import throughput as t
+    finally:
+        sys.path.remove(str(ROOT))
+    assert "setup_cache" in vars(t.LlamaCppDecodeStep)
+    rng = np.random.default_rng(2)
+    step = [(qk.quantize(rng.standard_normal((rows, cols)).astype(np.float32), fmt), fmt, cols)
+            for fmt, rows, cols in [("Q5_0", 8, 64), ("Q4_K", 4, 256)]]
+    theirs = t.LlamaCppDecodeStep()
+    theirs.setup(step, 1)
+    outs = []
+    real = t._llamacpp
+
+    class Recorded:  # llama.cpp's kernels of a format, their gemv's results kept
+        def __init__(self, fmt):
+            self.gemv = lambda *args: outs.append((fmt, real(fmt).gemv(*args)))
+
+    monkeypatch.setattr(t, "_llamacpp", Recorded)
+    theirs.time_decode_step(step, 2)
+    assert [fmt for fmt, _ in outs] == ["Q5_0", "Q4_K"]
+    for (raw, fmt, cols), (_, out) in zip(step, outs, strict=True):
+        ours = qk.gemv(raw, theirs.xs[cols], fmt)
+        np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * float(np.abs(ours).max()))
+    monkeypatch.setattr(t, "_llamacpp", lambda fmt: None)
+    with pytest.raises(NotImplementedError, match="llama.cpp's kernels are not reachable"):
+        theirs.setup(step, 1)
+
+
 def _suite_under(**env: str) -> subprocess.CompletedProcess:
     code = "from benchmarks import throughput as t; print(','.join(t.SIZES), ','.join(t.Gemv.params[0]))"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
