@@ -1,0 +1,51 @@
+"""The cost of a gemv call besides its work: each format's ``qk.Matrix`` (weights checked once) on
+one row of 256 weights and on 256 x 256, one thread, best of ``--rounds`` timings of ``--calls``
+calls each, the formats interleaved round by round.
+
+A call on one row is the fixed cost (the Python call, the check of x, the kernel's call, x's
+quantization to the activation format, the output's allocation) plus one row's work, so it bounds
+the fixed cost from above.
+
+usage: .venv/bin/python tests/perf/fixed_cost.py [--rounds 15] [--calls 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import quantbench_kernels as qk
+
+SHAPES = ((1, 256), (256, 256))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--calls", type=int, default=3000)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    calls = {}
+    for fmt in (f for f in qk.formats() if f.supports("gemv")):
+        for rows, cols in SHAPES:
+            m = qk.Matrix(qk.quantize((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32), fmt), fmt)
+            x = rng.standard_normal(cols).astype(np.float32)
+            m(x, 1)  # compile
+            calls[fmt.name, rows] = (m, x)
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(args.rounds):
+        for key, (m, x) in calls.items():
+            start = time.perf_counter()
+            for _ in range(args.calls):
+                m(x, 1)
+            best[key] = min(best[key], (time.perf_counter() - start) / args.calls)
+    print(f"qk.Matrix(w)(x, threads=1), best of {args.rounds} x {args.calls} calls, in microseconds")
+    print(f"{'format':<8} {'1 x 256':>8} {'256 x 256':>10}")
+    for name in dict.fromkeys(n for n, _ in calls):
+        print(f"{name:<8} {1e6 * best[name, 1]:>8.2f} {1e6 * best[name, 256]:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
