@@ -12,7 +12,7 @@ pmaddwd. Integer sums are exact, so any grouping gives the same bits; only the f
 in C's order, decide the result.
 
 ``QUANTBENCH_GENERIC_IR=1`` forces the generic spelling, ``QUANTBENCH_NO_VNNI=1`` the AVX2 one on a
-VNNI CPU (the tests check both paths).
+VNNI CPU (the tests check both paths); any value but empty or ``0`` counts as set.
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64
 F32 = ir.FloatType()
 
 
+def _flag(name: str) -> bool:
+    """Whether environment variable ``name`` is set to anything but empty or "0"."""
+    return os.environ.get(name, "") not in ("", "0")
+
+
 def _host_features() -> dict | None:
     """The host CPU's features, or None where the generic IR must be used: QUANTBENCH_GENERIC_IR
     set, or Numba compiling for another target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, as portable
     caches do: then the host's features say nothing about the target)."""
-    if os.environ.get("QUANTBENCH_GENERIC_IR", "0") not in ("", "0"):
+    if _flag("QUANTBENCH_GENERIC_IR"):
         return None
     if numba_config.CPU_NAME or numba_config.CPU_FEATURES:
         return None
@@ -84,7 +89,7 @@ PMADDWD = PMADDWDS[0] if PMADDWDS else None
 PMADDUBSW = _pmaddubsw_intrinsic(_FEATURES)
 PSHUFB = _pshufb_intrinsic(_FEATURES)
 PSIGNB = _psignb_intrinsic(_FEATURES)
-VPDPBUSD = None if os.environ.get("QUANTBENCH_NO_VNNI") == "1" else _vpdpbusd_intrinsic(_FEATURES)
+VPDPBUSD = None if _flag("QUANTBENCH_NO_VNNI") else _vpdpbusd_intrinsic(_FEATURES)
 # f16 -> f32 in one instruction (vcvtph2ps) where the CPU has F16C; it quiets a signalling NaN
 # (sets the top mantissa bit), which the bit-exact checks allow: NaNs compare equal in any payload.
 F16C = bool(_FEATURES and _FEATURES.get("f16c"))

@@ -119,27 +119,40 @@ def _codegen_under(env: dict) -> str:
     return probe.stdout.strip()
 
 
+def _without_ci(**extra: str) -> dict:
+    """This environment without CI (the dev Hypothesis profile: the IR is the same for every input,
+    it is the code path that is tested), with ``extra`` set."""
+    return {**{k: v for k, v in os.environ.items() if k != "CI"}, **extra}
+
+
+def _assert_tests_pass_under(env: dict, keyword: str, *tests: str) -> None:
+    """Run ``tests`` (names in this directory) selected by ``keyword`` in a fresh pytest under
+    ``env``, on two xdist workers (this process only waits meanwhile: a second core compiles half
+    the kernels), and assert that some ran and all passed."""
+    here = Path(__file__).parent
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "-k", keyword,
+                           *(str(here / t) for t in tests), "-c", str(here.parent / "pyproject.toml")],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+DOT_TESTS = ("test_simd.py::test_gemv_kernel_on_any_activation_blocks",
+             "test_simd.py::test_gemv_kernel_on_extreme_blocks")
+
+
 @pytest.mark.skipif(simd.PMADDWD is None and simd.PMADDUBSW is None,
                     reason="this CPU already runs the generic IR (no pmaddwd, no pmaddubsw)")
 def test_the_generic_ir_path_equals_the_reference_on_another_target():
     """NUMBA_CPU_NAME=generic (a portable cache; also what ARM and CPUs without AVX2 get) compiles
     for a CPU without AVX: calling x86's pmaddubsw/pmaddwd there would not compile, so the kernels
-    take the generic IR. Rerun the dot and dequantize conformance tests there (with the dev
-    Hypothesis profile: the IR is the same for every input, it is the code path that is tested)."""
-    here = Path(__file__).parent
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env["NUMBA_CPU_NAME"] = "generic"
+    take the generic IR. Rerun the dot and dequantize conformance tests there."""
+    env = _without_ci(NUMBA_CPU_NAME="generic")
     assert _codegen_under(env) == GENERIC
-    tests = [f"{here / 'test_simd.py'}::test_gemv_kernel_on_any_activation_blocks",
-             f"{here / 'test_simd.py'}::test_gemv_kernel_on_extreme_blocks",
-             f"{here / 'test_conformance.py'}::test_gemv_is_one_vec_dot_per_row_on_real_sized_rows",
-             f"{here / 'test_conformance.py'}::test_dequantize_numba_equals_reference"]
     # Every format's dot is vector IR; of the dequantize kernels only the k-quants' are.
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not dequantize or _K",
-                           *tests, "-c", str(here.parent / "pyproject.toml")],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    _assert_tests_pass_under(env, "not dequantize or _K", *DOT_TESTS,
+                             "test_conformance.py::test_gemv_is_one_vec_dot_per_row_on_real_sized_rows",
+                             "test_conformance.py::test_dequantize_numba_equals_reference")
 
 
 def test_quantbench_generic_ir_forces_the_generic_spelling():
@@ -150,17 +163,10 @@ def test_quantbench_generic_ir_forces_the_generic_spelling():
 def test_the_avx2_dots_without_vnni_equal_the_reference_on_a_vnni_cpu():
     """Where the CPU has VNNI the dots of 32-weight blocks take vpdpbusd; QUANTBENCH_NO_VNNI=1 takes
     the AVX2 spelling (pmaddubsw, then pmaddwd by ones) that CPUs without VNNI run: test it here."""
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env["QUANTBENCH_NO_VNNI"] = "1"
+    assert f"vpdpbusd={simd.VPDPBUSD}" in _codegen_under(_without_ci(QUANTBENCH_NO_VNNI="0"))  # "0" is unset
+    env = _without_ci(QUANTBENCH_NO_VNNI="1")
     assert "vpdpbusd=none" in _codegen_under(env)
-    here = Path(__file__).parent
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not _K or IQ4_XS",
-                           f"{here / 'test_simd.py'}::test_gemv_kernel_on_any_activation_blocks",
-                           f"{here / 'test_simd.py'}::test_gemv_kernel_on_extreme_blocks",
-                           "-c", str(here.parent / "pyproject.toml")],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    _assert_tests_pass_under(env, "not _K or IQ4_XS", *DOT_TESTS)
 
 
 # Values that make C's sequential loops and a vector tree disagree if the tree is careless:
