@@ -262,19 +262,36 @@ def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, reques
     workloads.measure(benchmark, work, np.copyto, info, request.config)
 
 
-def test_decode_step(qb_gguf_path, benchmark, request) -> None:
-    """Time one token's matmuls of a GGUF file (pytest_quantbench.decode): every matrix through the
-    package's gemv once, threads as the kernels pick them."""
+def _decode_step(path: str, impl: str, benchmark, request) -> None:
+    """Time one token's matmuls of a GGUF file (pytest_quantbench.decode), every matrix once,
+    threads as the kernels pick them: through this package's gemv, or llama.cpp's kernels."""
     _skip_unless_measuring(request.config)
     try:
-        step = decode.decode_step(qb_gguf_path)
+        step = decode.decode_step(path)
     except GGUFFileError as err:
         # An unreadable file already fails its conformance test; a format without a gemv here is
         # named among the unchecked ones: the decode step says why it cannot run, once.
         pytest.skip(f"no decode step: {err}")
+    calls = None
+    if impl == LLAMACPP:
+        try:
+            calls = decode.llamacpp_step(step)
+        except (RuntimeError, ValueError) as err:
+            pytest.skip(str(err))
     xs = decode.activations(step)
     work = workloads.Workload([(step, xs)], sum(m.weights for m in step),
                               sum(m.tensor.raw.nbytes + 4 * m.tensor.shape[1] for m in step))
-    info = tag(op="decode-step", fmt=Path(qb_gguf_path).name, size="1 token", impl=options.BUILTIN_NAME,
-               weights=work.n_weights, nbytes=work.nbytes, threads=None)
-    workloads.measure(benchmark, work, lambda s, x: decode.run_once(s, x, None), info, request.config)
+    info = tag(op="decode-step", fmt=Path(path).name, size="1 token", impl=impl, weights=work.n_weights,
+               nbytes=work.nbytes, threads=None)
+    workloads.measure(benchmark, work, lambda s, x: decode.run_once(s, x, None, calls), info, request.config)
+
+
+def test_decode_step(qb_gguf_path, benchmark, request) -> None:
+    """Time one token's matmuls of a GGUF file: every matrix through the package's gemv once."""
+    _decode_step(qb_gguf_path, options.BUILTIN_NAME, benchmark, request)
+
+
+def test_decode_step_llamacpp(qb_gguf_path, benchmark, request) -> None:
+    """The same token through llama.cpp's own kernels, where ggml-python is installed: the decode
+    step's ``x llama.cpp`` in the table."""
+    _decode_step(qb_gguf_path, LLAMACPP, benchmark, request)

@@ -5,7 +5,10 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import quantbench_kernels as qk
 
 pytest_plugins = ["pytester"]
 
@@ -129,6 +132,30 @@ def test_llama_cpps_own_kernel_is_a_comparison_row_where_ggml_is_installed(proje
     assert result.ret == 0
 
 
+def test_the_decode_step_of_a_gguf_file_has_llama_cpps_beside_it(project):
+    pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
+    import gguf
+
+    rng = np.random.default_rng(3)
+    writer = gguf.GGUFWriter(project.path / "two.gguf", arch="llama")
+    for name, qtype, rows, cols in [("blk.0.attn_q.weight", "Q4_0", 64, 256), ("token_embd.weight", "Q4_K", 64, 256)]:
+        raw = qk.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
+        writer.add_tensor(name, raw, raw_dtype=qk.get_format(qtype).qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = _run(project, "--quantbench", "--quantbench-gguf=two.gguf", "-k", "decode_step", "-v",
+                  "--benchmark-json=bench.json")
+    result.stdout.fnmatch_lines_random(["*test_decode_step?two.gguf? PASSED*",
+                                        "*test_decode_step_llamacpp?two.gguf? PASSED*"])
+    saved = {b["extra_info"]["impl"]: b["extra_info"] for b in json.loads((project.path / "bench.json").read_text())[
+        "benchmarks"]}
+    assert saved["llama.cpp"]["op"] == saved["quantbench-numba"]["op"] == "decode-step"
+    assert saved["quantbench-numba"]["speedup_vs_llamacpp"] > 0  # the table's x llama.cpp for the decode step
+    assert result.ret == 0
+
+
 def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
     result = _run(project, "--quantbench", "-k", "conformance and broken", env={"WHICH": "broken"})
     assert result.ret == 1
@@ -175,8 +202,9 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     # The project registers "mine": the built-ins are not tested unless asked.
     own = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v")
     # One line per quantized format that no kernel here checks, with its counts and the reason.
-    # Skipped: the 12 other formats of tiny.gguf, TQ2_0, and the decode step (TQ2_0 has no gemv).
-    own.assert_outcomes(passed=2, skipped=14)
+    # Skipped: the 12 other formats of tiny.gguf, TQ2_0, and the decode steps, ours and llama.cpp's
+    # (TQ2_0 has no gemv).
+    own.assert_outcomes(passed=2, skipped=15)
     own.stdout.fnmatch_lines_random([
         "quantbench: tiny.gguf: 1 Q2_K tensors (3072 weights) not checked: no registered kernel is for Q2_K",
         "quantbench: tiny.gguf: 2 Q8_0 tensors (1408 weights) not checked: no registered kernel is for Q8_0",
@@ -187,7 +215,7 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
                   "--quantbench-builtins", "test", "-W", "error")
     # tiny.gguf has two Q4_K and two Q8_0 tensors and one of each other format: 2 per Q4_K and Q8_0
     # kernel, 1 per other; the built-ins have 4 ops per format, "mine" is a Q4_K dequantize.
-    result.assert_outcomes(passed=2 * 2 * 4 + 11 * 1 * 4 + 2, skipped=2)  # TQ2_0 and the decode step
+    result.assert_outcomes(passed=2 * 2 * 4 + 11 * 1 * 4 + 2, skipped=3)  # TQ2_0 and the decode steps
     result.stdout.fnmatch_lines_random([
         "*test_conformance_gguf?mine-Q4_K-dequantize-tiny.gguf:blk.0.attn_output.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q2_K-gemv-tiny.gguf:blk.0.ffn_down.weight? PASSED*",
@@ -199,7 +227,7 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     ])
     assert result.ret == 0
     bad = _run(project, "--quantbench", f"--quantbench-gguf={truncated}", "-k", "gguf")
-    bad.assert_outcomes(failed=1, skipped=1)  # the decode step skips: the failure is said once
+    bad.assert_outcomes(failed=1, skipped=2)  # the decode steps skip: the failure is said once
     bad.stdout.fnmatch_lines(["*truncated.gguf*truncated or corrupt*"])
 
 
