@@ -6,7 +6,8 @@ totals per type, the per-layer pattern and the key metadata, read from the heade
 
 ``quantbench bench FILE.gguf [--threads N ...] [--repeats R] [--json] [--llamacpp]``: the decode step (every
 weight matrix one token multiplies, through this package's gemv; :mod:`pytest_quantbench.decode`):
-ms per token, the tokens/s that bounds, G weights/s, and the time by format and by tensor kind.
+ms per token, the tokens/s that bounds, G weights/s, and the time by format and by tensor kind;
+with ``--llamacpp``, llama.cpp's kernels on the same matrices beside them, tokens interleaved.
 
 ``quantbench requantize IN.gguf OUT.gguf --policy POLICY [--threads N]``: the file with its
 matrices requantized under a policy (``GLOB=TYPE,...`` or a preset; :mod:`pytest_quantbench.policy`),

@@ -270,7 +270,7 @@ def _decode_step(path: str, impl: str, benchmark, request) -> None:
         step = decode.decode_step(path)
     except GGUFFileError as err:
         # An unreadable file already fails its conformance test; a format without a gemv here is
-        # named among the unchecked ones: the decode step says why it cannot run, once.
+        # named among the unchecked ones: the decode steps say why they cannot run.
         pytest.skip(f"no decode step: {err}")
     calls = None
     if impl == LLAMACPP:
