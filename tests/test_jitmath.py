@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pytest_quantbench.bitexact import assert_bit_identical
 from quantbench_kernels import compilation, jitmath, refmath, simd
+from quantbench_kernels.qtypes import iq4_nl
 
 
 @numba.njit
@@ -112,3 +113,25 @@ def test_every_kernel_is_cached_under_the_package_stamp():
         pytest.skip("QUANTBENCH_NUMBA_CACHE=0 or this Numba has no cache-locator classes to extend")
     locator = q4_k._dequantize_serial._cache._impl.locator
     assert locator.get_source_stamp() == compilation.source_stamp(compilation.PACKAGE_DIR, simd.CODEGEN)
+
+
+@numba.njit
+def _best_indices(v):
+    out = np.empty(v.shape[0], dtype=np.uint8)
+    for i in range(v.shape[0]):
+        out[i] = iq4_nl.best_index(v[i])
+    return out
+
+
+def test_the_iq4_table_search_picks_what_cs_binary_search_picks():
+    """IQ4_NL/IQ4_XS's nearest table value, found with selects instead of branches: on the table's
+    values, the midpoints between them (ties go up) and the floats beside both, NaN (C's loop ends
+    at the top), infinities, zeros and random values."""
+    table = iq4_nl.KVALUES.astype(np.float32)
+    mids = (table[:-1] + table[1:]) / 2
+    near = [np.nextafter(a, b) for a in (table, mids) for b in (np.float32(np.inf), np.float32(-np.inf))]
+    rng = np.random.default_rng(4)
+    v = np.concatenate([table, mids, *near, np.float32([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, 3e38]),
+                        (rng.standard_normal(100_000) * 60).astype(np.float32)]).astype(np.float32)
+    np.testing.assert_array_equal(_best_indices(v), iq4_nl.best_index_ref(v))
+    assert _best_indices(np.float32([np.nan]))[0] == 15

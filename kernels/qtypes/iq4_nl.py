@@ -130,20 +130,20 @@ KV_FLOAT = KVALUES.astype(np.float32)
 
 @inline
 def best_index(v: np.float32) -> np.int32:
-    """:func:`best_index_ref` of one value (llama.cpp's binary search)."""
+    """:func:`best_index_ref` of one value, as llama.cpp's binary search picks it."""
     if v <= KV_FLOAT[0]:
         return np.int32(0)
     if v >= KV_FLOAT[15]:
         return np.int32(15)
-    lo = 0
-    hi = 15
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if v < KV_FLOAT[mid]:
-            hi = mid
-        else:
-            lo = mid
-    return np.int32(hi - 1) if v - KV_FLOAT[hi - 1] < KV_FLOAT[hi] - v else np.int32(hi)
+    # C's search ends with table[lo] <= v < table[lo + 1]: the largest such lo, found in four
+    # steps of selects instead of branches that the quantizer's search mispredicts. A NaN, for
+    # which no comparison holds, takes every step (lo 15); C's loop ends it at lo 14: min().
+    lo = np.int32(8) * np.int32(not v < KV_FLOAT[8])
+    lo += np.int32(4) * np.int32(not v < KV_FLOAT[lo + 4])
+    lo += np.int32(2) * np.int32(not v < KV_FLOAT[lo + 2])
+    lo += np.int32(not v < KV_FLOAT[lo + 1])
+    lo = min(lo, np.int32(14))
+    return lo if v - KV_FLOAT[lo] < KV_FLOAT[lo + 1] - v else lo + np.int32(1)
 
 
 @inline
