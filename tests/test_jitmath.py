@@ -30,11 +30,15 @@ def _encode_all(values):
 
 
 @numba.njit
-def _nearest_all(values):
-    out = np.empty(values.shape[0], dtype=np.int32)
+def _each(fn, values, out):
+    """``out[i] = fn(values[i])`` for a compiled helper ``fn`` of one value."""
     for i in range(values.shape[0]):
-        out[i] = jitmath.nearest_int(values[i])
+        out[i] = fn(values[i])
     return out
+
+
+def _nearest_all(values):
+    return _each(jitmath.nearest_int, values, np.empty(values.shape[0], dtype=np.int32))
 
 
 def test_f16_decode_matches_numpy_on_all_65536_patterns():
@@ -115,12 +119,8 @@ def test_every_kernel_is_cached_under_the_package_stamp():
     assert locator.get_source_stamp() == compilation.source_stamp(compilation.PACKAGE_DIR, simd.CODEGEN)
 
 
-@numba.njit
 def _best_indices(v):
-    out = np.empty(v.shape[0], dtype=np.uint8)
-    for i in range(v.shape[0]):
-        out[i] = iq4_nl.best_index(v[i])
-    return out
+    return _each(iq4_nl.best_index, v, np.empty(v.shape[0], dtype=np.uint8))
 
 
 def test_the_iq4_table_search_picks_what_cs_binary_search_picks():
