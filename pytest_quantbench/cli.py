@@ -36,7 +36,6 @@ from typing import Any
 
 from gguf import LlamaFileType
 
-from . import decode
 from .gguf_files import GGUFFileError
 from .gguf_header import GGUFHeaderError, Header, read_header
 from .policy import PRESETS, Policy, PolicyError, parse
@@ -186,6 +185,8 @@ def _print_bench(path: Path, results: list[dict[str, Any]]) -> None:
 
 
 def bench(path: Path, threads: list[int], repeats: int, as_json: bool, llamacpp: bool = False) -> int:
+    from . import decode  # noqa: PLC0415 (Numba: only the commands that compute import it)
+
     try:
         step = decode.decode_step(path)
         against = decode.llamacpp_step(step) if llamacpp else None

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-import quantbench_kernels as qk
-
 from .gguf_files import Tensor
 
 KEEP = "keep"
@@ -76,6 +74,8 @@ class Policy:
 
 def quantizable() -> list[str]:
     """The formats a policy may name: weight formats (those with a gemv) that this package quantizes to."""
+    import quantbench_kernels as qk  # noqa: PLC0415 (Numba: not for `quantbench inspect`'s import)
+
     return sorted(f.name for f in qk.formats() if f.supports("quantize") and f.supports("gemv"))
 
 
@@ -135,6 +135,8 @@ def plan(tensors: list[Tensor], policy: Policy) -> list[Choice]:
     """The type of every tensor of a file under ``policy``, in file order. Raises PolicyError for
     a matrix whose rows fit neither the chosen type nor its fallback, or whose type cannot be
     decoded here for requantizing (naming the tensor, its rows and the types)."""
+    import quantbench_kernels as qk  # noqa: PLC0415
+
     decodable = {f.name for f in qk.formats() if f.supports("dequantize")} | {"F32", "F16", "BF16"}
     out = []
     for t in tensors:

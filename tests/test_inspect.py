@@ -54,6 +54,26 @@ def test_inspect_json_is_the_same_map(capsys):
     assert data["layer_pattern"]["attn_norm.weight"] == "F32 in blk 0 only"
 
 
+def test_inspect_imports_neither_numba_nor_pytest():
+    # What keeps the command near its header read: the kernels' Numba, pytest and Hypothesis cost
+    # about 0.6 s of import, and the quant map needs none of them.
+    probe = ("import sys; from pytest_quantbench.cli import main; assert main(['inspect', sys.argv[1]]) == 0; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'numba', 'pytest', '_pytest', 'hypothesis', 'quantbench_kernels', 'llvmlite'}))")
+    result = subprocess.run([sys.executable, "-c", probe, str(TINY)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "tiny.gguf: GGUF v3" in result.stdout and result.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_package_still_gives_kernel_and_ops_on_first_use():
+    import pytest_quantbench  # noqa: PLC0415
+    from pytest_quantbench import kernel  # noqa: PLC0415
+
+    assert pytest_quantbench.Kernel is kernel.Kernel and pytest_quantbench.OPS is kernel.OPS
+    with pytest.raises(AttributeError, match="no attribute 'Kernal'"):
+        pytest_quantbench.Kernal  # noqa: B018
+
+
 @pytest.mark.parametrize(("data", "message"), [
     (b"", "the file is empty (byte 0)"),
     (b"GGML" + DATA[4:], "not a GGUF file: magic b'GGML' at byte 0"),
