@@ -173,6 +173,20 @@ def dispatch(
         _swap_threads(previous)
 
 
+# Outputs from this size up are written with non-temporal stores (simd.store_weights), which
+# leave them out of the caches: past the caches' share of one core they would not stay there anyway.
+STREAM_FROM_BYTES = 16 << 20
+
+
+def dispatch_dequantize(serial: Callable[..., Any], parallel: Callable[..., Any], threads: int | None,
+                        blocks: np.ndarray, out: np.ndarray) -> None:
+    """:func:`dispatch` for a dequantize kernel ``(blocks, out, stream)``: ``stream`` (non-temporal
+    stores) where ``out`` (float32) holds at least :data:`STREAM_FROM_BYTES` and starts on a
+    16-byte boundary (NumPy aligns large arrays so; a view that does not gets plain stores)."""
+    stream = out.nbytes >= STREAM_FROM_BYTES and out.ctypes.data % simd.STREAM_BYTES == 0
+    dispatch(serial, parallel, threads, out.size, blocks, out, stream)
+
+
 @numba.njit(cache=False)  # Numba cannot cache it: the thread count functions are ctypes pointers
 def _swap_threads(n: int) -> int:
     """Set this thread's Numba thread count to ``n``, returning the previous one. Compiled: the

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import quantbench_kernels as qk
 from pytest_quantbench import strategies as qst
 from pytest_quantbench.bitexact import assert_bit_identical
-from quantbench_kernels import refmath, simd
+from quantbench_kernels import compilation, refmath, simd
 
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
 @pytest.mark.parametrize("name", DOT)
@@ -137,6 +137,35 @@ def _assert_tests_pass_under(env: dict, keyword: str, *tests: str) -> None:
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
+@pytest.mark.parametrize("name", DOT)
+def test_a_large_dequantize_streams_its_output_with_the_same_bits(name, monkeypatch):
+    """From compilation.STREAM_FROM_BYTES up (here: any size), dequantize writes with non-temporal
+    stores, which need a 16-byte aligned output: the same bits as the reference on one and two
+    threads (an odd block count splits into uneven chunks); an output 4 bytes off that grid gets
+    plain stores instead of a fault."""
+    fmt = qk.get_format(name)
+    raw = _random_blocks(fmt, np.random.default_rng(5), 67)
+    expected = qk.dequantize(raw, name, backend="reference")
+    streamed = []
+
+    def spy(serial, parallel, threads, work, blocks, out, stream):
+        streamed.append(stream)
+        return dispatch(serial, parallel, threads, work, blocks, out, stream)
+
+    dispatch = compilation.dispatch
+    monkeypatch.setattr(compilation, "STREAM_FROM_BYTES", 0)
+    monkeypatch.setattr(compilation, "dispatch", spy)
+    buf = np.empty(expected.nbytes + 32, np.uint8)
+    for skew in (0, 4):  # bytes past a 16-byte boundary
+        start = -buf.ctypes.data % 16 + skew
+        out = buf[start:start + expected.nbytes].view(np.float32).reshape(expected.shape)
+        for threads in (1, 2):
+            out.fill(np.nan)
+            qk.dequantize(raw, name, threads=threads, out=out)
+            assert_bit_identical(expected, out, f"{name} dequantize, output {skew} bytes off, {threads} threads")
+    assert streamed == [True, True, False, False]
+
+
 DOT_TESTS = ("test_simd.py::test_gemv_kernel_on_any_activation_blocks",
              "test_simd.py::test_gemv_kernel_on_extreme_blocks")
 
@@ -152,7 +181,8 @@ def test_the_generic_ir_path_equals_the_reference_on_another_target():
     # Every format's dot is vector IR; of the dequantize kernels only the k-quants' are.
     _assert_tests_pass_under(env, "not dequantize or _K", *DOT_TESTS,
                              "test_conformance.py::test_gemv_is_one_vec_dot_per_row_on_real_sized_rows",
-                             "test_conformance.py::test_dequantize_numba_equals_reference")
+                             "test_conformance.py::test_dequantize_numba_equals_reference",
+                             "test_simd.py::test_a_large_dequantize_streams_its_output_with_the_same_bits")
 
 
 def test_quantbench_generic_ir_forces_the_generic_spelling():

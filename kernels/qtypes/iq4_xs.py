@@ -28,7 +28,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
 from ..jitmath import F32, first_largest, nearest_int, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import iq4_nl, q8_k
@@ -128,20 +128,28 @@ def _scale(blk: np.ndarray, s: int) -> np.int32:
 
 
 @jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in range(blocks.shape[0]):
-        _dequantize_one(blocks, out, i)
+def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
+    for i in range(start, stop):
+        _dequantize_one(blocks, out, i, stream)
+    simd.store_fence(stream)
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
 
 
 @pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(blocks.shape[0]):
-        _dequantize_one(blocks, out, i)
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    n = blocks.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 136) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
@@ -260,12 +268,13 @@ _dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
 
 
 @inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
     """Block ``i`` of uint8 (n_blocks, 136) into ``out[i]`` (float32 (n_blocks, 256))."""
     at = i * BLOCK_BYTES
     d = simd.f16_at(blocks, at)
     for s in range(8):
-        _dequantize_sub_block(blocks, at + 8 + 16 * s, out, i * QK + 32 * s, d * F32(_scale(blocks[i], s)), F32(-0.0))
+        _dequantize_sub_block(blocks, at + 8 + 16 * s, out, i * QK + 32 * s, d * F32(_scale(blocks[i], s)), F32(-0.0),
+                              stream)
 
 
 

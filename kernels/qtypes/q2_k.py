@@ -24,7 +24,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
 from ..jitmath import F32, make_qkx2_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -139,22 +139,29 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 
 
 @jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in range(blocks.shape[0]):
+def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
+    for i in range(start, stop):
         blk = blocks[i]
-        _dequantize_block(blocks, i * 84, out, i * QK, read_f16(blk, 80), read_f16(blk, 82))
+        _dequantize_block(blocks, i * 84, out, i * QK, read_f16(blk, 80), read_f16(blk, 82), stream)
+    simd.store_fence(stream)
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
 
 
 @pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(blocks.shape[0]):
-        blk = blocks[i]
-        _dequantize_block(blocks, i * 84, out, i * QK, read_f16(blk, 80), read_f16(blk, 82))
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    n = blocks.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 84) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
@@ -254,22 +261,23 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[no-untyped-def]
+def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin, stream):  # type: ignore[no-untyped-def]
     """Dequantize the Q2_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
     ``out`` from element ``ooff``, given its decoded ``d`` and ``dmin``:
-    weight = (d * scale) * q - dmin * min."""
+    weight = (d * scale) * q - dmin * min.
+    ``stream``: non-temporal stores (:func:`simd.store_weights`)."""
     if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
-            and dmin == types.float32):
+            and dmin == types.float32 and stream == types.boolean):
         return None
-    sig = types.none(w, woff, out, ooff, d, dmin)
+    sig = types.none(w, woff, out, ooff, d, dmin, stream)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, out_, ooff_, d_, dmin_ = args
-        wt, _, ot, _, _, _ = signature.args
+        w_, woff_, out_, ooff_, d_, dmin_, stream_ = args
+        wt, _, ot, _, _, _, _ = signature.args
         chunks, scales = _decode(context, builder, wt, w_, woff_)
         dl = simd.times_float(builder, d_, builder.and_(scales, simd.splat_const(simd.I8, 15, 16)), signed=False)
         ml = simd.times_float(builder, dmin_, builder.lshr(scales, simd.splat_const(simd.I8, 4, 16)), signed=False)
-        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml)
+        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml, stream_)
         return context.get_dummy_value()
 
     return sig, codegen

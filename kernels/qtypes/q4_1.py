@@ -24,7 +24,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
 from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0, q8_1
@@ -121,20 +121,28 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 @jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in range(blocks.shape[0]):
-        _dequantize_one(blocks, out, i)
+def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
+    for i in range(start, stop):
+        _dequantize_one(blocks, out, i, stream)
+    simd.store_fence(stream)
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
 
 
 @pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(blocks.shape[0]):
-        _dequantize_one(blocks, out, i)
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    n = blocks.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 20) -> ``out``, float32 (n_blocks, 32), Numba."""
-    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 # IR: the block's 32 quants, and two blocks' at once (see ``simd.row_dot_intrinsic``).
@@ -148,10 +156,10 @@ _dequantize_block = simd.block32_dequantize_intrinsic(_decode)
 
 
 @inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int) -> None:
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
     """Block ``i`` of uint8 (n_blocks, 20) into ``out[i]`` (float32 (n_blocks, 32))."""
     at = i * BLOCK_BYTES
-    _dequantize_block(blocks, at, out, i * QK, simd.f16_at(blocks, at), simd.f16_at(blocks, at + 2))
+    _dequantize_block(blocks, at, out, i * QK, simd.f16_at(blocks, at), simd.f16_at(blocks, at + 2), stream)
 
 
 @jit

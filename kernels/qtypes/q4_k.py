@@ -27,7 +27,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
 from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -180,22 +180,29 @@ def scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
 
 
 @jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in range(blocks.shape[0]):
+def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
+    for i in range(start, stop):
         blk = blocks[i]
-        _dequantize_block(blocks, i * 144, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
+        _dequantize_block(blocks, i * 144, out, i * QK, read_f16(blk, 0), read_f16(blk, 2), stream)
+    simd.store_fence(stream)
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
 
 
 @pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(blocks.shape[0]):
-        blk = blocks[i]
-        _dequantize_block(blocks, i * 144, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    n = blocks.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 144) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
@@ -324,24 +331,24 @@ def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | Non
 
 def dequantize_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
     """The dequantize intrinsic of the formats with Q4_K's header (see :func:`decode`):
-    ``dequantize_block(w, woff, out, ooff, d, dmin)`` writes the block at byte ``woff`` of ``w``
-    (uint8, C-contiguous) to float32 ``out`` from element ``ooff``, given its decoded ``d`` and
-    ``dmin``: weight = (d * sc) * q - dmin * m."""
+    ``dequantize_block(w, woff, out, ooff, d, dmin, stream)`` writes the block at byte ``woff`` of
+    ``w`` (uint8, C-contiguous) to float32 ``out`` from element ``ooff``, given its decoded ``d``
+    and ``dmin``: weight = (d * sc) * q - dmin * m (``stream``: :func:`simd.store_weights`)."""
 
     @intrinsic
-    def dequantize_block(typingctx, w, woff, out, ooff, d, dmin):  # type: ignore[no-untyped-def]
+    def dequantize_block(typingctx, w, woff, out, ooff, d, dmin, stream):  # type: ignore[no-untyped-def]
         if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
-                and dmin == types.float32):
+                and dmin == types.float32 and stream == types.boolean):
             return None
-        sig = types.none(w, woff, out, ooff, d, dmin)
+        sig = types.none(w, woff, out, ooff, d, dmin, stream)
 
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            w_, woff_, out_, ooff_, d_, dmin_ = args
-            wt, _, ot, _, _, _ = signature.args
+            w_, woff_, out_, ooff_, d_, dmin_, stream_ = args
+            wt, _, ot, _, _, _, _ = signature.args
             chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset, lane_order=False)
             dl = simd.times_float(builder, d_, sc, signed=False)
             ml = simd.times_float(builder, dmin_, m, signed=False)
-            simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, SUB_BLOCK_OF_CHUNK, dl, ml)
+            simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, SUB_BLOCK_OF_CHUNK, dl, ml, stream_)
             return context.get_dummy_value()
 
         return sig, codegen

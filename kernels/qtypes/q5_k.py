@@ -25,7 +25,8 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from ..compilation import PARALLEL_CHUNKS, dispatch, inline, jit, pjit
+from .. import simd
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
 from ..jitmath import F32, read_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q4_k, q8_k
@@ -106,22 +107,29 @@ _dequantize_block = q4_k.dequantize_intrinsic(qs_offset=48, qh_offset=16)
 
 
 @jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in range(blocks.shape[0]):
+def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
+    for i in range(start, stop):
         blk = blocks[i]
-        _dequantize_block(blocks, i * 176, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
+        _dequantize_block(blocks, i * 176, out, i * QK, read_f16(blk, 0), read_f16(blk, 2), stream)
+    simd.store_fence(stream)
+
+
+@jit
+def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
 
 
 @pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(blocks.shape[0]):
-        blk = blocks[i]
-        _dequantize_block(blocks, i * 176, out, i * QK, read_f16(blk, 0), read_f16(blk, 2))
+def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
+    n = blocks.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
 
 
 def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
     """uint8 (n_blocks, 176) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch(_dequantize_serial, _dequantize_parallel, threads, out.size, blocks, out)
+    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
