@@ -49,7 +49,9 @@ def dequantize(
     block_bytes), or (rows, row_bytes) as a GGUF file stores a tensor. The result keeps the leading
     shape; its last dimension counts weights (as gguf-py's ``dequantize``). ``out``, if given, is a
     C-contiguous float32 array of exactly that shape that receives the result (and is returned):
-    reusing it saves allocating, and page-faulting in, a new output on every call.
+    reusing it saves allocating, and page-faulting in, a new output on every call. An output of
+    16 MiB or more (on a 16-byte boundary, as NumPy allocates it) is written with non-temporal
+    stores, which leave it out of the caches (it would not fit them) and skip reading each line first.
     """
     fmt = get_format(qtype)
     fn = _op(fmt, backend, "dequantize")
