@@ -22,7 +22,9 @@ from .record import record_benchmark
 from .strategies import weight_like
 
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
-MAX_COPIES = 16
+# The copies of one large input together, at most: twice a 300 MB L3 (a Xeon's) fits, and a small
+# machine is not asked for more memory than this.
+MAX_ROTATION_BYTES = 1 << 30
 SMALL_COPIES = 8
 MAX_PAIRED_ROUNDS = 2000  # rounds of a benchmark with paired calls (they are stored: keep files small)
 COMPUTE_BUFFER = 4096  # float32 values the compute probe works on: 16 KiB, in every core's L1
@@ -58,15 +60,17 @@ class Workload:
         return self.caller(fn, start=len(self.inputs) // 2)
 
 
-def _copies(size: Size, input_bytes: int) -> int:
-    """How many copies of the input to cycle through. Large sizes: enough to exceed twice the L3,
-    so that every call reads memory. Small sizes: a few that fit in a quarter of the L3 together,
-    so that the timing averages over several placements of the input in memory (one placement
-    can be luckier than another by several percent, from one process to the next)."""
+def copies(size: Size, input_bytes: int) -> int:
+    """How many copies of an input of ``input_bytes`` to cycle through at ``size``. Large sizes:
+    enough to exceed twice the L3, so that every call reads memory (within
+    :data:`MAX_ROTATION_BYTES`). Small sizes: a few that fit in a quarter of the L3 together, so
+    that the timing averages over several placements of the input in memory (one placement can be
+    luckier than another by several percent, from one process to the next)."""
     llc = last_level_cache_bytes()
+    input_bytes = max(input_bytes, 1)
     if size.weights < ROTATE_FROM_WEIGHTS:
-        return max(1, min(SMALL_COPIES, llc // 4 // max(input_bytes, 1)))
-    return max(1, min(MAX_COPIES, math.ceil(2 * llc / max(input_bytes, 1))))
+        return max(1, min(SMALL_COPIES, llc // 4 // input_bytes))
+    return max(1, min(math.ceil(2 * llc / input_bytes), MAX_ROTATION_BYTES // input_bytes))
 
 
 def build(fmt: BlockFormat, op: str, size: Size, *, seed: int = 0) -> Workload:
@@ -75,7 +79,7 @@ def build(fmt: BlockFormat, op: str, size: Size, *, seed: int = 0) -> Workload:
     rng = np.random.default_rng(seed)
     spec = OPS[op]
     args = spec.bench_args(fmt, weight_like(rng, (size.rows, size.cols)), rng)
-    n_copies = _copies(size, args[0].nbytes)
+    n_copies = copies(size, args[0].nbytes)
     inputs = [(args[0].copy(), *args[1:]) for _ in range(n_copies)]
     return Workload(inputs, size.weights, spec.bytes_moved(fmt, size.weights, size.rows))
 

@@ -244,3 +244,20 @@ def test_ab_reads_each_input_copy_cold_the_old_kernel_half_a_rotation_away():
     pairs = [(old(), new()) for _ in range(8)]
     assert pairs[:3] == [(4, 0), (5, 1), (6, 2)]
     assert sorted(o for o, _ in pairs) == sorted(n for _, n in pairs) == list(range(8))
+
+
+@pytest.mark.parametrize(("llc_mb", "input_mb", "expected"), [
+    (32, 9, 8),  # a Zen 2's L3: 72 MB of copies, past twice the L3
+    (300, 9, 67),  # a Xeon's: 603 MB (at most 16 copies read from the L3 there)
+    (300, 64, 10),  # NumPy's float32 matrix at 16M, beside them
+    (1024, 9, 113),  # a larger L3 still: bounded by MAX_ROTATION_BYTES, 1 GiB
+])
+def test_large_inputs_rotate_past_twice_the_l3_within_a_bound(monkeypatch, llc_mb, input_mb, expected):
+    from pytest_quantbench import workloads
+    from pytest_quantbench.options import Size
+
+    monkeypatch.setattr(workloads, "last_level_cache_bytes", lambda: llc_mb << 20)
+    n = workloads.copies(Size("16M", 4096, 4096), input_mb << 20)
+    assert n == expected
+    assert n * input_mb >= 2 * llc_mb or (n + 1) * (input_mb << 20) > workloads.MAX_ROTATION_BYTES
+    assert workloads.copies(Size("cache", 256, 4096), input_mb << 20) <= workloads.SMALL_COPIES

@@ -10,6 +10,7 @@ rotated past the last-level cache at 16M, two untimed calls before pytest-benchm
 from __future__ import annotations
 
 import functools
+import itertools
 
 import gguf
 import numpy as np
@@ -114,9 +115,11 @@ def test_quantize(benchmark, request, name, size, impl):
 @pytest.mark.parametrize("name", DOT)
 def test_gemv(benchmark, request, name, size, impl):
     if impl == "numpy-blas":
-        # float32 W @ x with NumPy's BLAS on its default threads; 64 MB at 16M, beyond the L3.
+        # float32 W @ x with NumPy's BLAS on its default threads, its matrix (64 MB at 16M) rotated
+        # through as many copies as the quantized weights are (workloads.copies).
         dense = weight_like(np.random.default_rng(0), (size.rows, size.cols))
-        fn = lambda w, x: dense @ x  # noqa: E731
+        matrices = itertools.cycle([dense] + [dense.copy() for _ in range(workloads.copies(size, dense.nbytes) - 1)])
+        fn = lambda w, x: next(matrices) @ x  # noqa: E731
     elif is_llamacpp(impl):
         # ggml's from_float of x once, then its vec_dot per row in a compiled loop (rows split over
         # two threads for llama.cpp-2t): no Python call per row is timed.
