@@ -93,10 +93,12 @@ VPDPBUSD = None if _flag("QUANTBENCH_NO_VNNI") else _vpdpbusd_intrinsic(_FEATURE
 # f16 -> f32 in one instruction (vcvtph2ps) where the CPU has F16C; it quiets a signalling NaN
 # (sets the top mantissa bit), which the bit-exact checks allow: NaNs compare equal in any payload.
 F16C = bool(_FEATURES and _FEATURES.get("f16c"))
+# AVX-512's mask registers on 256-bit vectors: a 32-bit word is a <32 x i1> lane mask as it is.
+MASK_REGISTERS = bool(_FEATURES and _FEATURES.get("avx512bw") and _FEATURES.get("avx512vl"))
 # Part of the kernels' cache stamp: code compiled for one spelling must not be reused for another.
 CODEGEN = (f"pmaddwd={PMADDWD[0] if PMADDWD else 'generic'},"
            f"pmaddubsw={PMADDUBSW[0] if PMADDUBSW else 'generic'},"
-           f"psignb={PSIGNB or 'generic'},vpdpbusd={VPDPBUSD or 'none'},f16c={F16C}")
+           f"psignb={PSIGNB or 'generic'},vpdpbusd={VPDPBUSD or 'none'},f16c={F16C},masks={MASK_REGISTERS}")
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:
@@ -448,11 +450,15 @@ def load_u32(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, 
 
 
 def bit_per_lane(builder: ir.IRBuilder, bits: ir.Value, to: int) -> ir.Value:
-    """Bit j of the i32 ``bits`` in lane j of a ``<32 x i8>``, moved to bit ``to`` (Q5_0/Q5_1's qh):
-    each lane takes the byte that holds its bit (a shuffle), masks its bit and compares."""
-    spread = pick(builder, builder.bitcast(bits, vec(I8, 4)), [j // 8 for j in range(32)])
-    masked = builder.and_(spread, const_vec(I8, [1 << (j % 8) for j in range(32)]))
-    isset = builder.icmp_unsigned("!=", masked, splat_const(I8, 0, 32))
+    """Bit j of the i32 ``bits`` in lane j of a ``<32 x i8>``, moved to bit ``to`` (Q5_0/Q5_1's qh).
+    With AVX-512BW the word is a mask register as it is (a masked move); elsewhere each lane takes
+    the byte that holds its bit (a shuffle), masks its bit and compares."""
+    if MASK_REGISTERS:
+        isset = builder.bitcast(bits, vec(ir.IntType(1), 32))
+    else:
+        spread = pick(builder, builder.bitcast(bits, vec(I8, 4)), [j // 8 for j in range(32)])
+        masked = builder.and_(spread, const_vec(I8, [1 << (j % 8) for j in range(32)]))
+        isset = builder.icmp_unsigned("!=", masked, splat_const(I8, 0, 32))
     return builder.select(isset, splat_const(I8, 1 << to, 32), splat_const(I8, 0, 32))
 
 
