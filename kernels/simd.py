@@ -634,6 +634,15 @@ class BlockLanes:
         """``<n x float>`` of the f16 at ``byte`` of each lane's block (a scale, a min)."""
         return f16_to_f32(self.builder, self._bytes(byte, I16))
 
+    def f16_pair(self, byte: int) -> tuple[ir.Value, ir.Value]:
+        """The f16 at ``byte`` and the one after it (Q4_1's and Q5_1's d and m) of each lane's block,
+        ``<n x float>`` each, from one 32-bit load per lane."""
+        b = self.builder
+        both = self._bytes(byte, I32)
+        low = b.trunc(both, vec(I16, self.n))
+        high = b.trunc(b.lshr(both, splat_const(I32, 16, self.n)), vec(I16, self.n))
+        return f16_to_f32(b, low), f16_to_f32(b, high)
+
     def u8(self, byte: int | Sequence[int]) -> ir.Value:
         """``<n x i32>`` of the byte at ``byte`` of each lane's block (MXFP4's exponent, IQ4_XS's
         scale bits: ``byte`` one per sub-block)."""

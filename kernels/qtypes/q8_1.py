@@ -159,7 +159,8 @@ def block_terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     """IR for ``simd.row_dot_intrinsic``: ``(d * dy) * sumi + m * s`` of a format with its f16
     ``d`` at byte 0 and ``m`` at byte 2 of each block (acts: dy, s; see :func:`unpack`)."""
     b = lanes.builder
-    return b.fadd(b.fmul(b.fmul(lanes.f16(0), lanes.act(0)), lanes.float(sumi)), b.fmul(lanes.f16(2), lanes.act(1)))
+    d, m = lanes.f16_pair(0)
+    return b.fadd(b.fmul(b.fmul(d, lanes.act(0)), lanes.float(sumi)), b.fmul(m, lanes.act(1)))
 
 
 def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:
