@@ -55,8 +55,10 @@ def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequenc
     which are also written back into each ``extra_info`` (so they land in the saved JSON).
     ``baselines``: implementation names chosen by the user; each row's speed-up is over the first
     of them measured on the same op, format and size. Each row's speed over llama.cpp's kernel is
-    over its measurement on the same op, format, size and thread count, else on one thread (its
-    dequantize and quantize are one call on one thread)."""
+    ``extra_info["llamacpp_paired"]`` where the caller measured it (llama.cpp's calls timed in
+    between the row's rounds: a ratio of neighbours in time), else over llama.cpp's measurement on
+    the same op, format, size and thread count, else on one thread (its dequantize and quantize
+    are one call on one thread)."""
     rows = [Row(info, median, iqr / median if median else 0.0) for info, median, iqr in measurements]
     probe = {r.info["size"]: r for r in rows if r.info["impl"] == PROBE}
     by_key: dict[tuple, dict[str, Row]] = {}
@@ -81,7 +83,9 @@ def derive(measurements: Iterable[tuple[dict, float, float]], baselines: Sequenc
             r.vs_baseline = peers[base].median_s / r.median_s
         key = (r.info["op"], r.info["format"], r.info["size"])
         theirs = llama.get((*key, r.info.get("threads"))) or llama.get((*key, 1))
-        if theirs is not None and not is_llamacpp(r.info["impl"]):
+        if r.info.get("llamacpp_paired") is not None:
+            r.vs_llamacpp = r.info["llamacpp_paired"]
+        elif theirs is not None and not is_llamacpp(r.info["impl"]):
             r.vs_llamacpp = theirs.median_s / r.median_s
         r.info.update(
             weights_per_s=r.weights_per_s,

@@ -84,3 +84,11 @@ def test_the_table_compares_with_llama_cpp_on_the_same_threads_else_on_one():
     header = format_table(rows)[0]
     assert "x llama.cpp" in header
     assert "x llama.cpp" not in format_table(derive([_row("numba-1t", 1, 1.0)]))[0]
+
+
+def test_a_ratio_paired_in_time_with_llama_cpp_wins_over_the_separate_rows():
+    paired, alone = _row("numba-1t", 1, 1.0), _row("numba-2t", 2, 0.5)
+    paired[0]["llamacpp_paired"] = 1.7  # llama.cpp's calls timed in between this row's rounds
+    rows = derive([paired, alone, _row(f"{LLAMACPP}-1t", 1, 2.0), _row(f"{LLAMACPP}-2t", 2, 1.5)])
+    ratios = {r.info["impl"]: r.vs_llamacpp for r in rows}
+    assert ratios["numba-1t"] == 1.7 and ratios["numba-2t"] == 3.0

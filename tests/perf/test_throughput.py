@@ -20,7 +20,7 @@ import quantbench_kernels as qk
 from pytest_quantbench import llamacpp, workloads
 from pytest_quantbench.options import NAMED_SIZES, Size
 from pytest_quantbench.strategies import weight_like
-from pytest_quantbench.throughput import PROBE, REFERENCE, is_llamacpp, tag
+from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, is_llamacpp, tag
 
 pytestmark = pytest.mark.perf
 
@@ -35,23 +35,34 @@ def _workload(name: str, op: str, size: Size) -> workloads.Workload:
     return workloads.build(qk.get_format(name), op, size)
 
 
-def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, threads, rounds=None) -> None:
+def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, threads, rounds=None,
+             llamacpp_fn=None) -> None:
+    """Time ``fn`` on the workload; ``llamacpp_fn`` (llama.cpp's kernel of the op, same arguments),
+    if given, is timed in between the rounds on the input half a rotation away, as an A/B baseline
+    is: the table's ``x llama.cpp`` of this row then comes from those pairs (conftest.py)."""
     unfit = size.unfit_for(qk.get_format(name))
     if unfit:
         pytest.skip(unfit)
     work = _workload(name, op, size)
     info = tag(op=op, fmt=name, size=size.label, impl=impl, weights=work.n_weights, nbytes=work.nbytes,
                threads=threads)
-    workloads.measure(benchmark, work, fn, info, request.config, rounds=rounds)
+    paired = None if llamacpp_fn is None else {LLAMACPP: work.opposite_caller(llamacpp_fn)}
+    workloads.measure(benchmark, work, fn, info, request.config, rounds=rounds, paired=paired)
+
+
+def _llamacpp_kernel(op: str, name: str):
+    """llama.cpp's kernel of ``op`` for ``name`` (:mod:`pytest_quantbench.llamacpp`), or why there is none."""
+    if why := llamacpp.available():
+        return None, why
+    fn = getattr(llamacpp.kernels(name), op)
+    return (fn, None) if fn is not None else (None, f"llama.cpp has no {op} of {name}")
 
 
 def _llamacpp(op: str, name: str):
-    """llama.cpp's kernel of ``op`` for ``name`` (:mod:`pytest_quantbench.llamacpp`), or a skip."""
-    if why := llamacpp.available():
-        pytest.skip(why)
-    fn = getattr(llamacpp.kernels(name), op)
+    """llama.cpp's kernel of ``op`` for ``name``, or a skip."""
+    fn, why = _llamacpp_kernel(op, name)
     if fn is None:
-        pytest.skip(f"llama.cpp has no {op} of {name}")
+        pytest.skip(why)
     return fn
 
 
@@ -76,6 +87,7 @@ def test_copyto_probe(benchmark, request, size):
 def test_dequantize(benchmark, request, name, size, impl):
     fmt = qk.get_format(name)
     out = np.empty((size.weights // fmt.block_weights, fmt.block_weights), np.float32)
+    theirs = None
     if impl == "gguf-py":
         # gguf-py's fastest input shape: rows of the matrix; it allocates its output.
         fn = lambda raw: gguf.quants.dequantize(raw.reshape(size.rows, -1), fmt.qtype)  # noqa: E731
@@ -86,7 +98,9 @@ def test_dequantize(benchmark, request, name, size, impl):
         fn = lambda raw: to_float(raw, out=out.reshape(-1))  # noqa: E731
     else:
         fn = lambda raw: qk.dequantize(raw, name, threads=THREADS[impl], out=out)  # noqa: E731
-    _measure(benchmark, request, name, "dequantize", size, impl, fn, THREADS.get(impl, 1))
+        to_float, _ = _llamacpp_kernel("dequantize", name)
+        theirs = None if to_float is None else (lambda raw: to_float(raw, out=out.reshape(-1)))  # noqa: E731
+    _measure(benchmark, request, name, "dequantize", size, impl, fn, THREADS.get(impl, 1), llamacpp_fn=theirs)
 
 
 @pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "libgguf", "llama.cpp-1t"])
@@ -107,7 +121,8 @@ def test_quantize(benchmark, request, name, size, impl):
     else:
         fn = _by_backend("quantize", name, impl)
     rounds = 3 if size.label == "16M" else None
-    _measure(benchmark, request, name, "quantize", size, impl, fn, THREADS.get(impl, 1), rounds)
+    theirs = _llamacpp_kernel("quantize", name)[0] if impl.startswith("numba") else None
+    _measure(benchmark, request, name, "quantize", size, impl, fn, THREADS.get(impl, 1), rounds, llamacpp_fn=theirs)
 
 
 @pytest.mark.parametrize("impl", ["numba-1t", "numba-2t", REFERENCE, "numpy-blas", "llama.cpp-1t", "llama.cpp-2t"])
@@ -127,7 +142,9 @@ def test_gemv(benchmark, request, name, size, impl):
         fn = lambda w, x: gemv(w, x, THREADS[impl])  # noqa: E731
     else:
         fn = _by_backend("gemv", name, impl)
-    _measure(benchmark, request, name, "gemv", size, impl, fn, THREADS.get(impl))
+    their_gemv = _llamacpp_kernel("gemv", name)[0] if impl.startswith("numba") else None
+    theirs = None if their_gemv is None else (lambda w, x: their_gemv(w, x, THREADS[impl]))  # noqa: E731
+    _measure(benchmark, request, name, "gemv", size, impl, fn, THREADS.get(impl), llamacpp_fn=theirs)
 
 
 @pytest.mark.parametrize("impl", ["numba-1t", REFERENCE])
