@@ -110,7 +110,7 @@ def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_na
         simd.row_sums_intrinsic(None, 136, None, step_sums=lambda *args: None, lane_scales=lambda *args: None)
 
 
-GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,vpdpbusd=none,f16c=False"
+GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,vpdpbusd=none,f16c=False,masks=False"
 
 
 def _codegen_under(env: dict) -> str:
