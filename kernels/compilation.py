@@ -182,7 +182,11 @@ def dispatch_dequantize(serial: Callable[..., Any], parallel: Callable[..., Any]
                         blocks: np.ndarray, out: np.ndarray) -> None:
     """:func:`dispatch` for a dequantize kernel ``(blocks, out, stream)``: ``stream`` (non-temporal
     stores) where ``out`` (float32) holds at least :data:`STREAM_FROM_BYTES` and starts on a
-    16-byte boundary (NumPy aligns large arrays so; a view that does not gets plain stores)."""
+    16-byte boundary (NumPy aligns large arrays so; a view that does not gets plain stores).
+
+    Each format writes its three loops (blocks ``start:stop`` then the fence, serial, parallel in
+    chunks) itself, as it does its gemv loops: a factory's closures, or one loop taking the block
+    function as an argument, would not be cached (Numba 0.6x: no cache hits for either, tried)."""
     stream = out.nbytes >= STREAM_FROM_BYTES and out.ctypes.data % simd.STREAM_BYTES == 0
     dispatch(serial, parallel, threads, out.size, blocks, out, stream)
 
