@@ -28,6 +28,7 @@ SIZES = [Size(label, rows, cols) for label, (rows, cols) in NAMED_SIZES.items()]
     Size("2048x640", 2048, 640), Size("256x256", 256, 256)]
 DOT = [f.name for f in qk.formats() if f.supports("gemv")]
 THREADS = {"numba-1t": 1, "numba-2t": 2, REFERENCE: 1, "llama.cpp-1t": 1, "llama.cpp-2t": 2}
+OURS = ("numba-1t", "numba-2t")  # the rows that time llama.cpp's kernel in between their rounds
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,16 +38,17 @@ def _workload(name: str, op: str, size: Size) -> workloads.Workload:
 
 def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, threads, rounds=None,
              llamacpp_fn=None) -> None:
-    """Time ``fn`` on the workload; ``llamacpp_fn`` (llama.cpp's kernel of the op, same arguments),
-    if given, is timed in between the rounds on the input half a rotation away, as an A/B baseline
-    is: the table's ``x llama.cpp`` of this row then comes from those pairs (conftest.py)."""
+    """Time ``fn`` on the workload. For our kernels' rows (:data:`OURS`), ``llamacpp_fn``
+    (llama.cpp's kernel of the op, same arguments), if given, is timed in between the rounds on the
+    input half a rotation away, as an A/B baseline is: the table's ``x llama.cpp`` of the row then
+    comes from those pairs (conftest.py)."""
     unfit = size.unfit_for(qk.get_format(name))
     if unfit:
         pytest.skip(unfit)
     work = _workload(name, op, size)
     info = tag(op=op, fmt=name, size=size.label, impl=impl, weights=work.n_weights, nbytes=work.nbytes,
                threads=threads)
-    paired = None if llamacpp_fn is None else {LLAMACPP: work.opposite_caller(llamacpp_fn)}
+    paired = {LLAMACPP: work.opposite_caller(llamacpp_fn)} if llamacpp_fn is not None and impl in OURS else None
     workloads.measure(benchmark, work, fn, info, request.config, rounds=rounds, paired=paired)
 
 
@@ -58,12 +60,11 @@ def _llamacpp_kernel(op: str, name: str):
     return (fn, None) if fn is not None else (None, f"llama.cpp has no {op} of {name}")
 
 
-def _llamacpp(op: str, name: str):
-    """llama.cpp's kernel of ``op`` for ``name``, or a skip."""
-    fn, why = _llamacpp_kernel(op, name)
-    if fn is None:
+def _theirs(call, why: str | None):
+    """A llama.cpp row's call, or its skip."""
+    if call is None:
         pytest.skip(why)
-    return fn
+    return call
 
 
 def _by_backend(op: str, name: str, impl: str):
@@ -87,19 +88,17 @@ def test_copyto_probe(benchmark, request, size):
 def test_dequantize(benchmark, request, name, size, impl):
     fmt = qk.get_format(name)
     out = np.empty((size.weights // fmt.block_weights, fmt.block_weights), np.float32)
-    theirs = None
+    to_float, why = _llamacpp_kernel("dequantize", name)
+    theirs = None if to_float is None else (lambda raw: to_float(raw, out=out.reshape(-1)))  # noqa: E731
     if impl == "gguf-py":
         # gguf-py's fastest input shape: rows of the matrix; it allocates its output.
         fn = lambda raw: gguf.quants.dequantize(raw.reshape(size.rows, -1), fmt.qtype)  # noqa: E731
     elif impl == REFERENCE:
         fn = lambda raw: qk.dequantize(raw, name, backend="reference", out=out)  # noqa: E731
     elif is_llamacpp(impl):
-        to_float = _llamacpp("dequantize", name)
-        fn = lambda raw: to_float(raw, out=out.reshape(-1))  # noqa: E731
+        fn = _theirs(theirs, why)
     else:
         fn = lambda raw: qk.dequantize(raw, name, threads=THREADS[impl], out=out)  # noqa: E731
-        to_float, _ = _llamacpp_kernel("dequantize", name)
-        theirs = None if to_float is None else (lambda raw: to_float(raw, out=out.reshape(-1)))  # noqa: E731
     _measure(benchmark, request, name, "dequantize", size, impl, fn, THREADS.get(impl, 1), llamacpp_fn=theirs)
 
 
@@ -109,6 +108,7 @@ def test_dequantize(benchmark, request, name, size, impl):
 def test_quantize(benchmark, request, name, size, impl):
     if impl == REFERENCE and size.label == "16M":
         pytest.skip("the NumPy reference quantizer takes minutes at 16M weights: measured in cache only")
+    theirs, why = _llamacpp_kernel("quantize", name)  # quantize_row_*_ref, as libgguf (in ggml's build)
     if impl == "libgguf":
         if name not in DOT:
             pytest.skip(f"libgguf has no {name} quantizer (an activation format)")
@@ -117,11 +117,10 @@ def test_quantize(benchmark, request, name, size, impl):
         # One long row: libgguf spreads several rows over threads, one row runs on one thread.
         fn = lambda x: libgguf.quantize_rows(x.reshape(1, -1), qtype)  # noqa: E731
     elif is_llamacpp(impl):
-        fn = _llamacpp("quantize", name)  # quantize_row_*_ref, as libgguf (in ggml's build)
+        fn = _theirs(theirs, why)
     else:
         fn = _by_backend("quantize", name, impl)
     rounds = 3 if size.label == "16M" else None
-    theirs = _llamacpp_kernel("quantize", name)[0] if impl.startswith("numba") else None
     _measure(benchmark, request, name, "quantize", size, impl, fn, THREADS.get(impl, 1), rounds, llamacpp_fn=theirs)
 
 
@@ -129,6 +128,10 @@ def test_quantize(benchmark, request, name, size, impl):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.label)
 @pytest.mark.parametrize("name", DOT)
 def test_gemv(benchmark, request, name, size, impl):
+    # ggml's from_float of x once, then its vec_dot per row in a compiled loop (rows split over
+    # two threads for llama.cpp-2t and beside numba-2t): no Python call per row is timed.
+    gemv, why = _llamacpp_kernel("gemv", name)
+    theirs = None if gemv is None else (lambda w, x: gemv(w, x, THREADS[impl]))  # noqa: E731
     if impl == "numpy-blas":
         # float32 W @ x with NumPy's BLAS on its default threads, its matrix (64 MB at 16M) rotated
         # through as many copies as the quantized weights are (workloads.copies).
@@ -136,14 +139,9 @@ def test_gemv(benchmark, request, name, size, impl):
         matrices = itertools.cycle([dense] + [dense.copy() for _ in range(workloads.copies(size, dense.nbytes) - 1)])
         fn = lambda w, x: next(matrices) @ x  # noqa: E731
     elif is_llamacpp(impl):
-        # ggml's from_float of x once, then its vec_dot per row in a compiled loop (rows split over
-        # two threads for llama.cpp-2t): no Python call per row is timed.
-        gemv = _llamacpp("gemv", name)
-        fn = lambda w, x: gemv(w, x, THREADS[impl])  # noqa: E731
+        fn = _theirs(theirs, why)
     else:
         fn = _by_backend("gemv", name, impl)
-    their_gemv = _llamacpp_kernel("gemv", name)[0] if impl.startswith("numba") else None
-    theirs = None if their_gemv is None else (lambda w, x: their_gemv(w, x, THREADS[impl]))  # noqa: E731
     _measure(benchmark, request, name, "gemv", size, impl, fn, THREADS.get(impl), llamacpp_fn=theirs)
 
 
