@@ -121,15 +121,13 @@ class Matrix:
     def __init__(self, w_raw: Any, qtype: QType, *, backend: str = "numba") -> None:
         self.fmt = fmt = get_format(qtype)
         self.backend = backend
-        self._gemv = _op(fmt, backend, "gemv")
-        self._quantize, act_fmt = _activation_op(fmt, backend)
+        self._gemv, self._quantize, self._act_rows = _gemv_ops(fmt, backend)
         w = as_bytes(w_raw, "w_raw")
         if w.ndim != 2:
             raise ValueError(f"w_raw must be 2-D (rows, row_bytes), got shape {w.shape}")
         n_blocks = check_whole_blocks(w, fmt, "w_raw")
         self.w = w.reshape(w.shape[0], n_blocks, fmt.block_bytes)
         self.row_weights = n_blocks * fmt.block_weights
-        self._act_rows = (-1, act_fmt.block_weights)
 
     def _plain(self, x: Any) -> bool:
         """Whether ``x`` is already what the kernels take: a C-contiguous float32 vector of
@@ -183,6 +181,25 @@ def _dot_inputs(w_raw: Any, x: Any, fmt: BlockFormat, backend: str) -> tuple[np.
     quantized once to the activation format by ``backend``: uint8 (blocks_per_row, act_block_bytes)."""
     m = Matrix(w_raw, fmt, backend=backend)
     return m.w, m.activation(x)
+
+
+# (format name, backend) -> (the format, its gemv, its activation quantizer, the activation rows'
+# shape): looked up once, as they cost a microsecond of each gemv call's few (one Matrix per call).
+_GEMV_OPS: dict[tuple[str, str], tuple[BlockFormat, Callable[..., Any], Callable[..., Any], tuple[int, int]]] = {}
+
+
+def _gemv_ops(fmt: BlockFormat, backend: str) -> tuple[Callable[..., Any], Callable[..., Any], tuple[int, int]]:
+    """``fmt``'s gemv in ``backend``, its activation quantizer (:func:`_activation_op`) and the
+    shape that quantizer takes the activation in, (-1, activation block weights)."""
+    key = (fmt.name, backend) if type(backend) is str else None
+    ops = _GEMV_OPS.get(key)
+    if ops is None or ops[0] is not fmt:  # a format registered again under its name is looked up anew
+        gemv_op = _op(fmt, backend, "gemv")
+        quantize_act, act_fmt = _activation_op(fmt, backend)
+        ops = (fmt, gemv_op, quantize_act, (-1, act_fmt.block_weights))
+        if key is not None:
+            _GEMV_OPS[key] = ops
+    return ops[1:]
 
 
 def _activation_op(fmt: BlockFormat, backend: str) -> tuple[Callable[..., Any], BlockFormat]:

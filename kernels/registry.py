@@ -159,6 +159,8 @@ def formats() -> tuple[BlockFormat, ...]:
 
 def get_format(qtype: str | GGMLQuantizationType | BlockFormat) -> BlockFormat:
     """Look a format up by name ("Q4_K", case-insensitive) or ``GGMLQuantizationType``."""
+    if type(qtype) is str and (fmt := _FORMATS.get(qtype)) is not None:
+        return fmt  # the common case first: a gemv call's whole fixed cost is a few microseconds
     _load_formats()
     if isinstance(qtype, BlockFormat):
         return qtype

@@ -113,6 +113,26 @@ def test_unknown_qtype_and_backend_are_refused(op):
         fn(*args, "IQ2_XXS")
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         fn(*args, "Q4_K", backend="cuda")
+    with pytest.raises(ValueError, match=r"unknown backend \['numba'\]"):  # unhashable: no cache lookup
+        fn(*args, "Q4_K", backend=["numba"])
+
+
+def test_gemv_takes_the_checked_paths_for_anything_but_plain_weights():
+    """gemv's fast paths (a format name as registered, C-contiguous uint8 weights) change nothing
+    for the other spellings: same bits, or the same errors."""
+    rng = np.random.default_rng(3)
+    w = qk.quantize(qst.weight_like(rng, (4, 512)), "Q4_K")
+    x = qst.weight_like(rng, (512,))
+    expected = qk.gemv(w, x, "Q4_K")
+    wide = np.zeros((4, 2 * w.shape[1]), np.uint8)
+    wide[:, ::2] = w  # a strided view of the same bytes
+    for same in (qk.gemv(w, x, "q4_k"), qk.gemv(wide[:, ::2], x, "Q4_K"), qk.gemv(w, x, qk.get_format("Q4_K")),
+                 qk.gemv(w, x, qk.get_format("Q4_K").qtype)):
+        np.testing.assert_array_equal(same, expected)
+    with pytest.raises(ValueError, match="dtype uint8"):
+        qk.gemv(w.view(np.int8), x, "Q4_K")
+    with pytest.raises(ValueError, match="must be 2-D"):
+        qk.gemv(w.reshape(-1), x, "Q4_K")
 
 
 def test_q8_k_has_no_gemv_and_says_so():

@@ -1,6 +1,7 @@
 """The cost of a gemv call besides its work: each format's ``qk.Matrix`` (weights checked once) on
-one row of 256 weights and on 256 x 256, one thread, best of ``--rounds`` timings of ``--calls``
-calls each, the formats interleaved round by round.
+one row of 256 weights and on 256 x 256, and ``qk.gemv`` (the weights checked on every call) on one
+row, one thread, best of ``--rounds`` timings of ``--calls`` calls each, the formats interleaved
+round by round.
 
 A call on one row is the fixed cost (the Python call, the check of x, the kernel's call, x's
 quantization to the activation format, the output's allocation) plus one row's work, so it bounds
@@ -12,6 +13,7 @@ usage: .venv/bin/python tests/perf/fixed_cost.py [--rounds 15] [--calls 3000]
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -33,18 +35,22 @@ def main() -> None:
             m = qk.Matrix(qk.quantize((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32), fmt), fmt)
             x = rng.standard_normal(cols).astype(np.float32)
             m(x, 1)  # compile
-            calls[fmt.name, rows] = (m, x)
+            calls[fmt.name, rows] = functools.partial(m, x, 1)
+            if rows == 1:
+                calls[fmt.name, "gemv"] = functools.partial(qk.gemv, m.w.reshape(rows, -1), x, fmt.name, threads=1)
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(args.rounds):
-        for key, (m, x) in calls.items():
+        for key, call in calls.items():
             start = time.perf_counter()
             for _ in range(args.calls):
-                m(x, 1)
+                call()
             best[key] = min(best[key], (time.perf_counter() - start) / args.calls)
-    print(f"qk.Matrix(w)(x, threads=1), best of {args.rounds} x {args.calls} calls, in microseconds")
-    print(f"{'format':<8} {'1 x 256':>8} {'256 x 256':>10}")
+    print(f"qk.Matrix(w)(x, threads=1) and qk.gemv(w, x, name, threads=1), best of {args.rounds} x "
+          f"{args.calls} calls, in microseconds")
+    print(f"{'format':<8} {'Matrix 1 x 256':>15} {'256 x 256':>10} {'gemv 1 x 256':>13}")
     for name in dict.fromkeys(n for n, _ in calls):
-        print(f"{name:<8} {1e6 * best[name, 1]:>8.2f} {1e6 * best[name, 256]:>10.2f}")
+        us = [1e6 * best[name, key] for key in (1, 256, "gemv")]
+        print(f"{name:<8} {us[0]:>15.2f} {us[1]:>10.2f} {us[2]:>13.2f}")
 
 
 if __name__ == "__main__":
