@@ -273,3 +273,35 @@ def _f16c(x):
     for i in range(x.size):
         out[i] = simd.f16c_bits(x[i])
     return out
+
+
+_REVERSED_64 = simd.byte_shuffle(range(63, -1, -1))
+
+
+@numba.njit
+def _unpacking(q, times):
+    moved = np.empty_like(q)
+    sums = np.empty(q.size // 32, dtype=np.int32)
+    pairs = np.empty(q.size // 2, dtype=np.int16)
+    for c in range(q.size // 64):
+        _REVERSED_64(q, 64 * c, moved, 64 * c)
+    for c in range(q.size // 32):
+        sums[c] = simd.sum32_int8(q, 32 * c)
+        simd.pair_sums32(q, 32 * c, pairs, 16 * c, times)
+    return moved, sums, pairs
+
+
+@pytest.mark.parametrize("times", [0, 1, 4, 32])
+def test_the_activation_unpacking_intrinsics_move_sum_and_pair_as_numpy_does(times):
+    q = np.concatenate([np.random.default_rng(times).integers(-128, 128, 64 * 40, dtype=np.int8),
+                        np.full(64, -128, np.int8), np.full(64, 127, np.int8)])  # the extremes: no overflow
+    moved, sums, pairs = _unpacking(q, times)
+    np.testing.assert_array_equal(moved, q.reshape(-1, 64)[:, ::-1].reshape(-1))
+    np.testing.assert_array_equal(sums, q.reshape(-1, 32).astype(np.int32).sum(axis=1))
+    np.testing.assert_array_equal(pairs, (times * q.reshape(-1, 2).astype(np.int32).sum(axis=1)).astype(np.int16))
+
+
+@pytest.mark.parametrize("order", [[], [0, 2], [0, -1]])
+def test_a_byte_shuffle_with_an_index_outside_its_bytes_is_refused(order):
+    with pytest.raises(ValueError, match="indices below its length"):
+        simd.byte_shuffle(order)

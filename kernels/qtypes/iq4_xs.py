@@ -205,7 +205,8 @@ def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 # The activation quants of a block as :func:`_block_sums` reads them: per pair p of sub-blocks, the
 # first 16 of sub-block 2p, of 2p + 1, then the last 16 of each (the order of the low nibbles of
 # a 32-byte load of qs, then of its high nibbles: ``simd.PAIR_ORDER``).
-PAIR_ORDER = np.array([64 * (k // 64) + simd.PAIR_ORDER[k % 64] for k in range(QK)], dtype=np.int64)
+PAIR_ORDER = [64 * (k // 64) + simd.PAIR_ORDER[k % 64] for k in range(QK)]
+_in_pair_order = simd.byte_shuffle(PAIR_ORDER)
 
 
 @inline
@@ -213,7 +214,7 @@ def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(d float32 (nb,), quants int8 (nb * 256,) in :data:`PAIR_ORDER`, their magnitudes uint8
     (nb * 256,): 128 for -128) of uint8 (nb, 292) Q8_K activations, or of float32 values that
     ``q8_k.blocks`` quantizes first."""
-    d, q, _ = q8_k.unpack(x, PAIR_ORDER)
+    d, q, _ = q8_k.unpack(x, _in_pair_order)
     magnitudes = np.empty(q.size, dtype=np.uint8)
     for k in range(q.size):
         magnitudes[k] = np.uint8(abs(np.int32(q[k])))

@@ -327,14 +327,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack(act, q8_k.WEIGHT_ORDER)
+    yd, q8, bsums = q8_k.unpack(act, q8_k.IN_WEIGHT_ORDER)
     _gemv_rows(w, (yd, bsums), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, bsums = q8_k.unpack(act, q8_k.WEIGHT_ORDER)
+    yd, q8, bsums = q8_k.unpack(act, q8_k.IN_WEIGHT_ORDER)
     acts = (yd, bsums)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)

@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import PARALLEL_CHUNKS, activation_blocks, dispatch, dispatch_dequantize, inline, jit, pjit
-from ..jitmath import F32, c_int8, nearest_int, read_f16, roundf, write_f16
+from ..jitmath import F32, c_int8, nearest_int, roundf, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
@@ -146,13 +146,13 @@ def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = np.empty(nb, dtype=np.float32)
     q = np.empty((nb, QK), dtype=np.int8)
     for b in range(nb):
-        d[b] = read_f16(act[b], 0)
-        for j in range(QK):
-            q[b, j] = np.int8(act[b, 2 + j])
+        d[b] = simd.f16_at(act, b * BLOCK_BYTES)
+        copy_quants(act, b * BLOCK_BYTES + 2, q, b * QK)
     return d, q
 
 
-PAIR_ORDER = np.array(simd.PAIR_ORDER, dtype=np.int64)
+copy_quants = simd.byte_shuffle(range(QK))  # (src, src_at, dst, dst_at): one block's 32 quants
+_to_pair_order = simd.byte_shuffle(simd.PAIR_ORDER)
 
 
 @inline
@@ -160,11 +160,12 @@ def in_pairs(q: np.ndarray) -> np.ndarray:
     """A copy of int8 (nb, 32) activation quants in weight order whose first 4 * (nb // 4) blocks
     are in ``simd.PAIR_ORDER``, pair by pair: what a row dot that decodes pairs of blocks reads
     (``simd.row_dot_intrinsic``'s ``decode_pair``)."""
-    out = q.copy()
-    for p in range(q.shape[0] // 4 * 2):
-        for k in range(2 * QK):
-            src = PAIR_ORDER[k]
-            out[2 * p + k // QK, k % QK] = q[2 * p + src // QK, src % QK]
+    out = np.empty_like(q)
+    paired = q.shape[0] // 4 * 4
+    for p in range(paired // 2):
+        _to_pair_order(q, 2 * QK * p, out, 2 * QK * p)
+    for b in range(paired, q.shape[0]):
+        copy_quants(q, QK * b, out, QK * b)
     return out
 
 
@@ -174,10 +175,7 @@ def quant_sums(q: np.ndarray) -> np.ndarray:
     are quants minus an offset (Q4_0, Q5_0, MXFP4 shifted) take, offset times, from their blocks' integer dots."""
     out = np.empty(q.shape[0], dtype=np.int32)
     for b in range(q.shape[0]):
-        s = np.int32(0)
-        for j in range(QK):
-            s += np.int32(q[b, j])
-        out[b] = s
+        out[b] = simd.sum32_int8(q, QK * b)
     return out
 
 
@@ -217,15 +215,13 @@ def quantize_activation_block(x: np.ndarray, blk: np.ndarray, qs_offset: int) ->
     d = largest / F32(127)
     write_f16(blk, 0, d)
     total = np.int64(0)
-    for j in range(QK):
+    for j in range(QK):  # selects, not branches, so that LLVM vectorises the loop
         v = x[j] * scale
-        if abs(v) <= F32(128):
-            q = nearest_int(v)
-            blk[qs_offset + j] = np.uint8(q & 0xFF)
-            total += q
-        else:  # inf or NaN: the conversion gives INT_MIN, the saturating packs -128
-            blk[qs_offset + j] = np.uint8(0x80)
-            total -= 2147483648
+        finite = abs(v) <= F32(128)
+        # inf or NaN: the conversion gives INT_MIN, the saturating packs -128 (0x80)
+        q = nearest_int(v) if finite else np.int32(-2147483648)
+        blk[qs_offset + j] = np.uint8(q & 0xFF) if finite else np.uint8(0x80)
+        total += q
     return d, np.int32(total)  # truncated: the CPU's int32 sum wraps
 
 

@@ -113,10 +113,9 @@ def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = np.empty(nb, dtype=np.float32)
     q = np.empty((nb, QK), dtype=np.int8)
     for b in range(nb):
-        d[b] = read_f16(act[b], 0)
-        s[b] = read_f16(act[b], 2)
-        for j in range(QK):
-            q[b, j] = np.int8(act[b, 4 + j])
+        d[b] = simd.f16_at(act, b * BLOCK_BYTES)
+        s[b] = simd.f16_at(act, b * BLOCK_BYTES + 2)
+        q8_0.copy_quants(act, b * BLOCK_BYTES + 4, q, b * QK)
     return d, s, q
 
 

@@ -25,6 +25,7 @@ from ..registry import BlockFormat, DotTerms, Ops, register
 
 BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
 QK = 256
+BLOCK_BYTES = BLOCK_DTYPE.itemsize  # 292
 
 
 def fields_ref(blocks: np.ndarray) -> np.ndarray:
@@ -135,9 +136,6 @@ def dot_terms_ref(act: np.ndarray, q: np.ndarray, scales: np.ndarray, d: np.ndar
     )
 
 
-LANE_ORDER = np.array(simd.LANE_Q8_ORDER, dtype=np.int64)
-
-
 @inline
 def read_d(blk: np.ndarray) -> np.float32:
     """The float32 ``d`` of one Q8_K block (uint8[292]), little-endian."""
@@ -145,15 +143,19 @@ def read_d(blk: np.ndarray) -> np.float32:
                                | (np.int32(blk[3]) << 24)))
 
 
-WEIGHT_ORDER = np.arange(QK, dtype=np.int64)
+# The orders the row dots read a block's 256 quants in, as ``simd.byte_shuffle`` intrinsics that
+# move one block's quants into that order: in weight order, and in the 8-lane dots' (``simd.lanes_dot``).
+IN_WEIGHT_ORDER = simd.byte_shuffle(range(QK))
+IN_LANE_ORDER = simd.byte_shuffle(simd.LANE_Q8_ORDER)
 
 
 @inline
-def unpack(x: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unpack(x: np.ndarray, in_order) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     """What the row dots (``simd.row_sums_intrinsic``) read from uint8 (nb, 292) Q8_K blocks, or
     float32 values that :data:`blocks` quantizes first, decoded once per vector: (d float32 (nb,),
-    qs int8 (nb * 256,), block i's quant ``order[k]`` at i * 256 + k (:data:`WEIGHT_ORDER`,
-    :data:`LANE_ORDER`, IQ4_XS's pairs), bsums int16 (nb, 16))."""
+    qs int8 (nb * 256,), each block's quants moved into an order by ``in_order`` (a
+    ``simd.byte_shuffle`` of 256 bytes: :data:`IN_WEIGHT_ORDER`, :data:`IN_LANE_ORDER`, IQ4_XS's
+    pairs), bsums int16 (nb, 16))."""
     act = blocks(x)
     nb = act.shape[0]
     d = np.empty(nb, dtype=np.float32)
@@ -162,8 +164,7 @@ def unpack(x: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     for i in range(nb):
         blk = act[i]
         d[i] = read_d(blk)
-        for k in range(QK):
-            qs[i * QK + k] = np.int8(blk[4 + order[k]])
+        in_order(act, i * BLOCK_BYTES + 4, qs, i * QK)
         for g in range(16):
             bsums[i, g] = np.int16(np.int32(blk[260 + 2 * g]) | (np.int32(blk[261 + 2 * g]) << 8))
     return d, qs, bsums
@@ -171,13 +172,13 @@ def unpack(x: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 @inline
 def unpack_for_lanes(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What the 8-lane dot kernels (``simd.lanes_dot``) read: :func:`unpack` in :data:`LANE_ORDER`,
-    and psums int16 (nb*128,): ``offset`` (the weight format's quant offset, 0..32) times the sum
-    of each pair of consecutive quants of that order. (d, qs, psums, bsums)."""
-    d, qs, bsums = unpack(x, LANE_ORDER)
+    """What the 8-lane dot kernels (``simd.lanes_dot``) read: :func:`unpack` in the lanes' order
+    (:data:`IN_LANE_ORDER`), and psums int16 (nb*128,): ``offset`` (the weight format's quant
+    offset, 0..32) times the sum of each pair of consecutive quants of that order. (d, qs, psums, bsums)."""
+    d, qs, bsums = unpack(x, IN_LANE_ORDER)
     psums = np.empty(qs.size // 2, dtype=np.int16)
-    for j in range(psums.size):
-        psums[j] = np.int16(offset * (np.int32(qs[2 * j]) + np.int32(qs[2 * j + 1])))
+    for j in range(qs.size // 32):
+        simd.pair_sums32(qs, 32 * j, psums, 16 * j, offset)
     return d, qs, psums, bsums
 
 
