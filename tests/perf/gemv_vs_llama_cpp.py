@@ -1,0 +1,78 @@
+"""This package's gemv against llama.cpp's (``pytest_quantbench.llamacpp``: its activation
+quantization and ``vec_dot`` over the rows in a compiled loop) in one process, the two called in
+turn round after round on copies of the same weights: per format, the best and the median time
+of ``--rounds`` rounds of several calls each, and llama.cpp's time over ours for both.
+
+Where ``pytest tests/perf --perf`` times one call per round (about 60 µs at 1M weights, where a
+shared machine's noise moves single pairs by tens of percent), rounds of many calls here give
+steadier ratios for the cache-resident sizes. ``--each`` runs the formats one at a time, so that a
+format's weights stay in the L2 between calls (256 x 4096 Q4_K: 576 KB); without it every
+format's weights are in the rotation (L3-resident).
+
+usage: .venv/bin/python tests/perf/gemv_vs_llama_cpp.py [--shape 256x4096] [--threads 1]
+       [--rounds 21] [--formats Q4_K,Q6_K] [--each]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import quantbench_kernels as qk
+from pytest_quantbench import llamacpp
+
+
+def compare(names: list[str], rows: int, cols: int, threads: int, rounds: int) -> dict[str, tuple[float, ...]]:
+    """{format: (ours best, llama.cpp best, ours median, llama.cpp median)}, seconds per call."""
+    rng = np.random.default_rng(0)
+    calls = {}
+    for name in names:
+        w = qk.quantize((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32), name)
+        x = rng.standard_normal(cols).astype(np.float32)
+        theirs, w_theirs = llamacpp.kernels(name).gemv, w.copy()  # a copy each: neither reads the other's
+        calls[name, "ours"] = (lambda w=w, x=x, name=name: qk.gemv(w, x, name, threads=threads))
+        calls[name, "llama.cpp"] = (lambda w=w_theirs, x=x, theirs=theirs: theirs(w, x, threads))
+    for call in calls.values():
+        call()
+    reps = max(3, int(3e6 / (rows * cols)))
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(reps):
+                call()
+            times[key].append((time.perf_counter() - start) / reps)
+    return {name: (min(times[name, "ours"]), min(times[name, "llama.cpp"]),
+                   float(np.median(times[name, "ours"])), float(np.median(times[name, "llama.cpp"])))
+            for name in names}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="256x4096", help="ROWSxCOLS (default 256x4096: 1M weights)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=21)
+    p.add_argument("--formats", default=",".join(f.name for f in qk.formats() if f.supports("gemv")))
+    p.add_argument("--each", action="store_true", help="one format at a time (its weights stay in the L2)")
+    args = p.parse_args()
+    if why := llamacpp.available():
+        p.error(why)
+    try:
+        rows, cols = (int(v) for v in args.shape.lower().split("x"))
+    except ValueError:
+        p.error(f"--shape must be ROWSxCOLS, got {args.shape!r}")
+    names = [qk.get_format(n).name for n in args.formats.split(",")]
+    groups = [[n] for n in names] if args.each else [names]
+    print(f"gemv {rows} x {cols}, {args.threads} thread(s), {args.rounds} rounds, "
+          f"{'one format at a time' if args.each else 'all formats in turn'}: µs per call")
+    print(f"{'format':<8} {'ours':>8} {'llama.cpp':>10} {'x best':>7} {'x median':>9}")
+    for group in groups:
+        for name, (ours, theirs, ours_med, theirs_med) in compare(group, rows, cols, args.threads, args.rounds).items():
+            print(f"{name:<8} {ours * 1e6:>8.1f} {theirs * 1e6:>10.1f} {theirs / ours:>6.2f}x "
+                  f"{theirs_med / ours_med:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
