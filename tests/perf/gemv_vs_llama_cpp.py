@@ -7,33 +7,39 @@ Where ``pytest tests/perf --perf`` times one call per round (about 60 µs at 1M 
 shared machine's noise moves single pairs by tens of percent), rounds of many calls here give
 steadier ratios for the cache-resident sizes. ``--each`` runs the formats one at a time, so that a
 format's weights stay in the L2 between calls (256 x 4096 Q4_K: 576 KB); without it every
-format's weights are in the rotation (L3-resident).
+format's weights are in the rotation (L3-resident). ``--rotate`` cycles each side through the
+perf tests' copies of its weights (``workloads.copies``: past twice the L3 at 16M weights).
 
 usage: .venv/bin/python tests/perf/gemv_vs_llama_cpp.py [--shape 256x4096] [--threads 1]
-       [--rounds 21] [--formats Q4_K,Q6_K] [--each]
+       [--rounds 21] [--formats Q4_K,Q6_K] [--each] [--rotate]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
 
 import quantbench_kernels as qk
-from pytest_quantbench import llamacpp
+from pytest_quantbench import llamacpp, workloads
+from pytest_quantbench.options import Size
 
 
-def compare(names: list[str], rows: int, cols: int, threads: int, rounds: int) -> dict[str, tuple[float, ...]]:
+def compare(names: list[str], rows: int, cols: int, threads: int, rounds: int,
+            rotate: bool) -> dict[str, tuple[float, ...]]:
     """{format: (ours best, llama.cpp best, ours median, llama.cpp median)}, seconds per call."""
     rng = np.random.default_rng(0)
     calls = {}
     for name in names:
         w = qk.quantize((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32), name)
         x = rng.standard_normal(cols).astype(np.float32)
-        theirs, w_theirs = llamacpp.kernels(name).gemv, w.copy()  # a copy each: neither reads the other's
-        calls[name, "ours"] = (lambda w=w, x=x, name=name: qk.gemv(w, x, name, threads=threads))
-        calls[name, "llama.cpp"] = (lambda w=w_theirs, x=x, theirs=theirs: theirs(w, x, threads))
+        n = workloads.copies(Size(f"{rows}x{cols}", rows, cols), w.nbytes) if rotate else 1
+        ours, mine = itertools.cycle([w.copy() for _ in range(n)]), name  # copies each: neither reads the other's
+        theirs, gemv = itertools.cycle([w.copy() for _ in range(n)]), llamacpp.kernels(name).gemv
+        calls[name, "ours"] = (lambda ws=ours, x=x, name=mine: qk.gemv(next(ws), x, name, threads=threads))
+        calls[name, "llama.cpp"] = (lambda ws=theirs, x=x, gemv=gemv: gemv(next(ws), x, threads))
     for call in calls.values():
         call()
     reps = max(3, int(3e6 / (rows * cols)))
@@ -56,6 +62,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--formats", default=",".join(f.name for f in qk.formats() if f.supports("gemv")))
     p.add_argument("--each", action="store_true", help="one format at a time (its weights stay in the L2)")
+    p.add_argument("--rotate", action="store_true", help="cycle through copies of the weights, as the perf tests do")
     args = p.parse_args()
     if why := llamacpp.available():
         p.error(why)
@@ -66,10 +73,12 @@ def main() -> None:
     names = [qk.get_format(n).name for n in args.formats.split(",")]
     groups = [[n] for n in names] if args.each else [names]
     print(f"gemv {rows} x {cols}, {args.threads} thread(s), {args.rounds} rounds, "
-          f"{'one format at a time' if args.each else 'all formats in turn'}: µs per call")
+          f"{'one format at a time' if args.each else 'all formats in turn'}"
+          f"{', weights rotated' if args.rotate else ''}: µs per call")
     print(f"{'format':<8} {'ours':>8} {'llama.cpp':>10} {'x best':>7} {'x median':>9}")
     for group in groups:
-        for name, (ours, theirs, ours_med, theirs_med) in compare(group, rows, cols, args.threads, args.rounds).items():
+        for name, (ours, theirs, ours_med, theirs_med) in compare(group, rows, cols, args.threads, args.rounds,
+                                                                        args.rotate).items():
             print(f"{name:<8} {ours * 1e6:>8.1f} {theirs * 1e6:>10.1f} {theirs / ours:>6.2f}x "
                   f"{theirs_med / ours_med:>8.2f}x")
 
