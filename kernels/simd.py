@@ -356,6 +356,27 @@ def sum32_int8(typingctx, q, at):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
+def sums16_of_256(typingctx, src, at, dst, dst_at):  # type: ignore[no-untyped-def]
+    """The 16 sums of 16 consecutive int8 values each of the 256 bytes ``src[at:at + 256]``
+    (C-contiguous int8 or uint8 read as int8), stored as little-endian int16 at byte ``dst_at``
+    of ``dst`` (C-contiguous uint8): a Q8_K block's ``bsums`` from its quants."""
+    if not (_byte_array(src) and c_array(dst, types.uint8)):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        src_, at_, dst_, dst_at_ = args
+        v = builder.sext(load(builder, element_ptr(context, builder, signature.args[0], src_, at_), vec(I8, 256)),
+                         vec(I16, 256))
+        while v.type.count > 16:  # neighbours added: 128 sums of 2, 64 of 4, ... 16 of 16
+            n = v.type.count
+            v = builder.add(pick(builder, v, range(0, n, 2)), pick(builder, v, range(1, n, 2)))
+        store(builder, v, element_ptr(context, builder, signature.args[2], dst_, dst_at_))
+        return context.get_dummy_value()
+
+    return types.none(src, at, dst, dst_at), codegen
+
+
+@intrinsic
 def pair_sums32(typingctx, q, at, out, out_at, times):  # type: ignore[no-untyped-def]
     """``out[out_at + j] = times * (q[at + 2j] + q[at + 2j + 1])`` for j < 16: pairs of int8 values
     (C-contiguous int8) summed, into int16 (C-contiguous; ``times`` at most 128: no overflow)."""
@@ -1115,6 +1136,32 @@ first_largest32 = first_extreme32_intrinsic("largest")
 min32 = first_extreme32_intrinsic("min")
 max32 = first_extreme32_intrinsic("max")
 amax32 = first_extreme32_intrinsic("magnitude")
+
+
+@intrinsic
+def first_largest256(typingctx, x, at):  # type: ignore[no-untyped-def]
+    """:data:`first_largest32` over ``x[at:at + 256]`` (float32, C-contiguous) at once, a Q8_K
+    block: C's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from 0 gives ``max``, the
+    first element of the largest magnitude (NaN never wins; 0 if nothing beats 0). The largest
+    magnitude is one tree over the block, then the first element of that magnitude is a compare
+    mask's trailing zeros (eight trees of 32 and the sign tests took about three times the work)."""
+    if not c_array(x, types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        x_, at_ = args
+        v = load(builder, element_ptr(context, builder, signature.args[0], x_, at_), vec(F32, 256))
+        magnitudes = fabs(builder, v)
+        best = _extreme(builder, magnitudes, ">", 0.0)
+        hits = builder.bitcast(builder.fcmp_ordered("==", magnitudes, splat(builder, best, 256)), ir.IntType(256))
+        cttz = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(256), [ir.IntType(256), ir.IntType(1)]), "llvm.cttz.i256")
+        first = builder.trunc(builder.call(cttz, [hits, ir.Constant(ir.IntType(1), 0)]), I32)
+        value = builder.extract_element(v, builder.and_(first, ir.Constant(I32, 255)))
+        zero = builder.fcmp_ordered("==", best, ir.Constant(F32, 0.0))  # no element beat 0 (or none but NaN)
+        return builder.select(zero, ir.Constant(F32, 0.0), value)
+
+    return types.float32(x, at), codegen
 
 
 @intrinsic

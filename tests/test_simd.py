@@ -229,6 +229,29 @@ def test_a_blocks_extremes_are_the_elements_cs_loops_pick(draw):
 
 
 @numba.njit
+def _first_largest256(x):
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[0]):
+        out[i] = simd.first_largest256(x[i], 0)
+    return out
+
+
+@pytest.mark.parametrize("draw", ["special", "normal"])
+def test_a_q8_k_blocks_first_largest_element_is_cs_over_all_256(draw):
+    rng = np.random.default_rng(11)
+    x = (rng.choice(SPECIAL, (3000, 256)) if draw == "special" else rng.standard_normal((3000, 256))).astype(np.float32)
+    if draw == "special":
+        x[:64] = rng.choice(SPECIAL[[0, 1, 2]], (64, 256))  # zeros and NaN only: no element beats 0
+        x[64:128] = rng.choice(SPECIAL[[0, 1, 2, 5, 6]], (64, 256))  # ties of 1 and -1: the first wins
+    else:
+        x[:, 255] = np.abs(x).max(axis=1) * 2  # the largest as the last element
+    got = _first_largest256(x)
+    expected = refmath.first_largest(x)
+    assert_bit_identical(expected, got, "first_largest256")
+    assert np.array_equal(np.signbit(expected), np.signbit(got))
+
+
+@numba.njit
 def _levels(x, sub, inv, add, nmax):
     out = np.empty((x.shape[0], 16), dtype=np.uint8)
     high = np.empty(x.shape[0], dtype=np.uint32)

@@ -191,28 +191,17 @@ def _store_f32(blk: np.ndarray, v: np.float32) -> None:
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
-    # C's ``if (ax > amax) { amax = ax; max = x[j]; }`` over the block, 32 weights at a time (a
-    # vector tree each; the strict > across them keeps the first of equal magnitudes).
-    amax = F32(0)
-    vmax = F32(0)
-    for c in range(QK // 32):
-        v = simd.first_largest32(x, 32 * c)
-        if abs(v) > amax:
-            amax = abs(v)
-            vmax = v
-    for k in range(blk.shape[0]):
-        blk[k] = 0
-    if amax == 0:
+    # C's ``if (ax > amax) { amax = ax; max = x[j]; }`` over the block.
+    vmax = simd.first_largest256(x, 0)
+    amax = abs(vmax)
+    if amax == 0:  # an all-zero block; otherwise each of its bytes is written below
+        for k in range(blk.shape[0]):
+            blk[k] = 0
         return
     iscale = F32(-127) / vmax
     for j in range(QK):  # one loop of its own, so that LLVM vectorises it
         blk[4 + j] = np.uint8(np.int8(min(127, nearest_int(iscale * x[j]))))
-    for g in range(16):
-        s = np.int32(0)
-        for l in range(16):
-            s += np.int32(np.int8(blk[4 + 16 * g + l]))
-        blk[260 + 2 * g] = s & 0xFF
-        blk[261 + 2 * g] = (s >> 8) & 0xFF
+    simd.sums16_of_256(blk, 4, blk, 260)  # bsums: 16 sums of 16 quants
     _store_f32(blk, F32(1) / iscale)
 
 
