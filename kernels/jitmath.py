@@ -155,7 +155,7 @@ def make_qkx2_quants(
     x: np.ndarray,
     weights: np.ndarray,
     L: np.ndarray,
-    Laux: np.ndarray,
+    lanes: np.ndarray,
     nmax: int,
     rmin: np.float32,
     rdelta: np.float32,
@@ -163,7 +163,13 @@ def make_qkx2_quants(
     use_mad: bool,
 ) -> tuple[np.float32, np.float32]:
     """llama.cpp's ``make_qkx2_quants`` for one group ``x`` (float32, n): fills ``L``, returns
-    ``(scale, the_min)``. Scalar C loop order, float32 throughout."""
+    ``(scale, the_min)``, float32 steps as C's. ``lanes``: float32 scratch (8, at least nstep + 1).
+
+    C tries the steps one after another, and a step that lowers the error moves ``min``, which the
+    later steps then use. Here the steps from ``first`` on are computed side by side, one lane each
+    (each lane's sums in C's order over the weights: the same bits), under the current ``min``; the
+    first lane that lowers the error is taken, as C takes it, and the lanes after it are computed
+    again under its ``min``. A group takes a few such passes, not one per step."""
     n = x.shape[0]
     lo = x[0]
     hi = x[0]
@@ -192,38 +198,63 @@ def make_qkx2_quants(
         diff = scale * F32(L[i]) + lo - x[i]
         diff = abs(diff) if use_mad else diff * diff
         best += weights[i] * diff
-    for step in range(nstep + 1):
-        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (hi - lo)
-        sum_l = F32(0)
-        sum_l2 = F32(0)
-        sum_xl = F32(0)
-        # Two loops where C has one: the first vectorises; the sums stay sequential, in C's order.
+    iscales, sum_l, sum_l2, sum_xl = lanes[0], lanes[1], lanes[2], lanes[3]
+    scales, mins, errs, dets = lanes[4], lanes[5], lanes[6], lanes[7]
+    steps = nstep + 1
+    width = (steps + 7) // 8 * 8  # lanes computed: whole vectors (the lanes past nstep for nothing)
+    top = np.int32(nmax)
+    zero = np.int32(0)
+    first = 0
+    while first < steps:
+        # Every lane from 0, not from ``first``: loops from 0 are what LLVM vectorises (the lanes
+        # before ``first`` are computed for nothing, and never taken).
+        for s in range(width):
+            iscales[s] = (rmin + rdelta * F32(s) + F32(nmax)) / (hi - lo)
+            sum_l[s] = F32(0)
+            sum_l2[s] = F32(0)
+            sum_xl[s] = F32(0)
+            errs[s] = F32(0)
         for i in range(n):
-            Laux[i] = max(0, min(nmax, nearest_int(iscale * (x[i] - lo))))
-        for i in range(n):
-            q = F32(Laux[i])
-            wl = weights[i] * q
-            sum_l += wl
-            sum_l2 += wl * q
-            sum_xl += wl * x[i]
-        det = sum_w * sum_l2 - sum_l * sum_l
-        if det > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+            xi = x[i]
+            wi = weights[i]
+            d = xi - lo
+            for s in range(width):  # across the steps: vectorised
+                q = F32(max(zero, min(top, nearest_int(iscales[s] * d))))
+                wl = wi * q
+                sum_l[s] += wl
+                sum_l2[s] += wl * q
+                sum_xl[s] += wl * xi
+        for s in range(width):
+            dets[s] = sum_w * sum_l2[s] - sum_l[s] * sum_l[s]
+            this_scale = (sum_w * sum_xl[s] - sum_x * sum_l[s]) / dets[s]
+            this_min = (sum_l2[s] * sum_x - sum_l[s] * sum_xl[s]) / dets[s]
             if this_min > 0:
                 this_min = F32(0)
-                this_scale = sum_xl / sum_l2
-            err = F32(0)
-            for i in range(n):
-                diff = this_scale * F32(Laux[i]) + this_min - x[i]
+                this_scale = sum_xl[s] / sum_l2[s]
+            scales[s] = this_scale
+            mins[s] = this_min
+        for i in range(n):
+            xi = x[i]
+            wi = weights[i]
+            d = xi - lo
+            for s in range(width):
+                q = F32(max(zero, min(top, nearest_int(iscales[s] * d))))
+                diff = scales[s] * q + mins[s] - xi
                 diff = abs(diff) if use_mad else diff * diff
-                err += weights[i] * diff
-            if err < best:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best = err
-                scale = this_scale
-                lo = this_min
+                errs[s] += wi * diff
+        taken = -1
+        for s in range(first, steps):  # C's order: the first step that lowers the error
+            if dets[s] > 0 and errs[s] < best:
+                taken = s
+                break
+        if taken < 0:
+            break
+        for i in range(n):
+            L[i] = max(0, min(nmax, nearest_int(iscales[taken] * (x[i] - lo))))
+        best = errs[taken]
+        scale = scales[taken]
+        lo = mins[taken]
+        first = taken + 1
     return scale, -lo
 
 

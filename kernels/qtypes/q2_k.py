@@ -165,7 +165,7 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 
 @inline
-def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                     weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
     max_scale = F32(0)
     max_min = F32(0)
@@ -173,7 +173,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndar
         xj = x[16 * j:16 * j + 16]
         for i in range(16):
             weights[i] = abs(xj[i])
-        sc, mn = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], Laux, 3, F32(-0.5), F32(0.1), 15, True)
+        sc, mn = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.5), F32(0.1), 15, True)
         scales[j] = sc
         mins[j] = mn
         if sc > max_scale:
@@ -216,12 +216,12 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndar
 @inline
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     L = np.empty(QK, dtype=np.uint8)
-    Laux = np.empty(16, dtype=np.uint8)
+    lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
     weights = np.empty(16, dtype=np.float32)
     scales = np.empty(16, dtype=np.float32)
     mins = np.empty(16, dtype=np.float32)
     for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, Laux, weights, scales, mins)
+        _quantize_block(x[i], out[i], L, lanes, weights, scales, mins)
 
 
 @jit

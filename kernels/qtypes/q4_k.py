@@ -206,7 +206,7 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 
 @inline
-def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray, weights: np.ndarray,
+def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, weights: np.ndarray,
               scales: np.ndarray, mins: np.ndarray, nmax: int, rmin: np.float32, rdelta: np.float32,
               nstep: int) -> None:
     """:func:`fit_blocks_ref` for one block (float32 x[256]): writes d, dmin and the packed scales
@@ -221,7 +221,7 @@ def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray, w
         av_x = np.sqrt(sum_x2 / F32(32))
         for i in range(32):
             weights[i] = av_x + abs(xj[i])
-        sc, mn = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], Laux, nmax, rmin, rdelta, nstep, False)
+        sc, mn = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], lanes, nmax, rmin, rdelta, nstep, False)
         scales[j] = sc
         mins[j] = mn
         if sc > max_scale:
@@ -258,9 +258,9 @@ def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray, w
 
 
 @inline
-def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                     weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
-    fit_block(x, blk, L, Laux, weights, scales, mins, 15, F32(-1.0), F32(0.1), 20)
+    fit_block(x, blk, L, lanes, weights, scales, mins, 15, F32(-1.0), F32(0.1), 20)
     for p in range(4):
         for l in range(32):
             blk[16 + 32 * p + l] = L[64 * p + l] | (L[64 * p + 32 + l] << 4)
@@ -269,12 +269,12 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndar
 @inline
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     L = np.empty(QK, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
+    lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
     weights = np.empty(32, dtype=np.float32)
     scales = np.empty(8, dtype=np.float32)
     mins = np.empty(8, dtype=np.float32)
     for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, Laux, weights, scales, mins)
+        _quantize_block(x[i], out[i], L, lanes, weights, scales, mins)
 
 
 @jit

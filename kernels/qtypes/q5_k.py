@@ -133,9 +133,9 @@ def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) 
 
 
 @inline
-def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndarray,
+def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                     weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
-    q4_k.fit_block(x, blk, L, Laux, weights, scales, mins, 31, F32(-0.5), F32(0.1), 15)
+    q4_k.fit_block(x, blk, L, lanes, weights, scales, mins, 31, F32(-0.5), F32(0.1), 15)
     for l in range(32):
         blk[16 + l] = 0
     for p in range(4):
@@ -149,12 +149,12 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, Laux: np.ndar
 @inline
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     L = np.empty(QK, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
+    lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
     weights = np.empty(32, dtype=np.float32)
     scales = np.empty(8, dtype=np.float32)
     mins = np.empty(8, dtype=np.float32)
     for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, Laux, weights, scales, mins)
+        _quantize_block(x[i], out[i], L, lanes, weights, scales, mins)
 
 
 @jit
