@@ -163,13 +163,14 @@ def make_qkx2_quants(
     use_mad: bool,
 ) -> tuple[np.float32, np.float32]:
     """llama.cpp's ``make_qkx2_quants`` for one group ``x`` (float32, n): fills ``L``, returns
-    ``(scale, the_min)``, float32 steps as C's. ``lanes``: float32 scratch (8, at least nstep + 1).
+    ``(scale, the_min)``, float32 steps as C's. ``lanes``: float32 scratch (8, at least nstep + 1
+    rounded up to a multiple of 8; Numba checks no bounds: the callers pass (8, 32), nstep <= 20).
 
     C tries the steps one after another, and a step that lowers the error moves ``min``, which the
-    later steps then use. Here the steps from ``first`` on are computed side by side, one lane each
-    (each lane's sums in C's order over the weights: the same bits), under the current ``min``; the
-    first lane that lowers the error is taken, as C takes it, and the lanes after it are computed
-    again under its ``min``. A group takes a few such passes, not one per step."""
+    later steps then use. Here the steps are computed side by side, one vector lane each (each
+    lane's sums in C's order over the weights: the same bits), under the current ``min``; of the
+    steps not yet tried, the first that lowers the error is taken, as C takes it, and the steps
+    after it are computed again under its ``min``. A group takes a few such passes, not one per step."""
     n = x.shape[0]
     lo = x[0]
     hi = x[0]
