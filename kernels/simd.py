@@ -832,6 +832,7 @@ def transpose_sum(builder: ir.IRBuilder, vectors: Sequence[ir.Value]) -> ir.Valu
 
 
 LANE_COUNTS = (8, 4, 1)  # the sub-blocks one step takes, most first (what transpose_sum sums)
+MAX_ROWS = 4  # rows one row dot takes at once (``at`` a tuple)
 
 
 class RowStep:
@@ -897,19 +898,32 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
         if not (c_array(w, types.uint8) and c_array(q8, types.int8) and isinstance(acts, types.BaseTuple)
                 and all(isinstance(t, types.Array) and t.layout == "C" for t in acts.types)):
             return None
-        sig = types.float32(w, at, nb, q8, acts)
+        if isinstance(at, types.Integer):
+            sig = types.float32(w, at, nb, q8, acts)
+        elif isinstance(at, types.UniTuple) and isinstance(at.dtype, types.Integer) and 1 <= len(at) <= MAX_ROWS:
+            sig = types.UniTuple(types.float32, len(at))(w, at, nb, q8, acts)
+        else:
+            return None
 
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
             wt, att, nbt, qt, actty = signature.args
             w_, q8_ = args[0], args[3]
-            at_ = context.cast(builder, args[1], att, types.intp)
+            if isinstance(att, types.Integer):
+                ats = [context.cast(builder, args[1], att, types.intp)]
+            else:
+                ats = [context.cast(builder, a, att.dtype, types.intp) for a in cgutils.unpack_tuple(builder, args[1])]
             nb_ = context.cast(builder, args[2], nbt, types.intp)
             acts_ = cgutils.unpack_tuple(builder, args[4], len(actty))
-            sumf = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
-            lanes8 = cgutils.alloca_once_value(builder, ir.Constant(vec(F32, 8), [0.0] * 8))
+            sums_f = [cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in ats]
+            lanes8s = [cgutils.alloca_once_value(builder, ir.Constant(vec(F32, 8), [0.0] * 8)) for _ in ats]
 
             def step(b: ir.Value, blocks: int) -> None:
-                """Blocks b .. b + blocks - 1 into ``sumf``."""
+                """Blocks b .. b + blocks - 1 of each row into its sum."""
+                for at_, sumf, lanes8 in zip(ats, sums_f, lanes8s, strict=True):
+                    row_step(b, blocks, at_, sumf, lanes8)
+
+            def row_step(b: ir.Value, blocks: int, at_: ir.Value, sumf: ir.Value, lanes8: ir.Value) -> None:
+                """Blocks b .. b + blocks - 1 of the row at byte ``at_`` into ``sumf``."""
                 block_at = builder.add(at_, builder.mul(b, ir.Constant(I64, block_bytes)))
                 prefetch_ahead(context, builder, wt, w_, block_at, blocks * block_bytes)
                 row = RowStep(context, builder, wt, w_, block_at, block_bytes, sub_blocks, qt, q8_, lane_weights,
@@ -944,12 +958,17 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
                 with cgutils.for_range(builder, count) as loop:
                     step(builder.add(first, builder.mul(loop.index, ir.Constant(I64, blocks))), blocks)
                 builder.store(builder.add(first, builder.mul(count, ir.Constant(I64, blocks))), start)
-            total = builder.load(sumf)
-            if lane_scales is not None:
-                lanes = builder.load(lanes8)
-                for lane in range(8):
-                    total = builder.fadd(total, builder.extract_element(lanes, ir.Constant(I32, lane)))
-            return total
+            totals = []
+            for sumf, lanes8 in zip(sums_f, lanes8s, strict=True):
+                total = builder.load(sumf)
+                if lane_scales is not None:
+                    lanes = builder.load(lanes8)
+                    for lane in range(8):
+                        total = builder.fadd(total, builder.extract_element(lanes, ir.Constant(I32, lane)))
+                totals.append(total)
+            if isinstance(att, types.Integer):
+                return totals[0]
+            return context.make_tuple(builder, signature.return_type, totals)
 
         return sig, codegen
 

@@ -24,7 +24,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, make_qkx2_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -320,9 +320,7 @@ _row_dot = simd.row_sums_intrinsic(_lane_sums, 84, _terms, lane_weights=QK)
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 84), C-contiguous) times the unpacked Q8_K
     vector, into ``out``: ``ggml_vec_dot_q2_K_q8_K``, per row."""
-    nb = w.shape[1]
-    for r in range(start, stop):
-        out[r] = _row_dot(w, r * nb * 84, nb, q8, acts)
+    gemv_rows(_row_dot, 84, w, acts, q8, out, start, stop, two_rows=False)
 
 
 @jit

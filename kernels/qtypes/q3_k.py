@@ -27,7 +27,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, and32, first_largest, make_q3_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -285,9 +285,7 @@ _row_dot = simd.offset_lanes_row_dot(_decode, 110, 108, _SUB_BLOCK_OF_CHUNK)
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 110), C-contiguous) times the unpacked Q8_K
     vector, into ``out``: ``ggml_vec_dot_q3_K_q8_K``, per row."""
-    nb = w.shape[1]
-    for r in range(start, stop):
-        out[r] = _row_dot(w, r * nb * 110, nb, q8, acts)
+    gemv_rows(_row_dot, 110, w, acts, q8, out, start, stop, two_rows=False)
 
 
 @jit

@@ -23,7 +23,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
@@ -159,9 +159,7 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -
 
 @jit
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    nb = w.shape[1]
-    for r in range(start, stop):
-        out[r] = _row_dot(w, r * nb * BLOCK_BYTES, nb, q8, acts)
+    gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=False)
 
 
 @jit

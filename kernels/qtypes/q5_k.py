@@ -26,7 +26,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, read_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q4_k, q8_k
@@ -184,9 +184,7 @@ _row_dot = q4_k.row_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 176), C-contiguous) times the unpacked Q8_K
     vector, into ``out``: ``ggml_vec_dot_q5_K_q8_K``, per row."""
-    nb = w.shape[1]
-    for r in range(start, stop):
-        out[r] = _row_dot(w, r * nb * 176, nb, q8, acts)
+    gemv_rows(_row_dot, 176, w, acts, q8, out, start, stop, two_rows=False)
 
 
 @jit

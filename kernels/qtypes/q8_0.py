@@ -24,7 +24,16 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, activation_blocks, dispatch, dispatch_dequantize, inline, jit, pjit
+from ..compilation import (
+    PARALLEL_CHUNKS,
+    activation_blocks,
+    dispatch,
+    dispatch_dequantize,
+    gemv_rows,
+    inline,
+    jit,
+    pjit,
+)
 from ..jitmath import F32, c_int8, nearest_int, roundf, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 
@@ -314,10 +323,10 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -
 @jit
 def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int,
                no_128: bool) -> None:
-    nb = w.shape[1]
-    for r in range(start, stop):
-        at = r * nb * BLOCK_BYTES
-        out[r] = _row_dot_no_128(w, at, nb, q8, acts) if no_128 else _row_dot(w, at, nb, q8, acts)
+    if no_128:
+        gemv_rows(_row_dot_no_128, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
+    else:
+        gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
 
 
 @jit
