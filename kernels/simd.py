@@ -873,7 +873,9 @@ def row_sums_intrinsic(lane_sums, block_bytes: int, terms, sub_blocks: int = 1, 
                        step_sums=None):
     """The intrinsic ``row_dot(w, at, nb, q8, acts) -> float32``: C's ``sumf += term`` over the
     ``nb`` blocks from byte ``at`` of ``w`` (uint8, C-contiguous), lane after lane (a lane is a
-    block, or with ``sub_blocks`` > 1 a sub-block). ``lane_sums(step, m)`` gives lane m's integer
+    block, or with ``sub_blocks`` > 1 a sub-block). ``at`` may be a tuple of up to
+    :data:`MAX_ROWS` rows' byte offsets: a tuple of their sums then, each the one-row call's, the
+    rows' steps interleaved (``compilation.gemv_rows``). ``lane_sums(step, m)`` gives lane m's integer
     sums (one or more, each an ``<8 x i32>`` whose lanes add up to it; ``step`` a
     :class:`RowStep`: ``q8``, int8, C-contiguous, holds ``lane_weights`` quants per lane, in the
     order the format's ``lane_sums`` reads them; ``acts`` a tuple of C-contiguous arrays, each
