@@ -55,7 +55,9 @@ def compare(names: list[str], rows: int, cols: int, threads: int, rounds: int,
             for name in names}
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, int, int, list[str]]:
+    """The command line, checked: (the options, rows, cols, the format names). A bad value exits
+    with argparse's usage error naming it, before anything is built."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="256x4096", help="ROWSxCOLS (default 256x4096: 1M weights)")
     p.add_argument("--threads", type=int, default=1)
@@ -63,14 +65,31 @@ def main() -> None:
     p.add_argument("--formats", default=",".join(f.name for f in qk.formats() if f.supports("gemv")))
     p.add_argument("--each", action="store_true", help="one format at a time (its weights stay in the L2)")
     p.add_argument("--rotate", action="store_true", help="cycle through copies of the weights, as the perf tests do")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.threads < 1 or args.rounds < 1:
+        p.error(f"--threads and --rounds must be at least 1, got {args.threads} and {args.rounds}")
+    rows, _, cols = args.shape.lower().partition("x")
+    if not (rows.isdigit() and cols.isdigit() and int(rows) >= 1 and int(cols) >= 1):
+        p.error(f"--shape must be ROWSxCOLS with both at least 1, got {args.shape!r}")
+    size = Size(args.shape, int(rows), int(cols))
+    names = []
+    for name in args.formats.split(","):
+        try:
+            fmt = qk.get_format(name)
+        except ValueError as e:
+            p.error(f"--formats: {e}")
+        if not fmt.supports("gemv"):
+            p.error(f"--formats: {fmt.name} has no gemv")
+        if why := size.unfit_for(fmt):
+            p.error(f"--shape: {why}")
+        names.append(fmt.name)
+    return args, size.rows, size.cols, names
+
+
+def main() -> None:
+    args, rows, cols, names = parse_arguments()
     if why := llamacpp.available():
-        p.error(why)
-    try:
-        rows, cols = (int(v) for v in args.shape.lower().split("x"))
-    except ValueError:
-        p.error(f"--shape must be ROWSxCOLS, got {args.shape!r}")
-    names = [qk.get_format(n).name for n in args.formats.split(",")]
+        raise SystemExit(f"gemv_vs_llama_cpp.py: {why}")
     groups = [[n] for n in names] if args.each else [names]
     print(f"gemv {rows} x {cols}, {args.threads} thread(s), {args.rounds} rounds, "
           f"{'one format at a time' if args.each else 'all formats in turn'}"
