@@ -1,8 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 import quantbench_kernels as qk
+from quantbench_kernels import registry
 from quantbench_kernels.registry import GGML_SIZES_NOT_IN_GGUF_PY
 
 
@@ -66,3 +69,22 @@ def test_a_format_whose_dtype_disagrees_with_gguf_is_refused():
 def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         qk.register(qk.get_format("Q4_K"))
+
+
+def test_a_format_registered_anew_under_its_name_gets_its_own_gemv(monkeypatch):
+    """qk.gemv looks a format's kernels up once per name: a format that replaces the registered one
+    (a module imported again, as pytester does) must not be served the old one's gemv."""
+    old = qk.get_format("Q4_K")
+    w = qk.quantize(np.ones((2, 256), np.float32), old)
+    x = np.ones(256, np.float32)
+    qk.gemv(w, x, "Q4_K")  # the old format's kernels, looked up and kept
+    calls = []
+
+    def gemv(w, act, threads=None):
+        calls.append(w.shape)
+        return old.numba.gemv(w, act, threads)
+
+    new = dataclasses.replace(old, numba=dataclasses.replace(old.numba, gemv=gemv))
+    monkeypatch.setitem(registry._FORMATS, "Q4_K", new)
+    np.testing.assert_array_equal(qk.gemv(w, x, "Q4_K"), qk.gemv(w, x, old))
+    assert calls == [(2, 1, 144)]
