@@ -832,7 +832,7 @@ def transpose_sum(builder: ir.IRBuilder, vectors: Sequence[ir.Value]) -> ir.Valu
 
 
 LANE_COUNTS = (8, 4, 1)  # the sub-blocks one step takes, most first (what transpose_sum sums)
-MAX_ROWS = 4  # rows one row dot takes at once (``at`` a tuple)
+MAX_ROWS = 2  # rows one row dot takes at once (``at`` a tuple; compilation.gemv_rows takes two)
 
 
 class RowStep:
