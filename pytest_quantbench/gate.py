@@ -125,7 +125,26 @@ def ab_ratio_ci(new: np.ndarray, old_paired: np.ndarray, *, seed: int = 0) -> tu
     """A/B: NEW's time over OLD's, from the rounds of NEW and OLD's calls in between them: the
     median of the per-round log ratios (each NEW round over the mean of the OLD calls just before
     and after it), and its bootstrap 95% interval over the rounds."""
-    d = np.log(np.asarray(new, float)) - np.log(sandwiched(old_paired))
+    return _median_ratio_ci(_log_ratios(new, old_paired), seed)
+
+
+def paired_ratios(measured: list[Measurement], name: str, *, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Per benchmark key, its time over that of the calls ``name`` timed in between its rounds
+    (``Measurement.paired``), as :func:`ab_ratio_ci` gives it: the log ratios of every pass of the
+    key pooled, each pass's rounds over its own paired calls. Keys measured without ``name`` are
+    left out. (Passes cannot be paired after :func:`record.merge_passes` joins their rounds.)"""
+    logs: dict[str, list[np.ndarray]] = {}
+    for m in measured:
+        if name in m.paired:
+            logs.setdefault(m.key, []).append(_log_ratios(m.rounds, m.paired[name]))
+    return {key: _median_ratio_ci(np.concatenate(parts), seed) for key, parts in logs.items()}
+
+
+def _log_ratios(new, old_paired) -> np.ndarray:
+    return np.log(np.asarray(new, float)) - np.log(sandwiched(old_paired))
+
+
+def _median_ratio_ci(d: np.ndarray, seed: int) -> tuple[float, float, float]:
     rng = np.random.default_rng(seed)
     d = _spaced(d)
     boot = np.median(d[rng.integers(0, d.size, (BOOTSTRAP, d.size))], axis=1)

@@ -171,6 +171,24 @@ def test_ab_verdicts_fail_only_beyond_the_threshold():
         "--quantbench-ab: no A/B benchmark measured (deselected, skipped, or --benchmark-disable?)"]
 
 
+def test_paired_ratios_pool_the_passes_each_over_its_own_calls():
+    def measured(slower, host, seed):
+        new, old = _ab(slower, seed=seed)
+        info = tag(op="gemv", fmt="Q4_K", size="16M", impl="numba-1t", weights=1, nbytes=1, threads=1)
+        return Measurement(info, list(new * host), paired={"llama.cpp": list(old * host)})
+
+    # Two passes of one key, the second on a machine three times slower: each pass is 1.05 over its
+    # own paired calls (pairing a pass's rounds with the other pass's calls would not be).
+    unpaired = Measurement(tag(op="gemv", fmt="Q4_0", size="16M", impl="numba-1t", weights=1, nbytes=1,
+                               threads=1), [1.0, 1.0])
+    ratios = gate.paired_ratios([measured(1.05, 1.0, 1), measured(1.05, 3.0, 2), unpaired], "llama.cpp")
+    assert list(ratios) == ["numba-1t|Q4_K|gemv|16M"]
+    ratio, low, high = ratios["numba-1t|Q4_K|gemv|16M"]
+    assert ratio == pytest.approx(1.05, rel=0.005) and low < ratio < high
+    single = gate.paired_ratios([measured(1.05, 1.0, 1)], "llama.cpp")["numba-1t|Q4_K|gemv|16M"]
+    assert single == gate.ab_ratio_ci(*_ab(1.05, seed=1))
+
+
 def test_a_save_adds_its_run_and_keeps_the_last_ones(tmp_path):
     for seed in range(4):
         storage.save(tmp_path, "main", storage.snapshot(_run(seed=seed, passes=1)), keep=3)

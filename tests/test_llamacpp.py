@@ -92,3 +92,26 @@ def test_a_ratio_paired_in_time_with_llama_cpp_wins_over_the_separate_rows():
     rows = derive([paired, alone, _row(f"{LLAMACPP}-1t", 1, 2.0), _row(f"{LLAMACPP}-2t", 2, 1.5)])
     ratios = {r.info["impl"]: r.vs_llamacpp for r in rows}
     assert ratios["numba-1t"] == 1.7 and ratios["numba-2t"] == 3.0
+
+
+def test_the_perf_suite_takes_x_llama_cpp_from_the_calls_paired_with_each_round(tmp_path):
+    """The paired calls must survive to the table: merging the rounds of a row once dropped them, and
+    x llama.cpp then came from llama.cpp's own row, measured alone seconds later (its ratio not
+    paired at all, against a row whose rounds were interleaved with llama.cpp's calls)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "perf.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(Path(__file__).parent / "perf"), "--perf", "-q", "-p", "no:randomly",
+         "-p", "no:cacheprovider", "-k", "test_gemv and 256x256 and Q4_0 and numba-1t",
+         "--benchmark-max-time", "0.05", f"--benchmark-json={out}"],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (bench,) = json.loads(out.read_text())["benchmarks"]  # llama.cpp's own row is not selected
+    info = bench["extra_info"]
+    low, high = info["llamacpp_paired_ci"]
+    assert low <= info["llamacpp_paired"] <= high and info["speedup_vs_llamacpp"] == info["llamacpp_paired"]
+    assert "x llama.cpp" in run.stdout

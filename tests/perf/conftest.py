@@ -1,7 +1,6 @@
-import numpy as np
 import pytest
 
-from pytest_quantbench.gate import ab_ratio_ci
+from pytest_quantbench.gate import paired_ratios
 from pytest_quantbench.record import measurements, merge_passes
 from pytest_quantbench.throughput import LLAMACPP, derive, format_table
 
@@ -13,10 +12,13 @@ BASELINES = ("gguf-py", "libgguf", "numpy-blas")
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session):
     # An outer wrapper, before pytest-benchmark's saves its JSON: the derived figures land in extra_info.
-    done = merge_passes(measurements(session.config))
+    measured = measurements(session.config)
+    # llama.cpp's kernel timed in between a row's rounds: paired before merge_passes joins the rounds.
+    vs_llamacpp = paired_ratios(measured, LLAMACPP)
+    done = merge_passes(measured)
     for m in done:
-        if LLAMACPP in m.paired:  # llama.cpp's kernel timed in between this one's rounds
-            ratio, low, high = ab_ratio_ci(np.array(m.rounds), np.array(m.paired[LLAMACPP]))
+        if m.key in vs_llamacpp:
+            ratio, low, high = vs_llamacpp[m.key]
             m.info.update(llamacpp_paired=1 / ratio, llamacpp_paired_ci=[1 / high, 1 / low])
     _rows[:] = derive(((m.info, m.median, m.iqr) for m in done), BASELINES)
     yield
