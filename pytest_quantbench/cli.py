@@ -278,13 +278,27 @@ def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, pr
     return 0
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1 (counts, threads, rounds), else a usage
+    error naming the text given."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """An argparse ``type``: :func:`positive_int` within Numba's thread pool here (a kernel asked
+    for more would run on fewer, under a label that says otherwise)."""
+    import numba  # here: the CLI's other commands start without it
+
+    value = positive_int(text)
+    if value > numba.config.NUMBA_NUM_THREADS:
+        raise argparse.ArgumentTypeError(f"at most {numba.config.NUMBA_NUM_THREADS} threads here (Numba's pool), "
+                                         f"got {text!r}")
     return value
 
 
@@ -296,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print it as JSON")
     b = commands.add_parser("bench", help="the decode step: every matrix one token multiplies, through gemv")
     b.add_argument("file", type=Path, metavar="FILE.gguf")
-    b.add_argument("--threads", type=_positive, nargs="+", default=[1, 2], metavar="N",
+    b.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2], metavar="N",
                    help="thread counts to measure (default: 1 2)")
-    b.add_argument("--repeats", type=_positive, default=7, metavar="R", help="tokens timed; the median is shown")
+    b.add_argument("--repeats", type=positive_int, default=7, metavar="R", help="tokens timed; the median is shown")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--llamacpp", action="store_true",
                    help="time llama.cpp's own kernels on the same matrices too, tokens interleaved (needs ggml-python)")
@@ -308,20 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--policy", type=_policy_type, required=True, metavar="POLICY",
                    help=f"GLOB=TYPE rules, first match wins (e.g. 'blk.*.attn_*=Q4_K,blk.*=Q2_K,*=keep'), or a "
                         f"preset: {', '.join(PRESETS)}")
-    r.add_argument("--threads", type=_positive, default=None, metavar="N", help="threads for the quantizers")
+    r.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for the quantizers")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = commands.add_parser("generate", help="greedy decoding with the reference forward pass (Gemma 3)")
     g.add_argument("file", type=Path, metavar="MODEL.gguf")
     g.add_argument("--prompt", required=True, help="the text to continue")
-    g.add_argument("--tokens", type=_positive, default=32, metavar="N", help="tokens to generate (default 32)")
-    g.add_argument("--threads", type=_positive, default=None, metavar="N", help="threads for every gemv")
+    g.add_argument("--tokens", type=positive_int, default=32, metavar="N", help="tokens to generate (default 32)")
+    g.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for every gemv")
     c = commands.add_parser("compare-policies", help="the preset policies side by side: size, speed, quality")
     c.add_argument("file", type=Path, metavar="MODEL.gguf")
     c.add_argument("--out", type=Path, default=Path("policies"), metavar="DIR",
                    help="where the requantized files, the table and the plot go (default ./policies)")
-    c.add_argument("--tokens", type=_positive, default=None, metavar="N",
+    c.add_argument("--tokens", type=positive_int, default=None, metavar="N",
                    help="measure quality on the first N tokens of the text only (default: all)")
-    c.add_argument("--threads", type=_positive, default=1, metavar="N", help="threads (default 1)")
+    c.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads (default 1)")
     c.add_argument("--policy", type=_named_policy, action="append", metavar="NAME:RULES", dest="policies",
                    help="compare this policy (repeatable) instead of the presets; the shipped file is always "
                         "the baseline, e.g. --policy 'mine:blk.*.ffn_down*=Q6_K,blk.*=Q4_K,*=keep'")

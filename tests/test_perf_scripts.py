@@ -1,6 +1,7 @@
 """The command lines of the scripts in tests/perf: a bad value is a usage error that names it."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ def _script(name: str):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--rounds", "0"], "--rounds must be at least 1"),
-    (["--threads", "-1"], "--threads and --rounds must be at least 1"),
+    (["--rounds", "0"], "argument --rounds: expected a positive whole number, got '0'"),
+    (["--threads", "-1"], "argument --threads: expected a positive whole number, got '-1'"),
+    (["--threads", "100000"], "argument --threads: at most"),
     (["--shape", "256by4096"], "--shape must be ROWSxCOLS"),
     (["--shape", "0x4096"], "--shape must be ROWSxCOLS"),
     (["--formats", "Q4_K,Q9_Z"], "unknown or unsupported qtype 'Q9_Z'"),
@@ -35,3 +37,51 @@ def test_gemv_vs_llama_cpp_takes_good_options_as_given():
     args, rows, cols, names = _script("gemv_vs_llama_cpp").parse_arguments(
         ["--shape", "2048X640", "--formats", "q5_0,Q8_0", "--threads", "2", "--each"])
     assert (rows, cols, names, args.threads, args.each) == (2048, 640, ["Q5_0", "Q8_0"], 2, True)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rounds", "0"], "argument --rounds: expected a positive whole number, got '0'"),
+    (["--calls", "many"], "argument --calls: expected a positive whole number, got 'many'"),
+])
+def test_fixed_cost_refuses_a_bad_option_naming_it(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _script("fixed_cost").parse_arguments(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rounds", "-3"], "argument --rounds: expected a positive whole number, got '-3'"),
+    (["--threads", "1,0"], "--threads: expected a positive whole number, got '0'"),
+    (["--threads", "1,100000"], "--threads: at most"),
+    (["--formats", "Q4_K,Q9_Z"], "unknown or unsupported qtype 'Q9_Z'"),
+    (["--formats", "Q8_K"], "Q8_K is an activation format"),
+])
+def test_stream_stores_refuses_a_bad_option_naming_it(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _script("stream_stores").parse_arguments(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_stream_stores_takes_good_options_as_given():
+    _, names, threads = _script("stream_stores").parse_arguments(["--formats", "q6_k,IQ4_XS", "--threads", "1"])
+    assert (names, threads) == (["Q6_K", "IQ4_XS"], [1])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rounds", "0"], "--threads and --rounds must be at least 1"),
+    (["--threads", "2", "0"], "--threads and --rounds must be at least 1"),
+    (["--tokens", "4"], "--tokens must be more than the 4 warm-up tokens, got 4"),
+    (["--model-is-missing"], "no such file"),
+    (["--llama-python", "/nonexistent/python"], "--llama-python /nonexistent/python: no such file"),
+])
+def test_decode_vs_llama_cpp_refuses_a_bad_option_naming_it(argv, message, capsys, tmp_path):
+    model = tmp_path / "model.gguf"
+    if argv != ["--model-is-missing"]:
+        model.write_bytes(b"GGUF")
+    argv = [a for a in argv if a != "--model-is-missing"]
+    with pytest.raises(SystemExit) as exit_:
+        _script("decode_vs_llama_cpp").parse_arguments([str(model), "--llama-python", sys.executable, *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+WARM_UP = 4  # llama.cpp's first tokens, not counted
+
 
 def llama_side(model: str, threads: int, tokens: int) -> None:
     """Run under llama-cpp-python's interpreter: print llama.cpp's median ms per generated token."""
@@ -41,7 +43,7 @@ def llama_side(model: str, threads: int, tokens: int) -> None:
         start = time.perf_counter()
         llm.eval([token])
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"ms_per_token": 1e3 * float(np.median(seconds[4:]))}))  # the first few warm up
+    print(json.dumps({"ms_per_token": 1e3 * float(np.median(seconds[WARM_UP:]))}))
 
 
 def _json(cmd: list[str]) -> dict:
@@ -51,7 +53,10 @@ def _json(cmd: list[str]) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: a missing model, a count below 1 or too few tokens to time is
+    a usage error naming it. (Plain checks: the llama.cpp side runs under llama-cpp-python's
+    interpreter, which need not have this package.)"""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path)
     p.add_argument("--llama-python", required=True, help="a python that can import llama_cpp")
@@ -59,7 +64,20 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--tokens", type=int, default=40, help="tokens llama.cpp generates per round")
     p.add_argument("--llama-side", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if min(args.threads) < 1 or args.rounds < 1:
+        p.error(f"--threads and --rounds must be at least 1, got {args.threads} and {args.rounds}")
+    if args.tokens <= WARM_UP:
+        p.error(f"--tokens must be more than the {WARM_UP} warm-up tokens, got {args.tokens}")
+    if not args.model.is_file():
+        p.error(f"{args.model}: no such file")
+    if not args.llama_side and not Path(args.llama_python).is_file():
+        p.error(f"--llama-python {args.llama_python}: no such file")
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
     if args.llama_side:
         llama_side(str(args.model), args.threads[0], args.tokens)
         return

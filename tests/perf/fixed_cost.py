@@ -19,15 +19,21 @@ import time
 import numpy as np
 
 import quantbench_kernels as qk
+from pytest_quantbench.cli import positive_int
 
 SHAPES = ((1, 256), (256, 256))
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a count below 1 is a usage error naming it."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--calls", type=int, default=3000)
-    args = p.parse_args()
+    p.add_argument("--rounds", type=positive_int, default=15)
+    p.add_argument("--calls", type=positive_int, default=3000)
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_arguments()
     rng = np.random.default_rng(0)
     calls = {}
     for fmt in (f for f in qk.formats() if f.supports("gemv")):

@@ -24,6 +24,7 @@ import numpy as np
 
 import quantbench_kernels as qk
 from pytest_quantbench import llamacpp, workloads
+from pytest_quantbench.cli import positive_int, thread_count
 from pytest_quantbench.options import Size
 
 
@@ -60,14 +61,12 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     with argparse's usage error naming it, before anything is built."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="256x4096", help="ROWSxCOLS (default 256x4096: 1M weights)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=21)
+    p.add_argument("--threads", type=thread_count, default=1)
+    p.add_argument("--rounds", type=positive_int, default=21)
     p.add_argument("--formats", default=",".join(f.name for f in qk.formats() if f.supports("gemv")))
     p.add_argument("--each", action="store_true", help="one format at a time (its weights stay in the L2)")
     p.add_argument("--rotate", action="store_true", help="cycle through copies of the weights, as the perf tests do")
     args = p.parse_args(argv)
-    if args.threads < 1 or args.rounds < 1:
-        p.error(f"--threads and --rounds must be at least 1, got {args.threads} and {args.rounds}")
     rows, _, cols = args.shape.lower().partition("x")
     if not (rows.isdigit() and cols.isdigit() and int(rows) >= 1 and int(cols) >= 1):
         p.error(f"--shape must be ROWSxCOLS with both at least 1, got {args.shape!r}")

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 import quantbench_kernels as qk
+from pytest_quantbench.cli import positive_int, thread_count
 
 SIZES = (1 << 20, 4 << 20, 16 << 20)  # weights
 COPIES = 6
@@ -31,19 +32,41 @@ def _read(a: np.ndarray) -> float:
     return s
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str], list[int]]:
+    """The command line, checked: (the options, the format names, the thread counts). A bad value
+    exits with argparse's usage error naming it, before anything is built."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--formats", default="Q4_K,Q4_0")
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--rounds", type=int, default=12)
-    args = p.parse_args()
-    numba.set_num_threads(max(int(t) for t in args.threads.split(",")))
+    p.add_argument("--rounds", type=positive_int, default=12)
+    args = p.parse_args(argv)
+    names = []
+    for name in args.formats.split(","):
+        try:
+            fmt = qk.get_format(name)
+        except ValueError as e:
+            p.error(f"--formats: {e}")
+        if not fmt.supports("gemv"):
+            p.error(f"--formats: {fmt.name} is an activation format: its dequantize has no streamed stores")
+        names.append(fmt.name)
+    threads = []
+    for text in args.threads.split(","):
+        try:
+            threads.append(thread_count(text))
+        except argparse.ArgumentTypeError as e:
+            p.error(f"--threads: {e}")
+    return args, names, threads
+
+
+def main() -> None:
+    args, names, thread_counts = parse_arguments()
+    numba.set_num_threads(max(thread_counts))
     rng = np.random.default_rng(0)
     print("streamed over plain (median time ratio); with a read of the output after each call")
-    for name in args.formats.split(","):
+    for name in names:
         fmt = qk.get_format(name)
         module = importlib.import_module(f"quantbench_kernels.qtypes.{name.lower()}")
-        for threads in (int(t) for t in args.threads.split(",")):
+        for threads in thread_counts:
             kernel = module._dequantize_serial if threads == 1 else module._dequantize_parallel
             for weights in SIZES:
                 w = qk.quantize(rng.standard_normal((weights // 4096, 4096)).astype(np.float32) * 0.02, name)
