@@ -3,9 +3,10 @@
 how it was calibrated: docs/gate.md.
 
 Against a stored baseline: each kernel round is divided by the probes timed just before and after
-it (:func:`paired_index`: the op's probe, ``OPS[op].probe``), so that what the host did in that
-moment cancels; a run's speed index is the 20th percentile of those (other processes only ever add
-time, so a low percentile is steadier than the median), pooled over the passes; the ratio is the
+it (:func:`paired_index`: the probe under which the baseline's runs agree best, else the op's,
+:func:`_probe_for`), so that what the host did in that moment cancels; a run's speed index is the
+20th percentile of those (other processes only ever add time, so a low percentile is steadier
+than the median), pooled over the passes; the ratio is the
 current index over the median of the baseline's runs' indices (:func:`baseline_ratio_ci`). A/B:
 the median of per-round log ratios of the new kernel over the old one's calls around each round
 (:func:`ab_ratio_ci`). Either ratio gets a bootstrap 95% interval, and a kernel fails only when the
@@ -30,6 +31,7 @@ from .workloads import faster_neighbour, sandwiched
 BOOTSTRAP = 2000
 MAX_ROUNDS = 1000  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
 PROBE_BAND = 0.03  # probe changes within +-3% are not corrected for (see probe_correction)
+CHOOSE_FROM_RUNS = 3  # baseline runs from which a kernel's probe is chosen by their spread (_probe_for)
 QUANTILE = 20  # percentile of the round times that the gate compares (see speed_index)
 
 
@@ -238,13 +240,13 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
     verdicts = []
     for key in sorted(set(cur.kernels) & base_keys):
         holding = [r for r in runs if key in r.kernels]
-        probe = _probe_of(key)
+        probe, chosen = _probe_for(key, holding)
         base_paired = [r.paired(key, probe) for r in holding]
         cur_paired = cur.paired(key, probe)
         if cur_paired is not None and all(b is not None for b in base_paired):
             ratio, low, high, spread = baseline_ratio_ci(base_paired, cur_paired)
-            how = {"normalised": f"{probe} probe{'s' if probe == 'both' else ''}, paired", "runs": len(holding),
-                   "spread": spread}
+            how = {"normalised": f"{probe} probe{'s' if probe == 'both' else ''}, paired ({chosen})",
+                   "runs": len(holding), "spread": spread}
         else:
             b, c = holding[-1].pooled(key), cur.pooled(key)
             if b is None or c is None:
@@ -263,6 +265,24 @@ def compare(baseline: dict, current: list[Measurement], fail_pct: float | None) 
 def _probe_of(key: str) -> str:
     op = key.split("|")[2]
     return OPS[op].probe if op in OPS else "memory"
+
+
+def _probe_for(key: str, holding: list[_Benchmarks]) -> tuple[str, str]:
+    """The probe a kernel's rounds are divided by, and why: of the paired probes (memory, compute,
+    both), the one under which the baseline's runs agree best (the least spread of their speed
+    indices) where the baseline holds CHOOSE_FROM_RUNS runs or more that paired them all; else the
+    op's (``OPS[op].probe``). Which probe tracks a kernel is the machine's affair as much as the
+    kernel's: a one-thread gemv from memory was best divided by the compute probe on one VM and by
+    the memory probe on another (docs/gate.md)."""
+    spreads = {}
+    if len(holding) >= CHOOSE_FROM_RUNS:
+        for probe in PROBES:
+            indices = [r.paired(key, probe) for r in holding]
+            if all(i is not None for i in indices):
+                spreads[probe] = float(np.std(np.log([speed_index(i) for i in indices])))
+    if not spreads:
+        return _probe_of(key), "the op's"
+    return min(spreads, key=spreads.__getitem__), f"least spread of {len(holding)} baseline runs"
 
 
 def ab_compare(measured: list[Measurement], fail_pct: float | None) -> tuple[list[Verdict], list[str]]:

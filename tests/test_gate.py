@@ -60,7 +60,7 @@ def _verdict(current: list[Measurement], pct: float = 5, baseline: dict | None =
 def test_unchanged_code_passes():
     v = _verdict(_run(seed=1))
     assert v.verdict == "same" and not v.fails
-    assert v.normalised == "memory probe, paired" and v.runs == 1
+    assert v.normalised == "memory probe, paired (the op's)" and v.runs == 1
     assert abs(v.ratio - 1) < 0.01
 
 
@@ -116,6 +116,34 @@ def test_a_baseline_of_several_runs_is_their_median_and_says_so():
     v = _verdict(_run(seed=1), baseline=base)
     assert v.runs == 5 and v.spread == pytest.approx(1 / 0.85 - 1, abs=0.02)
     assert not v.fails and v.ratio == pytest.approx(1.0, abs=0.01)
+
+
+def _tracking_memory(seed: int, kernel: float = 1.0) -> list[Measurement]:
+    """A gemv whose time follows the memory probe from run to run (a state of the machine that
+    slows both by up to 20 %), while the compute probe moves by up to 30 % of its own accord."""
+    rng = np.random.default_rng(seed)
+    memory_state, compute_state = rng.uniform(1.0, 1.2), rng.uniform(1.0, 1.3)
+    noise = lambda n: np.exp(rng.normal(0, 0.01, n))  # noqa: E731
+    rounds = KERNEL_S * kernel * memory_state * noise(ROUNDS)
+    probes = {"memory": list(PROBE_S * memory_state * noise(ROUNDS + 1)),
+              "compute": list(PROBE_S * compute_state * noise(ROUNDS + 1))}
+    return [Measurement(tag(op="gemv", fmt="Q4_K", size="16M", impl="mine", weights=1 << 24, nbytes=1, threads=None),
+                        list(rounds), paired=probes)]
+
+
+def test_a_baseline_of_several_runs_picks_the_probe_its_runs_agree_under():
+    several = _baseline(*(_tracking_memory(seed) for seed in range(5)))
+    one = _baseline(_tracking_memory(0))
+    for seed in range(10, 16):
+        unchanged, slower = _verdict(_tracking_memory(seed), baseline=several), _verdict(
+            _tracking_memory(seed, kernel=1.1), baseline=several)
+        assert unchanged.normalised == "memory probe, paired (least spread of 5 baseline runs)"
+        assert not unchanged.fails and unchanged.ratio == pytest.approx(1.0, abs=0.01)
+        assert slower.fails and slower.ratio == pytest.approx(1.1, rel=0.01)
+    # One run cannot tell: the op's probe (compute, for gemv), which this kernel does not follow.
+    ratios = [_verdict(_tracking_memory(seed), baseline=one) for seed in range(10, 16)]
+    assert {v.normalised for v in ratios} == {"compute probe, paired (the op's)"}
+    assert max(abs(v.ratio - 1) for v in ratios) > 0.1
 
 
 def test_the_threshold_leaves_a_small_significant_slowdown_alone():

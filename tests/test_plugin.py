@@ -250,7 +250,7 @@ def test_the_gate_fails_a_slowed_kernel_and_passes_the_same_code(project):
                 env={"WHICH": "slowed", "SLOWDOWN": "3.0"})
     assert slow.ret == 1, slow.stdout.str()
     slow.stdout.fnmatch_lines(["*quantbench gate*",
-                               "timed|Q4_K|dequantize|64x4096 * slower * 1 * memory probe, paired  FAIL*",
+                               "timed|Q4_K|dequantize|64x4096 * slower * 1 * memory probe, paired (the op's)  FAIL*",
                                "*quantbench gate FAILED: significantly slower: timed|Q4_K|dequantize|64x4096*"])
 
     same = _run(project, *select, "--quantbench-compare", "--quantbench-fail-on=100", env={"WHICH": "slowed"})
