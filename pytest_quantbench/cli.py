@@ -302,6 +302,24 @@ def thread_count(text: str) -> int:
     return value
 
 
+def weight_formats(text: str) -> list[str]:
+    """An argparse ``type``: comma-separated names of weight formats (those with a gemv), as the
+    registry spells them; an unknown name or an activation format is a usage error naming it."""
+    import quantbench_kernels as qk
+
+    names = []
+    for name in text.split(","):
+        try:
+            fmt = qk.get_format(name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if not fmt.supports("gemv"):
+            raise argparse.ArgumentTypeError(f"{fmt.name} is an activation format, not a weight format "
+                                             "(it has no gemv)")
+        names.append(fmt.name)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quantbench", description="GGUF model files: what they hold, how fast")
     commands = parser.add_subparsers(dest="command", required=True)

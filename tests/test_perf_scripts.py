@@ -23,7 +23,7 @@ def _script(name: str):
     (["--shape", "256by4096"], "--shape must be ROWSxCOLS"),
     (["--shape", "0x4096"], "--shape must be ROWSxCOLS"),
     (["--formats", "Q4_K,Q9_Z"], "unknown or unsupported qtype 'Q9_Z'"),
-    (["--formats", "Q8_K"], "Q8_K has no gemv"),
+    (["--formats", "Q8_K"], "Q8_K is an activation format"),
     (["--shape", "16x640", "--formats", "Q5_0,Q4_K"], "rows of 640 weights are not whole Q4_K blocks"),
 ])
 def test_gemv_vs_llama_cpp_refuses_a_bad_option_naming_it(argv, message, capsys):

@@ -24,7 +24,7 @@ import numpy as np
 
 import quantbench_kernels as qk
 from pytest_quantbench import llamacpp, workloads
-from pytest_quantbench.cli import positive_int, thread_count
+from pytest_quantbench.cli import positive_int, thread_count, weight_formats
 from pytest_quantbench.options import Size
 
 
@@ -63,7 +63,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     p.add_argument("--shape", default="256x4096", help="ROWSxCOLS (default 256x4096: 1M weights)")
     p.add_argument("--threads", type=thread_count, default=1)
     p.add_argument("--rounds", type=positive_int, default=21)
-    p.add_argument("--formats", default=",".join(f.name for f in qk.formats() if f.supports("gemv")))
+    every = ",".join(f.name for f in qk.formats() if f.supports("gemv"))
+    p.add_argument("--formats", type=weight_formats, default=every)
     p.add_argument("--each", action="store_true", help="one format at a time (its weights stay in the L2)")
     p.add_argument("--rotate", action="store_true", help="cycle through copies of the weights, as the perf tests do")
     args = p.parse_args(argv)
@@ -71,18 +72,10 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     if not (rows.isdigit() and cols.isdigit() and int(rows) >= 1 and int(cols) >= 1):
         p.error(f"--shape must be ROWSxCOLS with both at least 1, got {args.shape!r}")
     size = Size(args.shape, int(rows), int(cols))
-    names = []
-    for name in args.formats.split(","):
-        try:
-            fmt = qk.get_format(name)
-        except ValueError as e:
-            p.error(f"--formats: {e}")
-        if not fmt.supports("gemv"):
-            p.error(f"--formats: {fmt.name} has no gemv")
-        if why := size.unfit_for(fmt):
+    for name in args.formats:
+        if why := size.unfit_for(qk.get_format(name)):
             p.error(f"--shape: {why}")
-        names.append(fmt.name)
-    return args, size.rows, size.cols, names
+    return args, size.rows, size.cols, args.formats
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 import quantbench_kernels as qk
-from pytest_quantbench.cli import positive_int, thread_count
+from pytest_quantbench.cli import positive_int, thread_count, weight_formats
 
 SIZES = (1 << 20, 4 << 20, 16 << 20)  # weights
 COPIES = 6
@@ -36,26 +36,17 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     """The command line, checked: (the options, the format names, the thread counts). A bad value
     exits with argparse's usage error naming it, before anything is built."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--formats", default="Q4_K,Q4_0")
+    p.add_argument("--formats", type=weight_formats, default="Q4_K,Q4_0")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds", type=positive_int, default=12)
     args = p.parse_args(argv)
-    names = []
-    for name in args.formats.split(","):
-        try:
-            fmt = qk.get_format(name)
-        except ValueError as e:
-            p.error(f"--formats: {e}")
-        if not fmt.supports("gemv"):
-            p.error(f"--formats: {fmt.name} is an activation format: its dequantize has no streamed stores")
-        names.append(fmt.name)
     threads = []
     for text in args.threads.split(","):
         try:
             threads.append(thread_count(text))
         except argparse.ArgumentTypeError as e:
             p.error(f"--threads: {e}")
-    return args, names, threads
+    return args, args.formats, threads
 
 
 def main() -> None:
