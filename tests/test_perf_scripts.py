@@ -16,6 +16,14 @@ def _script(name: str):
     return module
 
 
+def _refused(script: str, argv: list[str], capsys) -> str:
+    """What the script's parse_arguments printed when it refused ``argv`` with a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        _script(script).parse_arguments(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--rounds", "0"], "argument --rounds: expected a positive whole number, got '0'"),
     (["--threads", "-1"], "argument --threads: expected a positive whole number, got '-1'"),
@@ -27,10 +35,7 @@ def _script(name: str):
     (["--shape", "16x640", "--formats", "Q5_0,Q4_K"], "rows of 640 weights are not whole Q4_K blocks"),
 ])
 def test_gemv_vs_llama_cpp_refuses_a_bad_option_naming_it(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        _script("gemv_vs_llama_cpp").parse_arguments(argv)
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in _refused("gemv_vs_llama_cpp", argv, capsys)
 
 
 def test_gemv_vs_llama_cpp_takes_good_options_as_given():
@@ -44,10 +49,7 @@ def test_gemv_vs_llama_cpp_takes_good_options_as_given():
     (["--calls", "many"], "argument --calls: expected a positive whole number, got 'many'"),
 ])
 def test_fixed_cost_refuses_a_bad_option_naming_it(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        _script("fixed_cost").parse_arguments(argv)
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in _refused("fixed_cost", argv, capsys)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -58,10 +60,7 @@ def test_fixed_cost_refuses_a_bad_option_naming_it(argv, message, capsys):
     (["--formats", "Q8_K"], "Q8_K is an activation format"),
 ])
 def test_stream_stores_refuses_a_bad_option_naming_it(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        _script("stream_stores").parse_arguments(argv)
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in _refused("stream_stores", argv, capsys)
 
 
 def test_stream_stores_takes_good_options_as_given():
@@ -69,19 +68,15 @@ def test_stream_stores_takes_good_options_as_given():
     assert (names, threads) == (["Q6_K", "IQ4_XS"], [1])
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--rounds", "0"], "--threads and --rounds must be at least 1"),
-    (["--threads", "2", "0"], "--threads and --rounds must be at least 1"),
-    (["--tokens", "4"], "--tokens must be more than the 4 warm-up tokens, got 4"),
-    (["--model-is-missing"], "no such file"),
-    (["--llama-python", "/nonexistent/python"], "--llama-python /nonexistent/python: no such file"),
+@pytest.mark.parametrize(("argv", "model_exists", "message"), [
+    (["--rounds", "0"], True, "--threads and --rounds must be at least 1"),
+    (["--threads", "2", "0"], True, "--threads and --rounds must be at least 1"),
+    (["--tokens", "4"], True, "--tokens must be more than the 4 warm-up tokens, got 4"),
+    ([], False, "model.gguf: no such file"),
+    (["--llama-python", "/nonexistent/python"], True, "--llama-python /nonexistent/python: no such file"),
 ])
-def test_decode_vs_llama_cpp_refuses_a_bad_option_naming_it(argv, message, capsys, tmp_path):
+def test_decode_vs_llama_cpp_refuses_a_bad_option_naming_it(argv, model_exists, message, capsys, tmp_path):
     model = tmp_path / "model.gguf"
-    if argv != ["--model-is-missing"]:
+    if model_exists:
         model.write_bytes(b"GGUF")
-    argv = [a for a in argv if a != "--model-is-missing"]
-    with pytest.raises(SystemExit) as exit_:
-        _script("decode_vs_llama_cpp").parse_arguments([str(model), "--llama-python", sys.executable, *argv])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in _refused("decode_vs_llama_cpp", [str(model), "--llama-python", sys.executable, *argv], capsys)
