@@ -146,6 +146,15 @@ def test_a_baseline_of_several_runs_picks_the_probe_its_runs_agree_under():
     assert max(abs(v.ratio - 1) for v in ratios) > 0.1
 
 
+def test_a_probe_missing_from_any_baseline_run_is_not_chosen():
+    runs = [_tracking_memory(seed) for seed in range(4)]
+    for m in runs[0]:
+        del m.paired["memory"]  # a run stored without the memory probe (hand-edited, or an older layout)
+    verdict = _verdict(_tracking_memory(10), baseline=_baseline(*runs))
+    # Left: compute alone (both needs the memory probe too), chosen from the 4 runs that all hold it.
+    assert verdict.normalised == "compute probe, paired (least spread of 4 baseline runs)"
+
+
 def test_the_threshold_leaves_a_small_significant_slowdown_alone():
     v = _verdict(_run(seed=1, kernel=1.03), pct=5)
     assert v.low > 1 and not v.fails
