@@ -132,14 +132,23 @@ def test_llama_cpps_own_kernel_is_a_comparison_row_where_ggml_is_installed(proje
     assert result.ret == 0
 
 
-def test_the_decode_step_of_a_gguf_file_has_llama_cpps_beside_it(project):
+@pytest.fixture
+def two_tensors():
+    """A Q4_0 and a Q4_K tensor, quantized before ``project``'s pytester snapshots sys.modules:
+    what numba imports on a first compile inside the snapshot is dropped at its end, and importing
+    it again later in the process fails ("duplicate registration for ... PolynomialType")."""
+    rng = np.random.default_rng(3)
+    return [(name, qtype, qk.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype))
+            for name, qtype, rows, cols in [("blk.0.attn_q.weight", "Q4_0", 64, 256),
+                                            ("token_embd.weight", "Q4_K", 64, 256)]]
+
+
+def test_the_decode_step_of_a_gguf_file_has_llama_cpps_beside_it(two_tensors, project):
     pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
     import gguf
 
-    rng = np.random.default_rng(3)
     writer = gguf.GGUFWriter(project.path / "two.gguf", arch="llama")
-    for name, qtype, rows, cols in [("blk.0.attn_q.weight", "Q4_0", 64, 256), ("token_embd.weight", "Q4_K", 64, 256)]:
-        raw = qk.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
+    for name, qtype, raw in two_tensors:
         writer.add_tensor(name, raw, raw_dtype=qk.get_format(qtype).qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
