@@ -8,8 +8,10 @@ and compiles on any target; one operation, the 16-bit multiply-add of pairs, cal
 ``vpdpwssd`` on VNNI CPUs) and is spelled out in generic IR elsewhere. The dots of unsigned by
 signed bytes in fours (:func:`dot_quads`, the 32-weight formats' blocks) take VNNI's ``vpdpbusd``
 where the CPU has it (AVX-VNNI or AVX-512 VNNI: 5-12 % faster gemv on a Xeon), else pmaddubsw and
-pmaddwd. Integer sums are exact, so any grouping gives the same bits; only the float steps, kept
-in C's order, decide the result.
+pmaddwd. Q2_K's dots, where the CPU also has AVX-512 VBMI, scale their quants by a 64-entry byte
+lookup (:func:`lookup64`, vpermb) and add their products in 512-bit vpdpbusd (:func:`dot_quads64`).
+Integer sums are exact, so any grouping gives the same bits; only the float steps, kept in C's
+order, decide the result.
 
 ``QUANTBENCH_GENERIC_IR=1`` forces the generic spelling, ``QUANTBENCH_NO_VNNI=1`` the AVX2 one on a
 VNNI CPU (the tests check both paths); any value but empty or ``0`` counts as set.
@@ -78,6 +80,14 @@ def _vpdpbusd_intrinsic(features: dict | None) -> str | None:
     return None
 
 
+def _wide_lookup_dot_intrinsics(features: dict | None) -> tuple[str, str] | None:
+    """(vpermb, vpdpbusd) on 512-bit vectors: AVX-512 VBMI's 64-entry byte lookup and AVX-512
+    VNNI's dot of unsigned by signed bytes, or None where the CPU lacks either."""
+    if features and all(features.get(f) for f in ("avx512bw", "avx512vbmi", "avx512vnni")):
+        return "llvm.x86.avx512.permvar.qi.512", "llvm.x86.avx512.vpdpbusd.512"
+    return None
+
+
 def _psignb_intrinsic(features: dict | None) -> str | None:
     """x86's psignb on 256-bit vectors (``a`` negated, kept or zeroed by the sign of ``b``), or None."""
     return "llvm.x86.avx2.psign.b" if features and features.get("avx2") else None
@@ -90,6 +100,8 @@ PMADDUBSW = _pmaddubsw_intrinsic(_FEATURES)
 PSHUFB = _pshufb_intrinsic(_FEATURES)
 PSIGNB = _psignb_intrinsic(_FEATURES)
 VPDPBUSD = None if _flag("QUANTBENCH_NO_VNNI") else _vpdpbusd_intrinsic(_FEATURES)
+# QUANTBENCH_NO_VNNI turns this off too: the AVX2 spelling is then what every format runs.
+WIDE_LOOKUP_DOT = None if _flag("QUANTBENCH_NO_VNNI") else _wide_lookup_dot_intrinsics(_FEATURES)
 # f16 -> f32 in one instruction (vcvtph2ps) where the CPU has F16C; it quiets a signalling NaN
 # (sets the top mantissa bit), which the bit-exact checks allow: NaNs compare equal in any payload.
 F16C = bool(_FEATURES and _FEATURES.get("f16c"))
@@ -98,7 +110,8 @@ MASK_REGISTERS = bool(_FEATURES and _FEATURES.get("avx512bw") and _FEATURES.get(
 # Part of the kernels' cache stamp: code compiled for one spelling must not be reused for another.
 CODEGEN = (f"pmaddwd={PMADDWD[0] if PMADDWD else 'generic'},"
            f"pmaddubsw={PMADDUBSW[0] if PMADDUBSW else 'generic'},"
-           f"psignb={PSIGNB or 'generic'},vpdpbusd={VPDPBUSD or 'none'},f16c={F16C},masks={MASK_REGISTERS}")
+           f"psignb={PSIGNB or 'generic'},vpdpbusd={VPDPBUSD or 'none'},f16c={F16C},masks={MASK_REGISTERS},"
+           f"lookup_dot={'vpermb+vpdpbusd.512' if WIDE_LOOKUP_DOT else 'none'}")
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:
@@ -286,6 +299,35 @@ def dot_quads(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
         fn = cgutils.get_or_insert_function(builder.module, fnty, VPDPBUSD)
         return builder.call(fn, [splat_const(I32, 0, 8), builder.bitcast(a, i32x8), builder.bitcast(b, i32x8)])
     return madd16(builder, maddubs(builder, a, b), splat_const(I16, 1, 16))
+
+
+def lookup64(builder: ir.IRBuilder, table: ir.Value, index: ir.Value) -> ir.Value:
+    """``<64 x i8>`` of ``table[index[k] & 63]`` (two ``<64 x i8>``): one vpermb (needs
+    :data:`WIDE_LOOKUP_DOT`)."""
+    fnty = ir.FunctionType(vec(I8, 64), [vec(I8, 64)] * 2)
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, WIDE_LOOKUP_DOT[0]), [table, index])
+
+
+def dot_quads64(builder: ir.IRBuilder, acc: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
+    """``acc`` (``<16 x i32>``) plus the sums of four products ``a[4k + i] * b[4k + i]`` of two
+    ``<64 x i8>``, ``a`` unsigned and ``b`` signed (exact: 32-bit lanes, no saturation): one
+    512-bit vpdpbusd (needs :data:`WIDE_LOOKUP_DOT`)."""
+    i32x16 = vec(I32, 16)
+    fnty = ir.FunctionType(i32x16, [i32x16] * 3)
+    fn = cgutils.get_or_insert_function(builder.module, fnty, WIDE_LOOKUP_DOT[1])
+    return builder.call(fn, [acc, builder.bitcast(a, i32x16), builder.bitcast(b, i32x16)])
+
+
+def word_shift(builder: ir.IRBuilder, v: ir.Value, shift: int) -> ir.Value:
+    """The bytes of ``v`` (``<n x i8>``, n even) shifted as 16-bit words, left by ``shift`` (right
+    if negative): one instruction, where a byte shift is a word shift and a mask. Bits cross
+    from one byte into its neighbour: the caller masks what it reads."""
+    if shift == 0:
+        return v
+    words = builder.bitcast(v, vec(I16, v.type.count // 2))
+    amount = splat_const(I16, abs(shift), v.type.count // 2)
+    words = builder.shl(words, amount) if shift > 0 else builder.lshr(words, amount)
+    return builder.bitcast(words, v.type)
 
 
 def load_bytes(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, offset_: ir.Value,

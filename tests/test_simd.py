@@ -110,7 +110,7 @@ def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_na
         simd.row_sums_intrinsic(None, 136, None, step_sums=lambda *args: None, lane_scales=lambda *args: None)
 
 
-GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,vpdpbusd=none,f16c=False,masks=False"
+GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,vpdpbusd=none,f16c=False,masks=False,lookup_dot=none"
 
 
 def _codegen_under(env: dict) -> str:
@@ -191,12 +191,14 @@ def test_quantbench_generic_ir_forces_the_generic_spelling():
 
 @pytest.mark.skipif(simd.VPDPBUSD is None, reason="this CPU has no VNNI: its dots already take pmaddubsw and pmaddwd")
 def test_the_avx2_dots_without_vnni_equal_the_reference_on_a_vnni_cpu():
-    """Where the CPU has VNNI the dots of 32-weight blocks take vpdpbusd; QUANTBENCH_NO_VNNI=1 takes
-    the AVX2 spelling (pmaddubsw, then pmaddwd by ones) that CPUs without VNNI run: test it here."""
+    """Where the CPU has VNNI the dots of 32-weight blocks take vpdpbusd (and Q2_K's, with AVX-512
+    VBMI, a 512-bit lookup and vpdpbusd); QUANTBENCH_NO_VNNI=1 takes the AVX2 spelling (pmaddubsw,
+    then pmaddwd) that CPUs without VNNI run: test it here."""
     assert f"vpdpbusd={simd.VPDPBUSD}" in _codegen_under(_without_ci(QUANTBENCH_NO_VNNI="0"))  # "0" is unset
     env = _without_ci(QUANTBENCH_NO_VNNI="1")
-    assert "vpdpbusd=none" in _codegen_under(env)
-    _assert_tests_pass_under(env, "not _K or IQ4_XS", *DOT_TESTS)
+    codegen = _codegen_under(env)
+    assert "vpdpbusd=none" in codegen and "lookup_dot=none" in codegen
+    _assert_tests_pass_under(env, "not _K or IQ4_XS or Q2_K", *DOT_TESTS)
 
 
 # Values that make C's sequential loops and a vector tree disagree if the tree is careless:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
@@ -313,7 +314,49 @@ def _terms(lanes: simd.BlockLanes, isum, summs):  # type: ignore[no-untyped-def]
     return b.fsub(b.fmul(dall, lanes.float(isum)), b.fmul(dmin, lanes.float(summs)))
 
 
-_row_dot = simd.row_sums_intrinsic(_lane_sums, 84, _terms, lane_weights=QK)
+# Where the CPU has AVX-512 VBMI and VNNI (simd.WIDE_LOOKUP_DOT), a block's isum takes 4 steps of
+# all 64 quant bytes: step s reads the quants in bits 2s..2s + 1 of each byte, that is chunks s
+# and 4 + s (byte 32h + l: weight 128h + 32s + l, sub-block j = 8h + 2s + l // 16). Each byte
+# becomes an index into a 64-byte table with the quant q in bits 4-5 and j in bits 0-3; entry
+# 16q + j of the table is q * scale_j (at most 3 * 15 = 45: an unsigned byte), so one vpermb gives
+# the 64 scaled quants and one vpdpbusd adds their products with the activation's quants, where
+# the AVX2 path takes a scale shuffle, pmaddubsw and pmaddwd per 32 weights. The activation's
+# quants are stored in the steps' order once per vector: position 64s + 32h + l holds the quant
+# of weight 128h + 32s + l.
+_WIDE_Q8_POSITIONS = [128 * h + 32 * s + k for s in range(4) for h in range(2) for k in range(32)]
+_WIDE_SUB_BLOCKS = [[8 * h + 2 * s + k // 16 for h in range(2) for k in range(32)] for s in range(4)]
+
+
+def _lane_sums_wide(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
+    """IR: :func:`_lane_sums` by table lookups (see above): the same two sums, isum in the lanes
+    of a ``<16 x i32>`` folded to ``<8 x i32>``."""
+    b = step.builder
+    at = step.weights_at(m, 0)
+    scales = simd.load_bytes(step.context, b, step.wt, step.w, at, 16)
+    qs = simd.load_bytes(step.context, b, step.wt, step.w, simd.offset(b, at, 16), 64)
+    # Row r of the table (bytes 16r..16r + 15) is r times the 16 scales: the scales in every row,
+    # summed three times, masked to rows >= 1, rows >= 2 and rows >= 3.
+    each_row = simd.pick(b, b.and_(scales, simd.splat_const(simd.I8, 15, 16)), [k % 16 for k in range(64)])
+    from_row = [simd.const_vec(simd.I8, [0xFF if k // 16 >= r else 0 for k in range(64)]) for r in (1, 2, 3)]
+    table = simd.tree_sum(b, [b.and_(each_row, mask) for mask in from_row])
+    isum = ir.Constant(simd.vec(simd.I32, 16), [0] * 16)
+    for s in range(4):
+        # Bits 2s..2s + 1 to bits 4-5 (a word shift carries other quants' bits along: masked off).
+        quant = b.and_(simd.word_shift(b, qs, 4 - 2 * s), simd.splat_const(simd.I8, 0x30, 64))
+        index = b.or_(quant, simd.const_vec(simd.I8, _WIDE_SUB_BLOCKS[s]))
+        isum = simd.dot_quads64(b, isum, simd.lookup64(b, table, index), step.quants(m, 64 * s, 64))
+    mins = b.zext(b.lshr(scales, simd.splat_const(simd.I8, 4, 16)), simd.vec(simd.I16, 16))
+    return [simd.fold(b, isum, 8), simd.madd16(b, mins, step.act_at(1, m, 16))]
+
+
+# Four blocks a step on the wide path, not eight: with eight LLVM spilled zmm registers (four
+# were 1.02-1.17x eight, one process, 256 x 4096 and 4096 x 4096, one and two threads).
+if simd.WIDE_LOOKUP_DOT:
+    _row_dot = simd.row_sums_intrinsic(_lane_sums_wide, 84, _terms, lane_weights=QK, lane_counts=(4, 1))
+    _Q8_ORDER = simd.byte_shuffle(_WIDE_Q8_POSITIONS)
+else:
+    _row_dot = simd.row_sums_intrinsic(_lane_sums, 84, _terms, lane_weights=QK)
+    _Q8_ORDER = q8_k.IN_WEIGHT_ORDER
 
 
 @jit
@@ -325,14 +368,14 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack(act, q8_k.IN_WEIGHT_ORDER)
+    yd, q8, bsums = q8_k.unpack(act, _Q8_ORDER)
     _gemv_rows(w, (yd, bsums), q8, out, 0, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, bsums = q8_k.unpack(act, q8_k.IN_WEIGHT_ORDER)
+    yd, q8, bsums = q8_k.unpack(act, _Q8_ORDER)
     acts = (yd, bsums)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)
