@@ -87,6 +87,55 @@ def spread_table(directory: Path) -> list[str]:
     return lines
 
 
+FAST_STATE = 0.10  # a round is in the fast state when both its compute-probe calls are within 10 % of the quietest
+
+
+def _fast_rounds(run: dict, op: str, quietest: float) -> np.ndarray:
+    """The op's kernel rounds of a stored run that sit in the fast state, divided by both paired
+    probes (``gate.paired_index``)."""
+    kept = []
+    for b in run["benchmarks"]:
+        if b["info"]["impl"] == "timed" and b["info"]["op"] == op and b.get("paired"):
+            compute = np.asarray(b["paired"]["compute"])
+            fast = np.maximum(compute[:-1], compute[1:]) <= quietest * (1 + FAST_STATE)
+            kept.append(gate.paired_index(b["rounds"], b["paired"], "both")[fast])
+    return np.concatenate(kept) if kept else np.empty(0)
+
+
+def _quietest(runs: list[dict]) -> float:
+    """The quietest compute-probe call of these runs: the least 5th percentile of a pass's calls."""
+    return min(float(np.percentile(b["paired"]["compute"], 5))
+               for run in runs for b in run["benchmarks"] if b.get("paired", {}).get("compute"))
+
+
+def fast_state_table(directory: Path) -> list[str]:
+    """Markdown: the fast-state statistic tried offline (docs/gate.md), not the gate's: each run's
+    speed index of its fast-state rounds over the median of the baseline runs' (those with 5 such
+    rounds or more), per case and op: how many runs exceed 1.05, their range, and how many runs had
+    fewer than 5 such rounds."""
+    stored = directory / ".quantbench"
+    base = storage.load(stored / "base.json")["runs"]
+    runs = {p.stem: storage.load(p)["runs"][0] for p in sorted(stored.glob("run_*.json"))}
+    lines = ["| case | op | runs over 1.05 | ratio range | runs without 5 fast rounds |", "|---|---|---|---|---|"]
+    for case in CASES:
+        for op in ("dequantize", "gemv"):
+            fast_base = [_fast_rounds(r, op, _quietest(base)) for r in base]
+            centre = np.median([gate.speed_index(f) for f in fast_base if f.size >= 5])
+            ratios, empty = [], 0
+            for name, run in runs.items():
+                if name.split("_")[1] == case:
+                    fast = _fast_rounds(run, op, min(_quietest(base), _quietest([run])))
+                    if fast.size < 5:
+                        empty += 1
+                    else:
+                        ratios.append(gate.speed_index(fast) / centre)
+            if ratios:
+                lines.append(f"| {'unchanged' if case == '0' else f'{float(case):.0%} slower'} | {op} | "
+                             f"{sum(r > 1.05 for r in ratios)} of {len(ratios)} | {min(ratios):.3f} - "
+                             f"{max(ratios):.3f} | {empty} |")
+    return lines
+
+
 def _verdict_table(found: dict[tuple[str, str], list[tuple[float, bool]]], title: str) -> None:
     print(f"\n{title}\n\n| case | op | runs that failed the gate | ratio range |\n|---|---|---|---|")
     for case in CASES:
@@ -110,6 +159,8 @@ def main(directory: Path) -> None:
                        "run alone (fail-on 5):")
         print("\nHow much of the run-to-run spread each normalisation removes:\n")
         print("\n".join(spread_table(directory)))
+        print("\nThe fast-state statistic (offline, not the gate's; docs/gate.md):\n")
+        print("\n".join(fast_state_table(directory)))
 
 
 if __name__ == "__main__":
