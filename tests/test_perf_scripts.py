@@ -1,10 +1,14 @@
 """The command lines of the scripts in tests/perf: a bad value is a usage error that names it."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from pytest_quantbench import storage
+from pytest_quantbench.record import Measurement
 
 PERF = Path(__file__).parent / "perf"
 
@@ -80,3 +84,36 @@ def test_decode_vs_llama_cpp_refuses_a_bad_option_naming_it(argv, model_exists, 
     if model_exists:
         model.write_bytes(b"GGUF")
     assert message in _refused("decode_vs_llama_cpp", [str(model), "--llama-python", sys.executable, *argv], capsys)
+
+
+def _stored_run(compute_ms: list[float], kernel_ms: list[float]) -> dict:
+    """A stored run (storage.snapshot) of one gemv kernel whose rounds ran between the compute
+    and memory probe calls given (the memory probe at 1 ms throughout)."""
+    info = {"impl": "timed", "format": "Q4_0", "op": "gemv", "size": "16M", "pass": 0, "weights": 1 << 24,
+            "bytes": 9 << 21, "threads": 1}
+    paired = {"compute": [t / 1e3 for t in compute_ms], "memory": [1e-3] * len(compute_ms)}
+    return storage.snapshot([Measurement(info, [t / 1e3 for t in kernel_ms], paired=paired)])
+
+
+def test_the_calibration_analysis_scores_fast_state_rounds_and_counts_runs_without_them(tmp_path):
+    """analyse.py's fast-state table: rounds whose compute-probe calls are near the quietest count,
+    slow-state rounds do not, and a run that never leaves the slow state is counted apart."""
+    stored = tmp_path / ".quantbench"
+    stored.mkdir()
+    # The fast state: compute probe 1 ms, kernel 2 ms; the slow one: 1.5 ms and 3.6 ms (slower
+    # than the probe's factor: divided by it, the slow rounds would read 20 % slow).
+    mixed_compute = [1.0, 1.0, 1.5, 1.5] * 10 + [1.0]
+    base = _stored_run(mixed_compute, [2.0, 3.6, 3.6, 2.0] * 10)
+    base["runs"] = base["runs"] * 3
+    # Unchanged code, the first 6 of its 40 rounds in the fast state: over all rounds its index
+    # would read 1.2 (the slow rounds are most of them), over the fast ones 1.0.
+    cases = {"run_0_1": ([1.0] * 7 + [1.5] * 34, [2.0] * 6 + [3.6] * 34),
+             "run_0.10_1": ([1.0] * 41, [2.2] * 40),                            # 10 % slower
+             "run_0.05_1": ([1.5] * 41, [3.6] * 40)}                            # never in the fast state
+    for name, snap in [("base", base)] + [(n, _stored_run(*c)) for n, c in cases.items()]:
+        (stored / f"{name}.json").write_text(json.dumps(snap))
+        storage.load(stored / f"{name}.json")  # a valid stored file
+    table = "\n".join(_script("gate_calibration/analyse").fast_state_table(tmp_path))
+    assert "| unchanged | gemv | 0 of 1 | 1.000 - 1.000 | 0 |" in table
+    assert "| 10% slower | gemv | 1 of 1 | 1.100 - 1.100 | 0 |" in table
+    assert "| 5% slower | gemv | 0 of 0 | - | 1 |" in table

@@ -119,8 +119,10 @@ def fast_state_table(directory: Path) -> list[str]:
     lines = ["| case | op | runs over 1.05 | ratio range | runs without 5 fast rounds |", "|---|---|---|---|---|"]
     for case in CASES:
         for op in ("dequantize", "gemv"):
-            fast_base = [_fast_rounds(r, op, _quietest(base)) for r in base]
-            centre = np.median([gate.speed_index(f) for f in fast_base if f.size >= 5])
+            fast_base = [f for f in (_fast_rounds(r, op, _quietest(base)) for r in base) if f.size >= 5]
+            if not fast_base:
+                continue
+            centre = np.median([gate.speed_index(f) for f in fast_base])
             ratios, empty = [], 0
             for name, run in runs.items():
                 if name.split("_")[1] == case:
@@ -129,10 +131,10 @@ def fast_state_table(directory: Path) -> list[str]:
                         empty += 1
                     else:
                         ratios.append(gate.speed_index(fast) / centre)
-            if ratios:
+            if ratios or empty:
+                span = f"{min(ratios):.3f} - {max(ratios):.3f}" if ratios else "-"
                 lines.append(f"| {'unchanged' if case == '0' else f'{float(case):.0%} slower'} | {op} | "
-                             f"{sum(r > 1.05 for r in ratios)} of {len(ratios)} | {min(ratios):.3f} - "
-                             f"{max(ratios):.3f} | {empty} |")
+                             f"{sum(r > 1.05 for r in ratios)} of {len(ratios)} | {span} | {empty} |")
     return lines
 
 
