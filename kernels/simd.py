@@ -318,18 +318,6 @@ def dot_quads64(builder: ir.IRBuilder, acc: ir.Value, a: ir.Value, b: ir.Value) 
     return builder.call(fn, [acc, builder.bitcast(a, i32x16), builder.bitcast(b, i32x16)])
 
 
-def word_shift(builder: ir.IRBuilder, v: ir.Value, shift: int) -> ir.Value:
-    """The bytes of ``v`` (``<n x i8>``, n even) shifted as 16-bit words, left by ``shift`` (right
-    if negative): one instruction, where a byte shift is a word shift and a mask. Bits cross
-    from one byte into its neighbour: the caller masks what it reads."""
-    if shift == 0:
-        return v
-    words = builder.bitcast(v, vec(I16, v.type.count // 2))
-    amount = splat_const(I16, abs(shift), v.type.count // 2)
-    words = builder.shl(words, amount) if shift > 0 else builder.lshr(words, amount)
-    return builder.bitcast(words, v.type)
-
-
 def load_bytes(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value, offset_: ir.Value,
                n: int = 32, lane_order: bool = False) -> ir.Value:
     """``n`` bytes of a uint8 array from element ``offset_``, as ``<n x i8>``; with ``lane_order``
@@ -442,13 +430,14 @@ def pair_sums32(typingctx, q, at, out, out_at, times):  # type: ignore[no-untype
 
 
 def bits8(builder: ir.IRBuilder, v: ir.Value, shift: int, mask: int, to: int = 0) -> ir.Value:
-    """``((v >> shift) & mask) << to`` on a ``<32 x i8>`` vector (logical shifts), as one shift and
-    one mask (x86 has no byte shifts: each costs a 16-bit shift and a mask)."""
+    """``((v >> shift) & mask) << to`` on a vector of bytes (``<n x i8>``, logical shifts), as one
+    shift and one mask (x86 has no byte shifts: each costs a 16-bit shift and a mask)."""
+    n = v.type.count
     if shift > to:
-        v = builder.lshr(v, splat_const(I8, shift - to, 32))
+        v = builder.lshr(v, splat_const(I8, shift - to, n))
     elif to > shift:
-        v = builder.shl(v, splat_const(I8, to - shift, 32))
-    return builder.and_(v, splat_const(I8, (mask << to) & 0xFF, 32))
+        v = builder.shl(v, splat_const(I8, to - shift, n))
+    return builder.and_(v, splat_const(I8, (mask << to) & 0xFF, n))
 
 
 def pair_scales(builder: ir.IRBuilder, scales: ir.Value, sub_block_of: Sequence[Sequence[int]], pair: int,

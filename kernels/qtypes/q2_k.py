@@ -302,8 +302,15 @@ def _lane_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
         h, s = divmod(t, 4)
         scale = simd.pick(b, halves[h], [2 * s] * 8 + [8 + 2 * s + 1] * 8)
         products.append(simd.madd16(b, simd.maddubs(b, chunk, step.quants(m, 32 * t)), scale))
-    mins = b.zext(b.lshr(scales, simd.splat_const(simd.I8, 4, 16)), i16)
-    return [simd.tree_sum(b, products), simd.madd16(b, mins, step.act_at(1, m, 16))]
+    return [simd.tree_sum(b, products), _summs(step, m, scales)]
+
+
+def _summs(step: simd.RowStep, m: int, scales):  # type: ignore[no-untyped-def]
+    """IR: block m's summs as ``<8 x i32>`` lanes: its 16 mins (bits 4-7 of ``scales``, the
+    block's 16 scale bytes) times the Q8_K bsums, pairwise (pmaddwd)."""
+    b = step.builder
+    mins = b.zext(b.lshr(scales, simd.splat_const(simd.I8, 4, 16)), simd.vec(simd.I16, 16))
+    return simd.madd16(b, mins, step.act_at(1, m, 16))
 
 
 def _terms(lanes: simd.BlockLanes, isum, summs):  # type: ignore[no-untyped-def]
@@ -341,12 +348,9 @@ def _lane_sums_wide(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
     table = simd.tree_sum(b, [b.and_(each_row, mask) for mask in from_row])
     isum = ir.Constant(simd.vec(simd.I32, 16), [0] * 16)
     for s in range(4):
-        # Bits 2s..2s + 1 to bits 4-5 (a word shift carries other quants' bits along: masked off).
-        quant = b.and_(simd.word_shift(b, qs, 4 - 2 * s), simd.splat_const(simd.I8, 0x30, 64))
-        index = b.or_(quant, simd.const_vec(simd.I8, _WIDE_SUB_BLOCKS[s]))
+        index = b.or_(simd.bits8(b, qs, 2 * s, 3, to=4), simd.const_vec(simd.I8, _WIDE_SUB_BLOCKS[s]))
         isum = simd.dot_quads64(b, isum, simd.lookup64(b, table, index), step.quants(m, 64 * s, 64))
-    mins = b.zext(b.lshr(scales, simd.splat_const(simd.I8, 4, 16)), simd.vec(simd.I16, 16))
-    return [simd.fold(b, isum, 8), simd.madd16(b, mins, step.act_at(1, m, 16))]
+    return [simd.fold(b, isum, 8), _summs(step, m, scales)]
 
 
 # Four blocks a step on the wide path, not eight: with eight LLVM spilled zmm registers (four
