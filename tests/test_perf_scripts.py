@@ -117,3 +117,19 @@ def test_the_calibration_analysis_scores_fast_state_rounds_and_counts_runs_witho
     assert "| unchanged | gemv | 0 of 1 | 1.000 - 1.000 | 0 |" in table
     assert "| 10% slower | gemv | 1 of 1 | 1.100 - 1.100 | 0 |" in table
     assert "| 5% slower | gemv | 0 of 0 | - | 1 |" in table
+
+
+def test_the_calibration_analysis_counts_a_run_stored_without_probes_apart(tmp_path):
+    """A run stored before the probes were paired (no ``paired``) has no fast-state round: it is
+    counted apart, not a KeyError or a NaN ratio."""
+    stored = tmp_path / ".quantbench"
+    stored.mkdir()
+    base = _stored_run([1.0] * 41, [2.0] * 40)
+    base["runs"] = base["runs"] * 3
+    unpaired = _stored_run([1.0] * 41, [2.0] * 40)
+    del unpaired["runs"][0]["benchmarks"][0]["paired"]
+    for name, snap in [("base", base), ("run_0_1", _stored_run([1.0] * 41, [2.0] * 40)), ("run_0_2", unpaired)]:
+        (stored / f"{name}.json").write_text(json.dumps(snap))
+        storage.load(stored / f"{name}.json")
+    table = "\n".join(_script("gate_calibration/analyse").fast_state_table(tmp_path))
+    assert "| unchanged | gemv | 0 of 1 | 1.000 - 1.000 | 1 |" in table

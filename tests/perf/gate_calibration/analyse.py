@@ -6,6 +6,7 @@ usage: python analyse.py DIR     (DIR: the scratch project run.sh filled)
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -92,20 +93,23 @@ FAST_STATE = 0.10  # a round is in the fast state when both its compute-probe ca
 
 def _fast_rounds(run: dict, op: str, quietest: float) -> np.ndarray:
     """The op's kernel rounds of a stored run that sit in the fast state, divided by both paired
-    probes (``gate.paired_index``)."""
+    probes (``gate.paired_index``); passes stored without both probes have none."""
     kept = []
     for b in run["benchmarks"]:
-        if b["info"]["impl"] == "timed" and b["info"]["op"] == op and b.get("paired"):
-            compute = np.asarray(b["paired"]["compute"])
+        paired = b.get("paired") or {}
+        if b["info"]["impl"] == "timed" and b["info"]["op"] == op and {"compute", "memory"} <= paired.keys():
+            compute = np.asarray(paired["compute"])
             fast = np.maximum(compute[:-1], compute[1:]) <= quietest * (1 + FAST_STATE)
-            kept.append(gate.paired_index(b["rounds"], b["paired"], "both")[fast])
+            kept.append(gate.paired_index(b["rounds"], paired, "both")[fast])
     return np.concatenate(kept) if kept else np.empty(0)
 
 
 def _quietest(runs: list[dict]) -> float:
-    """The quietest compute-probe call of these runs: the least 5th percentile of a pass's calls."""
-    return min(float(np.percentile(b["paired"]["compute"], 5))
-               for run in runs for b in run["benchmarks"] if b.get("paired", {}).get("compute"))
+    """The quietest compute-probe call of these runs: the least 5th percentile of a pass's calls
+    (NaN if none paired the compute probe: then no round counts as fast)."""
+    return min((float(np.percentile(b["paired"]["compute"], 5))
+                for run in runs for b in run["benchmarks"] if (b.get("paired") or {}).get("compute")),
+               default=math.nan)
 
 
 def fast_state_table(directory: Path) -> list[str]:
@@ -116,17 +120,20 @@ def fast_state_table(directory: Path) -> list[str]:
     stored = directory / ".quantbench"
     base = storage.load(stored / "base.json")["runs"]
     runs = {p.stem: storage.load(p)["runs"][0] for p in sorted(stored.glob("run_*.json"))}
+    quiet_base = _quietest(base)
+    quietest = {name: min(quiet_base, _quietest([run])) for name, run in runs.items()}
     lines = ["| case | op | runs over 1.05 | ratio range | runs without 5 fast rounds |", "|---|---|---|---|---|"]
+    centres = {}  # op -> the median speed index of the baseline runs' fast rounds
+    for op in ("dequantize", "gemv"):
+        fast_base = [f for f in (_fast_rounds(r, op, quiet_base) for r in base) if f.size >= 5]
+        if fast_base:
+            centres[op] = np.median([gate.speed_index(f) for f in fast_base])
     for case in CASES:
-        for op in ("dequantize", "gemv"):
-            fast_base = [f for f in (_fast_rounds(r, op, _quietest(base)) for r in base) if f.size >= 5]
-            if not fast_base:
-                continue
-            centre = np.median([gate.speed_index(f) for f in fast_base])
+        for op, centre in centres.items():
             ratios, empty = [], 0
             for name, run in runs.items():
                 if name.split("_")[1] == case:
-                    fast = _fast_rounds(run, op, min(_quietest(base), _quietest([run])))
+                    fast = _fast_rounds(run, op, quietest[name])
                     if fast.size < 5:
                         empty += 1
                     else:
