@@ -177,6 +177,11 @@ PARALLEL_MIN_WEIGHTS = 1 << 20
 # scratch buffers; a constant (not the thread count) so that the kernels stay cacheable.
 PARALLEL_CHUNKS = 64
 
+# Where a serial kernel's range starts when it calls the range kernel that the parallel kernel's
+# chunks call too: an int64 like the chunks' starts, so that both calls share one compiled
+# signature (a literal 0 is typed Literal[int](0) and compiled the range kernel a second time).
+START = np.int64(0)
+
 
 def resolve_threads(threads: int | None, work_weights: int) -> int:
     """How many threads a kernel call uses: ``threads`` if given (capped at Numba's pool),

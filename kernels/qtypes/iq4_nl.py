@@ -24,7 +24,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, GROUP_MAX_EPS, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
@@ -193,10 +193,15 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, scratch: np.ndarray) -> None
 
 
 @jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     scratch = np.empty(QK, dtype=np.uint8)
-    for i in range(x.shape[0]):
+    for i in range(start, stop):
         _quantize_block(x[i], out[i], scratch)
+
+
+@jit
+def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
+    _quantize_range(x, out, START, x.shape[0])
 
 
 @pjit
@@ -204,9 +209,7 @@ def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
     n = x.shape[0]
     chunks = min(n, PARALLEL_CHUNKS)
     for c in numba.prange(chunks):
-        scratch = np.empty(QK, dtype=np.uint8)
-        for i in range(c * n // chunks, (c + 1) * n // chunks):
-            _quantize_block(x[i], out[i], scratch)
+        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
 
 
 def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -225,7 +228,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -274,7 +277,7 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy,), q8_0.in_pairs(q8), out, 0, w.shape[0])
+    _gemv_rows(w, (dy,), q8_0.in_pairs(q8), out, START, w.shape[0])
 
 
 @pjit

@@ -28,7 +28,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, first_largest, nearest_int, write_f16
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import iq4_nl, q8_k
@@ -136,7 +136,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -174,7 +174,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, scales: np.ndarray, scratch:
     blk[3] = np.uint8(scales_h >> 8)
 
 
-@inline
+@jit
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     scales = np.empty(8, dtype=np.float32)
     scratch = np.empty(32, dtype=np.uint8)
@@ -184,7 +184,7 @@ def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> No
 
 @jit
 def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, 0, x.shape[0])
+    _quantize_range(x, out, START, x.shape[0])
 
 
 @pjit
@@ -209,7 +209,7 @@ PAIR_ORDER = [64 * (k // 64) + simd.PAIR_ORDER[k % 64] for k in range(QK)]
 _in_pair_order = simd.byte_shuffle(PAIR_ORDER)
 
 
-@inline
+@jit
 def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(d float32 (nb,), quants int8 (nb * 256,) in :data:`PAIR_ORDER`, their magnitudes uint8
     (nb * 256,): 128 for -128) of uint8 (nb, 292) Q8_K activations, or of float32 values that
@@ -287,7 +287,7 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8, magnitudes = _unpack(act)
-    _gemv_rows(w, (dy, magnitudes), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (dy, magnitudes), q8, out, START, w.shape[0])
 
 
 @pjit

@@ -27,7 +27,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, bits_float, c_int8
 from ..registry import BlockFormat, DotTerms, Ops, register
 from . import q8_0
@@ -116,7 +116,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -217,7 +217,7 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8_0.in_pairs(q8), out, 0, w.shape[0])
+    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8_0.in_pairs(q8), out, START, w.shape[0])
 
 
 @pjit

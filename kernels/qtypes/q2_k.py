@@ -25,7 +25,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, make_qkx2_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -149,7 +149,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -214,7 +214,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
             blk[16 + 32 * h + l] = L[o] | (L[o + 32] << 2) | (L[o + 64] << 4) | (L[o + 96] << 6)
 
 
-@inline
+@jit
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     L = np.empty(QK, dtype=np.uint8)
     lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
@@ -227,7 +227,7 @@ def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> No
 
 @jit
 def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, 0, x.shape[0])
+    _quantize_range(x, out, START, x.shape[0])
 
 
 @pjit
@@ -371,15 +371,21 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 
 
 @jit
+def _unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``q8_k.unpack`` in :data:`_Q8_ORDER`, compiled once for the serial and parallel gemv."""
+    return q8_k.unpack(act, _Q8_ORDER)
+
+
+@jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = q8_k.unpack(act, _Q8_ORDER)
-    _gemv_rows(w, (yd, bsums), q8, out, 0, w.shape[0])
+    yd, q8, bsums = _unpack(act)
+    _gemv_rows(w, (yd, bsums), q8, out, START, w.shape[0])
 
 
 @pjit
 def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, bsums = q8_k.unpack(act, _Q8_ORDER)
+    yd, q8, bsums = _unpack(act)
     acts = (yd, bsums)
     rows = w.shape[0]
     chunks = min(rows, PARALLEL_CHUNKS)

@@ -27,7 +27,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -189,7 +189,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -266,7 +266,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
             blk[16 + 32 * p + l] = L[64 * p + l] | (L[64 * p + 32 + l] << 4)
 
 
-@inline
+@jit
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     L = np.empty(QK, dtype=np.uint8)
     lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
@@ -279,7 +279,7 @@ def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> No
 
 @jit
 def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, 0, x.shape[0])
+    _quantize_range(x, out, START, x.shape[0])
 
 
 @pjit
@@ -403,7 +403,7 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    _gemv_rows(w, (yd, bsums), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (yd, bsums), q8, out, START, w.shape[0])
 
 
 @pjit

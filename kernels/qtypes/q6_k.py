@@ -27,7 +27,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
 from ..jitmath import F32, GROUP_MAX_EPS, make_qx_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, DotTerms, Ops, register
@@ -137,7 +137,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -187,7 +187,7 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.nd
                 (L[o + 96] >> 4) << 6)
 
 
-@inline
+@jit
 def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
     L = np.empty(QK, dtype=np.uint8)
     scales = np.empty(16, dtype=np.float32)
@@ -197,7 +197,7 @@ def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> No
 
 @jit
 def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, 0, x.shape[0])
+    _quantize_range(x, out, START, x.shape[0])
 
 
 @pjit
@@ -270,7 +270,7 @@ def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, star
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 32)
-    _gemv_rows(w, (yd, psums), q8, out, 0, w.shape[0])
+    _gemv_rows(w, (yd, psums), q8, out, START, w.shape[0])
 
 
 @pjit

@@ -26,6 +26,7 @@ from gguf import GGMLQuantizationType
 from .. import refmath, simd
 from ..compilation import (
     PARALLEL_CHUNKS,
+    START,
     activation_blocks,
     dispatch,
     dispatch_dequantize,
@@ -146,7 +147,7 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
+@jit
 def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What the dot kernels read from uint8 (nb, 34) Q8_0 activations, or float32 values that
     :data:`blocks` quantizes first, decoded once: (d float32 (nb,), quants int8 (nb, 32))."""
@@ -164,7 +165,7 @@ copy_quants = simd.byte_shuffle(range(QK))  # (src, src_at, dst, dst_at): one bl
 _to_pair_order = simd.byte_shuffle(simd.PAIR_ORDER)
 
 
-@inline
+@jit
 def in_pairs(q: np.ndarray) -> np.ndarray:
     """A copy of int8 (nb, 32) activation quants in weight order whose first 4 * (nb // 4) blocks
     are in ``simd.PAIR_ORDER``, pair by pair: what a row dot that decodes pairs of blocks reads
@@ -178,7 +179,7 @@ def in_pairs(q: np.ndarray) -> np.ndarray:
     return out
 
 
-@inline
+@jit
 def quant_sums(q: np.ndarray) -> np.ndarray:
     """Each block's sum of its quants, int32 (nb,) of int8 (nb, 32): what the formats whose values
     are quants minus an offset (Q4_0, Q5_0, MXFP4 shifted) take, offset times, from their blocks' integer dots."""
@@ -279,7 +280,7 @@ def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: in
 
 @jit
 def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, 0, blocks.shape[0], stream)
+    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
 
 
 @pjit
@@ -342,7 +343,7 @@ def _no_128(q8: np.ndarray) -> bool:
 @jit
 def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
     dy, q8 = unpack(act)
-    _gemv_rows(w, (dy,), q8, out, 0, w.shape[0], _no_128(q8))
+    _gemv_rows(w, (dy,), q8, out, START, w.shape[0], _no_128(q8))
 
 
 @pjit

@@ -102,7 +102,7 @@ def block_dot_terms_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray, mx:
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
+@jit
 def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the dot kernels read from uint8 (nb, 36) Q8_1 activations, or float32 values that
     :data:`blocks` quantizes first, decoded once: (d float32 (nb,), s float32 (nb,), quants int8

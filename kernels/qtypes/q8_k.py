@@ -170,7 +170,7 @@ def unpack(x: np.ndarray, in_order) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return d, qs, bsums
 
 
-@inline
+@jit
 def unpack_for_lanes(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the 8-lane dot kernels (``simd.lanes_dot``) read: :func:`unpack` in the lanes' order
     (:data:`IN_LANE_ORDER`), and psums int16 (nb*128,): ``offset`` (the weight format's quant
