@@ -12,6 +12,7 @@ since the first call of a Numba kernel compiles it. :func:`load_profile` picks "
 
 from __future__ import annotations
 
+import functools
 import os
 
 import hypothesis.strategies as st
@@ -51,14 +52,23 @@ def _f32() -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from(F32_EDGES), st.floats(-1.0, 1.0, width=32), st.floats(width=32))
 
 
-def _int_array(count: int, lo: int, hi: int) -> st.SearchStrategy[list[int]]:
-    """``count`` integers in [lo, hi]: all lo, all hi, all one value, or anything."""
-    same = st.integers(lo, hi).map(lambda v: [v] * count)
-    anything = st.lists(st.integers(lo, hi), min_size=count, max_size=count)
-    return st.one_of(st.just([lo] * count), st.just([hi] * count), same, anything)
+def _int_array(base: np.dtype, count: int) -> st.SearchStrategy[np.ndarray]:
+    """``count`` integers of ``base`` (an integer dtype): all its smallest, all its largest, all one
+    value, or anything. Anything is one draw of raw bytes: a draw per element made a 256-weight
+    block cost milliseconds to draw, most of a dot test's time, for the same set of arrays."""
+    info = np.iinfo(base)
+    lo, hi = int(info.min), int(info.max)
+    same = st.integers(lo, hi).map(lambda v: np.full(count, v, dtype=base))
+    size = count * base.itemsize
+    anything = st.binary(min_size=size, max_size=size).map(
+        lambda b: np.frombuffer(b, dtype=base.newbyteorder("<")).astype(base))
+    return st.one_of(st.just(np.full(count, lo, dtype=base)), st.just(np.full(count, hi, dtype=base)), same, anything)
 
 
+@functools.cache
 def _field(dtype: np.dtype) -> st.SearchStrategy:
+    # One strategy per field type, built once: Hypothesis validates a new strategy on its first
+    # draw, which cost more than the draws themselves when a strategy was built per field and block.
     base, shape = (dtype.subdtype if dtype.subdtype else (dtype, ()))
     count = int(np.prod(shape)) if shape else 1
     if base == np.float16:
@@ -66,9 +76,7 @@ def _field(dtype: np.dtype) -> st.SearchStrategy:
     if base == np.float32:
         return _f32().map(np.float32)
     if base.kind in "iu":
-        info = np.iinfo(base)
-        values = _int_array(count, int(info.min), int(info.max))
-        return values.map(lambda v: np.array(v, dtype=base).reshape(shape) if shape else base.type(v[0]))
+        return _int_array(base, count).map(lambda v: v.reshape(shape) if shape else v[0])
     raise TypeError(f"no strategy for block field dtype {dtype}")
 
 
