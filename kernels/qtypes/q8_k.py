@@ -170,11 +170,17 @@ def unpack(x: np.ndarray, in_order) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return d, qs, bsums
 
 
-@jit
+@inline
 def unpack_for_lanes(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the 8-lane dot kernels (``simd.lanes_dot``) read: :func:`unpack` in the lanes' order
     (:data:`IN_LANE_ORDER`), and psums int16 (nb*128,): ``offset`` (the weight format's quant
-    offset, 0..32) times the sum of each pair of consecutive quants of that order. (d, qs, psums, bsums)."""
+    offset, 0..32) times the sum of each pair of consecutive quants of that order. (d, qs, psums, bsums).
+    Compiled once per input type for every format: the callers' literal offsets become an int64."""
+    return _unpack_for_lanes(x, np.int64(offset))
+
+
+@jit
+def _unpack_for_lanes(x: np.ndarray, offset: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     d, qs, bsums = unpack(x, IN_LANE_ORDER)
     psums = np.empty(qs.size // 2, dtype=np.int16)
     for j in range(qs.size // 32):
