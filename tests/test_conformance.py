@@ -48,6 +48,7 @@ def test_quantize_reference_equals_llama_cpp(name, data, libgguf):
     assert_bit_identical(expected, qk.quantize(x, name, backend="reference").reshape(-1), "quantized bytes")
 
 
+@pytest.mark.slow  # the reference quantizer on 16 x 1024 weights takes seconds per k-quant
 @pytest.mark.parametrize("name", WEIGHTS)
 @pytest.mark.parametrize("seed", range(3))
 def test_quantize_equals_llama_cpp_on_whole_weight_matrices(name, seed, libgguf):

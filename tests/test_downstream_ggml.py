@@ -15,7 +15,7 @@ import quantbench_kernels as qk
 
 pytest.importorskip("ggml", reason="ggml-python (llama.cpp's libggml) is not installed: pip install ggml-python")
 
-pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow  # two pytest runs in processes of their own, 52 kernels each
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # ggml_kernels, as the downstream conftest imports it
 

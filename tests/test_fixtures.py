@@ -8,8 +8,6 @@ import quantbench_kernels as qk
 from pytest_quantbench.bitexact import assert_bit_identical
 from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
 
-pytest_plugins = ["pytester"]
-
 
 @pytest.mark.parametrize("kind", ["random", "weights", "edge"])
 @pytest.mark.parametrize("name", [f.name for f in qk.formats() if f.qtype in gguf.quants._type_traits])

@@ -94,6 +94,7 @@ def test_a_ratio_paired_in_time_with_llama_cpp_wins_over_the_separate_rows():
     assert ratios["numba-1t"] == 1.7 and ratios["numba-2t"] == 3.0
 
 
+@pytest.mark.slow  # the perf suite in a pytest process of its own
 def test_the_perf_suite_takes_x_llama_cpp_from_the_calls_paired_with_each_round(tmp_path):
     """The paired calls must survive to the table: merging the rounds of a row once dropped them, and
     x llama.cpp then came from llama.cpp's own row, measured alone seconds later (its ratio not
@@ -103,12 +104,14 @@ def test_the_perf_suite_takes_x_llama_cpp_from_the_calls_paired_with_each_round(
     import sys
     from pathlib import Path
 
+    from downstream import environment  # without an xdist worker's variables: benchmarks would be off
+
     out = tmp_path / "perf.json"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", str(Path(__file__).parent / "perf"), "--perf", "-q", "-p", "no:randomly",
          "-p", "no:cacheprovider", "-k", "test_gemv and 256x256 and Q4_0 and numba-1t",
          "--benchmark-max-time", "0.05", f"--benchmark-json={out}"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, env=environment())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (bench,) = json.loads(out.read_text())["benchmarks"]  # llama.cpp's own row is not selected
     info = bench["extra_info"]

@@ -3,7 +3,9 @@ whole-file conformance on Gemma 3 270M Q4_K_M."""
 
 from __future__ import annotations
 
-pytest_plugins = ["pytester"]
+import pytest
+
+pytestmark = pytest.mark.slow  # a pytest run in a process of its own over a 253 MB model
 
 
 def test_every_quantized_tensor_of_gemma_is_checked(pytester, gemma_path):

@@ -1,4 +1,5 @@
-"""``pytest --quantbench`` run for real in throwaway downstream projects (pytester)."""
+"""``pytest --quantbench`` run for real in throwaway downstream projects (pytester), in this process
+(tests/downstream.py); the runs that need a process of their own are in test_end_to_end.py."""
 
 import json
 import re
@@ -7,93 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from downstream import run as _run
 
 import quantbench_kernels as qk
-
-pytest_plugins = ["pytester"]
-
-# Small and quick: one 16 x 4096 size, short benchmarks, few Hypothesis examples.
-FAST = ["--quantbench-sizes=16x4096", "--benchmark-max-time=0.05", "-p", "no:cacheprovider"]
-
-CONFTEST = """
-import os
-import time
-import numpy as np
-from hypothesis import settings
-import quantbench_kernels as qk
-from pytest_quantbench import Kernel
-
-settings.register_profile("downstream", max_examples=25, deadline=None)
-settings.load_profile("downstream")
-
-
-def good_dequantize(raw):
-    return qk.dequantize(raw, "Q4_K", backend="reference")
-
-
-def broken_dequantize(raw):
-    out = qk.dequantize(raw, "Q4_K", backend="reference")
-    out[0, 3] = 12345.0 if out[0, 3] != 12345.0 else 0.0  # wrong in one weight of one block
-    return out
-
-
-_BUFFERS = {}
-
-
-def slowed_dequantize(raw):
-    # The product's one-thread kernel into a reused buffer, plus extra work: SLOWDOWN=3.0 spins for
-    # three times as long as the kernel took, so each call takes four times as long.
-    extra = float(os.environ.get("SLOWDOWN", "0"))
-    start = time.perf_counter()
-    out = _BUFFERS.setdefault(len(raw), np.empty((len(raw), 256), np.float32))
-    qk.dequantize(raw, "Q4_K", threads=1, out=out)
-    until = start + (time.perf_counter() - start) * (1 + extra)
-    while extra and time.perf_counter() < until:
-        pass
-    return out
-
-
-def raising_dequantize(raw):
-    raise RuntimeError("no AVX-1024 on this CPU")
-
-
-KERNELS = {
-    "good": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=good_dequantize)],
-    "broken": [Kernel(name="broken", qtype="Q4_K", op="dequantize", fn=broken_dequantize)],
-    "slowed": [Kernel(name="timed", qtype="Q4_K", op="dequantize", fn=slowed_dequantize)],
-    "bad": [
-        Kernel(name="transposer", qtype="Q4_K", op="transpose", fn=good_dequantize),
-        Kernel(name="q9", qtype="Q9_K", op="dequantize", fn=good_dequantize),
-        Kernel(name="raiser", qtype="Q4_K", op="dequantize", fn=raising_dequantize),
-    ],
-}
-
-
-def pytest_quantbench_kernels():
-    return KERNELS[os.environ.get("WHICH", "good")]
-"""
-
-
-@pytest.fixture
-def project(pytester):
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_own="def test_own():\n    assert 1 + 1 == 2\n")
-    return pytester
-
-
-def _run(pytester, *args, env=None):
-    env = env or {}
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("WHICH", "SLOWDOWN"):
-            if key in env:
-                mp.setenv(key, env[key])
-            else:
-                mp.delenv(key, raising=False)
-        return pytester.runpytest_subprocess(*FAST, *args)
 
 
 def test_without_the_option_the_projects_tests_are_untouched(project):
-    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result = project.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["plugins:*quantbench*"])  # installed and loaded...
     result.stdout.no_fnmatch_line("*quantbench:*")  # ...and silent without the option
@@ -132,21 +53,14 @@ def test_llama_cpps_own_kernel_is_a_comparison_row_where_ggml_is_installed(proje
     assert result.ret == 0
 
 
-@pytest.fixture
-def two_tensors():
-    """A Q4_0 and a Q4_K tensor, quantized before ``project``'s pytester snapshots sys.modules:
-    what numba imports on a first compile inside the snapshot is dropped at its end, and importing
-    it again later in the process fails ("duplicate registration for ... PolynomialType")."""
-    rng = np.random.default_rng(3)
-    return [(name, qtype, qk.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype))
-            for name, qtype, rows, cols in [("blk.0.attn_q.weight", "Q4_0", 64, 256),
-                                            ("token_embd.weight", "Q4_K", 64, 256)]]
-
-
-def test_the_decode_step_of_a_gguf_file_has_llama_cpps_beside_it(two_tensors, project):
+def test_the_decode_step_of_a_gguf_file_has_llama_cpps_beside_it(project):
     pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
     import gguf
 
+    rng = np.random.default_rng(3)
+    two_tensors = [(name, qtype, qk.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype))
+                   for name, qtype, rows, cols in [("blk.0.attn_q.weight", "Q4_0", 64, 256),
+                                                   ("token_embd.weight", "Q4_K", 64, 256)]]
     writer = gguf.GGUFWriter(project.path / "two.gguf", arch="llama")
     for name, qtype, raw in two_tensors:
         writer.add_tensor(name, raw, raw_dtype=qk.get_format(qtype).qtype)
@@ -166,7 +80,7 @@ def test_the_decode_step_of_a_gguf_file_has_llama_cpps_beside_it(two_tensors, pr
 
 
 def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
-    result = _run(project, "--quantbench", "-k", "conformance and broken", env={"WHICH": "broken"})
+    result = _run(project, "--quantbench", "-k", "conformance and broken", which="broken")
     assert result.ret == 1
     result.stdout.fnmatch_lines([
         "*kernel 'broken' (Q4_K dequantize) is not bit-identical to the reference: 1 of * weights differ*",
@@ -178,7 +92,7 @@ def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
 
 def test_bad_registrations_fail_and_name_the_kernel(project):
     result = _run(project, "--quantbench", "-k", "conformance and not gguf and (transposer or q9 or raiser)",
-                  env={"WHICH": "bad"})
+                  which="bad")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines_random([
         "*kernel 'transposer': unknown op 'transpose'; the ops are dequantize, quantize, vec_dot, gemv*",
@@ -196,8 +110,7 @@ KERNELS = [Kernel(name="from-ini", qtype="Q2_K", op="gemv",
 """)
     pytester.makeini("[pytest]\nquantbench_kernels =\n    mykernels:KERNELS\n    nosuchmodule:X\n")
     pytester.syspathinsert()
-    result = pytester.runpytest_subprocess(*FAST, "--quantbench", "-k", "conformance and (from-ini or nosuchmodule)",
-                                           "--hypothesis-seed=1")
+    result = _run(pytester, "--quantbench", "-k", "conformance and (from-ini or nosuchmodule)", "--hypothesis-seed=1")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*quantbench_kernels line 'nosuchmodule:X': ModuleNotFoundError*"])
 
@@ -240,46 +153,6 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     bad.stdout.fnmatch_lines(["*truncated.gguf*truncated or corrupt*"])
 
 
-def test_the_gate_fails_a_slowed_kernel_and_passes_the_same_code(project):
-    # A 4x slowdown against a 100 % threshold, at 64 x 4096 weights (tens of microseconds a call):
-    # far from the noise of a shared CI machine either way (microsecond-sized calls swung by 1.5x).
-    select = ["--quantbench", "-k", "throughput and (timed or probe)", "--quantbench-sizes=64x4096"]
-    save = _run(project, *select, "--quantbench-save=base", env={"WHICH": "slowed"})
-    assert save.ret == 0, save.stdout.str()
-    stored = json.loads((project.path / ".quantbench" / "base.json").read_text())
-    (run,) = stored["runs"]
-    assert {b["info"]["impl"] for b in run["benchmarks"]} == {"timed", "np.copyto"}
-    assert all(len(b["rounds"]) >= 5 for b in run["benchmarks"])
-    for b in run["benchmarks"]:  # the kernel's rounds come with the probes timed in between them
-        if b["info"]["impl"] == "timed":
-            assert sorted(b["paired"]) == ["compute", "memory"]
-            assert all(len(times) == len(b["rounds"]) + 1 for times in b["paired"].values())
-
-    slow = _run(project, *select, "--quantbench-compare=base", "--quantbench-fail-on=100",
-                env={"WHICH": "slowed", "SLOWDOWN": "3.0"})
-    assert slow.ret == 1, slow.stdout.str()
-    slow.stdout.fnmatch_lines(["*quantbench gate*",
-                               "timed|Q4_K|dequantize|64x4096 * slower * 1 * memory probe, paired (the op's)  FAIL*",
-                               "*quantbench gate FAILED: significantly slower: timed|Q4_K|dequantize|64x4096*"])
-
-    same = _run(project, *select, "--quantbench-compare", "--quantbench-fail-on=100", env={"WHICH": "slowed"})
-    assert same.ret == 0, same.stdout.str()
-    same.stdout.fnmatch_lines(["timed|Q4_K|dequantize|64x4096 *"])
-    same.stdout.no_fnmatch_line("*FAIL*")
-
-
-def test_bad_option_values_are_usage_errors(project):
-    bad_name = _run(project, "--quantbench", "--quantbench-save=../elsewhere")
-    assert bad_name.ret == pytest.ExitCode.USAGE_ERROR
-    bad_name.stderr.fnmatch_lines(["*--quantbench-save: '../elsewhere' is not a usable run name*"])
-    bad_size = _run(project, "--quantbench", "--quantbench-sizes=16x100")
-    assert bad_size.ret == pytest.ExitCode.USAGE_ERROR
-    bad_size.stderr.fnmatch_lines(["*--quantbench-sizes: '16x100' is neither*"])
-    both = _run(project, "--quantbench", "--quantbench-passes=2", "--quantbench-windows=2")
-    assert both.ret == pytest.ExitCode.USAGE_ERROR
-    both.stderr.fnmatch_lines(["*give --quantbench-passes only: --quantbench-windows is its deprecated alias*"])
-
-
 def test_the_old_windows_option_still_works_and_says_it_is_deprecated(project):
     result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-windows=2", "-v")
     assert result.ret == 0, result.stdout.str()
@@ -307,16 +180,6 @@ def test_the_gate_refuses_missing_or_corrupt_baselines(project):
     elsewhere.stdout.fnmatch_lines(["*the baseline was measured on another machine*"])
 
 
-def test_under_xdist_conformance_runs_and_benchmarks_skip_with_one_line(project):
-    pytest.importorskip("xdist")
-    result = _run(project, "--quantbench", "-n", "2", "-k", "mine or probe", "-rs")
-    result.stdout.fnmatch_lines([
-        "*quantbench: benchmarks skipped under pytest-xdist*",
-        "SKIPPED * quantbench benchmarks do not run under pytest-xdist (-n)*",
-    ])
-    result.assert_outcomes(passed=1, skipped=2)
-
-
 def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     select = ["--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-passes=2", "-v"]
     result = _run(project, *select, "--quantbench-save=two")
@@ -337,12 +200,11 @@ def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     again.stdout.fnmatch_lines(["mine|Q4_K|dequantize|16x4096 * same *"])
 
 
-TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"  # committed: no Numba in-process (see _copy)
+TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
 
 
 def _copy(folder):
-    # Writing a GGUF here would run Numba in a process whose sys.modules pytester restores between
-    # tests, which Numba does not survive: copy the committed one.
+    # The committed file: writing it anew quantizes a tensor of every format.
     folder.mkdir(exist_ok=True)
     return Path(shutil.copy(TINY, folder / "tiny.gguf"))
 
@@ -390,10 +252,3 @@ def test_the_builtins_are_a_comparison_row_unless_asked_and_off_when_told(projec
     assert off.ret == 0
     off.stdout.no_fnmatch_line("*quantbench-numba*")
     off.stdout.fnmatch_lines(["*Name (time in*"])  # ...unless asked for
-
-
-def test_a_bad_builtins_mode_in_the_ini_is_a_usage_error(project):
-    project.makeini("[pytest]\nquantbench_builtins = sometimes\n")
-    result = _run(project, "--quantbench")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*quantbench_builtins: 'sometimes' is not one of compare, test, off*"])

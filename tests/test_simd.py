@@ -4,8 +4,8 @@ public API never makes, and on the generic IR path that CPUs without pmaddwd tak
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import pytest
@@ -125,18 +125,6 @@ def _without_ci(**extra: str) -> dict:
     return {**{k: v for k, v in os.environ.items() if k != "CI"}, **extra}
 
 
-def _assert_tests_pass_under(env: dict, keyword: str, *tests: str) -> None:
-    """Run ``tests`` (names in this directory) selected by ``keyword`` in a fresh pytest under
-    ``env``, on two xdist workers (this process only waits meanwhile: a second core compiles half
-    the kernels), and assert that some ran and all passed."""
-    here = Path(__file__).parent
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "-k", keyword,
-                           *(str(here / t) for t in tests), "-c", str(here.parent / "pyproject.toml")],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
-
-
 @pytest.mark.parametrize("name", DOT)
 def test_a_large_dequantize_streams_its_output_with_the_same_bits(name, monkeypatch):
     """From compilation.STREAM_FROM_BYTES up (here: any size), dequantize writes with non-temporal
@@ -166,39 +154,38 @@ def test_a_large_dequantize_streams_its_output_with_the_same_bits(name, monkeypa
     assert streamed == [True, True, False, False]
 
 
-DOT_TESTS = ("test_simd.py::test_gemv_kernel_on_any_activation_blocks",
-             "test_simd.py::test_gemv_kernel_on_extreme_blocks")
-
-
-@pytest.mark.skipif(simd.PMADDWD is None and simd.PMADDUBSW is None,
-                    reason="this CPU already runs the generic IR (no pmaddwd, no pmaddubsw)")
-def test_the_generic_ir_path_equals_the_reference_on_another_target():
-    """NUMBA_CPU_NAME=generic (a portable cache; also what ARM and CPUs without AVX2 get) compiles
-    for a CPU without AVX: calling x86's pmaddubsw/pmaddwd there would not compile, so the kernels
-    take the generic IR. Rerun the dot and dequantize conformance tests there."""
-    env = _without_ci(NUMBA_CPU_NAME="generic")
-    assert _codegen_under(env) == GENERIC
-    # Every format's dot is vector IR; of the dequantize kernels only the k-quants' are.
-    _assert_tests_pass_under(env, "not dequantize or _K", *DOT_TESTS,
-                             "test_conformance.py::test_gemv_is_one_vec_dot_per_row_on_real_sized_rows",
-                             "test_conformance.py::test_dequantize_numba_equals_reference",
-                             "test_simd.py::test_a_large_dequantize_streams_its_output_with_the_same_bits")
-
-
 def test_quantbench_generic_ir_forces_the_generic_spelling():
     assert _codegen_under(dict(os.environ, QUANTBENCH_GENERIC_IR="1")) == GENERIC
 
 
-@pytest.mark.skipif(simd.VPDPBUSD is None, reason="this CPU has no VNNI: its dots already take pmaddubsw and pmaddwd")
-def test_the_avx2_dots_without_vnni_equal_the_reference_on_a_vnni_cpu():
+HOST = dict(llvm.get_host_cpu_features())
+HOST_VNNI = bool(HOST.get("avxvnni") or (HOST.get("avx512vnni") and HOST.get("avx512vl")))
+
+
+@pytest.mark.skipif(not HOST_VNNI, reason="this CPU has no VNNI: its dots already take pmaddubsw and pmaddwd")
+def test_quantbench_no_vnni_takes_the_avx2_spelling_on_a_vnni_cpu():
     """Where the CPU has VNNI the dots of 32-weight blocks take vpdpbusd (and Q2_K's, with AVX-512
     VBMI, a 512-bit lookup and vpdpbusd); QUANTBENCH_NO_VNNI=1 takes the AVX2 spelling (pmaddubsw,
-    then pmaddwd) that CPUs without VNNI run: test it here."""
-    assert f"vpdpbusd={simd.VPDPBUSD}" in _codegen_under(_without_ci(QUANTBENCH_NO_VNNI="0"))  # "0" is unset
-    env = _without_ci(QUANTBENCH_NO_VNNI="1")
-    codegen = _codegen_under(env)
+    then pmaddwd) that CPUs without VNNI run, and "0" leaves the CPU's."""
+    vnni = _codegen_under(_without_ci(QUANTBENCH_NO_VNNI="0"))
+    assert "vpdpbusd=none" not in vnni
+    codegen = _codegen_under(_without_ci(QUANTBENCH_NO_VNNI="1"))
     assert "vpdpbusd=none" in codegen and "lookup_dot=none" in codegen
-    _assert_tests_pass_under(env, "not _K or IQ4_XS or Q2_K", *DOT_TESTS)
+
+
+def test_the_spelling_compiled_is_the_one_the_environment_asks_for():
+    """.ci/run reruns the dot and dequantize tests, this one among them, under QUANTBENCH_GENERIC_IR=1
+    with NUMBA_CPU_NAME=generic (the generic IR compiled for a CPU without AVX: what ARM and CPUs
+    without AVX2 get) and, on a VNNI CPU, under QUANTBENCH_NO_VNNI=1: each step compiles the
+    spelling it names (here the variant is not tested, only named), and a plain run the host's."""
+    if os.environ.get("NUMBA_CPU_NAME") == "generic" or os.environ.get("QUANTBENCH_GENERIC_IR", "0") != "0":
+        assert simd.CODEGEN == GENERIC
+        return
+    assert ("pmaddubsw=generic" in simd.CODEGEN) == (not HOST.get("avx2"))
+    if os.environ.get("QUANTBENCH_NO_VNNI", "0") != "0":
+        assert "vpdpbusd=none" in simd.CODEGEN and "lookup_dot=none" in simd.CODEGEN
+    else:
+        assert ("vpdpbusd=none" in simd.CODEGEN) == (not HOST_VNNI)
 
 
 # Values that make C's sequential loops and a vector tree disagree if the tree is careless:
