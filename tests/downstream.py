@@ -10,9 +10,15 @@ workers, two processes saving at once, a whole save / compare / gate cycle).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
+
+from pytest_quantbench import storage
+from pytest_quantbench.record import Measurement
+from pytest_quantbench.throughput import PROBE, tag
 
 # Small and quick: one 16 x 4096 size, short benchmarks, few Hypothesis examples.
 FAST = ["--quantbench-sizes=16x4096", "--benchmark-max-time=0.05", "-p", "no:cacheprovider"]
@@ -143,3 +149,21 @@ def run(pytester: pytest.Pytester, *args: str, which: str = "good", env: dict[st
             return pytester.runpytest_inprocess(*FAST, *args)
         finally:
             settings.load_profile(profile)
+
+
+def stored_run(path: Path, impl: str = "mine", seed: int = 0) -> bytes:
+    """Write a valid stored run of one kernel and the probe (made up, this machine) at ``path``; its bytes."""
+    rng = np.random.default_rng(seed)
+    ms = [Measurement(tag(op="dequantize", fmt="Q4_K", size="16x4096", impl=impl, weights=65536, nbytes=298_000,
+                          threads=None), list(1e-4 * (1 + 0.01 * rng.random(50)))),
+          Measurement(tag(op="copyto", fmt="-", size="16x4096", impl=PROBE, weights=65536, nbytes=524_288,
+                          threads=1), list(5e-5 * (1 + 0.01 * rng.random(50))))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.save(path.parent, path.stem, storage.snapshot(ms))
+    return path.read_bytes()
+
+
+def baseline(pytester: pytest.Pytester) -> tuple[Path, bytes]:
+    """The project's stored run "main" (:func:`stored_run`): its path and bytes."""
+    path = pytester.path / ".quantbench" / "main.json"
+    return path, stored_run(path)

@@ -10,35 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
-from downstream import FAST, KEY, environment
+from downstream import FAST, KEY, baseline, environment
 from downstream import run as _downstream_run
 
 from pytest_quantbench import storage
-from pytest_quantbench.record import Measurement
-from pytest_quantbench.throughput import PROBE, tag
 
 pytestmark = pytest.mark.slow
 
 
 def _run(pytester: pytest.Pytester, *args: str, which: str = "good", env: dict | None = None) -> pytest.RunResult:
     return _downstream_run(pytester, *args, which=which, env=env, subprocess=True)
-
-
-def _baseline(pytester: pytest.Pytester) -> tuple[Path, bytes]:
-    """A valid stored run of "mine" and the probe (made up, this machine) as .quantbench/main.json."""
-    rng = np.random.default_rng(0)
-    ms = [Measurement(tag(op="dequantize", fmt="Q4_K", size="16x4096", impl="mine", weights=65536, nbytes=298_000,
-                          threads=None), list(1e-4 * (1 + 0.01 * rng.random(50)))),
-          Measurement(tag(op="copyto", fmt="-", size="16x4096", impl=PROBE, weights=65536, nbytes=524_288,
-                          threads=1), list(5e-5 * (1 + 0.01 * rng.random(50))))]
-    directory = pytester.path / ".quantbench"
-    directory.mkdir(parents=True, exist_ok=True)
-    storage.save(directory, "main", storage.snapshot(ms))
-    return directory / "main.json", (directory / "main.json").read_bytes()
 
 
 def test_the_gate_fails_a_slowed_kernel_and_passes_the_same_code(project):
@@ -93,7 +76,7 @@ def test_under_xdist_conformance_runs_and_benchmarks_skip_with_one_line(project)
 
 def test_a_run_under_xdist_measures_nothing_and_does_not_replace_a_stored_one(project):
     pytest.importorskip("xdist")
-    path, before = _baseline(project)
+    path, before = baseline(project)
     result = _run(project, "--quantbench", "-k", "mine or probe", "-n", "2", "--quantbench-save=main")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*quantbench: --quantbench-save main: NOT saved: this run measured no benchmarks*"])
@@ -101,7 +84,7 @@ def test_a_run_under_xdist_measures_nothing_and_does_not_replace_a_stored_one(pr
 
 
 def test_ctrl_c_during_a_saving_run_keeps_the_stored_run(project):
-    path, before = _baseline(project)
+    path, before = baseline(project)
     # Unbuffered, so that the child's lines arrive as they are printed, not in blocks.
     env = environment(WHICH="good", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "pytest", *FAST, "--quantbench", "-k", "throughput and (mine or probe)", "-v",

@@ -21,31 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from downstream import KEY
+from downstream import KEY, baseline, stored_run
 from downstream import run as _run
 
 import quantbench_kernels as qk
 from pytest_quantbench import gate, storage
 from pytest_quantbench.record import Measurement
 from pytest_quantbench.throughput import PROBE, tag
-
-
-def _stored_run(path: Path, impl: str = "mine", seed: int = 0) -> bytes:
-    """Write a valid stored run of one kernel and the probe (made up, this machine) at ``path``."""
-    rng = np.random.default_rng(seed)
-    ms = [Measurement(tag(op="dequantize", fmt="Q4_K", size="16x4096", impl=impl, weights=65536, nbytes=298_000,
-                          threads=None), list(1e-4 * (1 + 0.01 * rng.random(50)))),
-          Measurement(tag(op="copyto", fmt="-", size="16x4096", impl=PROBE, weights=65536, nbytes=524_288,
-                          threads=1), list(5e-5 * (1 + 0.01 * rng.random(50))))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage.save(path.parent, path.stem, storage.snapshot(ms))
-    return path.read_bytes()
-
-
-def _baseline(pytester) -> tuple[Path, bytes]:
-    path = pytester.path / ".quantbench" / "main.json"
-    return path, _stored_run(path)
-
 
 # ---------------------------------------------------------------------------------------------
 # Regressions that passed with exit code 0
@@ -61,7 +43,7 @@ def test_two_kernels_with_one_name_format_and_op_fail_naming_both_registrations(
 
 
 def test_twin_kernels_cannot_pass_the_gate(project):
-    path, before = _baseline(project)
+    path, before = baseline(project)
     result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-compare=main",
                   "--quantbench-fail-on=10", which="twins")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -105,7 +87,7 @@ def test_an_undefined_ratio_fails_the_gate_instead_of_reading_as_same(paired):
     ["-k", "conformance"],
 ], ids=["benchmark-disable", "benchmark-skip", "no-benchmark-selected"])
 def test_a_run_that_measured_nothing_does_not_replace_a_stored_one(project, args):
-    path, before = _baseline(project)
+    path, before = baseline(project)
     result = _run(project, "--quantbench", *(["-k", "mine or probe"] if "-k" not in args else []), *args,
                   "--quantbench-save=main")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -114,7 +96,7 @@ def test_a_run_that_measured_nothing_does_not_replace_a_stored_one(project, args
 
 
 def test_a_run_that_measured_part_of_its_benchmarks_does_not_replace_a_stored_one(project):
-    path, before = _baseline(project)
+    path, before = baseline(project)
     result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-save=main",
                   which="flaky", env={"FLAKY_NOW": "1"})
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -146,7 +128,7 @@ def _read_while_saving(directory: str, stop_after: float) -> int:
     return reads
 
 
-def test_hundreds_of_concurrent_saves_leave_one_complete_stored_run(tmp_path, monkeypatch):
+def test_hundreds_of_concurrent_saves_leave_one_completestored_run(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "machine", lambda: {"cpu": "c", "cores": 2, "arch": "x", "system": "s"})
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(5) as pool:
@@ -207,7 +189,7 @@ def _hostile(path: Path, case: str) -> bytes:
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_stored_run_is_refused_naming_where_and_what(tmp_path, case):
     path = tmp_path / "main.json"
-    _stored_run(path)
+    stored_run(path)
     before = _hostile(path, case)
     with pytest.raises(storage.StorageError) as err:
         storage.load(path)
@@ -217,7 +199,7 @@ def test_a_hostile_stored_run_is_refused_naming_where_and_what(tmp_path, case):
 
 
 def test_a_hostile_stored_run_is_a_reported_gate_problem_never_a_traceback_or_a_pass(project):
-    path, _ = _baseline(project)
+    path, _ = baseline(project)
     before = _hostile(path, "nan-round")
     result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-compare=main",
                   "--quantbench-fail-on=10")
@@ -318,7 +300,7 @@ def test_dequantize_into_a_buffer_that_overlaps_its_input_is_refused(backend):
 
 def test_comparing_with_the_latest_run_while_saving_compares_with_the_previous_one(project):
     path = project.path / ".quantbench" / "older.json"
-    _stored_run(path, impl="mine")
+    stored_run(path, impl="mine")
     result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-compare",
                   "--quantbench-save=newer")
     assert result.ret == 0, result.stdout.str()
