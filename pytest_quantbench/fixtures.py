@@ -17,16 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import gguf
-import numpy as np
 import pytest
 
-import quantbench_kernels as qk
+if TYPE_CHECKING:
+    import gguf
+    import numpy as np
 
-from . import options
-from .gguf_files import read_tensors
-from .strategies import F16_EDGES, F32_EDGES, weight_like
+# The plugin registers this module in every pytest run: NumPy, gguf-py, the kernels and the
+# strategies load when a fixture or function below is first used.
 
 KINDS = ("random", "weights", "edge")
 
@@ -35,6 +35,12 @@ def make_blocks(
     qtype: str | gguf.GGMLQuantizationType, n_blocks: int, *, seed: int = 0, kind: str = "random"
 ) -> np.ndarray:
     """Valid raw blocks of ``qtype``: uint8 (n_blocks, block_bytes). See the module docstring."""
+    import numpy as np
+
+    import quantbench_kernels as qk
+
+    from .strategies import F16_EDGES, F32_EDGES, weight_like
+
     fmt = qk.get_format(qtype)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -94,6 +100,9 @@ def q4_k_blocks() -> np.ndarray:
 def gguf_tensors(request: pytest.FixtureRequest) -> Iterator[tuple[str, gguf.GGMLQuantizationType, tuple, np.ndarray]]:
     """(name, qtype, shape in weights, raw uint8 (rows, row_bytes)) for every tensor of the GGUF
     files given with --quantbench-gguf or the quantbench_gguf ini option."""
+    from . import options
+    from .gguf_files import read_tensors
+
     paths = options.gguf_paths(request.config)
     if not paths:
         pytest.skip("no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option")
@@ -102,6 +111,13 @@ def gguf_tensors(request: pytest.FixtureRequest) -> Iterator[tuple[str, gguf.GGM
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     """Write a small GGUF file: a tensor of weight-like values per weight format, one of TQ2_0, F16 and F32."""
+    import gguf
+    import numpy as np
+
+    import quantbench_kernels as qk
+
+    from .strategies import weight_like
+
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, arch="llama")
     writer.add_block_count(2)

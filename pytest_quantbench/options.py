@@ -1,16 +1,19 @@
-"""Command-line and ini options of pytest-quantbench, and typed access to their values."""
+"""Command-line and ini options of pytest-quantbench, and typed access to their values.
+
+The plugin imports this module in every pytest run, --quantbench or not: the kernels and the
+stored-run code load inside the functions that need them."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-import quantbench_kernels as qk
-
-from . import storage
+if TYPE_CHECKING:
+    import quantbench_kernels as qk
 
 # Named benchmark sizes in rows x 4096-weight rows: 1M weights (fits the L3 with its output) and
 # 16M weights (4096 x 4096, the size of a large layer).
@@ -101,6 +104,8 @@ def enabled(config: pytest.Config) -> bool:
 
 
 def sizes(config: pytest.Config) -> list[Size]:
+    import quantbench_kernels as qk
+
     spec = config.getoption("quantbench_sizes") or DEFAULT_SIZES
     out = []
     block = min(f.block_weights for f in qk.formats())  # the smallest block: every COLS is a multiple
@@ -192,6 +197,8 @@ def validate(config: pytest.Config) -> None:
     """Refuse bad option values before anything is collected or measured (pytest.UsageError naming
     the option, the value and the rule), and prove the storage folder usable when a run will be
     saved or compared."""
+    from . import storage
+
     sizes(config)
     passes(config)
     keep(config)

@@ -4,31 +4,50 @@ options (command line and ini), kernel (what is tested), suite (the tests ``--qu
 conformance (bit-exact checks), workloads / record / throughput (benchmarks and their table),
 report (the end of the session), gate (stored runs and the regression verdict), fixtures (for
 downstream tests).
+
+pytest imports every installed plugin in every run, so this module imports nothing heavy: the
+modules above (Numba, the kernels, Hypothesis, the gate) load when ``--quantbench`` is given, and
+the fixtures' own imports when a test requests one. Its hook markers come from pluggy, which
+pytest has loaded by then (``pytest.hookimpl`` is ``pluggy.HookimplMarker("pytest")``): importing
+pytest here would cost more than the rest of the module.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pytest
+from pluggy import HookimplMarker
 
-from . import hookspec, options, record, report, workloads
-from .fixtures import gguf_tensors, q2_k_blocks, q4_k_blocks, quant_blocks, tiny_gguf  # noqa: F401 - fixtures
+if TYPE_CHECKING:
+    import pytest
+
+hookimpl = HookimplMarker("pytest")
 
 SUITE = Path(__file__).with_name("suite.py")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspec
+
     pluginmanager.add_hookspecs(hookspec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from . import options
+
     options.add_options(parser)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads --benchmark-quiet
+@hookimpl(tryfirst=True)  # before pytest-benchmark reads --benchmark-quiet
 def pytest_configure(config: pytest.Config) -> None:
+    from . import fixtures, options
+
+    if not config.pluginmanager.is_registered(fixtures):  # for downstream tests, --quantbench or not
+        config.pluginmanager.register(fixtures, "quantbench-fixtures")
     if options.enabled(config):
+        from . import record
+
         options.validate(config)  # refuse bad option values before collecting anything
         if str(SUITE) not in config.args:
             config.args.append(str(SUITE))
@@ -41,23 +60,37 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     # The suite lives in site-packages, outside the rootdir: give its tests the readable node ids
     # "quantbench::test_..." instead of paths relative to wherever the package is installed.
     if module_path == SUITE:
+        import pytest
+
         return pytest.Module.from_parent(parent, path=module_path, nodeid="quantbench")
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from . import options
+
     if options.enabled(config):
+        from . import workloads
+
         workloads.order_by_pass(items)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    from . import options
+
     if options.enabled(session.config):
+        from . import record
+
         record.expect(session.config, session.items, str(SUITE))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    from . import options
+
     if not options.enabled(config):
         return None
+    from . import report
+
     sizes = ", ".join(f"{s.label} ({s.weights} weights)" for s in options.sizes(config))
     lines = [f"quantbench: conformance and throughput suite on; sizes {sizes}"]
     lines += report.header_kernels(config)
@@ -68,14 +101,23 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return lines
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session):  # type: ignore[no-untyped-def]
+@hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> Any:
     # An outer wrapper: runs before pytest-benchmark's wrapper writes its JSON, so the derived
     # figures land in each benchmark's extra_info.
+    from . import options
+
     if options.enabled(session.config) and not options.in_xdist_worker(session.config):
+        from . import report
+
         report.finish(session)
     yield
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    report.summary(terminalreporter, config)
+    from . import options
+
+    if options.enabled(config):
+        from . import report
+
+        report.summary(terminalreporter, config)

@@ -4,6 +4,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,39 @@ def test_without_the_option_the_projects_tests_are_untouched(project):
     result.stdout.fnmatch_lines(["plugins:*quantbench*"])  # installed and loaded...
     result.stdout.no_fnmatch_line("*quantbench:*")  # ...and silent without the option
     result.stdout.no_fnmatch_line("*test_conformance*")
+
+
+# What an installed plugin must not bring into a run that does not ask for it: pytest imports every
+# plugin's entry point in every run, and these cost about 0.6 s of import together.
+HEAVY = ("numba", "llvmlite", "hypothesis", "quantbench_kernels", "numpy", "gguf")
+
+
+def test_importing_the_entry_point_imports_nothing_heavy():
+    probe = ("import sys, pytest_quantbench.plugin; "
+             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY) | {'pytest'}!r}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_plain_pytest_run_with_the_plugin_installed_imports_nothing_heavy(pytester):
+    pytester.makepyfile(test_plain=f"""
+import sys
+
+def test_plain(request):
+    assert request.config.pluginmanager.has_plugin("quantbench")  # installed and loaded
+    assert sorted({{m.split(".")[0] for m in sys.modules}} & {set(HEAVY)!r}) == []
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_downstream_test_gets_the_fixtures_without_the_option(pytester):
+    pytester.makepyfile(test_fixtures="""
+def test_blocks(quant_blocks, q4_k_blocks, tiny_gguf):
+    assert quant_blocks("Q8_0", 3).shape == (3, 34) and q4_k_blocks.shape == (64, 144)
+    assert tiny_gguf.read_bytes()[:4] == b"GGUF"
+""")
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project):
