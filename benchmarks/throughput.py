@@ -276,11 +276,11 @@ class VecDot(_Op):
 
 @functools.cache
 def _llamacpp(fmt: str):
-    """llama.cpp's kernels of ``fmt`` (``pytest_quantbench.llamacpp``, through ggml-python), or
+    """llama.cpp's kernels of ``fmt`` (``quantbench.llamacpp``, through ggml-python), or
     None where this commit's package or ggml-python lacks them. Looked up once per process: the
     timed calls go straight to the kernel."""
     try:
-        from pytest_quantbench import llamacpp
+        from quantbench import llamacpp
     except ImportError:
         return None
     return None if llamacpp.available() else llamacpp.kernels(fmt)
@@ -293,7 +293,7 @@ class _LlamaCpp:
     def unavailable(self, fmt: str, size: str) -> str | None:
         theirs = _llamacpp(fmt)
         if theirs is None:
-            return "llama.cpp's kernels are not reachable (ggml-python, a test extra, or pytest_quantbench.llamacpp)"
+            return "llama.cpp's kernels are not reachable (ggml-python, a test extra, or quantbench.llamacpp)"
         if getattr(theirs, self.op) is None:
             return f"llama.cpp has no {self.op} of {fmt}"
         return super().unavailable(fmt, size)  # type: ignore[misc]
@@ -425,7 +425,7 @@ class LlamaCppDecodeStep(DecodeStep):
     def setup(self, step, threads: int) -> None:
         if step is not None and any(_llamacpp(fmt) is None or _llamacpp(fmt).gemv is None for _, fmt, _ in step):
             raise NotImplementedError("llama.cpp's kernels are not reachable (ggml-python, a test extra, "
-                                      "or pytest_quantbench.llamacpp)")
+                                      "or quantbench.llamacpp)")
         super().setup(step, threads)
 
     def time_decode_step(self, step, threads: int) -> None:

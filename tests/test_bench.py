@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench import decode, llamacpp
-from pytest_quantbench.cli import main
-from pytest_quantbench.gguf_files import GGUFFileError
 from pytest_quantbench.strategies import weight_like
+from quantbench import decode_step, llamacpp
+from quantbench.cli import main
+from quantbench.gguf_files import GGUFFileError
 
 TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
 
@@ -40,18 +40,18 @@ def _model(path: Path, tied: bool = True) -> Path:
 
 
 def test_the_decode_step_is_every_matrix_and_the_tied_head(tmp_path):
-    step = decode.decode_step(_model(tmp_path / "m.gguf"))
+    step = decode_step.decode_step(_model(tmp_path / "m.gguf"))
     assert [(m.tensor.name, m.kind, m.type_name) for m in step] == [
         ("blk.0.attn_q.weight", "attn_q", "Q4_0"), ("blk.0.ffn_down.weight", "ffn_down", "Q4_K"),
         ("blk.1.attn_q.weight", "attn_q", "Q5_0"), ("token_embd.weight", "output (tied token_embd)", "Q8_0"),
         ("blk.1.ffn_up.weight", "ffn_up", "F16")]
-    untied = decode.decode_step(_model(tmp_path / "u.gguf", tied=False))
+    untied = decode_step.decode_step(_model(tmp_path / "u.gguf", tied=False))
     assert [m.kind for m in untied if "output" in m.kind] == ["output"]  # token_embd is then a lookup, not a matmul
 
 
 def test_each_matrix_is_multiplied_as_gemv_would(tmp_path):
-    step = decode.decode_step(_model(tmp_path / "m.gguf"))
-    xs = decode.activations(step)
+    step = decode_step.decode_step(_model(tmp_path / "m.gguf"))
+    xs = decode_step.activations(step)
     for m in step:
         x = xs[m.tensor.shape[1]]
         got = m(x, 1)
@@ -80,9 +80,9 @@ def test_bench_reports_time_per_token_by_type_and_kind(tmp_path, capsys):
 
 @pytest.mark.skipif(llamacpp.available() is not None, reason=str(llamacpp.available()))
 def test_llamacpps_step_multiplies_the_same_matrices(tmp_path):
-    step = decode.decode_step(_model(tmp_path / "m.gguf"))
-    xs = decode.activations(step)
-    for m, theirs in zip(step, decode.llamacpp_step(step), strict=True):
+    step = decode_step.decode_step(_model(tmp_path / "m.gguf"))
+    xs = decode_step.activations(step)
+    for m, theirs in zip(step, decode_step.llamacpp_step(step), strict=True):
         x = xs[m.tensor.shape[1]]
         ours = m(x, 1)
         # Their SIMD dots add in another order than C's scalar loop, which ours follow.
@@ -144,7 +144,7 @@ def test_a_file_without_matrices_is_refused(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     with pytest.raises(GGUFFileError, match="has no blk.N.*weight matrices and no output head"):
-        decode.decode_step(path)
+        decode_step.decode_step(path)
 
 
 @pytest.mark.parametrize("option", [["--threads", "0"], ["--repeats", "-1"], ["--threads", "two"]])

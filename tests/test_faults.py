@@ -258,7 +258,7 @@ def test_a_bad_gguf_path_is_one_failing_test_and_the_users_tests_still_run(proje
 def test_a_gguf_tensor_with_a_degenerate_shape_is_named(tmp_path):
     import gguf
 
-    from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
+    from quantbench.gguf_files import GGUFFileError, read_tensors
 
     writer = gguf.GGUFWriter(tmp_path / "odd.gguf", arch="llama")
     raw = qk.quantize(np.ones((2, 256), np.float32), "Q4_K")

@@ -6,7 +6,7 @@ import pytest
 
 import quantbench_kernels as qk
 from pytest_quantbench.bitexact import assert_bit_identical
-from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
+from quantbench.gguf_files import GGUFFileError, read_tensors
 
 
 @pytest.mark.parametrize("kind", ["random", "weights", "edge"])

@@ -1,4 +1,4 @@
-"""The reference forward pass of Gemma 3 (pytest_quantbench.gemma3).
+"""The reference forward pass of Gemma 3 (quantbench.gemma3).
 
 On a tiny model made here: it agrees with a whole-sequence float64 computation written from the
 architecture (not from the module), position by position, sliding window and grouped heads
@@ -17,11 +17,11 @@ import pytest
 import tiny_gemma3
 
 import quantbench_kernels as qk
-from pytest_quantbench.cli import main
-from pytest_quantbench.compare import default_text
-from pytest_quantbench.gemma3 import Gemma3
-from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
-from pytest_quantbench.tokenizer import Tokenizer
+from quantbench.cli import main
+from quantbench.compare_policies import default_text
+from quantbench.gemma3 import Gemma3
+from quantbench.gguf_files import GGUFFileError, read_tensors
+from quantbench.tokenizer import Tokenizer
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "gemma3"
 # The stated agreement with llama.cpp: logits (and log-probabilities) within this many nats on

@@ -15,8 +15,8 @@ from gguf import GGUFReader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_quantbench.cli import main
-from pytest_quantbench.gguf_header import GGUFHeaderError, parse_header, read_header
+from quantbench.cli import main
+from quantbench.gguf_header import GGUFHeaderError, parse_header, read_header
 
 TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
 DATA = TINY.read_bytes()
@@ -57,7 +57,7 @@ def test_inspect_json_is_the_same_map(capsys):
 def test_inspect_imports_neither_numba_nor_pytest():
     # What keeps the command near its header read: the kernels' Numba, pytest and Hypothesis cost
     # about 0.6 s of import, and the quant map needs none of them.
-    probe = ("import sys; from pytest_quantbench.cli import main; assert main(['inspect', sys.argv[1]]) == 0; "
+    probe = ("import sys; from quantbench.cli import main; assert main(['inspect', sys.argv[1]]) == 0; "
              "print(sorted({m.split('.')[0] for m in sys.modules} & "
              "{'numba', 'pytest', '_pytest', 'hypothesis', 'quantbench_kernels', 'llvmlite'}))")
     result = subprocess.run([sys.executable, "-c", probe, str(TINY)], capture_output=True, text=True, timeout=60)
@@ -88,14 +88,14 @@ def test_a_corrupt_header_is_one_error_naming_the_problem(data, message, tmp_pat
     path.write_bytes(data)
     with pytest.raises(GGUFHeaderError, match=re.escape(message)):
         read_header(path)
-    result = subprocess.run([sys.executable, "-m", "pytest_quantbench", "inspect", str(path)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "quantbench", "inspect", str(path)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"quantbench inspect: {path}: ") and len(result.stderr.splitlines()) == 1
 
 
 def test_a_file_that_is_not_there_is_the_same_kind_of_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pytest_quantbench", "inspect", str(tmp_path / "none.gguf")],
+    result = subprocess.run([sys.executable, "-m", "quantbench", "inspect", str(tmp_path / "none.gguf")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cannot read it: No such file or directory" in result.stderr
 

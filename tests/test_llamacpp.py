@@ -1,4 +1,4 @@
-"""llama.cpp's own kernels as the speed comparison (pytest_quantbench.llamacpp): they compute what
+"""llama.cpp's own kernels as the speed comparison (quantbench.llamacpp): they compute what
 this package's kernels compute, the compiled gemv row loop included, and the throughput table puts
 each of ours beside the llama.cpp kernel of the same op, format, size and threads."""
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench import llamacpp
 from pytest_quantbench.throughput import LLAMACPP, derive, format_table, tag
+from quantbench import llamacpp
 
 pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
 

@@ -48,12 +48,13 @@ def test_plain(request):
 
 
 def test_a_downstream_test_gets_the_fixtures_without_the_option(pytester):
-    pytester.makepyfile(test_fixtures="""
+    pytester.makepyfile(test_uses_the_fixtures="""
 def test_blocks(quant_blocks, q4_k_blocks, tiny_gguf):
     assert quant_blocks("Q8_0", 3).shape == (3, 34) and q4_k_blocks.shape == (64, 144)
     assert tiny_gguf.read_bytes()[:4] == b"GGUF"
 """)
-    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project):

@@ -13,12 +13,12 @@ import pytest
 import tiny_gemma3
 
 import quantbench_kernels as qk
-from pytest_quantbench import compare
-from pytest_quantbench import requantize as rq
-from pytest_quantbench.cli import main
-from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
-from pytest_quantbench.gguf_header import read_header
-from pytest_quantbench.policy import FALLBACK, PRESETS, PolicyError, parse, plan
+from quantbench import compare_policies
+from quantbench import requantize as rq
+from quantbench.cli import main
+from quantbench.gguf_files import GGUFFileError, read_tensors
+from quantbench.gguf_header import read_header
+from quantbench.policy import FALLBACK, PRESETS, PolicyError, parse, plan
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_the_command_prints_what_changed_and_exits_2_on_a_bad_file_or_policy(tin
 # --- compare-policies -----------------------------------------------------------------------------
 
 def test_compare_policies_writes_the_table_json_and_plot(tiny: Path, tmp_path: Path) -> None:
-    rows, tokens = compare.compare_policies(tiny, tmp_path, max_tokens=24, repeats=1, progress=False)
+    rows, tokens = compare_policies.compare_policies(tiny, tmp_path, max_tokens=24, repeats=1, progress=False)
     assert tokens == 24
     by = {r.policy: r for r in rows}
     assert list(by) == list(PRESETS)
@@ -230,7 +230,7 @@ def test_compare_policies_writes_the_table_json_and_plot(tiny: Path, tmp_path: P
     assert by["all-Q2_K"].mean_kl > by["all-Q4_K"].mean_kl
     assert by["all-Q2_K"].block_bits_per_weight < by["all-Q4_K"].block_bits_per_weight
     assert by["all-Q2_K"].fell_back == 6  # every ffn_down
-    made = compare.write(rows, tmp_path, tiny.name, tokens, 1)
+    made = compare_policies.write(rows, tmp_path, tiny.name, tokens, 1)
     table = (tmp_path / "policies.md").read_text()
     assert all(f"| {name} |" in table for name in PRESETS) and "itself quantized" in table
     assert [r["policy"] for r in json.loads((tmp_path / "policies.json").read_text())["rows"]] == list(PRESETS)
@@ -273,13 +273,13 @@ def test_the_compare_command_writes_its_files_and_exits_2_on_a_bad_file(tiny: Pa
 def test_compare_policies_refuses_a_model_it_cannot_run_before_writing_anything(tiny: Path, tmp_path: Path) -> None:
     other = tiny_gemma3.with_architecture(tiny, tmp_path / "llama.gguf", "llama3")
     with pytest.raises(GGUFFileError, match="is a 'llama3' model"):
-        compare.compare_policies(other, tmp_path / "out", progress=False)
+        compare_policies.compare_policies(other, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_compare_policies_needs_the_shipped_baseline(tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must include 'shipped'"):
-        compare.compare_policies(tiny, tmp_path, policies={"q4": "*=Q4_K"}, progress=False)
+        compare_policies.compare_policies(tiny, tmp_path, policies={"q4": "*=Q4_K"}, progress=False)
 
 
 def test_gemma_requantized_under_a_preset_holds_the_promised_types(gemma_path: str, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The SentencePiece tokenizer (pytest_quantbench.tokenizer), on a vocabulary small enough to
+"""The SentencePiece tokenizer (quantbench.tokenizer), on a vocabulary small enough to
 reason about; tests/test_gemma3.py checks it against llama.cpp's ids on Gemma's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tiny_gemma3
 
-from pytest_quantbench.tokenizer import SPACE, Tokenizer, TokenizerError
+from quantbench.tokenizer import SPACE, Tokenizer, TokenizerError
 
 
 @pytest.fixture(scope="module")

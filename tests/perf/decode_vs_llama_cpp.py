@@ -87,7 +87,7 @@ def main() -> None:
         for t in args.threads:
             theirs[t].append(_json([args.llama_python, __file__, str(args.model), "--llama-side", "--threads", str(t),
                                     "--tokens", str(args.tokens), "--llama-python", "-"])["ms_per_token"])
-            bench = _json([sys.executable, "-m", "pytest_quantbench", "bench", str(args.model), "--threads", str(t),
+            bench = _json([sys.executable, "-m", "quantbench", "bench", str(args.model), "--threads", str(t),
                            "--repeats", "9", "--json"])
             ours[t].append(bench["results"][0]["ms_per_token"])
     print(f"{args.model.name}: medians of {args.rounds} alternating rounds")

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import quantbench_kernels as qk
-from pytest_quantbench.cli import positive_int
+from quantbench.cli import positive_int
 
 SHAPES = ((1, 256), (256, 256))
 

@@ -1,4 +1,4 @@
-"""This package's gemv against llama.cpp's (``pytest_quantbench.llamacpp``: its activation
+"""This package's gemv against llama.cpp's (``quantbench.llamacpp``: its activation
 quantization and ``vec_dot`` over the rows in a compiled loop) in one process, the two called in
 turn round after round on copies of the same weights: per format, the best and the median time
 of ``--rounds`` rounds of several calls each, and llama.cpp's time over ours for both.
@@ -23,9 +23,10 @@ import time
 import numpy as np
 
 import quantbench_kernels as qk
-from pytest_quantbench import llamacpp, workloads
-from pytest_quantbench.cli import positive_int, thread_count, weight_formats
+from pytest_quantbench import workloads
 from pytest_quantbench.options import Size
+from quantbench import llamacpp
+from quantbench.cli import positive_int, thread_count, weight_formats
 
 
 def compare(names: list[str], rows: int, cols: int, threads: int, rounds: int,

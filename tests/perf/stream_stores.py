@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 import quantbench_kernels as qk
-from pytest_quantbench.cli import positive_int, thread_count, weight_formats
+from quantbench.cli import positive_int, thread_count, weight_formats
 
 SIZES = (1 << 20, 4 << 20, 16 << 20)  # weights
 COPIES = 6

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench import llamacpp, workloads
+from pytest_quantbench import workloads
 from pytest_quantbench.options import NAMED_SIZES, Size
 from pytest_quantbench.strategies import weight_like
 from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, is_llamacpp, tag
+from quantbench import llamacpp
 
 pytestmark = pytest.mark.perf
 
@@ -53,7 +54,7 @@ def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, 
 
 
 def _llamacpp_kernel(op: str, name: str):
-    """llama.cpp's kernel of ``op`` for ``name`` (:mod:`pytest_quantbench.llamacpp`), or why there is none."""
+    """llama.cpp's kernel of ``op`` for ``name`` (:mod:`quantbench.llamacpp`), or why there is none."""
     if why := llamacpp.available():
         return None, why
     fn = getattr(llamacpp.kernels(name), op)

@@ -14,17 +14,20 @@ pytest here would cost more than the rest of the module.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import os
 
 from pluggy import HookimplMarker
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (or pathlib below)
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     import pytest
 
 hookimpl = HookimplMarker("pytest")
 
-SUITE = Path(__file__).with_name("suite.py")
+SUITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "suite.py")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -49,8 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from . import record
 
         options.validate(config)  # refuse bad option values before collecting anything
-        if str(SUITE) not in config.args:
-            config.args.append(str(SUITE))
+        if SUITE not in config.args:
+            config.args.append(SUITE)
         if not config.getoption("quantbench_benchmark_table") and hasattr(config.option, "benchmark_quiet"):
             config.option.benchmark_quiet = True  # the summary is the one table
         config.pluginmanager.register(record.ConformanceCollector(config), "quantbench-conformance")
@@ -59,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
     # The suite lives in site-packages, outside the rootdir: give its tests the readable node ids
     # "quantbench::test_..." instead of paths relative to wherever the package is installed.
-    if module_path == SUITE:
+    if str(module_path) == SUITE:
         import pytest
 
         return pytest.Module.from_parent(parent, path=module_path, nodeid="quantbench")
@@ -81,7 +84,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if options.enabled(session.config):
         from . import record
 
-        record.expect(session.config, session.items, str(SUITE))
+        record.expect(session.config, session.items, SUITE)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

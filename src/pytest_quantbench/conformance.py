@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,9 +28,6 @@ import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat
 
 from .bitexact import first_difference
-
-if TYPE_CHECKING:
-    from .kernel import Kernel
 
 # Unit roundoff of the precisions a kernel may declare that it computes in.
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
@@ -73,6 +70,19 @@ class Criterion:
         return "within " + (", ".join(parts) if parts else "the rounding bound")
 
 
+class Checked(Protocol):
+    """What a check reads of the kernel it runs (``pytest_quantbench.kernel.Kernel`` is one)."""
+
+    name: str
+    op: str
+    fn: Callable[..., Any]
+    adds_per_block: int | None
+    final_adds: int | None
+
+    @property
+    def criterion(self) -> Criterion: ...
+
+
 @dataclass(frozen=True)
 class Distance:
     """How far a kernel's output was on one input: the criterion it was held to, the largest
@@ -90,7 +100,7 @@ def _hex(raw: np.ndarray, limit: int = 400) -> str:
     return text if len(text) <= limit * 3 else text[: limit * 3] + " ..."
 
 
-def _call(kernel: Kernel, fmt: BlockFormat, *args: Any) -> Any:
+def _call(kernel: Checked, fmt: BlockFormat, *args: Any) -> Any:
     try:
         return kernel.fn(*args)
     except Exception as err:
@@ -134,7 +144,7 @@ def to_host(value: Any) -> np.ndarray | None:
     return None
 
 
-def _as_array(kernel: Kernel, fmt: BlockFormat, value: Any, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+def _as_array(kernel: Checked, fmt: BlockFormat, value: Any, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     """The kernel's output as a NumPy array of ``shape``: ``dtype``, or for a kernel that declares a
     lower precision any floating dtype, widened to float32."""
     what = f"kernel {kernel.name!r} ({fmt.name} {kernel.op})"
@@ -165,7 +175,7 @@ def ulps(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
     return np.where(nan_e & nan_a, 0, np.where(nan_e | nan_a, 1 << 32, out))
 
 
-def _header(kernel: Kernel, fmt: BlockFormat, how: str | None = None) -> str:
+def _header(kernel: Checked, fmt: BlockFormat, how: str | None = None) -> str:
     how = how or kernel.criterion.describe()
     return f"kernel {kernel.name!r} ({fmt.name} {kernel.op}) is not {how}" + (
         " to the reference" if how == "bit-identical" else " of the reference")
@@ -185,7 +195,7 @@ def _value(v: float) -> str:
     return f"{float(v)!r} (0x{np.float32(v).view(np.uint32):08x})"
 
 
-def _exact(kernel: Kernel, fmt: BlockFormat, expected: np.ndarray, actual: np.ndarray,
+def _exact(kernel: Checked, fmt: BlockFormat, expected: np.ndarray, actual: np.ndarray,
            where: Callable[[tuple[int, ...]], str], unit: str) -> Distance:
     """Bit-identity, with a message naming the first difference (``where(index)``)."""
     m = first_difference(expected, actual)
@@ -199,7 +209,7 @@ def _exact(kernel: Kernel, fmt: BlockFormat, expected: np.ndarray, actual: np.nd
     return Distance("bit-identical", values=int(expected.size))
 
 
-def _within(kernel: Kernel, fmt: BlockFormat, reference: np.ndarray, actual: np.ndarray, target: np.ndarray,
+def _within(kernel: Checked, fmt: BlockFormat, reference: np.ndarray, actual: np.ndarray, target: np.ndarray,
             allowed: np.ndarray, overflow_ok: np.ndarray, where: Callable[[tuple[int, ...]], str],
             unit: str) -> Distance:
     """``actual`` within ``allowed`` of ``target`` (the exact value, float64) where that is finite,
@@ -232,7 +242,7 @@ def _judge(actual: np.ndarray, target: np.ndarray, allowed: np.ndarray, overflow
     return np.where(finite, (share <= 1) | (overflow_ok & ~np.isfinite(actual)), ~np.isfinite(actual)), share
 
 
-def check_dequantize(kernel: Kernel, fmt: BlockFormat, raw: np.ndarray) -> Distance:
+def check_dequantize(kernel: Checked, fmt: BlockFormat, raw: np.ndarray) -> Distance:
     """``raw``: uint8 (n_blocks, block_bytes)."""
     expected = qk.dequantize(raw, fmt, backend="reference")
     actual = _as_array(kernel, fmt, _call(kernel, fmt, raw.copy()), np.float32, expected.shape)
@@ -253,7 +263,7 @@ def check_dequantize(kernel: Kernel, fmt: BlockFormat, raw: np.ndarray) -> Dista
     return _within(kernel, fmt, expected, actual, e64, allowed, np.abs(e64) + allowed > limit, where, "weights")
 
 
-def check_quantize(kernel: Kernel, fmt: BlockFormat, x: np.ndarray) -> Distance:
+def check_quantize(kernel: Checked, fmt: BlockFormat, x: np.ndarray) -> Distance:
     """``x``: float32 (n_weights,)."""
     expected = qk.quantize(x, fmt, backend="reference")
     actual = _as_array(kernel, fmt, _call(kernel, fmt, x.copy()), np.uint8, expected.shape)
@@ -305,7 +315,7 @@ def dot_bound(terms: qk.DotTerms, n_blocks: int, unit_roundoff: float = UNIT_ROU
     return exact, bound, magnitude
 
 
-def _allowed(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
+def _allowed(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
     """The exact values of rows ``w`` (uint8 (rows, row_bytes)) times ``x``, the error allowed to
     the kernel (its criterion's bound and tolerance), and where float32 may overflow on the way
     (a scale product or a partial sum beyond its range), each (rows,)."""
@@ -321,7 +331,7 @@ def _allowed(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> 
     return exact, allowed, overflow
 
 
-def _check_rows(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, expected: np.ndarray,
+def _check_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, expected: np.ndarray,
                 actual: np.ndarray, rerun: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Distance:
     """Rows of dot products: bit-identical for an ``exact`` kernel, else within :func:`dot_bound`
     of the exact value. ``w``: uint8 (rows, row_bytes); ``expected``: the reference's float32;
@@ -339,7 +349,7 @@ def _check_rows(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, 
     return _within(kernel, fmt, expected, actual, exact, allowed, overflow, where, "rows")
 
 
-def _failing_block(kernel: Kernel, fmt: BlockFormat, row_blocks: np.ndarray, x: np.ndarray,
+def _failing_block(kernel: Checked, fmt: BlockFormat, row_blocks: np.ndarray, x: np.ndarray,
                    rerun: Callable[[np.ndarray, np.ndarray], np.ndarray], row: int) -> str:
     """Which block of a failing row fails on its own: the kernel run again on each block alone."""
     width = fmt.block_weights
@@ -365,14 +375,14 @@ def _failing_block(kernel: Kernel, fmt: BlockFormat, row_blocks: np.ndarray, x: 
     return f"no block of row {row} fails alone; row {row}, block 0 bytes: {_hex(row_blocks[0])}"
 
 
-def check_gemv(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> Distance:
+def check_gemv(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> Distance:
     """``w``: uint8 (rows, row_bytes); ``x``: float32 (row_weights,)."""
     expected = qk.gemv(w, x, fmt, backend="reference")
     actual = _as_array(kernel, fmt, _call(kernel, fmt, w.copy(), x.copy()), np.float32, expected.shape)
     return _check_rows(kernel, fmt, w, x, expected, actual, kernel.fn)
 
 
-def check_vec_dot(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> Distance:
+def check_vec_dot(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> Distance:
     """``w``: uint8 (n_blocks, block_bytes), one row; ``x``: float32 (n_blocks * block_weights,)."""
     expected = np.float32([qk.vec_dot(w, x, fmt, backend="reference")])
     actual = np.float32([_scalar(kernel, fmt, _call(kernel, fmt, w.copy(), x.copy()))])
@@ -381,7 +391,7 @@ def check_vec_dot(kernel: Kernel, fmt: BlockFormat, w: np.ndarray, x: np.ndarray
                                                                                    x1))]))
 
 
-def _scalar(kernel: Kernel, fmt: BlockFormat, value: Any) -> float:
+def _scalar(kernel: Checked, fmt: BlockFormat, value: Any) -> float:
     """A vec_dot kernel's result: a float, or a one-value float array of any library."""
     array = np.float64(value) if isinstance(value, (float, np.floating)) else to_host(value)
     if array is None or np.size(array) != 1 or np.asarray(array).dtype.kind != "f":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 PROBE = "np.copyto"  # implementation name of the bandwidth probe
 REFERENCE = "reference"
-LLAMACPP = "llama.cpp"  # llama.cpp's own kernels (:mod:`pytest_quantbench.llamacpp`): impl names start so
+LLAMACPP = "llama.cpp"  # llama.cpp's own kernels (:mod:`quantbench.llamacpp`): impl names start so
 
 
 def tag(*, op: str, fmt: str, size: str, impl: str, weights: int, nbytes: int, threads: int | str | None,

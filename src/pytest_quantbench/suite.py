@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench import decode, llamacpp, options, record, workloads
-from pytest_quantbench.gguf_files import GGUFFileError, read_tensors
+from pytest_quantbench import options, record, workloads
 from pytest_quantbench.kernel import BadEntry, Kernel, ab_pairs, registered_kernels
 from pytest_quantbench.ops import OPS
 from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, tag
+from quantbench import decode_step, llamacpp
+from quantbench.gguf_files import GGUFFileError, read_tensors
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
 NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
@@ -232,12 +233,12 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     workloads.measure(benchmark, work, OPS[op].reference(fmt), info, request.config)
 
 
-LLAMACPP_OPS = ("dequantize", "quantize", "gemv")  # the ops pytest_quantbench.llamacpp times
+LLAMACPP_OPS = ("dequantize", "quantize", "gemv")  # the ops quantbench.llamacpp times
 
 
 def test_throughput_llamacpp(qb_llamacpp: tuple[str, str], qb_size: options.Size, benchmark, request) -> None:
     """Time llama.cpp's own kernel of the op on one thread, where ggml-python is installed: the
-    table's ``x llama.cpp`` column (:mod:`pytest_quantbench.llamacpp`)."""
+    table's ``x llama.cpp`` column (:mod:`quantbench.llamacpp`)."""
     _skip_unless_measuring(request.config)
     if why := llamacpp.available():
         pytest.skip(why)
@@ -263,11 +264,11 @@ def test_throughput_probe(qb_size: options.Size, qb_pass: int, benchmark, reques
 
 
 def _decode_step(path: str, impl: str, benchmark, request) -> None:
-    """Time one token's matmuls of a GGUF file (pytest_quantbench.decode), every matrix once,
+    """Time one token's matmuls of a GGUF file (quantbench.decode_step), every matrix once,
     threads as the kernels pick them: through this package's gemv, or llama.cpp's kernels."""
     _skip_unless_measuring(request.config)
     try:
-        step = decode.decode_step(path)
+        step = decode_step.decode_step(path)
     except GGUFFileError as err:
         # An unreadable file already fails its conformance test; a format without a gemv here is
         # named among the unchecked ones: the decode steps say why they cannot run.
@@ -275,15 +276,15 @@ def _decode_step(path: str, impl: str, benchmark, request) -> None:
     calls = None
     if impl == LLAMACPP:
         try:
-            calls = decode.llamacpp_step(step)
+            calls = decode_step.llamacpp_step(step)
         except (RuntimeError, ValueError) as err:
             pytest.skip(str(err))
-    xs = decode.activations(step)
+    xs = decode_step.activations(step)
     work = workloads.Workload([(step, xs)], sum(m.weights for m in step),
                               sum(m.tensor.raw.nbytes + 4 * m.tensor.shape[1] for m in step))
     info = tag(op="decode-step", fmt=Path(path).name, size="1 token", impl=impl, weights=work.n_weights,
                nbytes=work.nbytes, threads=None)
-    workloads.measure(benchmark, work, lambda s, x: decode.run_once(s, x, None, calls), info, request.config)
+    workloads.measure(benchmark, work, lambda s, x: decode_step.run_once(s, x, None, calls), info, request.config)
 
 
 def test_decode_step(qb_gguf_path, benchmark, request) -> None:

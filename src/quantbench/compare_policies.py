@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from . import decode
+from . import decode_step
 from .gemma3 import Config, Gemma3
 from .gguf_files import read_file_header, read_tensors
 from .policy import KEEP, PRESETS, Choice, is_matrix, parse, plan
@@ -38,7 +38,7 @@ BASELINE = "shipped"
 
 def default_text() -> str:
     """The natural text the quality columns are measured on (about 660 Gemma tokens)."""
-    return resources.files("pytest_quantbench").joinpath("data/text.txt").read_text(encoding="utf-8")
+    return resources.files("quantbench").joinpath("data/text.txt").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -136,7 +136,7 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
     scores = quality(models, ids, progress)
     rows = []
     for name, path in paths.items():
-        speed = decode.measure(decode.decode_step(path), threads, repeats)
+        speed = decode_step.measure(decode_step.decode_step(path), threads, repeats)
         rules = ",".join(f"{r.glob}={r.type}" for r in parsed[name].rules)
         rows.append(Row(name, rules,
                         ms_per_token=speed["ms_per_token"], **_sizes(path, choices[name]), **scores[name]))

@@ -125,7 +125,7 @@ Gemv = Callable[[np.ndarray, int | None], np.ndarray]
 
 
 def llamacpp_step(step: list[Matmul]) -> list[Gemv]:
-    """The matrices of ``step`` through llama.cpp's kernels (:mod:`pytest_quantbench.llamacpp`), in
+    """The matrices of ``step`` through llama.cpp's kernels (:mod:`quantbench.llamacpp`), in
     the same order; float matrices through NumPy, as in ``step``. Raises RuntimeError where
     ggml-python is not installed, ValueError naming a format whose dot llama.cpp lacks."""
     if why := llamacpp.available():

@@ -2,23 +2,23 @@
 
 ``quantbench inspect FILE.gguf [--json]``: a model file's quant map (which type each tensor got),
 totals per type, the per-layer pattern and the key metadata, read from the header alone
-(:mod:`pytest_quantbench.gguf_header`).
+(:mod:`quantbench.gguf_header`).
 
 ``quantbench bench FILE.gguf [--threads N ...] [--repeats R] [--json] [--llamacpp]``: the decode step (every
-weight matrix one token multiplies, through this package's gemv; :mod:`pytest_quantbench.decode`):
+weight matrix one token multiplies, through this package's gemv; :mod:`quantbench.decode_step`):
 ms per token, the tokens/s that bounds, G weights/s, and the time by format and by tensor kind;
 with ``--llamacpp``, llama.cpp's kernels on the same matrices beside them, tokens interleaved.
 
 ``quantbench requantize IN.gguf OUT.gguf --policy POLICY [--threads N]``: the file with its
-matrices requantized under a policy (``GLOB=TYPE,...`` or a preset; :mod:`pytest_quantbench.policy`),
-written whole or not at all (:mod:`pytest_quantbench.requantize`); prints what changed and what fell back.
+matrices requantized under a policy (``GLOB=TYPE,...`` or a preset; :mod:`quantbench.policy`),
+written whole or not at all (:mod:`quantbench.requantize`); prints what changed and what fell back.
 
 ``quantbench generate MODEL.gguf --prompt TEXT [--tokens N]``: greedy decoding with the reference
-forward pass (Gemma 3; :mod:`pytest_quantbench.gemma3`) and the file's own tokenizer.
+forward pass (Gemma 3; :mod:`quantbench.gemma3`) and the file's own tokenizer.
 
 ``quantbench compare-policies MODEL.gguf [--out DIR]``: the preset policies side by side (size, decode
 ms per token, KL divergence from the shipped file, top-1 agreement, perplexity):
-``policies.md``, ``policies.json`` and ``policies.png`` in DIR (:mod:`pytest_quantbench.compare`).
+``policies.md``, ``policies.json`` and ``policies.png`` in DIR (:mod:`quantbench.compare_policies`).
 
 A file that cannot be read is one line on stderr naming the problem (and, for a corrupt header,
 its byte offset), and exit code 2; bad option values exit with argparse's usage error (2).
@@ -185,15 +185,15 @@ def _print_bench(path: Path, results: list[dict[str, Any]]) -> None:
 
 
 def bench(path: Path, threads: list[int], repeats: int, as_json: bool, llamacpp: bool = False) -> int:
-    from . import decode  # noqa: PLC0415 (Numba: only the commands that compute import it)
+    from . import decode_step  # noqa: PLC0415 (Numba: only the commands that compute import it)
 
     try:
-        step = decode.decode_step(path)
-        against = decode.llamacpp_step(step) if llamacpp else None
+        step = decode_step.decode_step(path)
+        against = decode_step.llamacpp_step(step) if llamacpp else None
     except (GGUFFileError, RuntimeError, ValueError) as err:
         print(f"quantbench bench: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
-    results = [decode.measure(step, t, repeats, against=against) for t in threads]
+    results = [decode_step.measure(step, t, repeats, against=against) for t in threads]
     if as_json:
         print(json.dumps({"file": str(path), "results": results}, indent=1))
     else:
@@ -261,19 +261,19 @@ def _named_policy(text: str) -> tuple[str, str]:
 
 def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, progress: bool,
                      named: list[tuple[str, str]] | None) -> int:
-    from . import compare  # noqa: PLC0415
+    from . import compare_policies  # noqa: PLC0415
 
     policies = None
     if named:
-        policies = {compare.BASELINE: PRESETS[compare.BASELINE], **dict(named)}
+        policies = {compare_policies.BASELINE: PRESETS[compare_policies.BASELINE], **dict(named)}
     try:
-        rows, n = compare.compare_policies(path, out, policies=policies, max_tokens=tokens, threads=threads,
+        rows, n = compare_policies.compare_policies(path, out, policies=policies, max_tokens=tokens, threads=threads,
                                            progress=progress)
     except (GGUFFileError, PolicyError, TokenizerError, ValueError, OSError) as err:
         print(f"quantbench compare-policies: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
-    made = compare.write(rows, out, path.name, n, threads)
-    print(compare.markdown(rows, path.name, n, threads))
+    made = compare_policies.write(rows, out, path.name, n, threads)
+    print(compare_policies.markdown(rows, path.name, n, threads))
     print("written: " + ", ".join(str(p) for p in made))
     return 0
 

@@ -35,7 +35,7 @@ import numpy as np
 
 import quantbench_kernels as qk
 
-from .decode import Matmul, matmul
+from .decode_step import Matmul, matmul
 from .gguf_files import GGUFFileError, Tensor, read_file_header, read_tensors
 
 ARCH = "gemma3"
