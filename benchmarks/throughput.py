@@ -283,7 +283,7 @@ def _llamacpp(fmt: str):
         from quantbench import llamacpp
     except ImportError:
         return None
-    return None if llamacpp.available() else llamacpp.kernels(fmt)
+    return None if llamacpp.unavailable_reason() else llamacpp.kernels(fmt)
 
 
 class _LlamaCpp:
@@ -355,7 +355,7 @@ class DecodeStep:
         step = []
         for t in reader.tensors:
             if (t.name == head or (t.name.startswith("blk.") and len(t.shape) == 2)) and t.tensor_type.name in [
-                    f.name for f in qk.formats() if f.supports("gemv")]:
+                    f.name for f in qk.formats("gemv")]:
                 step.append((np.ascontiguousarray(t.data), t.tensor_type.name, int(t.shape[0])))
         return step
 

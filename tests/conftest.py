@@ -33,7 +33,8 @@ def gemma_path() -> str:
 
 @pytest.fixture
 def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """pytester whose runs forget only the throwaway project's own modules afterwards.
+    """pytester whose runs forget only the throwaway project's own modules afterwards, and see no
+    xdist worker's environment (tests/downstream.py).
 
     pytester restores ``sys.modules`` after each in-process run and each test, dropping every module
     imported meanwhile; Numba imports parts of itself on a kernel's first compile, and importing
@@ -50,6 +51,8 @@ def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     monkeypatch.setattr(pytest.Pytester, "_Pytester__take_sys_modules_snapshot",
                         lambda self: SysModulesSnapshot(preserve=keep))
     pytester._sys_modules_snapshot = SysModulesSnapshot(preserve=keep)
+    for key in downstream.XDIST_WORKER_ENV:  # its runs are no xdist worker's, in-process or not
+        monkeypatch.delenv(key, raising=False)
     return pytester
 
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import settings
 
 from pytest_quantbench import storage
-from pytest_quantbench.record import Measurement
-from pytest_quantbench.throughput import PROBE, tag
+from pytest_quantbench.findings import Measurement
+from pytest_quantbench.table import PROBE, tag
 
 # Small and quick: one 16 x 4096 size, short benchmarks, few Hypothesis examples.
 FAST = ["--quantbench-sizes=16x4096", "--benchmark-max-time=0.05", "-p", "no:cacheprovider"]
@@ -114,10 +114,11 @@ def pytest_quantbench_kernels():
     return KERNELS[os.environ.get("WHICH", "good")]
 """
 
-# Unset unless a run sets them: the environment variables the conftest reads, and those of an
-# xdist worker running this suite (pytest-benchmark turns itself off where PYTEST_XDIST_WORKER is set).
-_ENV = ("WHICH", "SLOWDOWN", "FLAKY_NOW", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
-        "PYTEST_XDIST_TESTRUNUID")
+# Those of an xdist worker running this suite: a pytest started from it must not see them
+# (pytest-benchmark turns itself off where PYTEST_XDIST_WORKER is set, and warns at the end).
+XDIST_WORKER_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+# Unset unless a run sets them: the environment variables the conftest reads, and the above.
+_ENV = ("WHICH", "SLOWDOWN", "FLAKY_NOW", *XDIST_WORKER_ENV)
 
 
 def environment(**extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 import quantbench_kernels as qk
 from pytest_quantbench import Kernel
 
-FORMATS = tuple(f.name for f in qk.formats() if f.supports("gemv"))
+FORMATS = tuple(f.name for f in qk.formats("gemv"))
 # void vec_dot(int n, float *s, size_t bs, const void *vx, size_t bx, const void *vy, size_t by, int nrc)
 VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)

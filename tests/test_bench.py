@@ -16,7 +16,7 @@ from quantbench import decode_step, llamacpp
 from quantbench.cli import main
 from quantbench.gguf_files import GGUFFileError
 
-TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
+TINY = Path(__file__).parent / "data" / "tiny.gguf"
 
 
 def _model(path: Path, tied: bool = True) -> Path:
@@ -78,7 +78,7 @@ def test_bench_reports_time_per_token_by_type_and_kind(tmp_path, capsys):
     assert "decode step = 5 matrices" in out and "ms per token" in out and "output (tied token_embd)" in out
 
 
-@pytest.mark.skipif(llamacpp.available() is not None, reason=str(llamacpp.available()))
+@pytest.mark.skipif(llamacpp.unavailable_reason() is not None, reason=str(llamacpp.unavailable_reason()))
 def test_llamacpps_step_multiplies_the_same_matrices(tmp_path):
     step = decode_step.decode_step(_model(tmp_path / "m.gguf"))
     xs = decode_step.activations(step)
@@ -90,7 +90,7 @@ def test_llamacpps_step_multiplies_the_same_matrices(tmp_path):
         np.testing.assert_array_equal(theirs(x, 2), theirs(x, 1))
 
 
-@pytest.mark.skipif(llamacpp.available() is not None, reason=str(llamacpp.available()))
+@pytest.mark.skipif(llamacpp.unavailable_reason() is not None, reason=str(llamacpp.unavailable_reason()))
 def test_bench_with_llamacpp_puts_its_kernels_beside_ours_token_by_token(tmp_path, capsys):
     path = _model(tmp_path / "m.gguf")
     assert main(["bench", str(path), "--threads", "1", "2", "--repeats", "3", "--json", "--llamacpp"]) == 0
@@ -107,11 +107,11 @@ def test_bench_with_llamacpp_puts_its_kernels_beside_ours_token_by_token(tmp_pat
 
 def test_bench_with_llamacpp_says_what_is_missing_in_one_line(tmp_path, capsys, monkeypatch):
     path = _model(tmp_path / "m.gguf")
-    monkeypatch.setattr(llamacpp, "available", lambda: "ggml-python (llama.cpp's libggml) is not installed")
+    monkeypatch.setattr(llamacpp, "unavailable_reason", lambda: "ggml-python (llama.cpp's libggml) is not installed")
     assert main(["bench", str(path), "--llamacpp"]) == 2
     err = capsys.readouterr().err
     assert "ggml-python (llama.cpp's libggml) is not installed" in err and err.count("\n") == 1
-    monkeypatch.setattr(llamacpp, "available", lambda: None)
+    monkeypatch.setattr(llamacpp, "unavailable_reason", lambda: None)
     monkeypatch.setattr(llamacpp, "kernels", lambda name: llamacpp.LlamaCpp(name, None, None, None, None))
     assert main(["bench", str(path), "--llamacpp"]) == 2
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ from pytest_quantbench import strategies as qst
 from pytest_quantbench.bitexact import assert_bit_identical
 
 ALL = [f.name for f in qk.formats()]
-DOT = [f.name for f in qk.formats() if f.supports("gemv")]
+DOT = [f.name for f in qk.formats("gemv")]
 # The formats that hold weights (they have dot products); Q8_K and Q8_1 only ever hold activations,
 # and libgguf (llama.cpp's ggml_quantize_chunk) quantizes weight formats only.
 WEIGHTS = [f.name for f in qk.formats() if f.activation is not None]

@@ -26,8 +26,8 @@ from downstream import run as _run
 
 import quantbench_kernels as qk
 from pytest_quantbench import gate, storage
-from pytest_quantbench.record import Measurement
-from pytest_quantbench.throughput import PROBE, tag
+from pytest_quantbench.findings import Measurement
+from pytest_quantbench.table import PROBE, tag
 
 # ---------------------------------------------------------------------------------------------
 # Regressions that passed with exit code 0

@@ -87,7 +87,7 @@ def test_the_committed_gguf_fixture_is_what_the_writer_makes(tmp_path):
 
     from pytest_quantbench.fixtures import write_tiny_gguf
 
-    committed = Path(__file__).resolve().parents[1] / "fixtures" / "tiny.gguf"
+    committed = Path(__file__).resolve().parent / "data" / "tiny.gguf"
     assert write_tiny_gguf(tmp_path / "again.gguf").read_bytes() == committed.read_bytes()
     tensors = read_tensors(committed)
     kquants = [t for t in tensors if t.qtype.name.endswith("_K")]

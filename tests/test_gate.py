@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pytest_quantbench import gate, storage
-from pytest_quantbench.record import Measurement
-from pytest_quantbench.throughput import PROBE, tag
+from pytest_quantbench.findings import Measurement
+from pytest_quantbench.table import PROBE, tag
 
 KERNEL_S = 2.0e-3  # seconds per call of the kernel, and of the probes
 PROBE_S = 2.8e-3
@@ -285,7 +285,7 @@ def test_both_probes_divide_by_their_geometric_mean():
 
 
 def test_each_round_is_divided_by_the_faster_of_the_probes_timed_just_before_and_after_it():
-    from pytest_quantbench.workloads import faster_neighbour, sandwiched
+    from pytest_quantbench.gate import faster_neighbour, sandwiched
 
     assert list(faster_neighbour([1.0, 3.0, 5.0, 2.0])) == [1.0, 3.0, 2.0]
     assert list(sandwiched([1.0, 3.0, 5.0, 2.0])) == [2.0, 4.0, 3.5]  # A/B: the old kernel's mean

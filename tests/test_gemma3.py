@@ -3,7 +3,7 @@
 On a tiny model made here: it agrees with a whole-sequence float64 computation written from the
 architecture (not from the module), position by position, sliding window and grouped heads
 included. On the real Gemma 3 270M file (the ``[models]`` extra): its greedy tokens and its
-logits agree with llama.cpp's, recorded once in fixtures/gemma3/ (record_llamacpp.py says how).
+logits agree with llama.cpp's, recorded once in tests/data/gemma3/ (record_llamacpp.py says how).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from quantbench.gemma3 import Gemma3
 from quantbench.gguf_files import GGUFFileError, read_tensors
 from quantbench.tokenizer import Tokenizer
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "gemma3"
+FIXTURE = Path(__file__).parent / "data" / "gemma3"
 # The stated agreement with llama.cpp: logits (and log-probabilities) within this many nats on
 # llama.cpp's top tokens. Measured: median 0.21, largest 1.13 over the 659 positions of the text.
 # Both sides quantize activations to 8 bits before every matmul and sum in different float

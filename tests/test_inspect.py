@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from quantbench.cli import main
 from quantbench.gguf_header import GGUFHeaderError, parse_header, read_header
 
-TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
+TINY = Path(__file__).parent / "data" / "tiny.gguf"
 DATA = TINY.read_bytes()
 HEADER_END = read_header(TINY).tensors[0].offset  # the header and its padding: what the fuzz mutates
 
@@ -67,9 +67,9 @@ def test_inspect_imports_neither_numba_nor_pytest():
 
 def test_the_package_still_gives_kernel_and_ops_on_first_use():
     import pytest_quantbench  # noqa: PLC0415
-    from pytest_quantbench import kernel  # noqa: PLC0415
+    from pytest_quantbench import registration  # noqa: PLC0415
 
-    assert pytest_quantbench.Kernel is kernel.Kernel and pytest_quantbench.OPS is kernel.OPS
+    assert pytest_quantbench.Kernel is registration.Kernel and pytest_quantbench.OPS is registration.OPS
     with pytest.raises(AttributeError, match="no attribute 'Kernal'"):
         pytest_quantbench.Kernal  # noqa: B018
 

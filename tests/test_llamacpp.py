@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import quantbench_kernels as qk
-from pytest_quantbench.throughput import LLAMACPP, derive, format_table, tag
+from pytest_quantbench.table import LLAMACPP, derive, format_table, tag
 from quantbench import llamacpp
 
 pytest.importorskip("ggml", reason="ggml-python (a test extra) is not installed")
 
-WEIGHTS = [f.name for f in qk.formats() if f.supports("gemv")]
+WEIGHTS = [f.name for f in qk.formats("gemv")]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench.kernel import BUILTIN, Kernel, builtin_kernels
 from pytest_quantbench.ops import OPS
 from pytest_quantbench.options import Size
+from pytest_quantbench.registration import BUILTIN, Kernel, builtin_kernels
 from pytest_quantbench.workloads import build
 
 PAIRS = [(fmt.name, op.name) for fmt in qk.formats() for op in OPS.values() if op.supported_by(fmt)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_quantbench import storage
-from pytest_quantbench.record import Measurement
+from pytest_quantbench.findings import Measurement
 
 PERF = Path(__file__).parent / "perf"
 

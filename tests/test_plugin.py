@@ -236,7 +236,7 @@ def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     again.stdout.fnmatch_lines(["mine|Q4_K|dequantize|16x4096 * same *"])
 
 
-TINY = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"
+TINY = Path(__file__).parent / "data" / "tiny.gguf"
 
 
 def _copy(folder):

@@ -56,7 +56,7 @@ def test_norms_are_never_requantized_and_short_rows_fall_back_as_llama_quantize_
 
 
 def test_every_format_is_decoded_for_requantizing_and_one_that_cannot_be_is_named(tmp_path: Path) -> None:
-    mixed = Path(__file__).parents[1] / "fixtures" / "tiny.gguf"  # a tensor in every format, and TQ2_0
+    mixed = Path(__file__).parent / "data" / "tiny.gguf"  # a tensor in every format, and TQ2_0
     with pytest.raises(PolicyError, match="'blk.1.ffn_up_exps.weight' is TQ2_0, which this package cannot decode"):
         rq.requantize(mixed, tmp_path / "out.gguf", parse("*=Q8_0"), progress=False)
     choices = rq.requantize(mixed, tmp_path / "out.gguf", parse("*exps*=keep,*=Q8_0"), progress=False)
@@ -66,7 +66,7 @@ def test_every_format_is_decoded_for_requantizing_and_one_that_cannot_be_is_name
     written = {t.name: t for t in read_tensors(tmp_path / "out.gguf")}
     for c in choices:
         if c.changed:
-            assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(rq.decode(c), "Q8_0"))
+            assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(c.tensor.to_float32(), "Q8_0"))
 
 
 def test_rows_that_fit_neither_the_type_nor_its_fallback_are_refused(tiny: Path) -> None:
@@ -112,7 +112,7 @@ def test_requantized_tensors_decode_to_the_requantized_values_and_kept_ones_are_
         if not c.changed:
             assert np.array_equal(np.asarray(new.raw), np.asarray(c.tensor.raw)), c.tensor.name
             continue
-        expected = qk.quantize(rq.decode(c), c.target)
+        expected = qk.quantize(c.tensor.to_float32(), c.target)
         assert np.array_equal(np.asarray(new.raw), expected), c.tensor.name
         assert np.array_equal(qk.dequantize(np.asarray(new.raw), c.target), qk.dequantize(expected, c.target))
 
@@ -289,5 +289,5 @@ def test_gemma_requantized_under_a_preset_holds_the_promised_types(gemma_path: s
     assert len(changed) == 18 and {(c.source, c.target) for c in changed} == {("Q4_K", "Q2_K")}
     written = {t.name: t for t in read_tensors(out)}
     for c in changed[:3]:
-        assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(rq.decode(c), "Q2_K"))
+        assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(c.tensor.to_float32(), "Q2_K"))
     assert sum(t.raw.nbytes for t in written.values()) < sum(c.tensor.raw.nbytes for c in choices)

@@ -15,25 +15,28 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: pytest i
 if TYPE_CHECKING:
     from typing import Any
 
-    from .kernel import OPS, Kernel, import_from
+    from .registration import OPS, Kernel, import_from
 
 __all__ = ["OPS", "Kernel", "import_from"]
 
 
 def __getattr__(name: str) -> Any:
     # Loaded on first use (PEP 562): pytest imports this package for its plugin in every run, and
-    # .kernel brings in Numba and Hypothesis (about 0.6 s), which a run without --quantbench needs not.
+    # .registration brings in Numba and Hypothesis (about 0.6 s), which a run without --quantbench needs not.
     if name in __all__:
-        from . import kernel  # noqa: PLC0415
+        from . import registration  # noqa: PLC0415
 
-        return getattr(kernel, name)
+        return getattr(registration, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# The modules that moved to the quantbench package (GGUF files, models, the quantbench command):
-# their old names still import, as the new modules themselves, with a DeprecationWarning, until
-# the next release.
+# The modules that moved to the quantbench package (GGUF files, models, the quantbench command)
+# or were renamed: their old names still import, as the new modules themselves, with a
+# DeprecationWarning, until the next release.
 MOVED = {
+    "kernel": "pytest_quantbench.registration",
+    "record": "pytest_quantbench.findings",
+    "throughput": "pytest_quantbench.table",
     "cli": "quantbench.cli",
     "compare": "quantbench.compare_policies",
     "decode": "quantbench.decode_step",

@@ -71,7 +71,7 @@ class Criterion:
 
 
 class Checked(Protocol):
-    """What a check reads of the kernel it runs (``pytest_quantbench.kernel.Kernel`` is one)."""
+    """What a check reads of the kernel it runs (``pytest_quantbench.registration.Kernel`` is one)."""
 
     name: str
     op: str

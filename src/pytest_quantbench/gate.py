@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage
+from .findings import Measurement
 from .ops import OPS
-from .record import Measurement
-from .throughput import PROBE, REFERENCE, is_llamacpp
-from .workloads import faster_neighbour, sandwiched
+from .table import PROBE, REFERENCE, is_llamacpp
 
 BOOTSTRAP = 2000
 MAX_ROUNDS = 1000  # rounds per set used by the bootstrap (evenly spaced in time if there are more)
@@ -92,8 +91,27 @@ def ratio_ci(base: np.ndarray, base_probe: np.ndarray, cur: np.ndarray, cur_prob
 PROBES = {"memory": ("memory",), "compute": ("compute",), "both": ("memory", "compute")}  # Op.probe -> paired
 
 
+def sandwiched(paired: np.ndarray) -> np.ndarray:
+    """Per round, the mean of the paired calls timed just before and just after it (``paired``
+    has one more time than there are rounds): a drift of the machine during the round cancels to
+    first order. For A/B, where the paired calls are the old kernel's."""
+    paired = np.asarray(paired, float)
+    return (paired[:-1] + paired[1:]) / 2
+
+
+def faster_neighbour(paired: np.ndarray) -> np.ndarray:
+    """Per round, the faster of the two paired calls timed just before and just after it. For the
+    probes: another process only ever adds time, and a probe call that it preempted would make the
+    round look fast; the faster neighbour is the one that saw the machine as the round did. (The
+    mean let preempted probe calls through: under a busy neighbour it left 2.5 to 11 times
+    the run-to-run spread in the calibration. Its bias, the minimum of two, is the same in every run
+    and cancels in a ratio of runs.)"""
+    paired = np.asarray(paired, float)
+    return np.minimum(paired[:-1], paired[1:])
+
+
 def paired_index(rounds: np.ndarray, paired: dict, probe: str) -> np.ndarray:
-    """Each round's time over its paired probe's (:func:`workloads.faster_neighbour`; for "both"
+    """Each round's time over its paired probe's (:func:`faster_neighbour`; for "both"
     the geometric mean of the memory and the compute probe's): what the host did in that
     millisecond slows both and cancels."""
     logs = [np.log(faster_neighbour(paired[name])) for name in PROBES[probe]]
@@ -134,7 +152,7 @@ def paired_ratios(measured: list[Measurement], name: str, *, seed: int = 0) -> d
     """Per benchmark key, its time over that of the calls ``name`` timed in between its rounds
     (``Measurement.paired``), as :func:`ab_ratio_ci` gives it: the log ratios of every pass of the
     key pooled, each pass's rounds over its own paired calls. Keys measured without ``name`` are
-    left out. (Passes cannot be paired after :func:`record.merge_passes` joins their rounds.)"""
+    left out. (Passes cannot be paired after :func:`findings.merge_passes` joins their rounds.)"""
     logs: dict[str, list[np.ndarray]] = {}
     for m in measured:
         if name in m.paired:

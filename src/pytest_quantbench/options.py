@@ -26,7 +26,7 @@ MAX_PASSES = 100
 MAX_SIZE_WEIGHTS = 1 << 30  # 4 GB of float32 per benchmark input: anything larger is a typo
 MAX_FAIL_PCT = 1000.0
 BUILTIN_MODES = ("compare", "test", "off")
-BUILTIN_NAME = "quantbench-numba"  # the built-in kernels' name (kernel.BUILTIN)
+BUILTIN_NAME = "quantbench-numba"  # the built-in kernels' name (registration.BUILTIN)
 KEEP_RUNS = 5  # runs a stored baseline holds by default: --quantbench-save adds one, the oldest goes
 MAX_KEEP_RUNS = 100
 

@@ -49,14 +49,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.is_registered(fixtures):  # for downstream tests, --quantbench or not
         config.pluginmanager.register(fixtures, "quantbench-fixtures")
     if options.enabled(config):
-        from . import record
+        from . import findings
 
         options.validate(config)  # refuse bad option values before collecting anything
         if SUITE not in config.args:
             config.args.append(SUITE)
         if not config.getoption("quantbench_benchmark_table") and hasattr(config.option, "benchmark_quiet"):
             config.option.benchmark_quiet = True  # the summary is the one table
-        config.pluginmanager.register(record.ConformanceCollector(config), "quantbench-conformance")
+        config.pluginmanager.register(findings.ConformanceCollector(config), "quantbench-conformance")
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -82,9 +82,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from . import options
 
     if options.enabled(session.config):
-        from . import record
+        from . import findings
 
-        record.expect(session.config, session.items, SUITE)
+        findings.expect(session.config, session.items, SUITE)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

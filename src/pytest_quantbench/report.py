@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from . import gate, options, storage
-from .kernel import BUILTIN, Kernel, registered_kernels
-from .record import (
+from .findings import (
     Measurement,
     ab_measurements,
     conformance_results,
@@ -18,7 +17,8 @@ from .record import (
     not_measured,
     unchecked,
 )
-from .throughput import Row, derive, format_table
+from .registration import BUILTIN, Kernel, registered_kernels
+from .table import Row, derive, format_table
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .record import Measurement
+from .findings import Measurement
 
 VERSION = 2
 READABLE_VERSIONS = (1, 2)

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import quantbench_kernels as qk
-from pytest_quantbench import options, record, workloads
-from pytest_quantbench.kernel import BadEntry, Kernel, ab_pairs, registered_kernels
+from pytest_quantbench import findings, options, workloads
 from pytest_quantbench.ops import OPS
-from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, tag
+from pytest_quantbench.registration import BadEntry, Kernel, ab_pairs, registered_kernels
+from pytest_quantbench.table import LLAMACPP, PROBE, REFERENCE, tag
 from quantbench import decode_step, llamacpp
 from quantbench.gguf_files import GGUFFileError, read_tensors
 
@@ -94,7 +94,7 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
                 if t.qtype == fmt.qtype:
                     cases.append(pytest.param(k, t, id=f"{k.id}-{labels[path]}:{t.name}"))
         unchecked = _unchecked(labels[path], tensors, {qk.get_format(k.qtype).qtype for k in usable})
-        record.note_unchecked(config, [reason for _, reason in unchecked])
+        findings.note_unchecked(config, [reason for _, reason in unchecked])
         cases.extend(pytest.param(None, None, id=i, marks=pytest.mark.skip(reason=r)) for i, r in unchecked)
     if cases:
         return cases
@@ -147,9 +147,9 @@ def qb_pass() -> int:
 def _results(request: pytest.FixtureRequest, kernel: Kernel) -> dict:
     """This test's conformance record (one per test, filled by every input it checks)."""
     for name, result in request.node.user_properties:
-        if name == record.CONFORMANCE_PROPERTY:
+        if name == findings.CONFORMANCE_PROPERTY:
             return result
-    return record.start_conformance(request.node, (kernel.name, kernel.format_name, kernel.op),
+    return findings.start_conformance(request.node, (kernel.name, kernel.format_name, kernel.op),
                                     kernel.criterion.describe())
 
 
@@ -157,7 +157,7 @@ def _check(request: pytest.FixtureRequest, kernel: Kernel, args: tuple) -> None:
     fmt = qk.get_format(kernel.qtype)
     result = _results(request, kernel)
     d = OPS[kernel.op].check(kernel, fmt, *args)
-    record.add_distance(result, d.max_ulps, d.bound_share, d.values)
+    findings.add_distance(result, d.max_ulps, d.bound_share, d.values)
 
 
 # Hypothesis calls the test once per example with the same request: each example adds its distance.
@@ -240,7 +240,7 @@ def test_throughput_llamacpp(qb_llamacpp: tuple[str, str], qb_size: options.Size
     """Time llama.cpp's own kernel of the op on one thread, where ggml-python is installed: the
     table's ``x llama.cpp`` column (:mod:`quantbench.llamacpp`)."""
     _skip_unless_measuring(request.config)
-    if why := llamacpp.available():
+    if why := llamacpp.unavailable_reason():
         pytest.skip(why)
     name, op = qb_llamacpp
     fmt = qk.get_format(name)

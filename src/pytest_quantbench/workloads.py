@@ -16,9 +16,9 @@ import numpy as np
 from quantbench_kernels import BlockFormat
 from quantbench_kernels.compilation import CACHE
 
+from .findings import record_benchmark
 from .ops import OPS
 from .options import Size
-from .record import record_benchmark
 from .strategies import weight_like
 
 ROTATE_FROM_WEIGHTS = 4 << 20  # sizes from 4M weights up are "large": their inputs rotate
@@ -120,25 +120,6 @@ def paired_probes(size: Size) -> dict[str, Callable[[], Any]]:
     return {"memory": probe(size).caller(np.copyto), "compute": compute_probe(size)}
 
 
-def sandwiched(paired: np.ndarray) -> np.ndarray:
-    """Per round, the mean of the paired calls timed just before and just after it (``paired``
-    has one more time than there are rounds): a drift of the machine during the round cancels to
-    first order. For A/B, where the paired calls are the old kernel's."""
-    paired = np.asarray(paired, float)
-    return (paired[:-1] + paired[1:]) / 2
-
-
-def faster_neighbour(paired: np.ndarray) -> np.ndarray:
-    """Per round, the faster of the two paired calls timed just before and just after it. For the
-    probes: another process only ever adds time, and a probe call that it preempted would make the
-    round look fast; the faster neighbour is the one that saw the machine as the round did. (The
-    mean let preempted probe calls through: under a busy neighbour it left 2.5 to 11 times
-    the run-to-run spread in the calibration. Its bias, the minimum of two, is the same in every run
-    and cancels in a ratio of runs.)"""
-    paired = np.asarray(paired, float)
-    return np.minimum(paired[:-1], paired[1:])
-
-
 def _paired_rounds(config, call: Callable[[], Any], interleave: Callable[[], None]) -> int:
     """Rounds that fill pytest-benchmark's --benchmark-max-time (at least --benchmark-min-rounds),
     from the time of one round with its paired calls."""
@@ -161,7 +142,7 @@ def measure(benchmark, workload: Workload, fn: Callable[..., Any], info: dict, c
 
     ``paired``: no-argument calls timed (with ``time.perf_counter``) in between the rounds, each
     once before every round and once after the last: a kernel round and its neighbours run
-    microseconds apart, so whatever the machine did then hits both (see :func:`sandwiched`). The
+    microseconds apart, so whatever the machine did then hits both (see :func:`gate.sandwiched`). The
     rounds then fill --benchmark-max-time, up to MAX_PAIRED_ROUNDS. ``ab``: the paired call is
     the baseline kernel of an A/B comparison."""
     call = workload.caller(fn)

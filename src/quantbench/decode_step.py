@@ -66,11 +66,6 @@ class Matmul:
         return self.prepared(x, threads)
 
 
-def _dense(t: Tensor) -> np.ndarray:
-    """A float tensor's (rows, row_weights) as float32."""
-    return gguf.quants.dequantize(np.asarray(t.raw), t.qtype).reshape(t.shape).astype(np.float32)
-
-
 def decode_step(path: str | os.PathLike[str]) -> list[Matmul]:
     """The matrices one token multiplies, in file order. Raises GGUFFileError for an unreadable
     file, a file without such matrices, or one whose matrices have a format without a gemv here
@@ -100,7 +95,7 @@ def decode_step(path: str | os.PathLike[str]) -> list[Matmul]:
 
 
 def _gemv_formats() -> dict[gguf.GGMLQuantizationType, qk.BlockFormat]:
-    return {f.qtype: f for f in qk.formats() if f.supports("gemv")}
+    return {f.qtype: f for f in qk.formats("gemv")}
 
 
 def matmul(t: Tensor, kind: str) -> Matmul:
@@ -110,7 +105,7 @@ def matmul(t: Tensor, kind: str) -> Matmul:
     if t.qtype in known:
         return Matmul(t, kind, prepared=qk.Matrix(t.raw, known[t.qtype]))
     if t.qtype in DENSE:
-        return Matmul(t, kind, dense=_dense(t))
+        return Matmul(t, kind, dense=t.to_float32())
     raise GGUFFileError(f"tensor {t.name!r} is {t.qtype.name}, a format without a gemv here")
 
 
@@ -128,7 +123,7 @@ def llamacpp_step(step: list[Matmul]) -> list[Gemv]:
     """The matrices of ``step`` through llama.cpp's kernels (:mod:`quantbench.llamacpp`), in
     the same order; float matrices through NumPy, as in ``step``. Raises RuntimeError where
     ggml-python is not installed, ValueError naming a format whose dot llama.cpp lacks."""
-    if why := llamacpp.available():
+    if why := llamacpp.unavailable_reason():
         raise RuntimeError(why)
     calls: list[Gemv] = []
     for m in step:

@@ -30,7 +30,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import gguf
 import numpy as np
 
 import quantbench_kernels as qk
@@ -142,11 +141,6 @@ class Layer:
     post_ffw_norm: np.ndarray
 
 
-def _vector(t: Tensor) -> np.ndarray:
-    """A norm's weights as float32 (gguf-py reads F32, F16 and BF16)."""
-    return gguf.quants.dequantize(np.asarray(t.raw), t.qtype).reshape(-1).astype(np.float32)
-
-
 class Gemma3:
     """A Gemma 3 GGUF file, ready to decode: ``step(token)`` appends one token and returns the
     next-token logits (float32, one per vocabulary entry). ``context`` bounds the KV cache
@@ -169,12 +163,12 @@ class Gemma3:
         self.layers = [
             Layer(*(mat(f"blk.{i}.{k}.weight") for k in
                     ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")),
-                  *(_vector(need(f"blk.{i}.{k}.weight")) for k in
+                  *(need(f"blk.{i}.{k}.weight").to_float32().reshape(-1) for k in
                     ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm")))
             for i in range(c.n_layer)]
         self.embedding = need("token_embd.weight")
         self.output = mat("output.weight" if "output.weight" in tensors else "token_embd.weight")
-        self.output_norm = _vector(need("output_norm.weight"))
+        self.output_norm = need("output_norm.weight").to_float32().reshape(-1)
         self.vocab = self.embedding.shape[0]
         if self.layers[0].wq.tensor.shape != (c.n_head * c.head_dim, c.n_embd):
             raise GGUFFileError(f"GGUF file {name!r}: blk.0.attn_q.weight is {self.layers[0].wq.tensor.shape}, not "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
 
 from .gguf_header import GGUFHeaderError, Header, TensorInfo, read_header
 
@@ -28,6 +29,15 @@ class Tensor:
     qtype: GGMLQuantizationType
     shape: tuple[int, int]
     raw: np.ndarray
+
+    def to_float32(self) -> np.ndarray:
+        """The weights as float32 (rows, row_weights): this package's dequantize for the formats it
+        has, gguf-py's for the others (F32, F16, BF16, ...)."""
+        import quantbench_kernels as qk  # noqa: PLC0415 (Numba: quantbench inspect never needs it)
+
+        if self.qtype.name in {f.name for f in qk.formats()}:
+            return qk.dequantize(np.asarray(self.raw), self.qtype.name).reshape(self.shape)
+        return gguf_dequantize(np.asarray(self.raw), self.qtype).reshape(self.shape).astype(np.float32)
 
 
 _CACHE: dict[tuple[str, float, int], list[Tensor]] = {}

@@ -30,7 +30,7 @@ VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t,
                            ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int)
 
 
-def available() -> str | None:
+def unavailable_reason() -> str | None:
     """None where llama.cpp's kernels can be called here, else why not (for a skip reason)."""
     try:
         import ggml  # noqa: F401
@@ -62,7 +62,7 @@ def kernels(name: str) -> LlamaCpp:
     """llama.cpp's kernels of format ``name`` (a registry name, e.g. "Q4_K")."""
     import ggml
 
-    if why := available():
+    if why := unavailable_reason():
         raise RuntimeError(why)
     ggml.ggml_cpu_init()
     fmt = qk.get_format(name)

@@ -76,7 +76,7 @@ def quantizable() -> list[str]:
     """The formats a policy may name: weight formats (those with a gemv) that this package quantizes to."""
     import quantbench_kernels as qk  # noqa: PLC0415 (Numba: not for `quantbench inspect`'s import)
 
-    return sorted(f.name for f in qk.formats() if f.supports("quantize") and f.supports("gemv"))
+    return sorted(f.name for f in qk.formats("quantize", "gemv"))
 
 
 def parse(text: str) -> Policy:
@@ -137,7 +137,7 @@ def plan(tensors: list[Tensor], policy: Policy) -> list[Choice]:
     decoded here for requantizing (naming the tensor, its rows and the types)."""
     import quantbench_kernels as qk  # noqa: PLC0415
 
-    decodable = {f.name for f in qk.formats() if f.supports("dequantize")} | {"F32", "F16", "BF16"}
+    decodable = {f.name for f in qk.formats("dequantize")} | {"F32", "F16", "BF16"}
     out = []
     for t in tensors:
         source = t.qtype.name

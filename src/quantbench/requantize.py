@@ -28,21 +28,13 @@ from .gguf_header import EVERY_ARRAY, Header
 from .policy import Choice, Policy, PolicyError, file_type, plan
 
 
-def decode(choice: Choice) -> np.ndarray:
-    """The tensor's weights as float32 (rows, row_weights), decoded from the type the file holds."""
-    t = choice.tensor
-    if choice.source in {f.name for f in qk.formats()}:
-        return qk.dequantize(np.asarray(t.raw), choice.source).reshape(t.shape)
-    return gguf.quants.dequantize(np.asarray(t.raw), t.qtype).reshape(t.shape).astype(np.float32)
-
-
 def encode(choice: Choice, threads: int | None = None) -> np.ndarray:
     """The tensor's bytes as written under the policy (uint8, 1-D): the file's own bytes when its
     type is kept, else its decoded weights quantized to the target type. Raises PolicyError for a
     tensor holding non-finite weights, which no quantizer takes."""
     if not choice.changed:
         return np.asarray(choice.tensor.raw).reshape(-1)
-    x = decode(choice)
+    x = choice.tensor.to_float32()
     if not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
         raise PolicyError(f"tensor {choice.tensor.name!r} ({choice.source}) holds a non-finite weight "

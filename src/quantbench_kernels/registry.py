@@ -150,11 +150,13 @@ def register(fmt: BlockFormat) -> BlockFormat:
     return fmt
 
 
-def formats() -> tuple[BlockFormat, ...]:
-    """Every registered format, in the order of llama.cpp's type ids (Q4_0, Q4_1, ..., Q8_K, IQ4_NL,
-    IQ4_XS, MXFP4): the same whatever order the modules were imported in."""
+def formats(*ops: str) -> tuple[BlockFormat, ...]:
+    """Every registered format that has each of ``ops`` in both backends (:meth:`BlockFormat.supports`:
+    ``formats("gemv")`` are the formats with a dot product), in the order of llama.cpp's type ids
+    (Q4_0, Q4_1, ..., Q8_K, IQ4_NL, IQ4_XS, MXFP4): the same whatever order the modules were imported in."""
     _load_formats()
-    return tuple(sorted(_FORMATS.values(), key=lambda f: int(f.qtype)))
+    ordered = sorted(_FORMATS.values(), key=lambda f: int(f.qtype))
+    return tuple(f for f in ordered if all(f.supports(op) for op in ops))
 
 
 def get_format(qtype: str | GGMLQuantizationType | BlockFormat) -> BlockFormat:

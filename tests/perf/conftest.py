@@ -1,8 +1,8 @@
 import pytest
 
+from pytest_quantbench.findings import measurements, merge_passes
 from pytest_quantbench.gate import paired_ratios
-from pytest_quantbench.record import measurements, merge_passes
-from pytest_quantbench.throughput import LLAMACPP, derive, format_table
+from pytest_quantbench.table import LLAMACPP, derive, format_table
 
 _rows = []
 # The perf suite's baselines: what a user would otherwise call for each op.

@@ -36,7 +36,7 @@ def main() -> None:
     args = parse_arguments()
     rng = np.random.default_rng(0)
     calls = {}
-    for fmt in (f for f in qk.formats() if f.supports("gemv")):
+    for fmt in qk.formats("gemv"):
         for rows, cols in SHAPES:
             m = qk.Matrix(qk.quantize((rng.standard_normal((rows, cols)) * 0.02).astype(np.float32), fmt), fmt)
             x = rng.standard_normal(cols).astype(np.float32)

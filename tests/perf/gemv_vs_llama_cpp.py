@@ -64,7 +64,7 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     p.add_argument("--shape", default="256x4096", help="ROWSxCOLS (default 256x4096: 1M weights)")
     p.add_argument("--threads", type=thread_count, default=1)
     p.add_argument("--rounds", type=positive_int, default=21)
-    every = ",".join(f.name for f in qk.formats() if f.supports("gemv"))
+    every = ",".join(f.name for f in qk.formats("gemv"))
     p.add_argument("--formats", type=weight_formats, default=every)
     p.add_argument("--each", action="store_true", help="one format at a time (its weights stay in the L2)")
     p.add_argument("--rotate", action="store_true", help="cycle through copies of the weights, as the perf tests do")
@@ -81,7 +81,7 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
 
 def main() -> None:
     args, rows, cols, names = parse_arguments()
-    if why := llamacpp.available():
+    if why := llamacpp.unavailable_reason():
         raise SystemExit(f"gemv_vs_llama_cpp.py: {why}")
     groups = [[n] for n in names] if args.each else [names]
     print(f"gemv {rows} x {cols}, {args.threads} thread(s), {args.rounds} rounds, "

@@ -20,14 +20,14 @@ import quantbench_kernels as qk
 from pytest_quantbench import workloads
 from pytest_quantbench.options import NAMED_SIZES, Size
 from pytest_quantbench.strategies import weight_like
-from pytest_quantbench.throughput import LLAMACPP, PROBE, REFERENCE, is_llamacpp, tag
+from pytest_quantbench.table import LLAMACPP, PROBE, REFERENCE, is_llamacpp, tag
 from quantbench import llamacpp
 
 pytestmark = pytest.mark.perf
 
 SIZES = [Size(label, rows, cols) for label, (rows, cols) in NAMED_SIZES.items()] + [
     Size("2048x640", 2048, 640), Size("256x256", 256, 256)]
-DOT = [f.name for f in qk.formats() if f.supports("gemv")]
+DOT = [f.name for f in qk.formats("gemv")]
 THREADS = {"numba-1t": 1, "numba-2t": 2, REFERENCE: 1, "llama.cpp-1t": 1, "llama.cpp-2t": 2}
 OURS = ("numba-1t", "numba-2t")  # the rows that time llama.cpp's kernel in between their rounds
 
@@ -55,7 +55,7 @@ def _measure(benchmark, request, name: str, op: str, size: Size, impl: str, fn, 
 
 def _llamacpp_kernel(op: str, name: str):
     """llama.cpp's kernel of ``op`` for ``name`` (:mod:`quantbench.llamacpp`), or why there is none."""
-    if why := llamacpp.available():
+    if why := llamacpp.unavailable_reason():
         return None, why
     fn = getattr(llamacpp.kernels(name), op)
     return (fn, None) if fn is not None else (None, f"llama.cpp has no {op} of {name}")

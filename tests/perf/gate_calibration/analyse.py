@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pytest_quantbench import gate, storage
-from pytest_quantbench.record import Measurement
+from pytest_quantbench.findings import Measurement
 
 VERDICT = re.compile(r"^(?P<key>[^|\s]+(?: -> [^|\s]+)?\|\w+\|(?P<op>\w+)\|\S+)\s+(?P<ratio>[\d.]+) "
                      r"\[\s*[\d.]+,\s*[\d.]+\]\s+(?P<verdict>\w+).*?(?P<fail>FAIL)?\s*$")

@@ -31,7 +31,7 @@ import quantbench_kernels as qk
 from . import options
 from .conformance import UNIT_ROUNDOFF, Criterion
 from .ops import OPS
-from .throughput import PROBE, REFERENCE
+from .table import PROBE, REFERENCE
 
 BUILTIN = options.BUILTIN_NAME
 # Names of the rows the plugin measures itself: a kernel named like one would be taken for it.

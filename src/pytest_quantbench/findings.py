@@ -1,5 +1,5 @@
-"""This session's benchmark measurements: the tags and every round's time, kept for the table,
-the stored history and the gate."""
+"""What this session found: each kernel's conformance results, and its benchmark measurements (the
+tags and every round's time, kept for the table, the stored history and the gate)."""
 
 from __future__ import annotations
 
