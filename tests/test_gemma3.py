@@ -28,7 +28,7 @@ FIXTURE = Path(__file__).parent / "data" / "gemma3"
 # llama.cpp's top tokens. Measured: median 0.21, largest 1.13 over the 659 positions of the text.
 # Both sides quantize activations to 8 bits before every matmul and sum in different float
 # orders, and a one-ulp difference that flips an activation's rounding moves later logits by
-# tenths (the README's "A reference forward pass" says more).
+# tenths (docs/cli.md's `generate` says more).
 LOGIT_TOLERANCE = 1.5
 
 

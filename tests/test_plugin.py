@@ -288,3 +288,13 @@ def test_the_builtins_are_a_comparison_row_unless_asked_and_off_when_told(projec
     assert off.ret == 0
     off.stdout.no_fnmatch_line("*quantbench-numba*")
     off.stdout.fnmatch_lines(["*Name (time in*"])  # ...unless asked for
+
+
+def test_the_readme_quick_start_project_passes_conformance(pytester):
+    example = Path(__file__).parents[1] / "examples" / "quickstart"
+    for name in ("conftest.py", "mylib.py", "pytest.ini"):
+        shutil.copy(example / name, pytester.path / name)
+    pytester.syspathinsert()
+    result = _run(pytester, "--quantbench", "-k", "conformance", "-W", "error")
+    result.assert_outcomes(passed=2, skipped=1)  # the GGUF test: no file given
+    result.stdout.fnmatch_lines_random(["Q4_0*dequantize*mylib*bit-identical*", "Q8_0*dequantize*mylib*bit-identical*"])
