@@ -102,10 +102,9 @@ def sandwiched(paired: np.ndarray) -> np.ndarray:
 def faster_neighbour(paired: np.ndarray) -> np.ndarray:
     """Per round, the faster of the two paired calls timed just before and just after it. For the
     probes: another process only ever adds time, and a probe call that it preempted would make the
-    round look fast; the faster neighbour is the one that saw the machine as the round did. (The
-    mean let preempted probe calls through: under a busy neighbour it left 2.5 to 11 times
-    the run-to-run spread in the calibration. Its bias, the minimum of two, is the same in every run
-    and cancels in a ratio of runs.)"""
+    round look fast; the faster neighbour is the one that saw the machine as the round did (the
+    mean let preempted probe calls through: docs/gate.md). Its bias, the minimum of two, is the
+    same in every run and cancels in a ratio of runs."""
     paired = np.asarray(paired, float)
     return np.minimum(paired[:-1], paired[1:])
 

@@ -147,14 +147,8 @@ def gemv_rows(row_dot: Any, block_bytes: int, w: np.ndarray, acts: tuple, q8: np
     unpacked activation (``q8``, ``acts``), into ``out``, by ``row_dot`` (a format's
     ``simd.row_sums_intrinsic``): a row per call, or with ``two_rows`` two, one from each half of
     the range, so that a core streams two distant parts of the weights at once. Each row's sum is
-    the one-row call's, bit for bit.
-
-    Two rows, against one, in one process (16M weights from memory, one / two threads; 256 x 4096
-    in the L2): Q8_0 1.12-1.20x / 1.04-1.10x / 1.17x, Q4_0 1.12x / 1.02x / 0.99x, Q4_1 1.09x /
-    1.00x / 1.01x, Q5_1 1.07-1.09x / 1.01-1.03x / 1.01x, IQ4_NL 1.09x / 1.00x / 1.01x, MXFP4 1.06x
-    / 1.01x / 0.98x, Q6_K 1.09x / 1.10x / 0.97x: these take two. Q2_K 0.86x / 0.77-0.79x, Q3_K
-    0.97x, Q5_K 0.81-0.96x on two threads, Q5_0, IQ4_XS and Q4_K level or mixed: one. Two
-    neighbouring rows were 0.68-0.94x from memory (their prefetches overlap)."""
+    the one-row call's, bit for bit. A format takes two rows where that measured faster
+    (docs/results); two neighbouring rows would prefetch overlapping lines."""
     nb = w.shape[1]
     row_bytes = nb * block_bytes
     if two_rows:
@@ -226,16 +220,15 @@ def dispatch_dequantize(serial: Callable[..., Any], parallel: Callable[..., Any]
 
     Each format writes its three loops (blocks ``start:stop`` then the fence, serial, parallel in
     chunks) itself, as it does its gemv loops: a factory's closures, or one loop taking the block
-    function as an argument, would not be cached (Numba 0.6x: no cache hits for either, tried)."""
+    function as an argument, would not be cached."""
     stream = out.nbytes >= STREAM_FROM_BYTES and out.ctypes.data % simd.STREAM_BYTES == 0
     dispatch(serial, parallel, threads, out.size, blocks, out, stream)
 
 
 @numba.njit(cache=False)  # Numba cannot cache it: the thread count functions are ctypes pointers
 def _swap_threads(n: int) -> int:
-    """Set this thread's Numba thread count to ``n``, returning the previous one. Compiled: the
-    Python ``numba.get_num_threads`` and two ``set_num_threads`` took 5.6 µs per parallel call
-    here (a 640 x 256 gemv's whole work is 13), this 0.5."""
+    """Set this thread's Numba thread count to ``n``, returning the previous one. Compiled: from
+    Python, ``numba.get_num_threads`` and two ``set_num_threads`` cost a tenth of a small gemv."""
     previous = numba.get_num_threads()
     numba.set_num_threads(n)
     return previous

@@ -7,7 +7,7 @@ and compiles on any target; one operation, the 16-bit multiply-add of pairs, cal
 ``pmaddwd`` where the host CPU has it (AVX-512BW or AVX2: LLVM then fuses the additions into
 ``vpdpwssd`` on VNNI CPUs) and is spelled out in generic IR elsewhere. The dots of unsigned by
 signed bytes in fours (:func:`dot_quads`, the 32-weight formats' blocks) take VNNI's ``vpdpbusd``
-where the CPU has it (AVX-VNNI or AVX-512 VNNI: 5-12 % faster gemv on a Xeon), else pmaddubsw and
+where the CPU has it (AVX-VNNI or AVX-512 VNNI), else pmaddubsw and
 pmaddwd. Q2_K's dots, where the CPU also has AVX-512 VBMI, scale their quants by a 64-entry byte
 lookup (:func:`lookup64`, vpermb) and add their products in 512-bit vpdpbusd (:func:`dot_quads64`).
 Integer sums are exact, so any grouping gives the same bits; only the float steps, kept in C's
@@ -158,9 +158,8 @@ def store(builder: ir.IRBuilder, value: ir.Value, ptr: ir.Value) -> None:
 
 # Non-temporal ("streaming") stores of dequantized weights: written past the caches straight to
 # memory, with no read of each cache line first (a plain store's read-for-ownership). A large
-# output that the caches would not keep anyway then costs half the memory traffic: 64 MB of
-# float32 took 9.2 ms with plain 512-bit stores and 3.5 ms with non-temporal 128-bit ones on one
-# core of a Xeon (Emerald Rapids) VM. They need 16-byte aligned addresses, and a fence before
+# output that the caches would not keep anyway then costs half the memory traffic. They need
+# 16-byte aligned addresses, and a fence before
 # another thread may read what they wrote (:func:`store_fence`).
 STREAM_BYTES = 16
 
@@ -333,9 +332,7 @@ def load_bytes(context, builder: ir.IRBuilder, aryty: types.Array, ary: ir.Value
 
 # ---------------------------------------------------------------------------------------------
 # Activations unpacked once per gemv into the order the row dots read them: whole vectors moved,
-# a constant shuffle each, where loops of byte gathers took about 2 ns per weight (a gemv of one
-# row of 4096 weights, the activation's fixed cost, took 12-18 us before these and 8-9 after; the
-# whole 256 x 4096 gemv 50-85 us).
+# a constant shuffle each, where loops of byte gathers were most of a small gemv's fixed cost.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -482,8 +479,7 @@ def offset_lanes_row_dot(decode, block_bytes: int, d_at: int, sub_block_of_chunk
     gives the block's 8 chunks and its int8 sub-block scales (``sub_block_of_chunk`` as for
     :func:`pair_scales`); the row's ``q8``: Q8_K quants in :data:`LANE_Q8_ORDER`; acts: (d (nb,)
     float32, psums (nb * 128,) int16: the quants' offset times the pair sums of those quants).
-    One block a step: Q3_K's gemv read the same in steps of 8, 4 and 1 (19 G w/s at 16M weights,
-    one thread, two runs each), Q6_K's 9.8-10.1, 14.8-15.5 and 18.2-18.6 (more spill the lanes)."""
+    One block a step: more spill the lanes to the stack."""
 
     def lane_sums(step: RowStep, m: int) -> list[ir.Value]:
         b = step.builder
@@ -529,8 +525,8 @@ def times_float(builder: ir.IRBuilder, d: ir.Value, ints: ir.Value, signed: bool
     return builder.fmul(splat(builder, d, n), conv(ints, vec(F32, n)))
 
 
-# How far ahead of the block it reads a dot kernel asks for the weights: Q6_K gemv at 16M weights
-# on one AVX2 core went from 11.9 G w/s (no prefetch) to 14.7 (1 KiB ahead) and 16.3 (4 KiB).
+# How far ahead of the block it reads a dot kernel asks for the weights (1-16 KiB tried: this was
+# the fastest).
 PREFETCH_BYTES = 4096
 
 
@@ -604,8 +600,7 @@ def nibble_decoders(qs_at: int, qh_at: int | None = None, table: Sequence[int] |
     in the high one), with a fifth bit per weight in the little-endian u32 at byte ``qh_at`` (bit
     j: weight j) if given, the 4 or 5 bits mapped through ``table`` (16 int8 values) if given.
     ``decode_pair`` is None for the formats with a fifth bit: spreading two blocks' bits over the
-    pair's lanes made Q5_0's and Q5_1's gemv 5-7 % slower (4096 x 4096, one thread, three
-    interleaved runs), where Q4_0 gained 6 %, Q4_1 11 %, IQ4_NL 12 %, MXFP4 18 %."""
+    pair's lanes made their gemv slower, where the 4-bit formats gained."""
 
     def finish(builder: ir.IRBuilder, index: ir.Value, high: ir.Value | None) -> ir.Value:
         if high is not None:
@@ -1196,7 +1191,7 @@ def first_largest256(typingctx, x, at):  # type: ignore[no-untyped-def]
     block: C's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from 0 gives ``max``, the
     first element of the largest magnitude (NaN never wins; 0 if nothing beats 0). The largest
     magnitude is one tree over the block, then the first element of that magnitude is a compare
-    mask's trailing zeros (eight trees of 32 and the sign tests took about three times the work)."""
+    mask's trailing zeros (eight trees of 32 and the sign tests were slower)."""
     if not c_array(x, types.float32):
         return None
 

@@ -353,8 +353,7 @@ def _lane_sums_wide(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
     return [simd.fold(b, isum, 8), _summs(step, m, scales)]
 
 
-# Four blocks a step on the wide path, not eight: with eight LLVM spilled zmm registers (four
-# were 1.02-1.17x eight, one process, 256 x 4096 and 4096 x 4096, one and two threads).
+# Four blocks a step on the wide path, not eight: with eight LLVM spilled zmm registers.
 if simd.WIDE_LOOKUP_DOT:
     _row_dot = simd.row_sums_intrinsic(_lane_sums_wide, 84, _terms, lane_weights=QK, lane_counts=(4, 1))
     _Q8_ORDER = simd.byte_shuffle(_WIDE_Q8_POSITIONS)

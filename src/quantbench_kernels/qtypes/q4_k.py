@@ -380,8 +380,7 @@ def row_dot_intrinsic(block_bytes: int, qs_offset: int, qh_offset: int | None): 
         b = lanes.builder
         return b.fneg(b.fmul(b.fmul(lanes.f16(2), lanes.act(0)), lanes.float(sumi)))
 
-    # Steps of 4 blocks: 8 spilled their lanes to the stack (gemv at 16M weights, one thread, three
-    # runs each: Q4_K 15.6 G w/s in steps of 8, 21 of 4, 21 of 1; Q5_K 13 / 16 / 15).
+    # Steps of 4 blocks: 8 spilled their lanes to the stack.
     return simd.row_sums_intrinsic(lane_sums, block_bytes, terms, lane_weights=QK, lane_scales=scales,
                                    lane_counts=(4, 1))
 
