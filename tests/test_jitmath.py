@@ -111,11 +111,11 @@ def test_the_cache_stamp_changes_when_any_helper_source_changes(tmp_path):
 
 
 def test_every_kernel_is_cached_under_the_package_stamp():
-    from quantbench_kernels.qtypes import q4_k
+    from quantbench_kernels import loops
 
     if not compilation.CACHE:
         pytest.skip("QUANTBENCH_NUMBA_CACHE=0 or this Numba has no cache-locator classes to extend")
-    locator = q4_k._dequantize_serial._cache._impl.locator
+    locator = loops._q4_k_dequantize_serial._cache._impl.locator
     assert locator.get_source_stamp() == compilation.source_stamp(compilation.PACKAGE_DIR, simd.CODEGEN)
 
 

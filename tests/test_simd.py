@@ -106,8 +106,20 @@ def test_a_row_dot_of_an_unknown_kind_of_values_or_sub_block_count_is_refused_na
         simd.row_dot_intrinsic(lambda *args: None, 18, "signed", lambda *args: None, sub_blocks=3)
     with pytest.raises(ValueError, match="pairs of blocks need whole blocks .* got 1 sub-blocks of 'int8'"):
         simd.row_dot_intrinsic(lambda *args: None, 34, "int8", lambda *args: None, decode_pair=lambda *args: None)
-    with pytest.raises(ValueError, match=r"a step's sums at once \(step_sums\) leave no lane to scale"):
-        simd.row_sums_intrinsic(None, 136, None, step_sums=lambda *args: None, lane_scales=lambda *args: None)
+
+
+def test_a_row_sums_spec_takes_only_the_options_that_go_together():
+    """Whole steps' sums leave no lane to scale: no spec type holds both; each holds what it needs."""
+    with pytest.raises(TypeError, match="lane_scales"):
+        simd.WholeSteps(None, 136, None, step_sums=lambda *args: None, lane_scales=lambda *args: None)
+    with pytest.raises(TypeError, match="step_sums"):
+        simd.ScaledLanes(None, 144, None, lane_scales=lambda *args: None, step_sums=lambda *args: None)
+    with pytest.raises(TypeError, match="lane_scales"):
+        simd.ScaledLanes(None, 144, None)
+    with pytest.raises(ValueError, match=r"sub_blocks must be 1, 4 or 8 .* got 3"):
+        simd.RowSums(None, 136, None, sub_blocks=3)
+    assert simd.WholeSteps(None, 136, None, sub_blocks=8, step_sums=print).steps() == [1]
+    assert simd.RowSums(None, 84, None, lane_counts=(4, 1)).steps() == [4, 1]
 
 
 GENERIC = "pmaddwd=generic,pmaddubsw=generic,psignb=generic,vpdpbusd=none,f16c=False,masks=False,lookup_dot=none"

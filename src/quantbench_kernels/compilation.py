@@ -12,6 +12,7 @@ import glob
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -106,12 +107,12 @@ def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
     return numba.njit(inline="always", **SETTINGS)(fn)
 
 
-def activation_blocks(quantize_kernel: Callable[..., Any], block_weights: int, block_bytes: int) -> Callable[..., Any]:
+def activation_blocks(quantize_block: Callable[..., Any], block_weights: int, block_bytes: int) -> Callable[..., Any]:
     """A function for the dot kernels, ``blocks(x)``: an activation format's blocks (uint8, 2-D) as
-    they are, or float32 values (1-D, or (n_blocks, ``block_weights``)) quantized to new blocks by
-    ``quantize_kernel(x, out)`` (a jitted kernel writing uint8 (n_blocks, ``block_bytes``)), so that
-    a gemv quantizes its activation in the same call. Values that are not all finite raise
-    ValueError (the API checks them before, naming the value; this guards direct callers)."""
+    they are, or float32 values (1-D, or (n_blocks, ``block_weights``)) quantized to new blocks, one
+    ``quantize_block(values, blk)`` (an inlined kernel writing one uint8 block of ``block_bytes``)
+    each, so that a gemv quantizes its activation in the same call. Values that are not all finite
+    raise ValueError (the API checks them before, naming the value; this guards direct callers)."""
 
     def blocks(x: Any) -> Any:
         raise TypeError("activation blocks are for Numba kernels")
@@ -132,12 +133,53 @@ def activation_blocks(quantize_kernel: Callable[..., Any], block_weights: int, b
                 if top == np.uint32(0x7F800000):
                     raise ValueError("the activation holds a value that is not finite")
                 out = np.empty((values.shape[0], block_bytes), dtype=np.uint8)
-                quantize_kernel(values, out)
+                for i in range(values.shape[0]):
+                    quantize_block(values[i], out[i])
                 return out
             return quantized
         return None
 
     return blocks
+
+
+@dataclass(frozen=True)
+class Loops:
+    """What a format module declares (``BlockFormat.loops``, beside its block kernels) for the loops
+    around them: ``tools/generate_loops.py`` writes each format's loops, serial and parallel, from this
+    spec into :mod:`quantbench_kernels.loops`, and registers them as the format's Numba ops. The
+    block's size and the activation format come from the ``BlockFormat``.
+
+    The loops call the format module's block kernels by fixed names:
+
+    - ``_dequantize_one(blocks, out, i, stream)``: block ``i`` into ``out[i]`` (an intrinsic,
+      ``simd.indexed_dequantize_intrinsic``, or an inlined function; ``stream``: with non-temporal
+      stores, see :data:`STREAM_FROM_BYTES`);
+    - ``_quantize_block(x, blk, *scratch)``: one block of values ``x`` into uint8 ``blk``, given
+      the :attr:`scratch` arrays, allocated once per range of blocks;
+    - with :attr:`row_inputs`, ``_row_dot``: a ``simd.row_sums_intrinsic`` or
+      ``simd.row_dot_intrinsic``;
+    - with :attr:`quantize_activation`, ``_quantize_activation_block(x, blk)``.
+
+    Generated rather than written once: Numba caches only top-level functions of a module whose
+    callees are fixed at compile time, so each format needs loops of its own (a loop taking the
+    block kernel as an argument is never cached).
+    """
+
+    # The quantizer's cost per value, in weights of work (dispatch's measure for one thread or all).
+    quantize_work: int = 8
+    # (name, NumPy dtype name, shape) of each scratch array ``_quantize_block`` takes.
+    scratch: tuple[tuple[str, str, int | tuple[int, ...]], ...] = ()
+    # The dotted name (in the module of the loops) of a jitted function ``act -> (acts, q8)``: what
+    # the row dots read from the activation (blocks or float32 values); None: no gemv. Jitted, not
+    # inlined: Numba's array analysis of the parallel gemv fails on some inlined ones.
+    row_inputs: str | None = None
+    # Take rows two at a time (``gemv_rows``' ``two_rows``).
+    two_rows: bool = False
+    # (``when``, ``row_dot``): a faster row dot (a name in the format module) that is exact when
+    # ``when(q8)`` (another) holds for the activation's quants, checked once per call.
+    faster_row_dot: tuple[str, str] | None = None
+    # The format is also an activation format with its own quantizer (llama.cpp's ``from_float``).
+    quantize_activation: bool = False
 
 
 @inline
@@ -216,11 +258,7 @@ def dispatch_dequantize(serial: Callable[..., Any], parallel: Callable[..., Any]
                         blocks: np.ndarray, out: np.ndarray) -> None:
     """:func:`dispatch` for a dequantize kernel ``(blocks, out, stream)``: ``stream`` (non-temporal
     stores) where ``out`` (float32) holds at least :data:`STREAM_FROM_BYTES` and starts on a
-    16-byte boundary (NumPy aligns large arrays so; a view that does not gets plain stores).
-
-    Each format writes its three loops (blocks ``start:stop`` then the fence, serial, parallel in
-    chunks) itself, as it does its gemv loops: a factory's closures, or one loop taking the block
-    function as an argument, would not be cached."""
+    16-byte boundary (NumPy aligns large arrays so; a view that does not gets plain stores)."""
     stream = out.nbytes >= STREAM_FROM_BYTES and out.ctypes.data % simd.STREAM_BYTES == 0
     dispatch(serial, parallel, threads, out.size, blocks, out, stream)
 

@@ -150,6 +150,14 @@ and32 = _int32_binop("and_", "a & b in int32")
 shr32 = _int32_binop("ashr", "a >> b in int32 (arithmetic shift)")
 
 
+def qkx2_scratch(group: int, groups: int) -> tuple[tuple[str, str, int | tuple[int, int]], ...]:
+    """The scratch arrays (``compilation.Loops.scratch``) of a k-quant quantizer that fits ``groups``
+    groups of ``group`` weights with :func:`make_qkx2_quants` (Q2_K, Q4_K, Q5_K): the block's levels
+    ``L``, the fit's ``lanes``, one group's ``weights``, and the groups' ``scales`` and ``mins``."""
+    return (("L", "uint8", group * groups), ("lanes", "float32", (8, 32)), ("weights", "float32", group),
+            ("scales", "float32", groups), ("mins", "float32", groups))
+
+
 @inline
 def make_qkx2_quants(
     x: np.ndarray,
@@ -260,6 +268,17 @@ def make_qkx2_quants(
 
 
 GROUP_MAX_EPS = F32(1e-15)  # llama.cpp's: a group whose largest magnitude is below it is all zero
+
+
+@inline
+def running_max(values: np.ndarray) -> np.float32:
+    """The largest of ``values`` as C's ``if (v > max) max = v`` finds it from 0 (NaN never wins):
+    ``refmath.running_max`` of one block."""
+    best = F32(0)
+    for k in range(values.shape[0]):
+        if values[k] > best:
+            best = values[k]
+    return best
 
 
 @inline

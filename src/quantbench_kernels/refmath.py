@@ -55,6 +55,28 @@ def pack_nibbles_ref(q: np.ndarray) -> np.ndarray:
     return (q[..., :16] & 0xF) | ((q[..., 16:] & 0xF) << 4)
 
 
+def f16_ref(v: np.ndarray) -> np.ndarray:
+    """float32 ``v`` rounded to float16 as C's ``GGML_FP32_TO_FP16`` does (:func:`f32_to_f16_bits`)."""
+    return f32_to_f16_bits(v).view(np.float16)
+
+
+def high_bits_ref(q: np.ndarray) -> np.ndarray:
+    """Bit 4 of each of 32 quants (int (n, 32)), packed into uint32 (n,): weight j's at bit j."""
+    return (((q >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
+
+
+def blocks_ref(block_dtype: np.dtype, **fields: np.ndarray) -> np.ndarray:
+    """uint8 (n_blocks, ``block_dtype.itemsize``): blocks of the structured ``block_dtype``, each
+    field from ``fields`` (arrays of n_blocks rows); every field must be given."""
+    if set(fields) != set(block_dtype.names):
+        raise ValueError(f"blocks_ref: fields {sorted(fields)} are not the block's {sorted(block_dtype.names)}")
+    n = len(next(iter(fields.values())))
+    out = np.empty(n, dtype=block_dtype)
+    for name, values in fields.items():
+        out[name] = values
+    return out.view(np.uint8).reshape(n, block_dtype.itemsize)
+
+
 def f16_to_f32(h: np.ndarray) -> np.ndarray:
     """Decode little-endian f16 bit patterns (uint16) to float32."""
     return np.asarray(h, dtype=np.uint16).view(np.float16).astype(np.float32)
@@ -155,6 +177,19 @@ def make_qkx2_quants(
     return scale, (-minimum).astype(np.float32), levels
 
 
+def qkx2_blocks_ref(x: np.ndarray, weights: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int,
+                    use_mad: bool) -> tuple[np.ndarray, ...]:
+    """:func:`make_qkx2_quants` over each group of weights of k-quant blocks: ``x`` and ``weights``
+    float32 (n_blocks, groups, group). Returns (scales, mins: float32 (n_blocks, groups), levels:
+    uint8 (n_blocks, groups, group), each block's largest scale and largest min: float32
+    (n_blocks,), as C's running max from 0 finds them)."""
+    n, groups, group = x.shape
+    scales, mins, levels = make_qkx2_quants(x.reshape(-1, group), weights.reshape(-1, group), nmax, rmin, rdelta,
+                                            nstep, use_mad=use_mad)
+    scales, mins = scales.reshape(n, groups), mins.reshape(n, groups)
+    return scales, mins, levels.reshape(n, groups, group), running_max(scales), running_max(mins)
+
+
 def running_min(values: np.ndarray, start: float = np.inf) -> np.ndarray:
     """``m = start; for v in values[..., j]: if v < m: m = v`` along the last axis (of 0 and -0,
     the first seen wins, as in C)."""
@@ -180,6 +215,15 @@ def first_largest(x: np.ndarray) -> np.ndarray:
         amax = np.where(take, ax, amax)
         vmax = np.where(take, x[:, i], vmax)
     return vmax
+
+
+def offset_quants_ref(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """The levels of llama.cpp's ``quantize_row_q4_0_ref`` (``offset`` 8) and ``_q5_0_ref`` (16) for
+    float32 (n_blocks, 32): ``d = max / -offset`` (max the first value of largest magnitude), ``q =
+    min(2 offset - 1, (int8_t)(x / d + offset + 0.5))``. Returns (d float32 (n_blocks,), q)."""
+    d = first_largest(x) / F32(-offset)
+    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
+    return d, np.minimum(2 * offset - 1, c_int8(x * inv[:, None] + F32(offset + 0.5)))
 
 
 def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,3 +300,13 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         scale = sumlx / suml2
     levels = np.where(zero[:, None], 0, levels + nmax).astype(np.uint8)
     return np.where(zero, F32(0), scale).astype(np.float32), levels
+
+
+
+def groups_ref(fit, xs: np.ndarray, *args: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """``fit`` (:func:`make_q3_quants` or :func:`make_qx_quants`, with ``args``) over each group of
+    the blocks ``xs`` (float32 (n_blocks, groups, group)): (scales float32 (n_blocks, groups),
+    levels uint8 (n_blocks, groups, group))."""
+    n, groups, group = xs.shape
+    scales, levels = fit(xs.reshape(-1, group), *args)
+    return scales.reshape(n, groups), levels.reshape(n, groups, group)

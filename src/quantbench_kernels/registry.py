@@ -1,8 +1,10 @@
 """The one registry of block formats.
 
-Each format module in :mod:`quantbench_kernels.qtypes` declares a :class:`BlockFormat` and calls
-:func:`register`. Everything else (the public API, the Hypothesis strategies, the benchmarks, the
-pytest plugin) finds formats and their implementations here, never through if/else chains on names.
+Each format module in :mod:`quantbench_kernels.qtypes` declares a :class:`BlockFormat` (its layout and
+reference) and the spec of its kernels' loops; :mod:`quantbench_kernels.loops`, generated from those
+specs, calls :func:`register` with the format and its Numba ops. Everything else (the public API,
+the Hypothesis strategies, the benchmarks, the pytest plugin) finds formats and their implementations
+here, never through if/else chains on names.
 
 Sizes come from ``gguf.GGML_QUANT_SIZES`` so that they cannot drift from gguf-py and llama.cpp.
 """
@@ -12,9 +14,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+if TYPE_CHECKING:
+    from .compilation import Loops
 
 # Signatures of the per-backend operations (inputs are already validated and C-contiguous):
 #   dequantize(blocks uint8 (n_blocks, block_bytes), out float32 (n_blocks, block_weights), threads)
@@ -90,16 +96,19 @@ class BlockFormat:
     ``fill_derived``, if set, recomputes in place the fields of structured blocks that are derived
     from others (Q8_K's ``bsums``), so that generated blocks are valid.
     ``dot_terms`` (reference only) splits dot products into their exact parts (:class:`DotTerms`).
+    ``loops`` (:class:`quantbench_kernels.compilation.Loops`) is what the Numba kernels' loops around
+    the format module's block kernels are generated from (``tools/generate_loops.py``).
     """
 
     name: str
     qtype: GGMLQuantizationType
     block_dtype: np.dtype
     reference: Ops
-    numba: Ops
+    numba: Ops = Ops()
     activation: str | None = None
     fill_derived: Callable[[np.ndarray], None] | None = None
     dot_terms: DotTermsFn | None = None
+    loops: Loops | None = None
     bits_per_weight: float = field(init=False)
     block_weights: int = field(init=False)
     block_bytes: int = field(init=False)
@@ -185,9 +194,10 @@ _LOADED = False
 
 
 def _load_formats() -> None:
-    # Importing the package imports every format module, and each one registers itself. Once is
-    # enough: import_module on every lookup cost about 1 us, a tenth of a small gemv's fixed cost.
+    # Importing the generated loops imports every format module and registers each with its Numba
+    # ops. Once is enough: import_module on every lookup cost about 1 us, a tenth of a small gemv's
+    # fixed cost.
     global _LOADED
     if not _LOADED:
-        importlib.import_module(f"{__package__}.qtypes")
+        importlib.import_module(f"{__package__}.loops")
         _LOADED = True

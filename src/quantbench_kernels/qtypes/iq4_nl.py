@@ -19,14 +19,13 @@ and the table are shared with IQ4_XS. The dot product follows ``ggml_vec_dot_iq4
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline
 from ..jitmath import F32, GROUP_MAX_EPS, write_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, Ops
 from . import q8_0
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
@@ -102,27 +101,18 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     against the scale found (not its f16 rounding)."""
     d, _ = search_ref(x)
     inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
-    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
-    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
-    out["qs"] = refmath.pack_nibbles_ref(best_index_ref(inv[:, None] * x))
-    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+    levels = best_index_ref(inv[:, None] * x)
+    return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), qs=refmath.pack_nibbles_ref(levels))
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 18) times Q8_0 activations (nb, 34) -> float32 (rows,), as the generic dot."""
-    d, v = values_ref(w)
-    return q8_0.block_dots_ref(act, v, d)
-
-
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of IQ4_NL x Q8_0 dot products (:class:`DotTerms`)."""
-    d, v = values_ref(w)
-    return q8_0.block_dot_terms_ref(act, v, d)
+# Dot products on Q8_0 activations, as the generic dot.
+gemv_ref, dot_terms_ref = q8_0.dots_ref(values_ref)
 
 
 # ----------------------------------------------------------------------------------------------
 # Numba kernels
 # ----------------------------------------------------------------------------------------------
+
 
 KV_INT = KVALUES.astype(np.int32)  # the table as the kernels read it (IQ4_XS's too)
 KV_FLOAT = KVALUES.astype(np.float32)
@@ -192,58 +182,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, scratch: np.ndarray) -> None
     pack_levels(x, F32(1) / d if d != 0 else F32(0), blk, 2)
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    scratch = np.empty(QK, dtype=np.uint8)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], scratch)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 18), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_one(blocks, out, i, stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 18) -> ``out``, float32 (n_blocks, 32), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
-
-
 # IR: the 32 table values of the 16 bytes of nibbles at byte ``at`` of ``w_``, as ``<32 x i8>`` in
 # weight order (IQ4_XS's sub-blocks too).
 table_values, _ = simd.nibble_decoders(qs_at=0, table=KVALUES.tolist())
@@ -260,52 +198,13 @@ def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
 _row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "signed", _terms,  # KVALUES: never -128
                                   decode_pair=_decode_pair)
 
-_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+_dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0))
 
 
-@inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
-    """Block ``i`` of uint8 (n_blocks, 18) into ``out[i]`` (float32 (n_blocks, 32))."""
-    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, simd.f16_at(blocks, i * BLOCK_BYTES), F32(-0.0), stream)
-
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy,), q8_0.in_pairs(q8), out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = q8_0.unpack(act)
-    acts = (dy,)
-    q8 = q8_0.in_pairs(q8)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 18) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="IQ4_NL",
-        qtype=GGMLQuantizationType.IQ4_NL,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_0",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="IQ4_NL", qtype=GGMLQuantizationType.IQ4_NL, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_0",
+                     loops=Loops(quantize_work=64, row_inputs="q8_0.row_inputs_paired", two_rows=True,
+                                 scratch=(("scratch", "uint8", QK),)))

@@ -23,14 +23,13 @@ weights re-quantized against it. The dot product follows ``ggml_vec_dot_iq4_xs_q
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline, jit
 from ..jitmath import F32, first_largest, nearest_int, write_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops
 from . import iq4_nl, q8_k
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("scales_h", "<u2"), ("scales_l", "u1", 4), ("qs", "u1", 128)])
@@ -127,31 +126,6 @@ def _scale(blk: np.ndarray, s: int) -> np.int32:
     return (low | (high << 4)) - 32
 
 
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_one(blocks, out, i, stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 136) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
-
-
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray, scales: np.ndarray, scratch: np.ndarray) -> None:
     for s in range(8):
@@ -174,34 +148,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, scales: np.ndarray, scratch:
     blk[3] = np.uint8(scales_h >> 8)
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    scales = np.empty(8, dtype=np.float32)
-    scratch = np.empty(32, dtype=np.uint8)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], scales, scratch)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 136), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
 # The activation quants of a block as :func:`_block_sums` reads them: per pair p of sub-blocks, the
 # first 16 of sub-block 2p, of 2p + 1, then the last 16 of each (the order of the low nibbles of
 # a 32-byte load of qs, then of its high nibbles: ``simd.PAIR_ORDER``).
@@ -210,15 +156,15 @@ _in_pair_order = simd.byte_shuffle(PAIR_ORDER)
 
 
 @jit
-def _unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(d float32 (nb,), quants int8 (nb * 256,) in :data:`PAIR_ORDER`, their magnitudes uint8
-    (nb * 256,): 128 for -128) of uint8 (nb, 292) Q8_K activations, or of float32 values that
-    ``q8_k.blocks`` quantizes first."""
+def _row_inputs(x: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(acts: d float32 (nb,) and the quants' magnitudes uint8 (nb * 256,), 128 for -128; the
+    quants int8 (nb * 256,) in :data:`PAIR_ORDER`) of uint8 (nb, 292) Q8_K activations, or of
+    float32 values that ``q8_k.blocks`` quantizes first."""
     d, q, _ = q8_k.unpack(x, _in_pair_order)
     magnitudes = np.empty(q.size, dtype=np.uint8)
     for k in range(q.size):
         magnitudes[k] = np.uint8(abs(np.int32(q[k])))
-    return d, q, magnitudes
+    return (d, magnitudes), q
 
 
 def _block_sums(step: simd.RowStep, n: int):  # type: ignore[no-untyped-def]
@@ -263,7 +209,7 @@ def _terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     return b.fmul(b.fmul(d4d8, lanes.float(ls)), lanes.float(sumi))
 
 
-_row_dot = simd.row_sums_intrinsic(None, BLOCK_BYTES, _terms, sub_blocks=8, step_sums=_block_sums)
+_row_dot = simd.row_sums_intrinsic(simd.WholeSteps(None, BLOCK_BYTES, _terms, sub_blocks=8, step_sums=_block_sums))
 
 _dequantize_sub_block = simd.block32_dequantize_intrinsic(_decode_sub_block)
 
@@ -278,43 +224,10 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -
                               stream)
 
 
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=False)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8, magnitudes = _unpack(act)
-    _gemv_rows(w, (dy, magnitudes), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8, magnitudes = _unpack(act)
-    acts = (dy, magnitudes)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 136) times Q8_K activations uint8 (nb, 292) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="IQ4_XS",
-        qtype=GGMLQuantizationType.IQ4_XS,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_K",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="IQ4_XS", qtype=GGMLQuantizationType.IQ4_XS, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_K",
+                     loops=Loops(quantize_work=64, row_inputs="iq4_xs._row_inputs",
+                                 scratch=(("scales", "float32", 8), ("scratch", "uint8", 32))))

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
+from llvmlite import ir
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline
 from ..jitmath import F32, bits_float, c_int8
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, Ops
 from . import q8_0
 
 BLOCK_DTYPE = np.dtype([("e", "u1"), ("qs", "u1", 16)])
@@ -75,27 +75,18 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     e = exponent_ref(np.abs(x).max(axis=1))
     d = half_scale_ref(e)
     errors = np.abs(KVALUES.astype(np.float32) * d[:, None, None] - x[:, :, None])  # (n, 32, 16)
-    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
-    out["e"] = e
-    out["qs"] = refmath.pack_nibbles_ref(np.argmin(errors, axis=-1))  # the first of equal errors
-    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+    # argmin: the first of equal errors
+    return refmath.blocks_ref(BLOCK_DTYPE, e=e, qs=refmath.pack_nibbles_ref(np.argmin(errors, axis=-1)))
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 17) times Q8_0 activations (nb, 34) -> float32 (rows,), as the generic dot."""
-    d, v = values_ref(w)
-    return q8_0.block_dots_ref(act, v, d)
-
-
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of MXFP4 x Q8_0 dot products (:class:`DotTerms`)."""
-    d, v = values_ref(w)
-    return q8_0.block_dot_terms_ref(act, v, d)
+# Dot products on Q8_0 activations, as the generic dot.
+gemv_ref, dot_terms_ref = q8_0.dots_ref(values_ref)
 
 
 # ----------------------------------------------------------------------------------------------
 # Numba kernels
 # ----------------------------------------------------------------------------------------------
+
 
 _KVF = KVALUES.astype(np.float32)
 
@@ -105,31 +96,6 @@ def half_scale(e: int) -> np.float32:
     """:func:`half_scale_ref` of one exponent byte."""
     bits = (np.int32(0x00200000) << e) if e < 2 else (np.int32(e - 1) << 23)
     return bits_float(np.int32(bits))
-
-
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_one(blocks, out, i, stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 17) -> ``out``, float32 (n_blocks, 32), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
@@ -157,25 +123,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
         blk[1 + j] = np.uint8(_nearest(x[j], d) | (_nearest(x[j + 16], d) << 4))
 
 
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 17), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 16 * x.size, x, out)
-    return out
-
-
 # The block's table values (see ``simd.row_dot_intrinsic``).
 _decode, _ = simd.nibble_decoders(qs_at=1, table=KVALUES.tolist())
 # The dot reads the table values plus 12 (0..24: unsigned, pmaddubsw without llama.cpp's sign
@@ -200,52 +147,22 @@ def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
 
 _row_dot = simd.row_dot_intrinsic(_shifted, BLOCK_BYTES, "unsigned", _terms, decode_pair=_shifted_pairs)
 
-_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+def _half_scale_header(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
+    """IR: the block's scale, :func:`half_scale` of its exponent byte (byte 0)."""
+    i32 = simd.I32
+    e = builder.zext(builder.load(simd.element_ptr(context, builder, wt, w_, woff_)), i32)
+    bits = builder.select(builder.icmp_unsigned("<", e, ir.Constant(i32, 2)),
+                          builder.shl(ir.Constant(i32, 0x00200000), e),
+                          builder.shl(builder.sub(e, ir.Constant(i32, 1)), ir.Constant(i32, 23)))
+    return [builder.bitcast(bits, simd.F32)]
 
 
-@inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
-    """Block ``i`` of uint8 (n_blocks, 17) into ``out[i]`` (float32 (n_blocks, 32))."""
-    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, half_scale(np.int32(blocks[i, 0])), F32(-0.0), stream)
+_dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, _half_scale_header)
 
 
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8_0.in_pairs(q8), out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = q8_0.unpack(act)
-    acts = (dy, q8_0.quant_sums(q8))
-    q8 = q8_0.in_pairs(q8)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 17) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="MXFP4",
-        qtype=GGMLQuantizationType.MXFP4,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_0",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="MXFP4", qtype=GGMLQuantizationType.MXFP4, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_0",
+                     loops=Loops(quantize_work=16, row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True))

@@ -17,18 +17,15 @@ Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) fol
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
-from ..jitmath import F32, make_qkx2_quants, nearest_int, read_f16, write_f16
-from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..compilation import Loops, inline, jit
+from ..jitmath import F32, make_qkx2_quants, nearest_int, qkx2_scratch, read_f16, running_max, write_f16
+from ..refmath import f16_to_f32, f32_to_f16_bits
+from ..registry import BlockFormat, DotTerms, Ops
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("scales", "u1", 16), ("qs", "u1", 64), ("d", "<f2"), ("dmin", "<f2")])
@@ -63,15 +60,7 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 84), as ``quantize_row_q2_K_ref``."""
     n = x.shape[0]
     xs = x.reshape(n, 16, 16)
-    scales, mins, levels = refmath.make_qkx2_quants(
-        xs.reshape(-1, 16), np.abs(xs).reshape(-1, 16), 3, -0.5, 0.1, 15, use_mad=True
-    )
-    scales = scales.reshape(n, 16)
-    mins = mins.reshape(n, 16)
-    levels = levels.reshape(n, 16, 16)
-
-    max_scale = running_max(scales)
-    max_min = running_max(mins)
+    scales, mins, levels, max_scale, max_min = refmath.qkx2_blocks_ref(xs, np.abs(xs), 3, -0.5, 0.1, 15, use_mad=True)
     with np.errstate(all="ignore"):
         # C assigns nearest_int() to the uint8_t scales byte, then ORs the min in above it.
         ls = refmath.nearest_int((F32(15) / max_scale)[:, None] * scales)
@@ -139,48 +128,17 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 # ----------------------------------------------------------------------------------------------
 
 
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        blk = blocks[i]
-        _dequantize_block(blocks, i * 84, out, i * QK, read_f16(blk, 80), read_f16(blk, 82), stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 84) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
-
-
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                     weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
-    max_scale = F32(0)
-    max_min = F32(0)
     for j in range(16):
         xj = x[16 * j:16 * j + 16]
         for i in range(16):
             weights[i] = abs(xj[i])
-        sc, mn = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.5), F32(0.1), 15, True)
-        scales[j] = sc
-        mins[j] = mn
-        if sc > max_scale:
-            max_scale = sc
-        if mn > max_min:
-            max_min = mn
+        scales[j], mins[j] = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.5), F32(0.1), 15,
+                                              True)
+    max_scale = running_max(scales)
+    max_min = running_max(mins)
     if max_scale > 0:
         iscale = F32(15) / max_scale
         for j in range(16):
@@ -214,37 +172,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
             blk[16 + 32 * h + l] = L[o] | (L[o + 32] << 2) | (L[o + 64] << 4) | (L[o + 96] << 6)
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    L = np.empty(QK, dtype=np.uint8)
-    lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
-    weights = np.empty(16, dtype=np.float32)
-    scales = np.empty(16, dtype=np.float32)
-    mins = np.empty(16, dtype=np.float32)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, lanes, weights, scales, mins)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 84), Numba."""
-    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
 # The sub-blocks (scales) of the two halves of each 32-weight chunk (chunk t = 4h + s: bits 2s of
 # bytes 32h..32h + 31, weights 32t..32t + 31).
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
@@ -261,27 +188,17 @@ def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
     return chunks, scales
 
 
-@intrinsic
-def _dequantize_block(typingctx, w, woff, out, ooff, d, dmin, stream):  # type: ignore[no-untyped-def]
-    """Dequantize the Q2_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
-    ``out`` from element ``ooff``, given its decoded ``d`` and ``dmin``:
-    weight = (d * scale) * q - dmin * min.
-    ``stream``: non-temporal stores (:func:`simd.store_weights`)."""
-    if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
-            and dmin == types.float32 and stream == types.boolean):
-        return None
-    sig = types.none(w, woff, out, ooff, d, dmin, stream)
+def _write_block(context, builder, wt, w_, woff_, ot, out_, ooff_, scales, stream_):  # type: ignore[no-untyped-def]
+    """IR: the Q2_K block at byte ``woff_`` of ``w`` into ``out`` from element ``ooff_``, given its
+    decoded ``d`` and ``dmin`` (``scales``): weight = (d * scale) * q - dmin * min."""
+    d_, dmin_ = scales
+    chunks, sc = _decode(context, builder, wt, w_, woff_)
+    dl = simd.times_float(builder, d_, builder.and_(sc, simd.splat_const(simd.I8, 15, 16)), signed=False)
+    ml = simd.times_float(builder, dmin_, builder.lshr(sc, simd.splat_const(simd.I8, 4, 16)), signed=False)
+    simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml, stream_)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, out_, ooff_, d_, dmin_, stream_ = args
-        wt, _, ot, _, _, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_)
-        dl = simd.times_float(builder, d_, builder.and_(scales, simd.splat_const(simd.I8, 15, 16)), signed=False)
-        ml = simd.times_float(builder, dmin_, builder.lshr(scales, simd.splat_const(simd.I8, 4, 16)), signed=False)
-        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, _SUB_BLOCK_OF_CHUNK, dl, ml, stream_)
-        return context.get_dummy_value()
 
-    return sig, codegen
+_dequantize_one = simd.indexed_dequantize_intrinsic(84, QK, simd.f16_header(80, 82), _write_block)
 
 
 def _lane_sums(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
@@ -355,58 +272,24 @@ def _lane_sums_wide(step: simd.RowStep, m: int):  # type: ignore[no-untyped-def]
 
 # Four blocks a step on the wide path, not eight: with eight LLVM spilled zmm registers.
 if simd.WIDE_LOOKUP_DOT:
-    _row_dot = simd.row_sums_intrinsic(_lane_sums_wide, 84, _terms, lane_weights=QK, lane_counts=(4, 1))
+    _row_dot = simd.row_sums_intrinsic(simd.RowSums(_lane_sums_wide, 84, _terms, lane_weights=QK, lane_counts=(4, 1)))
     _Q8_ORDER = simd.byte_shuffle(_WIDE_Q8_POSITIONS)
 else:
-    _row_dot = simd.row_sums_intrinsic(_lane_sums, 84, _terms, lane_weights=QK)
+    _row_dot = simd.row_sums_intrinsic(simd.RowSums(_lane_sums, 84, _terms, lane_weights=QK))
     _Q8_ORDER = q8_k.IN_WEIGHT_ORDER
 
 
 @jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 84), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q2_K_q8_K``, per row."""
-    gemv_rows(_row_dot, 84, w, acts, q8, out, start, stop, two_rows=False)
+def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(acts: d and bsums, the quants in :data:`_Q8_ORDER`) of Q8_K activations, compiled once for
+    the serial and parallel gemv."""
+    d, q8, bsums = q8_k.unpack(act, _Q8_ORDER)
+    return (d, bsums), q8
 
 
-@jit
-def _unpack(act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``q8_k.unpack`` in :data:`_Q8_ORDER`, compiled once for the serial and parallel gemv."""
-    return q8_k.unpack(act, _Q8_ORDER)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, bsums = _unpack(act)
-    _gemv_rows(w, (yd, bsums), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, bsums = _unpack(act)
-    acts = (yd, bsums)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 84) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q2_K",
-        qtype=GGMLQuantizationType.Q2_K,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_K",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q2_K", qtype=GGMLQuantizationType.Q2_K, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_K",
+                     loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=qkx2_scratch(16, 16)))

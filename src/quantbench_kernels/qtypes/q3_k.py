@@ -20,17 +20,14 @@ Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) fol
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
-from numba import types
-from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline, jit
 from ..jitmath import F32, and32, first_largest, make_q3_quants, nearest_int, read_f16, shr32, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, Ops
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("hmask", "u1", 32), ("qs", "u1", 64), ("scales", "u1", 12), ("d", "<f2")])
@@ -80,9 +77,7 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 110), as ``quantize_row_q3_K_ref``."""
     n = x.shape[0]
     xs = x.reshape(n, 16, 16)
-    scales, levels = refmath.make_q3_quants(xs.reshape(-1, 16), 4)
-    scales = scales.reshape(n, 16)
-    levels = levels.reshape(n, 16, 16)
+    scales, levels = refmath.groups_ref(refmath.make_q3_quants, xs, 4)
     max_scale = refmath.first_largest(scales)
     with np.errstate(all="ignore"):
         iscale = F32(-32) / max_scale
@@ -104,14 +99,6 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Rows of Q3_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q3_K_q8_K``:
-    per block ``sums[l] += d * aux32[l]`` (8 lanes, lane = weight index mod 8), then their sum.
-
-    ``w``: uint8 (rows, nb, 110); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
-    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
-
-
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
     """Each weight's quant and scale (int32 (rows, nb, 256), both signed) and each block's d
     (float32 (rows, nb)) of uint8 (rows, nb, 110) Q3_K blocks."""
@@ -122,14 +109,19 @@ def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
     return q.astype(np.int32), scales.astype(np.int32), b["d"].astype(np.float32)
 
 
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of Q3_K x Q8_K dot products (``DotTerms``)."""
-    return q8_k.dot_terms_ref(act, *dot_parts_ref(w), offset=4)  # the quants are stored plus 4
+# Dot products on Q8_K activations, as the generic ``ggml_vec_dot_q3_K_q8_K``.
+gemv_ref, dot_terms_ref = q8_k.lanes_dots_ref(dot_parts_ref, offset=4)  # the quants are stored plus 4
 
 
 # ----------------------------------------------------------------------------------------------
 # Numba kernels
 # ----------------------------------------------------------------------------------------------
+
+
+@jit
+def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Q8_K activations for values that are quants less 4 (``q8_k.row_inputs_with_pair_sums``)."""
+    return q8_k.row_inputs_with_pair_sums(act, 4)
 
 
 @inline
@@ -138,31 +130,6 @@ def _scale(blk: np.ndarray, j: int) -> np.int32:
     low = and32(blk[96 + j], 0xF) if j < 8 else shr32(blk[88 + j], 4)
     high = and32(shr32(blk[104 + j % 4], 2 * (j // 4)), 3)
     return np.int32((low | (high << 4)) - 32)
-
-
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_block(blocks, i * 110, out, i * QK, read_f16(blocks[i], 108), stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 110) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
@@ -201,34 +168,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.nd
             blk[32 + 32 * h + l] = (L[o] & 3) | ((L[o + 32] & 3) << 2) | ((L[o + 64] & 3) << 4) | ((L[o + 96] & 3) << 6)
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    L = np.empty(QK, dtype=np.int8)  # make_q3_quants keeps signed levels until its end
-    scales = np.empty(16, dtype=np.float32)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, scales)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 110), Numba."""
-    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
 # The sub-blocks (scales) of the two halves of each 32-weight chunk.
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
@@ -256,70 +195,14 @@ def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[
     return chunks, scales
 
 
-@intrinsic
-def _dequantize_block(typingctx, w, woff, out, ooff, d, stream):  # type: ignore[no-untyped-def]
-    """Dequantize the Q3_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
-    ``out`` from element ``ooff``, given its decoded ``d``: weight = (d * (scale - 32)) * (q - 4).
-    ``stream``: non-temporal stores (:func:`simd.store_weights`)."""
-    if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
-            and stream == types.boolean):
-        return None
-    sig = types.none(w, woff, out, ooff, d, stream)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, out_, ooff_, d_, stream_ = args
-        wt, _, ot, _, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=False)
-        dl = simd.times_float(builder, d_, scales, signed=True)
-        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 4, _SUB_BLOCK_OF_CHUNK, dl, None, stream_)
-        return context.get_dummy_value()
-
-    return sig, codegen
+# ``ggml_vec_dot_q3_K_q8_K``, a row at a time, and the dequantize of a block.
+_row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 110, 108, 4, _SUB_BLOCK_OF_CHUNK)
 
 
-# ``ggml_vec_dot_q3_K_q8_K``, a row at a time.
-_row_dot = simd.offset_lanes_row_dot(_decode, 110, 108, _SUB_BLOCK_OF_CHUNK)
-
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 110), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q3_K_q8_K``, per row."""
-    gemv_rows(_row_dot, 110, w, acts, q8, out, start, stop, two_rows=False)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 4)
-    _gemv_rows(w, (yd, psums), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 4)
-    acts = (yd, psums)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 110) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q3_K",
-        qtype=GGMLQuantizationType.Q3_K,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_K",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q3_K", qtype=GGMLQuantizationType.Q3_K, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_K",
+                     loops=Loops(quantize_work=64, row_inputs="q3_k._row_inputs",
+                                 scratch=(("L", "int8", QK), ("scales", "float32", 16))))

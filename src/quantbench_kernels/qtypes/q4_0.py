@@ -17,14 +17,13 @@ Q8_0 family) multiplies ``(sumi * d) * dy``.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline
 from ..jitmath import F32, write_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, Ops
 from . import q8_0
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
@@ -46,55 +45,18 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 18), as ``quantize_row_q4_0_ref``."""
-    d = refmath.first_largest(x) / F32(-8)
-    inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
-    q = np.minimum(15, refmath.c_int8(x * inv[:, None] + F32(8.5)))
-    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
-    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
-    out["qs"] = refmath.pack_nibbles_ref(q)
-    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+    d, q = refmath.offset_quants_ref(x, 8)
+    return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), qs=refmath.pack_nibbles_ref(q))
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 18) times Q8_0 activations (nb, 34) -> float32 (rows,), as the generic dot."""
-    d, v = values_ref(w)
-    return q8_0.block_dots_ref(act, v, d, sumi_first=True)
-
-
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of Q4_0 x Q8_0 dot products (:class:`DotTerms`)."""
-    d, v = values_ref(w)
-    return q8_0.block_dot_terms_ref(act, v, d)
+# Dot products on Q8_0 activations, as the generic dot, which (alone of the Q8_0 family)
+# multiplies ``(sumi * d) * dy``.
+gemv_ref, dot_terms_ref = q8_0.dots_ref(values_ref, sumi_first=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # Numba kernels
 # ----------------------------------------------------------------------------------------------
-
-
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_one(blocks, out, i, stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 18) -> ``out``, float32 (n_blocks, 32), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
 
 
 @inline
@@ -105,32 +67,9 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     simd.levels32(x, 0, blk, 2, F32(0), inv, F32(8.5), 15)  # MIN(15, (int8_t)(x * id + 8.5f))
 
 
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 18), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
-    return out
-
-
 # IR: the block's 32 quants q, 0..15, and two blocks' at once (see ``simd.row_dot_intrinsic``).
 _quants, _quant_pairs = simd.nibble_decoders(qs_at=2)
-
-
-def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
-    """IR: the block's 32 values q - 8."""
-    return builder.sub(_quants(context, builder, wt, w_, woff_), simd.splat_const(simd.I8, 8, 32))
+_decode = simd.less_offset(_quants, 8)  # IR: the block's 32 values q - 8
 
 
 def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
@@ -143,52 +82,12 @@ def _terms(lanes: simd.BlockLanes, sums):  # type: ignore[no-untyped-def]
 
 _row_dot = simd.row_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", _terms, decode_pair=_quant_pairs)
 
-_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+_dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0))
 
 
-@inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
-    """Block ``i`` of uint8 (n_blocks, 18) into ``out[i]`` (float32 (n_blocks, 32))."""
-    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, simd.f16_at(blocks, i * BLOCK_BYTES), F32(-0.0), stream)
-
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = q8_0.unpack(act)
-    _gemv_rows(w, (dy, q8_0.quant_sums(q8)), q8_0.in_pairs(q8), out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = q8_0.unpack(act)
-    acts = (dy, q8_0.quant_sums(q8))
-    q8 = q8_0.in_pairs(q8)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 18) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q4_0",
-        qtype=GGMLQuantizationType.Q4_0,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_0",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q4_0", qtype=GGMLQuantizationType.Q4_0, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_0",
+                     loops=Loops(row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True))

@@ -20,17 +20,14 @@ Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) fol
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
-from numba import types
-from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
-from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, read_f16, shr32, write_f16
-from ..refmath import f16_to_f32, f32_to_f16_bits, running_max
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..compilation import Loops, inline
+from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, qkx2_scratch, read_f16, running_max, shr32, write_f16
+from ..refmath import f16_to_f32, f32_to_f16_bits
+from ..registry import BlockFormat, Ops
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qs", "u1", 128)])
@@ -93,15 +90,8 @@ def fit_blocks_ref(x: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: 
             sum_x2 = sum_x2 + xs[..., i] * xs[..., i]
         av_x = np.sqrt(sum_x2 / F32(32))
         weights = av_x[..., None] + np.abs(xs)
-    scales, mins, levels = refmath.make_qkx2_quants(
-        xs.reshape(-1, 32), weights.reshape(-1, 32), nmax, rmin, rdelta, nstep, use_mad=False
-    )
-    scales = scales.reshape(n, 8)
-    mins = mins.reshape(n, 8)
-    levels = levels.reshape(n, 8, 32)
-
-    max_scale = running_max(scales)
-    max_min = running_max(mins)
+    scales, mins, levels, max_scale, max_min = refmath.qkx2_blocks_ref(xs, weights, nmax, rmin, rdelta, nstep,
+                                                                       use_mad=False)
     with np.errstate(all="ignore"):
         inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
         inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
@@ -133,17 +123,6 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Rows of Q4_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q4_K_q8_K``.
-
-    ``w``: uint8 (rows, nb, 144); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,).
-    Integer sums per block go into 8 lanes (lane = weight index mod 8); the float accumulation
-    then follows C exactly: ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` block after
-    block, and finally ``sumf += sums[l]`` for l = 0..7.
-    """
-    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
-
-
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
     """Each weight's quant, scale and min, and each block's d and dmin, of uint8 (rows, nb, 144)
     Q4_K blocks: int32 (rows, nb, 256) q, sc, m and float32 (rows, nb) d, dmin, in the order
@@ -157,9 +136,8 @@ def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
             np.repeat(m.astype(np.int32), 32, axis=-1), b["dmin"].astype(np.float32))
 
 
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of Q4_K x Q8_K dot products (``DotTerms``)."""
-    return q8_k.dot_terms_ref(act, *dot_parts_ref(w))
+# Dot products on Q8_K activations, as the generic ``ggml_vec_dot_q4_K_q8_K``.
+gemv_ref, dot_terms_ref = q8_k.lanes_dots_ref(dot_parts_ref)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,40 +157,12 @@ def scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
     return np.int32(sc), np.int32(m)
 
 
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        blk = blocks[i]
-        _dequantize_block(blocks, i * 144, out, i * QK, read_f16(blk, 0), read_f16(blk, 2), stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 144) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
-
-
 @inline
 def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, weights: np.ndarray,
               scales: np.ndarray, mins: np.ndarray, nmax: int, rmin: np.float32, rdelta: np.float32,
               nstep: int) -> None:
     """:func:`fit_blocks_ref` for one block (float32 x[256]): writes d, dmin and the packed scales
     and mins into the block's header, and the levels (0..nmax) into ``L``."""
-    max_scale = F32(0)
-    max_min = F32(0)
     for j in range(8):
         xj = x[32 * j:32 * j + 32]
         sum_x2 = F32(0)
@@ -221,13 +171,10 @@ def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, 
         av_x = np.sqrt(sum_x2 / F32(32))
         for i in range(32):
             weights[i] = av_x + abs(xj[i])
-        sc, mn = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], lanes, nmax, rmin, rdelta, nstep, False)
-        scales[j] = sc
-        mins[j] = mn
-        if sc > max_scale:
-            max_scale = sc
-        if mn > max_min:
-            max_min = mn
+        scales[j], mins[j] = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], lanes, nmax, rmin, rdelta, nstep,
+                                              False)
+    max_scale = running_max(scales)
+    max_min = running_max(mins)
     inv_scale = F32(63) / max_scale if max_scale > 0 else F32(0)
     inv_min = F32(63) / max_min if max_min > 0 else F32(0)
     for k in range(12):
@@ -266,38 +213,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
             blk[16 + 32 * p + l] = L[64 * p + l] | (L[64 * p + 32 + l] << 4)
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    L = np.empty(QK, dtype=np.uint8)
-    lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
-    weights = np.empty(32, dtype=np.float32)
-    scales = np.empty(8, dtype=np.float32)
-    mins = np.empty(8, dtype=np.float32)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, lanes, weights, scales, mins)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 144), Numba."""
-    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
-    # Quantize does ~100x the work per weight of dequantize: go parallel at 1/64 the size.
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
 def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | None,  # type: ignore[no-untyped-def]
            lane_order: bool):
     """IR for the formats with Q4_K's header (d, dmin, 12 bytes of 6-bit scales and mins) and 4-bit
@@ -329,31 +244,19 @@ def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | Non
     return chunks, sc, m
 
 
-def dequantize_intrinsic(qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
-    """The dequantize intrinsic of the formats with Q4_K's header (see :func:`decode`):
-    ``dequantize_block(w, woff, out, ooff, d, dmin, stream)`` writes the block at byte ``woff`` of
-    ``w`` (uint8, C-contiguous) to float32 ``out`` from element ``ooff``, given its decoded ``d``
-    and ``dmin``: weight = (d * sc) * q - dmin * m (``stream``: :func:`simd.store_weights`)."""
+def dequantize_intrinsic(block_bytes: int, qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
+    """``dequantize_one(blocks, out, i, stream)`` (``simd.indexed_dequantize_intrinsic``) of the
+    formats with Q4_K's header (see :func:`decode`), ``block_bytes`` a block: weight = (d * sc) * q
+    - dmin * m, d and dmin the f16s at bytes 0 and 2 (``stream``: :func:`simd.store_weights`)."""
 
-    @intrinsic
-    def dequantize_block(typingctx, w, woff, out, ooff, d, dmin, stream):  # type: ignore[no-untyped-def]
-        if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
-                and dmin == types.float32 and stream == types.boolean):
-            return None
-        sig = types.none(w, woff, out, ooff, d, dmin, stream)
+    def write(context, builder, wt, w_, woff_, ot, out_, ooff_, scales, stream_):  # type: ignore[no-untyped-def]
+        d_, dmin_ = scales
+        chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset, lane_order=False)
+        dl = simd.times_float(builder, d_, sc, signed=False)
+        ml = simd.times_float(builder, dmin_, m, signed=False)
+        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, SUB_BLOCK_OF_CHUNK, dl, ml, stream_)
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            w_, woff_, out_, ooff_, d_, dmin_, stream_ = args
-            wt, _, ot, _, _, _, _ = signature.args
-            chunks, sc, m = decode(context, builder, wt, w_, woff_, qs_offset, qh_offset, lane_order=False)
-            dl = simd.times_float(builder, d_, sc, signed=False)
-            ml = simd.times_float(builder, dmin_, m, signed=False)
-            simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 0, SUB_BLOCK_OF_CHUNK, dl, ml, stream_)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return dequantize_block
+    return simd.indexed_dequantize_intrinsic(block_bytes, QK, simd.f16_header(0, 2), write)
 
 
 def row_dot_intrinsic(block_bytes: int, qs_offset: int, qh_offset: int | None):  # type: ignore[no-untyped-def]
@@ -381,56 +284,20 @@ def row_dot_intrinsic(block_bytes: int, qs_offset: int, qh_offset: int | None): 
         return b.fneg(b.fmul(b.fmul(lanes.f16(2), lanes.act(0)), lanes.float(sumi)))
 
     # Steps of 4 blocks: 8 spilled their lanes to the stack.
-    return simd.row_sums_intrinsic(lane_sums, block_bytes, terms, lane_weights=QK, lane_scales=scales,
-                                   lane_counts=(4, 1))
+    return simd.row_sums_intrinsic(simd.ScaledLanes(lane_sums, block_bytes, terms, lane_weights=QK,
+                                                     lane_counts=(4, 1), lane_scales=scales))
 
 
 # The sub-block (scale) of each half of each 32-weight chunk: chunk t is sub-block t.
 SUB_BLOCK_OF_CHUNK = [(t, t) for t in range(8)]
 
 _row_dot = row_dot_intrinsic(block_bytes=144, qs_offset=16, qh_offset=None)
-_dequantize_block = dequantize_intrinsic(qs_offset=16, qh_offset=None)
+_dequantize_one = dequantize_intrinsic(144, qs_offset=16, qh_offset=None)
 
 
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 144), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q4_K_q8_K``, per row."""
-    gemv_rows(_row_dot, 144, w, acts, q8, out, start, stop, two_rows=False)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    _gemv_rows(w, (yd, bsums), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    acts = (yd, bsums)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 144) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q4_K",
-        qtype=GGMLQuantizationType.Q4_K,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_K",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q4_K", qtype=GGMLQuantizationType.Q4_K, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_K",
+                     loops=Loops(quantize_work=64, row_inputs="q8_k.row_inputs_in_lanes", scratch=qkx2_scratch(32, 8)))

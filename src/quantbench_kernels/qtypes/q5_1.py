@@ -20,14 +20,13 @@ unclamped: only its low 5 bits are stored) and ``ggml_vec_dot_q5_1_q8_1_generic`
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline
 from ..jitmath import F32, write_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, Ops
 from . import q4_1, q8_1
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
@@ -53,24 +52,12 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 24), as ``quantize_row_q5_1_ref``."""
     d, lo, q = q4_1.fit_ref(x, NMAX)
-    out = np.empty(x.shape[0], dtype=BLOCK_DTYPE)
-    out["d"] = refmath.f32_to_f16_bits(d).view(np.float16)
-    out["m"] = refmath.f32_to_f16_bits(lo).view(np.float16)
-    out["qh"] = (((q >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
-    out["qs"] = refmath.pack_nibbles_ref(q)
-    return out.view(np.uint8).reshape(-1, BLOCK_BYTES)
+    return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), m=refmath.f16_ref(lo), qh=refmath.high_bits_ref(q),
+                              qs=refmath.pack_nibbles_ref(q))
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 24) times Q8_1 activations (nb, 36) -> float32 (rows,), as the generic dot."""
-    d, m, q = values_ref(w)
-    return q8_1.block_dots_ref(act, q, d, m)
-
-
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of Q5_1 x Q8_1 dot products (:class:`DotTerms`)."""
-    d, m, q = values_ref(w)
-    return q8_1.block_dot_terms_ref(act, q, d, m)
+# Dot products on Q8_1 activations, as the generic dot.
+gemv_ref, dot_terms_ref = q8_1.dots_ref(values_ref)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,102 +75,18 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
         blk[4 + k] = np.uint8((qh >> (8 * k)) & 0xFF)
 
 
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 24), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
-    return out
-
-
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_one(blocks, out, i, stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 24) -> ``out``, float32 (n_blocks, 32), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
-
-
 # IR: the block's 32 quants (see ``simd.row_dot_intrinsic``).
 _decode, _ = simd.nibble_decoders(qs_at=8, qh_at=4)
 
 
 _row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_terms)  # quants 0..31
 
-_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
+_dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0, 2))
 
 
-@inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
-    """Block ``i`` of uint8 (n_blocks, 24) into ``out[i]`` (float32 (n_blocks, 32))."""
-    at = i * BLOCK_BYTES
-    _dequantize_block(blocks, at, out, i * QK, simd.f16_at(blocks, at), simd.f16_at(blocks, at + 2), stream)
-
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, sy, q8 = q8_1.unpack(act)
-    _gemv_rows(w, (dy, sy), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, sy, q8 = q8_1.unpack(act)
-    acts = (dy, sy)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 24) times Q8_1 activations uint8 (nb, 36) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q5_1",
-        qtype=GGMLQuantizationType.Q5_1,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_1",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q5_1", qtype=GGMLQuantizationType.Q5_1, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_1",
+                     loops=Loops(row_inputs="q8_1.row_inputs", two_rows=True))

@@ -21,14 +21,12 @@ scalar). The scales, the quantizer's search and the block intrinsic are Q4_K's (
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .. import simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
-from ..jitmath import F32, read_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..compilation import inline
+from ..jitmath import F32
+from ..registry import BlockFormat, Ops
 from . import q4_k, q8_k
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qh", "u1", 32), ("qs", "u1", 128)])
@@ -75,14 +73,6 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Rows of Q5_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q5_K_q8_K``: as
-    Q4_K, ``sums[l] += d * aux32[l]`` and ``sumf -= dmin * sumi`` per block, then the lanes.
-
-    ``w``: uint8 (rows, nb, 176); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
-    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
-
-
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
     """As ``q4_k.dot_parts_ref`` for uint8 (rows, nb, 176) Q5_K blocks: q, sc, d, m, dmin."""
     rows, nb, _ = w.shape
@@ -93,9 +83,8 @@ def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
             np.repeat(m.astype(np.int32), 32, axis=-1), b["dmin"].astype(np.float32))
 
 
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of Q5_K x Q8_K dot products (``DotTerms``)."""
-    return q8_k.dot_terms_ref(act, *dot_parts_ref(w))
+# Dot products on Q8_K activations, as the generic ``ggml_vec_dot_q5_K_q8_K``.
+gemv_ref, dot_terms_ref = q8_k.lanes_dots_ref(dot_parts_ref)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,33 +92,7 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 # ----------------------------------------------------------------------------------------------
 
 
-_dequantize_block = q4_k.dequantize_intrinsic(qs_offset=48, qh_offset=16)
-
-
-@jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        blk = blocks[i]
-        _dequantize_block(blocks, i * 176, out, i * QK, read_f16(blk, 0), read_f16(blk, 2), stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 176) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
+_dequantize_one = q4_k.dequantize_intrinsic(176, qs_offset=48, qh_offset=16)
 
 
 @inline
@@ -146,79 +109,12 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
             blk[16 + l] |= ((a >> 4) << (2 * p)) | ((b >> 4) << (2 * p + 1))
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    L = np.empty(QK, dtype=np.uint8)
-    lanes = np.empty((8, 32), dtype=np.float32)  # make_qkx2_quants's steps
-    weights = np.empty(32, dtype=np.float32)
-    scales = np.empty(8, dtype=np.float32)
-    mins = np.empty(8, dtype=np.float32)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, lanes, weights, scales, mins)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 176), Numba."""
-    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
 _row_dot = q4_k.row_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
 
 
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 176), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q5_K_q8_K``, per row."""
-    gemv_rows(_row_dot, 176, w, acts, q8, out, start, stop, two_rows=False)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    _gemv_rows(w, (yd, bsums), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, _, bsums = q8_k.unpack_for_lanes(act, 0)
-    acts = (yd, bsums)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 176) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q5_K",
-        qtype=GGMLQuantizationType.Q5_K,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_K",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q5_K", qtype=GGMLQuantizationType.Q5_K, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_K",
+                     loops=q4_k.FORMAT.loops)

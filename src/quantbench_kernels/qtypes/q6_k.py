@@ -20,17 +20,14 @@ Reference (``*_ref``, NumPy) and Numba kernels (same names without ``_ref``) fol
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType
-from numba import types
-from numba.extending import intrinsic
 
 from .. import refmath, simd
-from ..compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, inline, jit, pjit
+from ..compilation import Loops, inline, jit
 from ..jitmath import F32, GROUP_MAX_EPS, make_qx_quants, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, Ops
 from . import q8_k
 
 BLOCK_DTYPE = np.dtype([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<f2")])
@@ -72,14 +69,11 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
         out[...] = (d[..., None] * q.reshape(-1, 16, 16)).reshape(-1, QK)
 
 
-
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 210), as ``quantize_row_q6_K_ref``."""
     n = x.shape[0]
     xs = x.reshape(n, 16, 16)
-    scales, levels = refmath.make_qx_quants(xs.reshape(-1, 16), 32)
-    scales = scales.reshape(n, 16)
-    levels = levels.reshape(n, 16, 16)
+    scales, levels = refmath.groups_ref(refmath.make_qx_quants, xs, 32)
     max_scale = refmath.first_largest(scales)
     empty = np.abs(max_scale) < refmath.GROUP_MAX_EPS
     with np.errstate(all="ignore"):
@@ -100,14 +94,6 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return out.view(np.uint8).reshape(n, BLOCK_DTYPE.itemsize)
 
 
-def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Rows of Q6_K blocks times one Q8_K vector, as the generic ``ggml_vec_dot_q6_K_q8_K``:
-    per block ``sums[l] += d * aux32[l]`` (8 lanes, lane = weight index mod 8), then their sum.
-
-    ``w``: uint8 (rows, nb, 210); ``act``: uint8 (nb, 292) Q8_K blocks. Returns float32 (rows,)."""
-    return q8_k.lanes_gemv_ref(act, *dot_parts_ref(w))
-
-
 def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
     """Each weight's quant (minus 32) and scale (int32 (rows, nb, 256)) and each block's d
     (float32 (rows, nb)) of uint8 (rows, nb, 210) Q6_K blocks."""
@@ -118,9 +104,8 @@ def dot_parts_ref(w: np.ndarray) -> tuple[np.ndarray, ...]:
     return q.reshape(rows, nb, QK), scales, b["d"].astype(np.float32)
 
 
-def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
-    """The exact parts of Q6_K x Q8_K dot products (``DotTerms``)."""
-    return q8_k.dot_terms_ref(act, *dot_parts_ref(w), offset=32)  # the quants are stored plus 32
+# Dot products on Q8_K activations, as the generic ``ggml_vec_dot_q6_K_q8_K``.
+gemv_ref, dot_terms_ref = q8_k.lanes_dots_ref(dot_parts_ref, offset=32)  # the quants are stored plus 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,28 +114,9 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
 
 
 @jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_block(blocks, i * 210, out, i * QK, read_f16(blocks[i], 208), stream)
-    simd.store_fence(stream)
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
-
-
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 210) -> ``out``, float32 (n_blocks, 256), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
+def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Q8_K activations for values that are quants less 32 (``q8_k.row_inputs_with_pair_sums``)."""
+    return q8_k.row_inputs_with_pair_sums(act, 32)
 
 
 @inline
@@ -187,34 +153,6 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.nd
                 (L[o + 96] >> 4) << 6)
 
 
-@jit
-def _quantize_range(x: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    L = np.empty(QK, dtype=np.uint8)
-    scales = np.empty(16, dtype=np.float32)
-    for i in range(start, stop):
-        _quantize_block(x[i], out[i], L, scales)
-
-
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    _quantize_range(x, out, START, x.shape[0])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    n = x.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _quantize_range(x, out, c * n // chunks, (c + 1) * n // chunks)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 210), Numba."""
-    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 64 * x.size, x, out)
-    return out
-
-
 # The sub-blocks (scales) of the two halves of each 32-weight chunk.
 _SUB_BLOCK_OF_CHUNK = [(2 * t, 2 * t + 1) for t in range(8)]
 
@@ -235,70 +173,14 @@ def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[
     return chunks, scales
 
 
-@intrinsic
-def _dequantize_block(typingctx, w, woff, out, ooff, d, stream):  # type: ignore[no-untyped-def]
-    """Dequantize the Q6_K block at byte ``woff`` of ``w`` (uint8, C-contiguous) into float32
-    ``out`` from element ``ooff``, given its decoded ``d``: weight = (d * scale) * (q - 32).
-    ``stream``: non-temporal stores (:func:`simd.store_weights`)."""
-    if not (simd.c_array(w, types.uint8) and simd.c_array(out, types.float32) and d == types.float32
-            and stream == types.boolean):
-        return None
-    sig = types.none(w, woff, out, ooff, d, stream)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        w_, woff_, out_, ooff_, d_, stream_ = args
-        wt, _, ot, _, _, _ = signature.args
-        chunks, scales = _decode(context, builder, wt, w_, woff_, lane_order=False)
-        dl = simd.times_float(builder, d_, scales, signed=True)
-        simd.store_dequantized(context, builder, ot, out_, ooff_, chunks, 32, _SUB_BLOCK_OF_CHUNK, dl, None, stream_)
-        return context.get_dummy_value()
-
-    return sig, codegen
+# ``ggml_vec_dot_q6_K_q8_K``, a row at a time, and the dequantize of a block.
+_row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 210, 208, 32, _SUB_BLOCK_OF_CHUNK)
 
 
-# ``ggml_vec_dot_q6_K_q8_K``, a row at a time.
-_row_dot = simd.offset_lanes_row_dot(_decode, 210, 208, _SUB_BLOCK_OF_CHUNK)
-
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
-    """Rows ``start:stop`` of ``w`` (uint8 (rows, nb, 210), C-contiguous) times the unpacked Q8_K
-    vector, into ``out``: ``ggml_vec_dot_q6_K_q8_K``, per row."""
-    gemv_rows(_row_dot, 210, w, acts, q8, out, start, stop, two_rows=True)
-
-
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 32)
-    _gemv_rows(w, (yd, psums), q8, out, START, w.shape[0])
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    # Each chunk calls the serial row kernel, compiled on its own.
-    yd, q8, psums, _ = q8_k.unpack_for_lanes(act, 32)
-    acts = (yd, psums)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 210) times Q8_K blocks uint8 (nb, 292) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q6_K",
-        qtype=GGMLQuantizationType.Q6_K,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv),
-        dot_terms=dot_terms_ref,
-        activation="Q8_K",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q6_K", qtype=GGMLQuantizationType.Q6_K, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_K",
+                     loops=Loops(quantize_work=64, row_inputs="q6_k._row_inputs", two_rows=True,
+                                 scratch=(("L", "uint8", QK), ("scales", "float32", 16))))

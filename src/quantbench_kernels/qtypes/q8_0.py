@@ -19,24 +19,20 @@ unpacked once per dot product, and the float steps of their generic scalar dots.
 
 from __future__ import annotations
 
-import numba
+from collections.abc import Callable
+
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import (
-    PARALLEL_CHUNKS,
-    START,
+    Loops,
     activation_blocks,
-    dispatch,
-    dispatch_dequantize,
-    gemv_rows,
     inline,
     jit,
-    pjit,
 )
 from ..jitmath import F32, c_int8, nearest_int, roundf, write_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
 QK = 32
@@ -127,6 +123,23 @@ def block_dot_terms_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray) -> 
     prod = values.astype(np.int64) * q8.astype(np.int64)
     return DotTerms(coef=dx.astype(np.float64) * dy.astype(np.float64), ints=prod.sum(axis=-1),
                     abs_ints=np.abs(prod).sum(axis=-1))
+
+
+def dots_ref(values_ref: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+             sumi_first: bool = False) -> tuple[Callable[..., np.ndarray], Callable[..., DotTerms]]:
+    """(gemv_ref, dot_terms_ref) of a 32-weight format on Q8_0 activations whose ``values_ref(w)``
+    gives each block's scale and integer values, (d float32 (rows, nb), values int (rows, nb, 32)):
+    :func:`block_dots_ref` (``sumi_first`` as there) and :func:`block_dot_terms_ref` of them."""
+
+    def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+        d, v = values_ref(w)
+        return block_dots_ref(act, v, d, sumi_first)
+
+    def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+        d, v = values_ref(w)
+        return block_dot_terms_ref(act, v, d)
+
+    return gemv_ref, dot_terms_ref
 
 
 def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -235,65 +248,41 @@ def quantize_activation_block(x: np.ndarray, blk: np.ndarray, qs_offset: int) ->
     return d, np.int32(total)  # truncated: the CPU's int32 sum wraps
 
 
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        _quantize_block(x[i], out[i])
+@inline
+def _quantize_activation_block(x: np.ndarray, blk: np.ndarray) -> None:
+    quantize_activation_block(x, blk, 2)
 
 
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(x.shape[0]):
-        _quantize_block(x[i], out[i])
+blocks = activation_blocks(_quantize_activation_block, QK, BLOCK_BYTES)
 
 
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
-    return out
+# What the row dots of the formats with Q8_0 activations read (``Loops.row_inputs``): (acts, quants),
+# acts the dy and, for the formats whose values are quants less an offset, the quant sums; the
+# quants in weight order, or in pairs for the row dots that decode two blocks at once.
 
 
 @jit
-def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        quantize_activation_block(x[i], out[i], 2)
-
-
-blocks = activation_blocks(_quantize_activation, QK, BLOCK_BYTES)
-
-
-def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 34) activations, Numba (one thread: an activation
-    vector is one row)."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    _quantize_activation(x, out)
-    return out
+def row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray], np.ndarray]:
+    dy, q8 = unpack(act)
+    return (dy,), q8
 
 
 @jit
-def _dequantize_blocks(blocks: np.ndarray, out: np.ndarray, start: int, stop: int, stream: bool) -> None:
-    for i in range(start, stop):
-        _dequantize_one(blocks, out, i, stream)
-    simd.store_fence(stream)
+def row_inputs_paired(act: np.ndarray) -> tuple[tuple[np.ndarray], np.ndarray]:
+    dy, q8 = unpack(act)
+    return (dy,), in_pairs(q8)
 
 
 @jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    _dequantize_blocks(blocks, out, START, blocks.shape[0], stream)
+def row_inputs_with_sums(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    dy, q8 = unpack(act)
+    return (dy, quant_sums(q8)), q8
 
 
-@pjit
-def _dequantize_parallel(blocks: np.ndarray, out: np.ndarray, stream: bool) -> None:
-    n = blocks.shape[0]
-    chunks = min(n, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _dequantize_blocks(blocks, out, c * n // chunks, (c + 1) * n // chunks, stream)
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 34) -> ``out``, float32 (n_blocks, 32), Numba."""
-    dispatch_dequantize(_dequantize_serial, _dequantize_parallel, threads, blocks, out)
+@jit
+def row_inputs_with_sums_paired(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    dy, q8 = unpack(act)
+    return (dy, quant_sums(q8)), in_pairs(q8)
 
 
 def _decode(context, builder, wt, w_, woff_):  # type: ignore[no-untyped-def]
@@ -311,23 +300,7 @@ _row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "int8", _terms)
 # Activations without a -128 quant (all but a block whose 127/max overflowed) take pmaddubsw.
 _row_dot_no_128 = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "int8 by quants above -128", _terms)
 
-_dequantize_block = simd.block32_dequantize_intrinsic(_decode)
-
-
-@inline
-def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
-    """Block ``i`` of uint8 (n_blocks, 34) into ``out[i]`` (float32 (n_blocks, 32))."""
-    _dequantize_block(blocks, i * BLOCK_BYTES, out, i * QK, simd.f16_at(blocks, i * BLOCK_BYTES), F32(-0.0), stream)
-
-
-
-@jit
-def _gemv_rows(w: np.ndarray, acts: tuple, q8: np.ndarray, out: np.ndarray, start: int, stop: int,
-               no_128: bool) -> None:
-    if no_128:
-        gemv_rows(_row_dot_no_128, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
-    else:
-        gemv_rows(_row_dot, BLOCK_BYTES, w, acts, q8, out, start, stop, two_rows=True)
+_dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0))
 
 
 @jit
@@ -340,39 +313,11 @@ def _no_128(q8: np.ndarray) -> bool:
     return smallest > -128
 
 
-@jit
-def _gemv_serial(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = unpack(act)
-    _gemv_rows(w, (dy,), q8, out, START, w.shape[0], _no_128(q8))
-
-
-@pjit
-def _gemv_parallel(w: np.ndarray, act: np.ndarray, out: np.ndarray) -> None:
-    dy, q8 = unpack(act)
-    no_128 = _no_128(q8)
-    acts = (dy,)
-    rows = w.shape[0]
-    chunks = min(rows, PARALLEL_CHUNKS)
-    for c in numba.prange(chunks):
-        _gemv_rows(w, acts, q8, out, c * rows // chunks, (c + 1) * rows // chunks, no_128)
-
-
-def gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """uint8 (rows, nb, 34) times Q8_0 activations uint8 (nb, 34) -> float32 (rows,), Numba."""
-    out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_gemv_serial, _gemv_parallel, threads, w.shape[0] * w.shape[1] * QK, w, act, out)
-    return out
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q8_0",
-        qtype=GGMLQuantizationType.Q8_0,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                      quantize_activation=quantize_activation_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, gemv=gemv, quantize_activation=quantize_activation),
-        dot_terms=dot_terms_ref,
-        activation="Q8_0",
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q8_0", qtype=GGMLQuantizationType.Q8_0, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_activation=quantize_activation_ref),
+                     dot_terms=dot_terms_ref, activation="Q8_0",
+                     loops=Loops(row_inputs="q8_0.row_inputs", two_rows=True,
+                                 faster_row_dot=("_no_128", "_row_dot_no_128"), quantize_activation=True))

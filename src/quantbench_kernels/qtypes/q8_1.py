@@ -18,14 +18,15 @@ activations: ``sumf += (d * dy) * sumi + m * s`` block after block.
 
 from __future__ import annotations
 
-import numba
+from collections.abc import Callable
+
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import activation_blocks, dispatch, inline, jit, pjit
+from ..compilation import Loops, activation_blocks, inline, jit
 from ..jitmath import F32, read_f16, write_f16
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops
 from . import q8_0
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("s", "<f2"), ("qs", "i1", 32)])
@@ -97,6 +98,23 @@ def block_dot_terms_ref(act: np.ndarray, values: np.ndarray, dx: np.ndarray, mx:
     )
 
 
+def dots_ref(values_ref: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+             ) -> tuple[Callable[..., np.ndarray], Callable[..., DotTerms]]:
+    """(gemv_ref, dot_terms_ref) of a 32-weight format with mins on Q8_1 activations whose
+    ``values_ref(w)`` gives (d, m float32 (rows, nb), quants int (rows, nb, 32)):
+    :func:`block_dots_ref` and :func:`block_dot_terms_ref` of them."""
+
+    def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+        d, m, q = values_ref(w)
+        return block_dots_ref(act, q, d, m)
+
+    def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+        d, m, q = values_ref(w)
+        return block_dot_terms_ref(act, q, d, m)
+
+    return gemv_ref, dot_terms_ref
+
+
 # ----------------------------------------------------------------------------------------------
 # Numba kernels
 # ----------------------------------------------------------------------------------------------
@@ -125,33 +143,37 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     write_f16(blk, 2, F32(total) * d)
 
 
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        _quantize_block(x[i], out[i])
+@inline
+def _quantize_activation_block(x: np.ndarray, blk: np.ndarray) -> None:
+    d, total = q8_0.quantize_activation_block(x, blk, 4)
+    write_f16(blk, 2, d * F32(total))
 
 
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(x.shape[0]):
-        _quantize_block(x[i], out[i])
+blocks = activation_blocks(_quantize_activation_block, QK, BLOCK_BYTES)
 
 
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36), Numba."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 8 * x.size, x, out)
-    return out
+# What the row dots of the formats with Q8_1 activations read (``Loops.row_inputs``): (acts: dy and
+# s, quants), the quants in weight order or in pairs (see ``q8_0.in_pairs``).
 
 
 @jit
-def _quantize_activation(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        d, total = q8_0.quantize_activation_block(x[i], out[i], 4)
-        write_f16(out[i], 2, d * F32(total))
+def row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    dy, sy, q8 = unpack(act)
+    return (dy, sy), q8
 
 
-blocks = activation_blocks(_quantize_activation, QK, BLOCK_BYTES)
+@jit
+def row_inputs_paired(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    dy, sy, q8 = unpack(act)
+    return (dy, sy), q8_0.in_pairs(q8)
+
+
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
+    """Block ``i`` of uint8 (n_blocks, 36) into ``out[i]`` (float32 (n_blocks, 32)); plain stores."""
+    d = read_f16(blocks[i], 0)
+    for j in range(QK):
+        out[i, j] = d * F32(np.int8(blocks[i, 4 + j]))
 
 
 def block_terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
@@ -162,32 +184,9 @@ def block_terms(lanes: simd.BlockLanes, sumi):  # type: ignore[no-untyped-def]
     return b.fadd(b.fmul(b.fmul(d, lanes.act(0)), lanes.float(sumi)), b.fmul(m, lanes.act(1)))
 
 
-def quantize_activation(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 32) -> uint8 (n_blocks, 36) activations, Numba (one thread)."""
-    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
-    _quantize_activation(x, out)
-    return out
-
-
-@jit
-def _dequantize_serial(blocks: np.ndarray, out: np.ndarray) -> None:
-    for i in range(blocks.shape[0]):
-        d = read_f16(blocks[i], 0)
-        for j in range(QK):
-            out[i, j] = d * F32(np.int8(blocks[i, 4 + j]))
-
-
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 36) -> ``out``, float32 (n_blocks, 32), Numba."""
-    _dequantize_serial(blocks, out)
-
-
-FORMAT = register(
-    BlockFormat(
-        name="Q8_1",
-        qtype=GGMLQuantizationType.Q8_1,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, quantize_activation=quantize_activation_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize, quantize_activation=quantize_activation),
-    )
-)
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q8_1", qtype=GGMLQuantizationType.Q8_1, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref,
+                                   quantize_activation=quantize_activation_ref),
+                     loops=Loops(quantize_activation=True))

@@ -14,14 +14,15 @@ magnitude, ``q = min(127, nearest_int(iscale * x))`` and ``d = 1 / iscale``. An 
 
 from __future__ import annotations
 
-import numba
+from collections.abc import Callable
+
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import activation_blocks, dispatch, inline, jit, pjit
+from ..compilation import Loops, activation_blocks, inline, jit
 from ..jitmath import F32, bits_float, float_bits, nearest_int
-from ..registry import BlockFormat, DotTerms, Ops, register
+from ..registry import BlockFormat, DotTerms, Ops
 
 BLOCK_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
 QK = 256
@@ -136,6 +137,22 @@ def dot_terms_ref(act: np.ndarray, q: np.ndarray, scales: np.ndarray, d: np.ndar
     )
 
 
+def lanes_dots_ref(dot_parts_ref: Callable[[np.ndarray], tuple[np.ndarray, ...]], offset: int = 0,
+                   ) -> tuple[Callable[..., np.ndarray], Callable[..., DotTerms]]:
+    """(gemv_ref, dot_terms_ref) of an 8-lane k-quant (Q3_K..Q6_K) whose ``dot_parts_ref(w)`` gives
+    its dot parts as :func:`dot_terms_ref` takes them, its quants stored plus ``offset``:
+    :func:`lanes_gemv_ref` (C's ``sums[l] += d * aux32[l]``, and ``sumf -= dmin * sumi`` with
+    mins, block after block, then ``sumf += sums[l]`` for l = 0..7) and :func:`dot_terms_ref`."""
+
+    def gemv_ref(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.ndarray:
+        return lanes_gemv_ref(act, *dot_parts_ref(w))
+
+    def terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
+        return dot_terms_ref(act, *dot_parts_ref(w), offset=offset)
+
+    return gemv_ref, terms_ref
+
+
 @inline
 def read_d(blk: np.ndarray) -> np.float32:
     """The float32 ``d`` of one Q8_K block (uint8[292]), little-endian."""
@@ -211,48 +228,36 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     _store_f32(blk, F32(1) / iscale)
 
 
-@jit
-def _quantize_serial(x: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-@pjit
-def _quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
-    for i in numba.prange(x.shape[0]):
-        _quantize_block(x[i], out[i])
-
-
-blocks = activation_blocks(_quantize_serial, QK, BLOCK_DTYPE.itemsize)
-
-
-def quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """float32 (n_blocks, 256) -> uint8 (n_blocks, 292), Numba."""
-    out = np.empty((x.shape[0], BLOCK_DTYPE.itemsize), dtype=np.uint8)
-    dispatch(_quantize_serial, _quantize_parallel, threads, 4 * x.size, x, out)
-    return out
+blocks = activation_blocks(_quantize_block, QK, BLOCK_BYTES)
 
 
 @jit
-def _dequantize_serial(d: np.ndarray, qs: np.ndarray, out: np.ndarray) -> None:
-    for i in range(qs.shape[0]):
-        for j in range(QK):
-            out[i, j] = d[i] * F32(qs[i, j])
+def row_inputs_in_lanes(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """What the row dots of Q4_K and Q5_K read (``Loops.row_inputs``): (acts: d and bsums, the quants
+    in the lanes' order)."""
+    d, qs, _, bsums = unpack_for_lanes(act, 0)
+    return (d, bsums), qs
 
 
-def dequantize(blocks: np.ndarray, out: np.ndarray, threads: int | None = None) -> None:
-    """uint8 (n_blocks, 292) -> ``out``, float32 (n_blocks, 256), Numba."""
-    b = fields_ref(blocks)
-    _dequantize_serial(np.ascontiguousarray(b["d"]), np.ascontiguousarray(b["qs"]), out)
+@inline
+def row_inputs_with_pair_sums(act: np.ndarray, offset: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """What the row dots of a format whose values are quants less ``offset`` read: (acts: d and the
+    psums of :func:`unpack_for_lanes`, the quants in the lanes' order)."""
+    d, qs, psums, _ = unpack_for_lanes(act, offset)
+    return (d, psums), qs
 
 
-FORMAT = register(
-    BlockFormat(
-        name="Q8_K",
-        qtype=GGMLQuantizationType.Q8_K,
-        block_dtype=BLOCK_DTYPE,
-        reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref),
-        numba=Ops(dequantize=dequantize, quantize=quantize),
-        fill_derived=fill_bsums,
-    )
-)
+@inline
+def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -> None:
+    """Block ``i`` of uint8 (n_blocks, 292) into ``out[i]`` (float32 (n_blocks, 256)); plain stores."""
+    d = read_d(blocks[i])
+    for j in range(QK):
+        out[i, j] = d * F32(np.int8(blocks[i, 4 + j]))
+
+
+# The format; its loops (compilation.Loops) around this module's block kernels are generated into
+# quantbench_kernels.loops by tools/generate_loops.py.
+FORMAT = BlockFormat(name="Q8_K", qtype=GGMLQuantizationType.Q8_K, block_dtype=BLOCK_DTYPE,
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref),
+                     fill_derived=fill_bsums,
+                     loops=Loops(quantize_work=4))
