@@ -226,6 +226,18 @@ def offset_quants_ref(x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarra
     return d, np.minimum(2 * offset - 1, c_int8(x * inv[:, None] + F32(offset + 0.5)))
 
 
+def _weighted_fit_sums(x: np.ndarray, w: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C's ``sumlx += w * x * l`` and ``suml2 += w * l * l`` over each group's elements in order
+    (float32 (groups, n) ``x`` and weights ``w``, integer ``levels``): (sumlx, suml2), float32 (groups,)."""
+    sumlx = np.zeros(x.shape[0], dtype=np.float32)
+    suml2 = np.zeros(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[1]):
+        lf = levels[:, i].astype(np.float32)
+        sumlx = sumlx + w[:, i] * x[:, i] * lf
+        suml2 = suml2 + w[:, i] * lf * lf
+    return sumlx, suml2
+
+
 def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     """llama.cpp's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw=NULL)`` for every group (row) of
     ``x`` (float32 (groups, n)): symmetric levels ``L - nmax`` in [-nmax, nmax - 1] and the scale
@@ -241,13 +253,7 @@ def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
 
         def fit(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             levels = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
-            sumlx = np.zeros(groups, dtype=np.float32)
-            suml2 = np.zeros(groups, dtype=np.float32)
-            for i in range(n):
-                lf = levels[:, i].astype(np.float32)
-                sumlx = sumlx + w[:, i] * x[:, i] * lf
-                suml2 = suml2 + w[:, i] * lf * lf
-            return levels, sumlx, suml2
+            return (levels, *_weighted_fit_sums(x, w, levels))
 
         levels, sumlx, suml2 = fit(F32(-nmax) / vmax)
         scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(np.float32)
@@ -277,12 +283,7 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         iscale = F32(-nmax) / vmax
         levels = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
         w = x * x
-        sumlx = np.zeros(groups, dtype=np.float32)
-        suml2 = np.zeros(groups, dtype=np.float32)
-        for i in range(n):
-            lf = levels[:, i].astype(np.float32)
-            sumlx = sumlx + w[:, i] * x[:, i] * lf
-            suml2 = suml2 + w[:, i] * lf * lf
+        sumlx, suml2 = _weighted_fit_sums(x, w, levels)
         for _ in range(5):
             for i in range(n):
                 li = levels[:, i].astype(np.float32)
