@@ -66,14 +66,23 @@ def dequantize(
     return out
 
 
-def quantize(x: Any, qtype: QType, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:
+def quantize(
+    x: Any, qtype: QType, *, imatrix: Any = None, backend: str = "numba", threads: int | None = None
+) -> np.ndarray:
     """Quantize float32 weights, as llama.cpp's reference quantizer does, byte for byte.
 
     ``x`` is float32, 1-D or 2-D, finite, with a length (row length) that is a multiple of the block
     size (256 weights for the k-quants and IQ4_XS, 32 for the others). Returns uint8 (n_blocks,
     block_bytes) for 1-D input and (rows, row_bytes) for 2-D input.
+
+    ``imatrix``: an importance matrix's entry for this tensor, float32 (row length,), finite: each
+    column's importance (llama-imatrix's mean squared activation). The blocks are then fitted as
+    ``llama-quantize --imatrix`` fits them (llama.cpp's ``quantize_<type>`` with ``quant_weights``);
+    Q8_0 and MXFP4 ignore it, as llama.cpp does. So far in the reference backend only.
     """
     fmt = get_format(qtype)
+    if imatrix is not None:
+        return _quantize_imatrix(x, fmt, imatrix, backend, threads)
     fn = _op(fmt, backend, "quantize")
     x = as_float32(x, "x", (1, 2))
     n_blocks = check_row_length(x, fmt, "x")
@@ -81,6 +90,23 @@ def quantize(x: Any, qtype: QType, *, backend: str = "numba", threads: int | Non
     if x.ndim == 1:
         return out
     return out.reshape(x.shape[0], n_blocks * fmt.block_bytes)
+
+
+def _quantize_imatrix(x: Any, fmt: BlockFormat, imatrix: Any, backend: str, threads: int | None) -> np.ndarray:
+    """:func:`quantize` given an importance matrix."""
+    if fmt.backend(backend).quantize_imatrix is None:
+        has = fmt.reference.quantize_imatrix is not None
+        raise ValueError(f"{fmt.name} has no quantizer with an importance matrix in the {backend} backend"
+                         + (" yet: backend='reference' has one, byte for byte llama.cpp's" if has else ""))
+    fn = _op(fmt, backend, "quantize_imatrix")
+    x = as_float32(x, "x", (1, 2))
+    n_blocks = check_row_length(x, fmt, "x")
+    imatrix = as_float32(imatrix, "imatrix", (1,))
+    if imatrix.shape[0] != x.shape[-1]:
+        raise ValueError(f"imatrix has {imatrix.shape[0]} values, x's rows have {x.shape[-1]} weights: "
+                         "an importance matrix holds one value per column of the tensor")
+    out = fn(x.reshape(-1, x.shape[-1]), imatrix, threads)
+    return out if x.ndim == 1 else out.reshape(x.shape[0], n_blocks * fmt.block_bytes)
 
 
 def quantize_q8_k(x: Any, *, backend: str = "numba", threads: int | None = None) -> np.ndarray:

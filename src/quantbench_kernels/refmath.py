@@ -238,10 +238,52 @@ def _weighted_fit_sums(x: np.ndarray, w: np.ndarray, levels: np.ndarray) -> tupl
     return sumlx, suml2
 
 
-def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """llama.cpp's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw=NULL)`` for every group (row) of
-    ``x`` (float32 (groups, n)): symmetric levels ``L - nmax`` in [-nmax, nmax - 1] and the scale
-    that fits them, weighting each value by its square; tries 18 rescalings of the first fit.
+def sum_squares_ref(x: np.ndarray) -> np.ndarray:
+    """C's ``sum_x2 += x[j]*x[j]`` over each row of float32 (rows, n), in order: float32 (rows,)."""
+    total = np.zeros(x.shape[0], dtype=np.float32)
+    with np.errstate(all="ignore"):
+        for j in range(x.shape[1]):
+            total = total + x[:, j] * x[:, j]
+    return total
+
+
+def importance_ref(x: np.ndarray, imatrix: np.ndarray, sigma2: np.ndarray | None = None) -> np.ndarray:
+    """The weights llama.cpp's quantizers give each value when given an importance matrix
+    (``quantize_row_*_impl``): ``imatrix[j] * sqrtf(sigma2 + x[j]^2)``. ``x`` float32 (rows, n),
+    ``imatrix`` float32 (n,) or (rows, n); ``sigma2`` (rows,) defaults to the 32-weight formats'
+    choice, the row's mean square (:func:`sum_squares_ref` over ``n``)."""
+    with np.errstate(all="ignore"):
+        if sigma2 is None:
+            sigma2 = sum_squares_ref(x) / F32(x.shape[1])
+        return (imatrix * np.sqrt(sigma2[:, None] + x * x)).astype(np.float32)
+
+
+def block_importance_ref(x: np.ndarray, imatrix: np.ndarray, block: int, sigma2) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """:func:`importance_ref` per block of ``block`` values, as the 256-weight formats' ``_impl``
+    weight them: ``sigma2(sum of squares)`` of each block (its own expression in each format, e.g.
+    ``2*sum_x2/QK_K``). ``x`` float32 (rows, n_per_row), ``imatrix`` (n_per_row,): the block's
+    slice of it. float32 (rows * n_per_row / block, block)."""
+    rows = x.shape[0]
+    xb = x.reshape(-1, block)
+    with np.errstate(all="ignore"):
+        return importance_ref(xb, np.tile(imatrix.reshape(-1, block), (rows, 1)), sigma2(sum_squares_ref(xb)))
+
+
+def group_sums_ref(weights: np.ndarray, group: int) -> np.ndarray:
+    """C's ``sumw += weight[l]`` over each group of ``group`` values, in order: float32 (..., n) ->
+    (..., n / group)."""
+    w = weights.reshape(weights.shape[:-1] + (-1, group))
+    total = np.zeros(w.shape[:-1], dtype=np.float32)
+    for k in range(group):
+        total = total + w[..., k]
+    return total
+
+
+def make_qx_quants(x: np.ndarray, nmax: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)`` for every group (row) of ``x``
+    (float32 (groups, n)): symmetric levels ``L - nmax`` in [-nmax, nmax - 1] and the scale that
+    fits them, weighting each value by ``weights`` (float32 (groups, n), C's ``qw``) or, without,
+    by its square; tries 18 rescalings of the first fit.
 
     Returns ``(scale float32 (groups,), L uint8 (groups, n))`` with ``L`` in [0, 2 nmax - 1].
     """
@@ -249,7 +291,7 @@ def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(all="ignore"):
         vmax = first_largest(x)
         zero = np.abs(vmax) < GROUP_MAX_EPS
-        w = x * x
+        w = x * x if weights is None else weights
 
         def fit(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             levels = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
@@ -266,6 +308,66 @@ def make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
             best = np.where(take, scale * sumlx, best)
     levels = np.where(zero[:, None], 0, levels + nmax).astype(np.uint8)
     return np.where(zero, F32(0), scale).astype(np.float32), levels
+
+
+def make_qp_quants(x: np.ndarray, nmax: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's ``make_qp_quants(n, nmax, x, L, quant_weights)`` for every group (row) of ``x``
+    (float32 (groups, n), non-negative: a block's sub-block scales or mins): levels in [0, nmax] of
+    one positive scale, the best of 9 scales by weighted squared error, then up to 5 passes that move
+    one level at a time while the weighted fit improves, in C's element order. C keeps the levels
+    in a ``uint8_t``: a negative level is stored mod 256, as here.
+
+    Returns ``(scale float32 (groups,), L uint8 (groups, n))``; a group whose largest value is below
+    ``GROUP_MAX_EPS``, or whose weights are all 0, gets scale 0 (as llama.cpp since its version of
+    2025: the one libgguf builds)."""
+    groups, n = x.shape
+    w = weights
+    with np.errstate(all="ignore"):
+        vmax = np.zeros(groups, dtype=np.float32)
+        for i in range(n):
+            vmax = np.where(vmax > x[:, i], vmax, x[:, i])
+        zero = vmax < GROUP_MAX_EPS
+        iscale = F32(nmax) / vmax
+        first = (nearest_int(iscale[:, None] * x) & 0xFF).astype(np.float32)
+        scale = F32(1) / iscale
+        best = np.zeros(groups, dtype=np.float32)
+        for i in range(n):
+            diff = x[:, i] - scale * first[:, i]
+            best = best + w[:, i] * diff * diff
+        for step in (-4, -3, -2, -1, 1, 2, 3, 4):
+            iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / vmax
+            scale_is = F32(1) / iscale_is
+            mse = np.zeros(groups, dtype=np.float32)
+            for i in range(n):
+                diff = x[:, i] - scale_is * np.minimum(nmax, nearest_int(iscale_is * x[:, i])).astype(np.float32)
+                mse = mse + w[:, i] * diff * diff
+            better = mse < best
+            best = np.where(better, mse, best)
+            iscale = np.where(better, iscale_is, iscale)
+        levels = np.minimum(nmax, nearest_int(iscale[:, None] * x))
+        sumlx = np.zeros(groups, dtype=np.float32)
+        suml2 = np.zeros(groups, dtype=np.float32)
+        for i in range(n):
+            lf = levels[:, i].astype(np.float32)
+            sumlx = sumlx + w[:, i] * x[:, i] * lf
+            suml2 = suml2 + w[:, i] * lf * lf
+        stored = levels & 0xFF
+        for _ in range(5):
+            for i in range(n):
+                li = stored[:, i].astype(np.float32)
+                slx = sumlx - w[:, i] * x[:, i] * li
+                sl2 = suml2 - w[:, i] * li * li
+                new_l = np.minimum(nmax, nearest_int(x[:, i] * sl2 / slx))
+                nf = new_l.astype(np.float32)
+                slx2 = slx + w[:, i] * x[:, i] * nf
+                sl22 = sl2 + w[:, i] * nf * nf
+                take = ((slx > 0) & (sl2 > 0) & (new_l != stored[:, i])
+                        & (slx2 * slx2 * suml2 > sumlx * sumlx * sl22))
+                stored[:, i] = np.where(take, new_l & 0xFF, stored[:, i])
+                sumlx = np.where(take, slx2, sumlx)
+                suml2 = np.where(take, sl22, suml2)
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    return np.where(zero, F32(0), scale).astype(np.float32), np.where(zero[:, None], 0, stored).astype(np.uint8)
 
 
 def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -304,10 +406,11 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 
-def groups_ref(fit, xs: np.ndarray, *args: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    """``fit`` (:func:`make_q3_quants` or :func:`make_qx_quants`, with ``args``) over each group of
-    the blocks ``xs`` (float32 (n_blocks, groups, group)): (scales float32 (n_blocks, groups),
-    levels uint8 (n_blocks, groups, group))."""
+def groups_ref(fit, xs: np.ndarray, *args: int, weights: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    """``fit`` (:func:`make_q3_quants` or :func:`make_qx_quants`, with ``args`` and, if given,
+    ``weights`` shaped as ``xs``) over each group of the blocks ``xs`` (float32 (n_blocks, groups,
+    group)): (scales float32 (n_blocks, groups), levels uint8 (n_blocks, groups, group))."""
     n, groups, group = xs.shape
-    scales, levels = fit(xs.reshape(-1, group), *args)
+    extra = () if weights is None else (weights.reshape(-1, group),)
+    scales, levels = fit(xs.reshape(-1, group), *args, *extra)
     return scales.reshape(n, groups), levels.reshape(n, groups, group)

@@ -30,8 +30,12 @@ if TYPE_CHECKING:
 #        threads) -> float32 (rows,)      [act holds the activation format's blocks, e.g. Q8_K;
 #        the numba backend's also takes the float32 values, 1-D, and quantizes them in the call]
 #   quantize_activation: as quantize       [an activation format quantized as for a dot product]
+#   quantize_imatrix(x float32 (rows, n_per_row), imatrix float32 (n_per_row,), threads)
+#       -> uint8 (rows * n_per_row / block_weights, block_bytes)   [llama.cpp's quantize_<type> with
+#       quant_weights: each column's importance, as ``llama-quantize --imatrix`` passes it]
 DequantizeFn = Callable[[np.ndarray, np.ndarray, "int | None"], None]
 QuantizeFn = Callable[[np.ndarray, "int | None"], np.ndarray]
+QuantizeImatrixFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
 GemvFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
 #   dot_terms(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes))
 #       -> DotTerms (reference only: what the conformance model of the dot products is built on)
@@ -53,12 +57,16 @@ class Ops:
     product to this (activation) format, its ``from_float``, where that differs from the format's
     reference quantizer ``quantize`` (``from_float_ref``): on x86, Q8_0 and Q8_1 multiply by
     127 / max and round half to even, the reference divides by max / 127 and rounds half away.
+
+    ``quantize_imatrix`` quantizes with an importance matrix, as ``llama-quantize --imatrix`` does
+    (llama.cpp's ``quantize_<type>`` given ``quant_weights``: the ``_impl`` paths).
     """
 
     dequantize: DequantizeFn | None = None
     quantize: QuantizeFn | None = None
     gemv: GemvFn | None = None
     quantize_activation: QuantizeFn | None = None
+    quantize_imatrix: QuantizeImatrixFn | None = None
 
 
 @dataclass(frozen=True)

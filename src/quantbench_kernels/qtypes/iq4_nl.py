@@ -63,18 +63,19 @@ def _fit_ref(x: np.ndarray, weight: np.ndarray, inv: np.ndarray) -> tuple[np.nda
     return levels, sumqx, sumq2
 
 
-def search_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The scale search of ``quantize_row_iq4_nl_impl`` (no importance matrix, ``ntry = 7``) for
-    every group of 32 weights (float32 (groups, 32)): (scales float32 (groups,), 0 for a group
-    whose largest magnitude is below GROUP_MAX_EPS; levels uint8 (groups, 32), valid where the
-    scale is not 0)."""
-    weight = x * x
+def search_ref(x: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The scale search of ``quantize_row_iq4_nl_impl`` (``ntry = 7``) for every group of 32 weights
+    (float32 (groups, 32)), each value weighted by ``weight`` (float32 (groups, 32): given an
+    importance matrix, :func:`importance_weights_ref`) or by its square: (scales float32 (groups,),
+    0 for a group whose largest magnitude is below GROUP_MAX_EPS; levels uint8 (groups, 32), valid
+    where the scale is not 0)."""
+    weight = x * x if weight is None else weight
     vmax = refmath.first_largest(x)
     live = np.abs(vmax) >= refmath.GROUP_MAX_EPS
     vmax = np.where(live, vmax, F32(1))  # dead groups: any finite value, their results are dropped
     d = -vmax / F32(KVALUES[0])
     levels, sumqx, sumq2 = _fit_ref(x, weight, F32(1) / d)
-    d = sumqx / sumq2
+    d = np.where(sumq2 > 0, sumqx / sumq2, F32(0))  # no weight (an importance of zeros): 0
     best = d * sumqx
     for itry in range(-NTRY, NTRY + 1):
         _, sumqx, sumq2 = _fit_ref(x, weight, F32(itry + int(KVALUES[0])) / vmax)
@@ -96,10 +97,29 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
     out[...] = d[:, None] * v
 
 
+def importance_weights_ref(x: np.ndarray, imatrix: np.ndarray, super_block: int) -> np.ndarray:
+    """The weights ``quantize_row_iq4_nl_impl`` gives each value given an importance matrix:
+    ``refmath.importance_ref`` with ``sigma2 = sum_x2 * (2.f / super_block)`` per super-block (32
+    weights for IQ4_NL, 256 for IQ4_XS). ``x`` float32 (rows, n_per_row) -> (n_blocks of 32, 32)."""
+    return refmath.block_importance_ref(x, imatrix, super_block,
+                                        lambda sum_x2: sum_x2 * F32(2.0 / super_block)).reshape(-1, 32)
+
+
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 18): the search, then every weight re-quantized
     against the scale found (not its f16 rounding)."""
-    d, _ = search_ref(x)
+    return _quantize_ref(x, None)
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 18), as
+    ``quantize_iq4_nl`` given ``quant_weights``: :func:`quantize_ref` with the search's weights
+    from :func:`importance_weights_ref`."""
+    return _quantize_ref(x.reshape(-1, QK), importance_weights_ref(x, imatrix, QK))
+
+
+def _quantize_ref(x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    d, _ = search_ref(x, weight)
     inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
     levels = best_index_ref(inv[:, None] * x)
     return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), qs=refmath.pack_nibbles_ref(levels))
@@ -204,7 +224,8 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="IQ4_NL", qtype=GGMLQuantizationType.IQ4_NL, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
                      loops=Loops(quantize_work=64, row_inputs="q8_0.row_inputs_paired", two_rows=True,
                                  scratch=(("scratch", "uint8", QK),)))

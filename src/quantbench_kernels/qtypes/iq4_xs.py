@@ -64,9 +64,20 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 136), as ``quantize_iq4_xs`` without an
     importance matrix."""
+    return _quantize_ref(x, None)
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 136), as
+    ``quantize_iq4_xs`` given ``quant_weights``: :func:`quantize_ref` with the search's weights
+    from ``iq4_nl.importance_weights_ref``."""
+    return _quantize_ref(x.reshape(-1, QK), iq4_nl.importance_weights_ref(x, imatrix, QK))
+
+
+def _quantize_ref(x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
     n = x.shape[0]
     sub = x.reshape(n * 8, 32)
-    scales = iq4_nl.search_ref(sub)[0].reshape(n, 8)
+    scales = iq4_nl.search_ref(sub, weight)[0].reshape(n, 8)
     d = -refmath.first_largest(scales) / F32(32)
     inv = np.where(d != 0, F32(1) / d, F32(0)).astype(np.float32)
     ls = np.clip(refmath.nearest_int(inv[:, None] * scales), -32, 31)
@@ -227,7 +238,8 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="IQ4_XS", qtype=GGMLQuantizationType.IQ4_XS, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="iq4_xs._row_inputs",
                                  scratch=(("scales", "float32", 8), ("scratch", "uint8", 32))))

@@ -79,6 +79,11 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return refmath.blocks_ref(BLOCK_DTYPE, e=e, qs=refmath.pack_nibbles_ref(np.argmin(errors, axis=-1)))
 
 
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """:func:`quantize_ref` of the rows ``x``: llama.cpp's ``quantize_mxfp4`` ignores the importance."""
+    return quantize_ref(x.reshape(-1, QK))
+
+
 # Dot products on Q8_0 activations, as the generic dot.
 gemv_ref, dot_terms_ref = q8_0.dots_ref(values_ref)
 
@@ -163,6 +168,7 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, _half_
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="MXFP4", qtype=GGMLQuantizationType.MXFP4, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
                      loops=Loops(quantize_work=16, row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True))

@@ -67,10 +67,39 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
         ls = np.where((max_scale > 0)[:, None], ls, 0)
         lm = refmath.nearest_int((F32(15) / max_min)[:, None] * mins)
         lm = np.where((max_min > 0)[:, None], lm, 0)
-        packed = ((ls | (lm << 4)) & 0xFF).astype(np.uint8)
-        d_bits = f32_to_f16_bits(np.where(max_scale > 0, max_scale / F32(15), F32(0)))
-        dmin_bits = f32_to_f16_bits(np.where(max_min > 0, max_min / F32(15), F32(0)))
+        d = np.where(max_scale > 0, max_scale / F32(15), F32(0))
+        dmin = np.where(max_min > 0, max_min / F32(15), F32(0))
+    return _blocks_ref(xs, levels, ls, lm, d, dmin)
 
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 84), as
+    ``quantize_row_q2_K_impl``: each group of 16 fitted by ``make_qkx3_quants(16, 3, ..., -0.9f, 0.05f,
+    36, false)`` (``refmath.make_qkx2_quants``, the same for finite values) weighted by
+    ``refmath.block_importance_ref`` (``sigma2``: the block's mean square), the scales and mins by
+    ``make_qp_quants(16, 15, ...)`` weighted by each group's summed weights, then as
+    :func:`quantize_ref`."""
+    weights = refmath.block_importance_ref(x, imatrix, QK, lambda sum_x2: sum_x2 / F32(QK))
+    n = weights.shape[0]
+    xs = x.reshape(n, 16, 16)
+    scales, mins, levels = refmath.make_qkx2_quants(xs.reshape(-1, 16), weights.reshape(-1, 16), 3, -0.9, 0.05, 36,
+                                                    use_mad=False)
+    sw = refmath.group_sums_ref(weights, 16)
+    d, ls = refmath.make_qp_quants(scales.reshape(n, 16), 15, sw)
+    dmin, lm = refmath.make_qp_quants(mins.reshape(n, 16), 15, sw)
+    return _blocks_ref(xs, levels.reshape(n, 16, 16), ls.astype(np.int64), lm.astype(np.int64), d, dmin)
+
+
+def _blocks_ref(xs: np.ndarray, levels: np.ndarray, ls: np.ndarray, lm: np.ndarray, d: np.ndarray,
+                dmin: np.ndarray) -> np.ndarray:
+    """The end of both quantizers: each group's scale level ``ls`` and min level ``lm`` in a byte, d
+    and dmin rounded to f16, every group of ``xs`` (float32 (n, 16, 16)) re-quantized against its
+    rounded scale and min (a group whose scale rounds to zero keeps its ``levels``), and packed."""
+    n = xs.shape[0]
+    # C assigns the levels to the uint8_t scales byte, then ORs the min in above it.
+    packed = ((ls | (lm << 4)) & 0xFF).astype(np.uint8)
+    with np.errstate(all="ignore"):
+        d_bits, dmin_bits = f32_to_f16_bits(d), f32_to_f16_bits(dmin)
         d_sub = f16_to_f32(d_bits)[:, None] * (packed & 0xF)
         dm_sub = f16_to_f32(dmin_bits)[:, None] * (packed >> 4)
         q = np.clip(refmath.nearest_int((xs + dm_sub[..., None]) / d_sub[..., None]), 0, 3)
@@ -290,6 +319,7 @@ def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndar
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q2_K", qtype=GGMLQuantizationType.Q2_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=qkx2_scratch(16, 16)))

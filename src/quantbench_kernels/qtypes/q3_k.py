@@ -84,7 +84,31 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
         # C assigns nearest_int() to an int8_t, then clamps to [-32, 31].
         ls = np.clip(refmath.nearest_int(iscale[:, None] * scales).astype(np.int8), -32, 31) + 32
         ls = np.where((max_scale != 0)[:, None], ls, 0)
-        d_bits = f32_to_f16_bits(np.where(max_scale != 0, F32(1) / iscale, F32(0)))
+        d = np.where(max_scale != 0, F32(1) / iscale, F32(0))
+    return _blocks_ref(xs, levels, ls, d)
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 110), as
+    ``quantize_row_q3_K_impl``: each group of 16 fitted by ``make_qx_quants(16, 4, ...)`` weighted by
+    ``refmath.block_importance_ref`` (``sigma2`` twice the block's mean square), the scales by
+    ``make_qx_quants(16, 32, ...)`` weighted by each group's summed weights, then as
+    :func:`quantize_ref`."""
+    weights = refmath.block_importance_ref(x, imatrix, QK, lambda sum_x2: F32(2) * sum_x2 / F32(QK))
+    n = weights.shape[0]
+    xs = x.reshape(n, 16, 16)
+    scales, levels = refmath.groups_ref(refmath.make_qx_quants, xs, 4, weights=weights)
+    d, ls = refmath.make_qx_quants(scales, 32, refmath.group_sums_ref(weights, 16))
+    return _blocks_ref(xs, levels, ls, d)
+
+
+def _blocks_ref(xs: np.ndarray, levels: np.ndarray, ls: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The end of both quantizers: the groups' scale levels ``ls`` (0..63) packed and ``d`` rounded to
+    f16, every group of ``xs`` (float32 (n, 16, 16)) re-quantized against its rounded scale (a group
+    whose scale rounds to zero keeps its ``levels``), and packed."""
+    n = xs.shape[0]
+    with np.errstate(all="ignore"):
+        d_bits = f32_to_f16_bits(d)
         packed = pack_scales_ref(ls)
         d_sub = f16_to_f32(d_bits)[:, None] * unpack_scales_ref(packed).astype(np.float32)
         q = np.clip(refmath.nearest_int(xs / d_sub[..., None]), -4, 3) + 4
@@ -202,7 +226,8 @@ _row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 110, 108, 4, _SUB
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q3_K", qtype=GGMLQuantizationType.Q3_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q3_k._row_inputs",
                                  scratch=(("L", "int8", QK), ("scales", "float32", 16))))

@@ -49,6 +49,14 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), qs=refmath.pack_nibbles_ref(q))
 
 
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 18), as
+    ``quantize_row_q4_0_impl``: each block fitted by ``make_qx_quants`` weighted by
+    :func:`refmath.importance_ref`."""
+    d, q = refmath.make_qx_quants(x.reshape(-1, QK), 8, refmath.importance_ref(x, imatrix).reshape(-1, QK))
+    return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), qs=refmath.pack_nibbles_ref(q))
+
+
 # Dot products on Q8_0 activations, as the generic dot, which (alone of the Q8_0 family)
 # multiplies ``(sumi * d) * dy``.
 gemv_ref, dot_terms_ref = q8_0.dots_ref(values_ref, sumi_first=True)
@@ -88,6 +96,7 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_0", qtype=GGMLQuantizationType.Q4_0, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
                      loops=Loops(row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True))

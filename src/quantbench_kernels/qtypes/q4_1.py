@@ -63,6 +63,24 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
                               qs=refmath.pack_nibbles_ref(np.minimum(NMAX, q)))
 
 
+def fit_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The quantizer of Q4_1 (``nmax`` 15) and Q5_1 (31) given importance, as
+    ``quantize_row_q4_1_impl``: ``make_qkx3_quants(32, nmax, ..., -0.9f, 0.05f, 36, false)`` per
+    block, weighted by :func:`refmath.importance_ref` (for finite values ``make_qkx3_quants`` with
+    weights is :func:`refmath.make_qkx2_quants`). float32 (rows, n_per_row) -> (d, min float32
+    (n_blocks,), levels uint8 (n_blocks, 32))."""
+    weights = refmath.importance_ref(x, imatrix).reshape(-1, QK)
+    d, the_min, levels = refmath.make_qkx2_quants(x.reshape(-1, QK), weights, nmax, -0.9, 0.05, 36, use_mad=False)
+    return d, -the_min, levels
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 20), as
+    ``quantize_row_q4_1_impl`` (:func:`fit_imatrix_ref`)."""
+    d, lo, q = fit_imatrix_ref(x, imatrix, NMAX)
+    return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), m=refmath.f16_ref(lo), qs=refmath.pack_nibbles_ref(q))
+
+
 # Dot products on Q8_1 activations, as the generic dot.
 gemv_ref, dot_terms_ref = q8_1.dots_ref(values_ref)
 
@@ -102,6 +120,7 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_1", qtype=GGMLQuantizationType.Q4_1, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_1",
                      loops=Loops(row_inputs="q8_1.row_inputs_paired", two_rows=True))

@@ -98,22 +98,59 @@ def fit_blocks_ref(x: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: 
         # C stores nearest_int() in a uint8_t, then clamps to 63.
         ls = np.minimum(refmath.nearest_int(inv_scale[:, None] * scales) & 0xFF, 63).astype(np.uint8)
         lm = np.minimum(refmath.nearest_int(inv_min[:, None] * mins) & 0xFF, 63).astype(np.uint8)
-        d_bits = f32_to_f16_bits(max_scale / F32(63))
-        dmin_bits = f32_to_f16_bits(max_min / F32(63))
+    return _requantize_ref(xs, levels, ls, lm, max_scale / F32(63), max_min / F32(63), nmax)
 
-        # Re-quantize every sub-block against the rounded scales; a sub-block whose scale rounds to
-        # zero keeps the levels that make_qkx2_quants chose.
-        d_sub = f16_to_f32(d_bits)[:, None] * ls
-        dm_sub = f16_to_f32(dmin_bits)[:, None] * lm
+
+def _requantize_ref(xs: np.ndarray, levels: np.ndarray, ls: np.ndarray, lm: np.ndarray, d: np.ndarray,
+                    dmin: np.ndarray, nmax: int) -> tuple[np.ndarray, ...]:
+    """The end of both quantizers: the scales and mins ``ls``, ``lm`` (uint8 (n, 8)) packed, ``d``
+    and ``dmin`` rounded to f16, then every sub-block of ``xs`` (float32 (n, 8, 32)) re-quantized
+    against its rounded scale and min; a sub-block whose scale rounds to zero keeps its ``levels``."""
+    n = xs.shape[0]
+    packed = pack_scales_ref(ls, lm)
+    sc, m = unpack_scales_ref(packed)
+    with np.errstate(all="ignore"):
+        d_bits, dmin_bits = f32_to_f16_bits(d), f32_to_f16_bits(dmin)
+        d_sub = f16_to_f32(d_bits)[:, None] * sc
+        dm_sub = f16_to_f32(dmin_bits)[:, None] * m
         q = np.clip(refmath.nearest_int((xs + dm_sub[..., None]) / d_sub[..., None]), 0, nmax)
         levels = np.where((d_sub != 0)[..., None], q, levels).astype(np.uint8)
-    return d_bits, dmin_bits, pack_scales_ref(ls, lm), levels.reshape(n, QK)
+    return d_bits, dmin_bits, packed, levels.reshape(n, QK)
+
+
+def fit_blocks_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, nmax: int, clamp: bool) -> tuple[np.ndarray, ...]:
+    """:func:`fit_blocks_ref` given importance, as ``quantize_row_q4_K_impl`` (nmax 15) and
+    ``quantize_row_q5_K_impl`` (31, ``clamp``: its scales and mins kept to 63): each sub-block fitted
+    by ``make_qkx3_quants(32, nmax, ..., -0.9f, 0.05f, 36, false)`` (:func:`refmath.make_qkx2_quants`,
+    the same for finite values) weighted by :func:`refmath.block_importance_ref` (``sigma2`` twice the
+    block's mean square), the scales and mins by ``make_qp_quants(8, 63, ...)`` weighted by each
+    sub-block's summed weights. ``x``: float32 (rows, n_per_row)."""
+    weights = refmath.block_importance_ref(x, imatrix, QK, lambda sum_x2: F32(2) * sum_x2 / F32(QK))
+    n = weights.shape[0]
+    xs = x.reshape(n, 8, 32)
+    scales, mins, levels = refmath.make_qkx2_quants(xs.reshape(-1, 32), weights.reshape(-1, 32), nmax, -0.9, 0.05,
+                                                    36, use_mad=False)
+    sw = refmath.group_sums_ref(weights, 32)
+    d, ls = refmath.make_qp_quants(scales.reshape(n, 8), 63, sw)
+    dmin, lm = refmath.make_qp_quants(mins.reshape(n, 8), 63, sw)
+    if clamp:
+        ls, lm = np.minimum(ls, 63), np.minimum(lm, 63)
+    return _requantize_ref(xs, levels.reshape(n, 8, 32), ls, lm, d, dmin, nmax)
 
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 144), as ``quantize_row_q4_K_ref``."""
-    d_bits, dmin_bits, packed, levels = fit_blocks_ref(x, 15, -1.0, 0.1, 20)
-    n = x.shape[0]
+    return _blocks_ref(*fit_blocks_ref(x, 15, -1.0, 0.1, 20))
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 144), as
+    ``quantize_row_q4_K_impl`` (:func:`fit_blocks_imatrix_ref`)."""
+    return _blocks_ref(*fit_blocks_imatrix_ref(x, imatrix, 15, clamp=False))
+
+
+def _blocks_ref(d_bits: np.ndarray, dmin_bits: np.ndarray, packed: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    n = levels.shape[0]
     out = np.empty(n, dtype=BLOCK_DTYPE)
     out["d"] = d_bits.view(np.float16)
     out["dmin"] = dmin_bits.view(np.float16)
@@ -298,6 +335,7 @@ _dequantize_one = dequantize_intrinsic(144, qs_offset=16, qh_offset=None)
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_K", qtype=GGMLQuantizationType.Q4_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q8_k.row_inputs_in_lanes", scratch=qkx2_scratch(32, 8)))

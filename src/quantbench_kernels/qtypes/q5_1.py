@@ -51,7 +51,16 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 24), as ``quantize_row_q5_1_ref``."""
-    d, lo, q = q4_1.fit_ref(x, NMAX)
+    return _blocks_ref(*q4_1.fit_ref(x, NMAX))
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 24), as
+    ``quantize_row_q5_1_impl`` (``q4_1.fit_imatrix_ref``)."""
+    return _blocks_ref(*q4_1.fit_imatrix_ref(x, imatrix, NMAX))
+
+
+def _blocks_ref(d: np.ndarray, lo: np.ndarray, q: np.ndarray) -> np.ndarray:
     return refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), m=refmath.f16_ref(lo), qh=refmath.high_bits_ref(q),
                               qs=refmath.pack_nibbles_ref(q))
 
@@ -87,6 +96,7 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q5_1", qtype=GGMLQuantizationType.Q5_1, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_1",
                      loops=Loops(row_inputs="q8_1.row_inputs", two_rows=True))

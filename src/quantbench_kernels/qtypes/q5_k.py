@@ -60,8 +60,17 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 176), as ``quantize_row_q5_K_ref``."""
-    d_bits, dmin_bits, packed, levels = q4_k.fit_blocks_ref(x, 31, -0.5, 0.1, 15)
-    n = x.shape[0]
+    return _blocks_ref(*q4_k.fit_blocks_ref(x, 31, -0.5, 0.1, 15))
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 176), as
+    ``quantize_row_q5_K_impl`` (``q4_k.fit_blocks_imatrix_ref``)."""
+    return _blocks_ref(*q4_k.fit_blocks_imatrix_ref(x, imatrix, 31, clamp=True))
+
+
+def _blocks_ref(d_bits: np.ndarray, dmin_bits: np.ndarray, packed: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    n = levels.shape[0]
     parts = levels.reshape(n, 4, 2, 32)  # (p, nibble, l)
     out = np.empty(n, dtype=BLOCK_DTYPE)
     out["d"] = d_bits.view(np.float16)
@@ -115,6 +124,7 @@ _row_dot = q4_k.row_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q5_K", qtype=GGMLQuantizationType.Q5_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=q4_k.FORMAT.loops)

@@ -71,9 +71,22 @@ def dequantize_ref(blocks: np.ndarray, out: np.ndarray, threads: int | None = No
 
 def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 210), as ``quantize_row_q6_K_ref``."""
+    return _quantize_ref(x.reshape(-1, QK), None)
+
+
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 210), as
+    ``quantize_row_q6_K_impl``: each group of 16 fitted by ``make_qx_quants`` weighted by the
+    importance itself (llama.cpp leaves its ``sigma2`` weighting commented out), the rest as
+    :func:`quantize_ref`."""
+    rows = x.shape[0]
+    return _quantize_ref(x.reshape(-1, QK), np.tile(imatrix.reshape(-1, QK), (rows, 1)))
+
+
+def _quantize_ref(x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     n = x.shape[0]
     xs = x.reshape(n, 16, 16)
-    scales, levels = refmath.groups_ref(refmath.make_qx_quants, xs, 32)
+    scales, levels = refmath.groups_ref(refmath.make_qx_quants, xs, 32, weights=weights)
     max_scale = refmath.first_largest(scales)
     empty = np.abs(max_scale) < refmath.GROUP_MAX_EPS
     with np.errstate(all="ignore"):
@@ -180,7 +193,8 @@ _row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 210, 208, 32, _SU
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q6_K", qtype=GGMLQuantizationType.Q6_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref),
+                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q6_k._row_inputs", two_rows=True,
                                  scratch=(("L", "uint8", QK), ("scales", "float32", 16))))

@@ -78,6 +78,11 @@ def quantize_ref(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     return pack_ref(*reference_quants_ref(x))
 
 
+def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """:func:`quantize_ref` of the rows ``x``: llama.cpp's ``quantize_q8_0`` ignores the importance."""
+    return quantize_ref(x.reshape(-1, QK))
+
+
 def activation_quants_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The x86 CPU backend's activation quantization (``quantize_row_q8_0``/``_q8_1``, AVX2) of
     float32 (n_blocks, 32): d = amax / 127 (float32, before its f16 rounding), the int8 quants
@@ -317,6 +322,7 @@ def _no_128(q8: np.ndarray) -> bool:
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q8_0", qtype=GGMLQuantizationType.Q8_0, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
+                                   quantize_imatrix=quantize_imatrix_ref,
                                    quantize_activation=quantize_activation_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
                      loops=Loops(row_inputs="q8_0.row_inputs", two_rows=True,
