@@ -238,8 +238,7 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="IQ4_XS", qtype=GGMLQuantizationType.IQ4_XS, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                                   quantize_imatrix=quantize_imatrix_ref),
+                     reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="iq4_xs._row_inputs",
                                  scratch=(("scales", "float32", 8), ("scratch", "uint8", 32))))

@@ -319,7 +319,6 @@ def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndar
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q2_K", qtype=GGMLQuantizationType.Q2_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                                   quantize_imatrix=quantize_imatrix_ref),
+                     reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=qkx2_scratch(16, 16)))

@@ -120,7 +120,6 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_1", qtype=GGMLQuantizationType.Q4_1, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                                   quantize_imatrix=quantize_imatrix_ref),
+                     reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_1",
                      loops=Loops(row_inputs="q8_1.row_inputs_paired", two_rows=True))

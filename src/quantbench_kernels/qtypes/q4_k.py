@@ -335,7 +335,6 @@ _dequantize_one = dequantize_intrinsic(144, qs_offset=16, qh_offset=None)
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_K", qtype=GGMLQuantizationType.Q4_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                                   quantize_imatrix=quantize_imatrix_ref),
+                     reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q8_k.row_inputs_in_lanes", scratch=qkx2_scratch(32, 8)))

@@ -124,7 +124,6 @@ _row_dot = q4_k.row_dot_intrinsic(block_bytes=176, qs_offset=48, qh_offset=16)
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q5_K", qtype=GGMLQuantizationType.Q5_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                                   quantize_imatrix=quantize_imatrix_ref),
+                     reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=q4_k.FORMAT.loops)

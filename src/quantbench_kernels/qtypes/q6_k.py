@@ -193,8 +193,7 @@ _row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 210, 208, 32, _SU
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q6_K", qtype=GGMLQuantizationType.Q6_K, block_dtype=BLOCK_DTYPE,
-                     reference=Ops(dequantize=dequantize_ref, quantize=quantize_ref, gemv=gemv_ref,
-                                   quantize_imatrix=quantize_imatrix_ref),
+                     reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
                      loops=Loops(quantize_work=64, row_inputs="q6_k._row_inputs", two_rows=True,
                                  scratch=(("L", "uint8", QK), ("scales", "float32", 16))))
