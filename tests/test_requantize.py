@@ -148,11 +148,11 @@ def test_an_interrupted_run_leaves_the_old_output_and_no_partial_file(tiny: Path
     out.write_bytes(b"the previous output")
     real, calls = rq.encode, []
 
-    def interrupted(choice, threads=None):  # type: ignore[no-untyped-def]
+    def interrupted(choice, threads=None, importance=None):  # type: ignore[no-untyped-def]
         calls.append(choice)
         if len(calls) == 20:
             raise KeyboardInterrupt
-        return real(choice, threads)
+        return real(choice, threads, importance)
 
     monkeypatch.setattr(rq, "encode", interrupted)
     with pytest.raises(KeyboardInterrupt):

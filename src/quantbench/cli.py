@@ -208,12 +208,14 @@ def _policy_type(text: str) -> Policy:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def requantize(src: Path, dst: Path, policy: Policy, threads: int | None, progress: bool) -> int:
+def requantize(src: Path, dst: Path, policy: Policy, threads: int | None, progress: bool,
+               imatrix: Path | None = None) -> int:
+    from .imatrix import ImatrixError  # noqa: PLC0415
     from .requantize import requantize as write  # noqa: PLC0415
 
     try:
-        choices = write(src, dst, policy, threads=threads, progress=progress)
-    except (GGUFFileError, PolicyError) as err:
+        choices = write(src, dst, policy, threads=threads, progress=progress, imatrix=imatrix)
+    except (GGUFFileError, PolicyError, ImatrixError) as err:
         print(f"quantbench requantize: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
     moved: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -226,6 +228,33 @@ def requantize(src: Path, dst: Path, policy: Policy, threads: int | None, progre
         print(f"  {len(names):>4} x {source} -> {target}: {names[0]}{', ...' if len(names) > 1 else ''}")
     kept = sum(1 for c in choices if not c.changed and not c.requested)
     print(f"  {kept:>4} tensors kept as they were")
+    return 0
+
+
+def imatrix(path: Path, text: Path, out: Path, tokens: int | None, threads: int | None, progress: bool) -> int:
+    """``quantbench imatrix``: the importance of every matrix's input columns over a text, through
+    the reference forward pass, written as llama.cpp's GGUF imatrix file."""
+    from .gemma3 import Gemma3  # noqa: PLC0415
+    from .imatrix import ImatrixError, collect, save  # noqa: PLC0415
+    from .tokenizer import Tokenizer  # noqa: PLC0415
+
+    try:
+        words = text.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"quantbench imatrix: the text {str(text)!r}: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    try:
+        ids = Tokenizer.from_gguf(path).encode(words)[:tokens]
+        if len(ids) < 2:
+            raise ValueError(f"the text {str(text)!r} gives {len(ids)} token(s): give a longer one")
+        model = Gemma3(path, context=min(len(ids), 512), threads=threads)
+        importance = collect(model, ids, dataset=text.name, progress=progress)
+        save(importance, out)
+    except (GGUFFileError, TokenizerError, ImatrixError, ValueError) as err:
+        print(f"quantbench imatrix: {err}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    n = max(importance.counts.values())
+    print(f"{out}: the importance of {len(importance.sums)} matrices over {n} tokens of {text.name}")
     return 0
 
 
@@ -341,7 +370,16 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"GLOB=TYPE rules, first match wins (e.g. 'blk.*.attn_*=Q4_K,blk.*=Q2_K,*=keep'), or a "
                         f"preset: {', '.join(PRESETS)}")
     r.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for the quantizers")
+    r.add_argument("--imatrix", type=Path, default=None, metavar="FILE",
+                   help="weight by this importance matrix, as llama-quantize --imatrix (quantbench imatrix writes one)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m = commands.add_parser("imatrix", help="the importance of every matrix's inputs over a text, as llama-imatrix")
+    m.add_argument("file", type=Path, metavar="MODEL.gguf")
+    m.add_argument("--text", type=Path, required=True, metavar="FILE", help="the text to run through the model")
+    m.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the imatrix file to write (GGUF)")
+    m.add_argument("--tokens", type=positive_int, default=None, metavar="N", help="at most N tokens of the text")
+    m.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for every gemv")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = commands.add_parser("generate", help="greedy decoding with the reference forward pass (Gemma 3)")
     g.add_argument("file", type=Path, metavar="MODEL.gguf")
     g.add_argument("--prompt", required=True, help="the text to continue")
@@ -360,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.command == "requantize":
-        return requantize(args.src, args.dst, args.policy, args.threads, not args.no_progress)
+        return requantize(args.src, args.dst, args.policy, args.threads, not args.no_progress, args.imatrix)
+    if args.command == "imatrix":
+        return imatrix(args.file, args.text, args.output, args.tokens, args.threads, not args.no_progress)
     if args.command == "generate":
         return generate(args.file, args.prompt, args.tokens, args.threads)
     if args.command == "compare-policies":

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Container
+import tempfile
+from collections.abc import Container, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +104,17 @@ def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:
     row_bytes = dims[0] // block_weights * block_bytes
     raw = data[t.offset:t.offset + t.nbytes].reshape(-1, row_bytes)
     return Tensor(t.name, t.qtype, (raw.shape[0], dims[0]), raw)
+
+
+@contextmanager
+def replacing(dst: Path) -> Iterator[Path]:
+    """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
+    ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted."""
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import gguf
@@ -23,15 +20,17 @@ from tqdm import tqdm
 
 import quantbench_kernels as qk
 
-from .gguf_files import GGUFFileError, read_file_header, read_tensors
+from .gguf_files import GGUFFileError, read_file_header, read_tensors, replacing
 from .gguf_header import EVERY_ARRAY, Header
+from .imatrix import load as load_imatrix
 from .policy import Choice, Policy, PolicyError, file_type, plan
 
 
-def encode(choice: Choice, threads: int | None = None) -> np.ndarray:
+def encode(choice: Choice, threads: int | None = None, importance: np.ndarray | None = None) -> np.ndarray:
     """The tensor's bytes as written under the policy (uint8, 1-D): the file's own bytes when its
-    type is kept, else its decoded weights quantized to the target type. Raises PolicyError for a
-    tensor holding non-finite weights, which no quantizer takes."""
+    type is kept, else its decoded weights quantized to the target type, weighted by
+    ``importance`` (its importance-matrix entry, one value per column) when given. Raises
+    PolicyError for a tensor holding non-finite weights, which no quantizer takes."""
     if not choice.changed:
         return np.asarray(choice.tensor.raw).reshape(-1)
     x = choice.tensor.to_float32()
@@ -39,7 +38,30 @@ def encode(choice: Choice, threads: int | None = None) -> np.ndarray:
         bad = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
         raise PolicyError(f"tensor {choice.tensor.name!r} ({choice.source}) holds a non-finite weight "
                           f"(weight {bad}: {x.reshape(-1)[bad]}); it cannot be requantized to {choice.target}")
-    return qk.quantize(x, choice.target, threads=threads).reshape(-1)
+    if importance is None:
+        return qk.quantize(x, choice.target, threads=threads).reshape(-1)
+    # Quantizing with an importance matrix is in the reference backend so far.
+    return qk.quantize(x, choice.target, imatrix=importance, backend="reference").reshape(-1)
+
+
+def importance_for(choices: list[Choice], imatrix: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Each requantized tensor's entry of ``imatrix`` (from the file ``source``). Raises PolicyError
+    naming a requantized tensor the file has no entry for, or one of another length than its rows."""
+    entries = {}
+    for c in choices:
+        if not c.changed:
+            continue
+        name, columns = c.tensor.name, c.tensor.shape[1]
+        w = imatrix.get(name)
+        if w is None:
+            raise PolicyError(f"the importance matrix {source!r} has no entry for {name!r} ({len(imatrix)} entries), "
+                              f"which the policy requantizes to {c.target}")
+        if w.size != columns or not np.isfinite(w).all():
+            raise PolicyError(f"the importance matrix {source!r} gives {name!r} {w.size} values"
+                              + ("" if w.size != columns else " not all finite")
+                              + f"; its rows have {columns} weights")
+        entries[name] = w
+    return entries
 
 
 def _metadata(header: Header) -> list[tuple[str, object, gguf.GGUFValueType, gguf.GGUFValueType | None]]:
@@ -50,23 +72,11 @@ def _metadata(header: Header) -> list[tuple[str, object, gguf.GGUFValueType, ggu
             for key, value in header.metadata.items()]
 
 
-@contextmanager
-def _replacing(dst: Path) -> Iterator[Path]:
-    """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
-    ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted."""
-    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], policy: Policy, *,
-               threads: int | None = None, progress: bool = True) -> list[Choice]:
-    """Write ``dst``: the GGUF file ``src`` with its matrices requantized under ``policy``.
+               threads: int | None = None, progress: bool = True,
+               imatrix: str | os.PathLike[str] | None = None) -> list[Choice]:
+    """Write ``dst``: the GGUF file ``src`` with its matrices requantized under ``policy`` (weighted
+    by the importance matrix in the file ``imatrix`` when given, as ``llama-quantize --imatrix``).
     Returns what was done to each tensor, in file order. Raises GGUFFileError for an unreadable
     ``src`` or an unusable ``dst``, PolicyError for a policy the file cannot take (nothing is
     written then)."""
@@ -78,6 +88,7 @@ def requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], policy:
     if not dst.parent.is_dir():
         raise GGUFFileError(f"output {str(dst)!r}: its directory {str(dst.parent)!r} does not exist")
     choices = plan(tensors, policy)
+    importance = {} if imatrix is None else importance_for(choices, load_imatrix(imatrix), str(imatrix))
     header = read_file_header(src, EVERY_ARRAY)
     dims = {t.name: tuple(reversed(t.shape)) for t in header.tensors}  # NumPy order: rows first
 
@@ -99,7 +110,7 @@ def requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], policy:
                                raw_dtype=gguf.GGMLQuantizationType[c.target])
 
     total = sum(c.nbytes for c in choices)
-    with _replacing(dst) as tmp:
+    with replacing(dst) as tmp:
         writer.write_header_to_file(tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -107,7 +118,7 @@ def requantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], policy:
                    file=sys.stderr)
         try:
             for n, c in enumerate(choices, 1):
-                writer.write_tensor_data(encode(c, threads))
+                writer.write_tensor_data(encode(c, threads, importance.get(c.tensor.name)))
                 bar.set_postfix_str(f"tensor {n}/{len(choices)}", refresh=False)
                 bar.update(c.nbytes)
             assert writer.fout is not None
