@@ -160,3 +160,29 @@ def test_the_commands_end_to_end(tiny: Path, tmp_path: Path, capsys, libgguf):
     assert "entries: not llama.cpp's binary imatrix format" in capsys.readouterr().err  # a text file
     assert main(["imatrix", str(tiny), "--text", str(tmp_path / "none.txt"), "-o", str(out)]) == EXIT_BAD_FILE
     assert "the text" in capsys.readouterr().err
+
+
+def test_compare_policies_puts_each_policy_with_and_without_the_imatrix_side_by_side(tiny: Path, tmp_path: Path,
+                                                                                      collected):
+    from quantbench import compare_policies
+
+    file = imatrix.save(collected, tmp_path / "out.imatrix")
+    rows, tokens = compare_policies.compare_policies(tiny, tmp_path, policies={"shipped": "*=keep", "q4": "blk.*=Q4_0"},
+                                                     max_tokens=8, repeats=1, progress=False, imatrix=file)
+    by = {r.policy: r for r in rows}
+    assert list(by) == ["shipped", "q4", "q4+imatrix"]
+    assert by["q4"].file_bytes == by["q4+imatrix"].file_bytes and by["q4"].types == by["q4+imatrix"].types
+    assert by["q4"].mean_kl != by["q4+imatrix"].mean_kl  # other bytes, other logits
+    table = compare_policies.markdown(rows, tiny.name, tokens, 1, file.name)
+    assert "Policies marked +imatrix were requantized with the importance matrix `out.imatrix`" in table
+
+
+def test_written_files_get_the_mode_a_new_file_gets(tmp_path: Path, collected):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = imatrix.save(collected, tmp_path / "out.imatrix")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -289,7 +289,7 @@ def _named_policy(text: str) -> tuple[str, str]:
 
 
 def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, progress: bool,
-                     named: list[tuple[str, str]] | None) -> int:
+                     named: list[tuple[str, str]] | None, imatrix: Path | None = None) -> int:
     from . import compare_policies  # noqa: PLC0415
 
     policies = None
@@ -297,12 +297,13 @@ def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, pr
         policies = {compare_policies.BASELINE: PRESETS[compare_policies.BASELINE], **dict(named)}
     try:
         rows, n = compare_policies.compare_policies(path, out, policies=policies, max_tokens=tokens, threads=threads,
-                                           progress=progress)
+                                                    progress=progress, imatrix=imatrix)
     except (GGUFFileError, PolicyError, TokenizerError, ValueError, OSError) as err:
         print(f"quantbench compare-policies: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
-    made = compare_policies.write(rows, out, path.name, n, threads)
-    print(compare_policies.markdown(rows, path.name, n, threads))
+    shown = None if imatrix is None else imatrix.name
+    made = compare_policies.write(rows, out, path.name, n, threads, shown)
+    print(compare_policies.markdown(rows, path.name, n, threads, shown))
     print("written: " + ", ".join(str(p) for p in made))
     return 0
 
@@ -395,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--policy", type=_named_policy, action="append", metavar="NAME:RULES", dest="policies",
                    help="compare this policy (repeatable) instead of the presets; the shipped file is always "
                         "the baseline, e.g. --policy 'mine:blk.*.ffn_down*=Q6_K,blk.*=Q4_K,*=keep'")
+    c.add_argument("--imatrix", type=Path, default=None, metavar="FILE",
+                   help="also requantize each policy with this importance matrix, side by side")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.command == "requantize":
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         return generate(args.file, args.prompt, args.tokens, args.threads)
     if args.command == "compare-policies":
         return compare_policies(args.file, args.out, args.tokens, args.threads, not args.no_progress,
-                                args.policies)
+                                args.policies, args.imatrix)
     if args.command == "bench":
         return bench(args.file, args.threads, args.repeats, args.json, args.llamacpp)
     return inspect(args.file, args.json)

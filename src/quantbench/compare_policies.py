@@ -105,13 +105,18 @@ def quality(models: dict[str, Gemma3], ids: list[int], progress: bool = True) ->
                 "top1_agreement": same[k] / n, "perplexity": float(np.exp(nll[k] / n))} for k in models}
 
 
+IMATRIX = "+imatrix"  # the suffix of a policy's variant requantized with the importance matrix
+
+
 def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                      policies: dict[str, str] | None = None, text: str | None = None, max_tokens: int | None = None,
-                     threads: int = 1, repeats: int = 5, progress: bool = True) -> tuple[list[Row], int]:
+                     threads: int = 1, repeats: int = 5, progress: bool = True,
+                     imatrix: str | os.PathLike[str] | None = None) -> tuple[list[Row], int]:
     """Requantize ``model`` under each policy into ``out_dir`` and measure every variant (see the
     module docstring): the rows, and the tokens of text they were measured on. ``policies`` maps
     names to policy texts; it must include BASELINE (``*=keep``). ``max_tokens`` cuts the text
-    (for quick runs)."""
+    (for quick runs). With ``imatrix`` (an importance-matrix file), each policy also gets a variant
+    requantized with it, named ``<policy>+imatrix``, beside the one without."""
     model, out_dir = Path(model), Path(out_dir)
     policies = dict(PRESETS if policies is None else policies)
     if BASELINE not in policies:
@@ -126,12 +131,18 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
                          f"context of {config.context_length}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, choices = {}, {}
-    for name, pol in parsed.items():
+    for name, pol in list(parsed.items()):
         if all(r.type == KEEP for r in pol.rules):
             paths[name], choices[name] = model, plan(read_tensors(model), pol)
             continue
         paths[name] = out_dir / f"{model.stem}.{name}.gguf"
         choices[name] = requantize(model, paths[name], pol, threads=threads, progress=progress)
+        if imatrix is not None:
+            weighted = name + IMATRIX
+            parsed[weighted] = pol
+            paths[weighted] = out_dir / f"{model.stem}.{name}.imatrix.gguf"
+            choices[weighted] = requantize(model, paths[weighted], pol, threads=threads, progress=progress,
+                                           imatrix=imatrix)
     models = {name: Gemma3(path, context=len(ids), threads=threads) for name, path in paths.items()}
     scores = quality(models, ids, progress)
     rows = []
@@ -143,12 +154,14 @@ def compare_policies(model: str | os.PathLike[str], out_dir: str | os.PathLike[s
     return rows, len(ids)
 
 
-def markdown(rows: list[Row], model: str, tokens: int, threads: int) -> str:
+def markdown(rows: list[Row], model: str, tokens: int, threads: int, imatrix: str | None = None) -> str:
     """The table, as Markdown, with what it was measured on."""
+    weighted = (f" Policies marked {IMATRIX} were requantized with the importance matrix `{imatrix}` "
+                f"(as `llama-quantize --imatrix`), the others without." if imatrix else "")
     lines = [
         f"Model: `{model}`; quality over {tokens} tokens of text, against the file as shipped "
         f"(itself quantized: the KL columns say how far a policy moves from it, not from float weights); "
-        f"decode step with {threads} thread(s).",
+        f"decode step with {threads} thread(s).{weighted}",
         "",
         "| policy | file MB | bits/weight (all) | bits/weight (blk.*) | blk.* matrices by type | fell back "
         "| decode ms/token | mean KL | p99 KL | same top-1 | perplexity |",
@@ -190,13 +203,15 @@ def plot(rows: list[Row], path: str | os.PathLike[str], model: str) -> None:
     plt.close(fig)
 
 
-def write(rows: list[Row], out_dir: str | os.PathLike[str], model: str, tokens: int, threads: int) -> list[Path]:
+def write(rows: list[Row], out_dir: str | os.PathLike[str], model: str, tokens: int, threads: int,
+          imatrix: str | None = None) -> list[Path]:
     """The table as Markdown and JSON and the plot as PNG in ``out_dir`` (each written whole:
     to a temporary name, then renamed)."""
     out_dir = Path(out_dir)
     made = []
-    for name, content in (("policies.md", markdown(rows, model, tokens, threads)),
+    for name, content in (("policies.md", markdown(rows, model, tokens, threads, imatrix)),
                           ("policies.json", json.dumps({"model": model, "tokens": tokens, "threads": threads,
+                                                        "imatrix": imatrix,
                                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")):
         tmp = out_dir / f".{name}.partial"
         tmp.write_text(content, encoding="utf-8")

@@ -113,6 +113,10 @@ def replacing(dst: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
     os.close(fd)
     tmp = Path(name)
+    # mkstemp makes the file private (0600); the result gets the mode a new file would get.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     try:
         yield tmp
         os.replace(tmp, dst)

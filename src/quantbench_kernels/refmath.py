@@ -345,12 +345,7 @@ def make_qp_quants(x: np.ndarray, nmax: int, weights: np.ndarray) -> tuple[np.nd
             best = np.where(better, mse, best)
             iscale = np.where(better, iscale_is, iscale)
         levels = np.minimum(nmax, nearest_int(iscale[:, None] * x))
-        sumlx = np.zeros(groups, dtype=np.float32)
-        suml2 = np.zeros(groups, dtype=np.float32)
-        for i in range(n):
-            lf = levels[:, i].astype(np.float32)
-            sumlx = sumlx + w[:, i] * x[:, i] * lf
-            suml2 = suml2 + w[:, i] * lf * lf
+        sumlx, suml2 = _weighted_fit_sums(x, w, levels)
         stored = levels & 0xFF
         for _ in range(5):
             for i in range(n):
