@@ -175,6 +175,9 @@ def test_compare_policies_puts_each_policy_with_and_without_the_imatrix_side_by_
     assert by["q4"].mean_kl != by["q4+imatrix"].mean_kl  # other bytes, other logits
     table = compare_policies.markdown(rows, tiny.name, tokens, 1, file.name)
     assert "Policies marked +imatrix were requantized with the importance matrix `out.imatrix`" in table
+    made = compare_policies.write(rows, tmp_path, tiny.name, tokens, 1, file.name)
+    assert [p.name for p in made] == ["policies.md", "policies.json", "policies.png"]
+    assert made[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_written_files_get_the_mode_a_new_file_gets(tmp_path: Path, collected):

@@ -186,8 +186,17 @@ def plot(rows: list[Row], path: str | os.PathLike[str], model: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     middle = (min(r.file_bytes for r in rows) + max(r.file_bytes for r in rows)) / 2
-    best = min(r.mean_kl for r in rows)
+    plain = {r.policy: r for r in rows if not r.policy.endswith(IMATRIX)}
+    best = min(r.mean_kl for r in plain.values())
     for r in rows:
+        base = plain.get(r.policy[: -len(IMATRIX)]) if r.policy.endswith(IMATRIX) else None
+        if base is not None:  # the same file size: an arrow down from the policy without, a short label
+            ax.annotate("", (r.file_bytes / 1e6, r.mean_kl), (base.file_bytes / 1e6, base.mean_kl),
+                        arrowprops=dict(arrowstyle="->", color="0.5", lw=0.8))
+            ax.scatter(r.file_bytes / 1e6, r.mean_kl, s=40, marker="D")
+            ax.annotate(f"{IMATRIX}: perplexity {r.perplexity:.1f}", (r.file_bytes / 1e6, r.mean_kl),
+                        textcoords="offset points", xytext=(6, -10), ha="left", fontsize=6, color="0.3")
+            continue
         left = r.file_bytes > middle  # labels point inwards, above the points but the lowest
         ax.scatter(r.file_bytes / 1e6, r.mean_kl, s=40)
         ax.annotate(f"{r.policy}: {r.block_bits_per_weight:.2f} bits/weight in blk.*\n"
