@@ -43,6 +43,20 @@ def test_quantize_with_an_imatrix_equals_llama_cpp(name, data, libgguf):
     assert_bit_identical(expected.reshape(-1), got.reshape(-1), "quantized bytes")
 
 
+NUMBA = [f.name for f in qk.formats() if f.numba.quantize_imatrix is not None]
+
+
+@pytest.mark.parametrize("name", NUMBA)
+@given(data=st.data())
+def test_the_numba_kernels_with_an_imatrix_equal_the_reference(name, data):
+    rows = data.draw(st.integers(1, 4))
+    x = np.stack([data.draw(qst.float_rows(name, n_blocks=st.just(3))) for _ in range(rows)])
+    imatrix = data.draw(importance(x.shape[1]))
+    expected = qk.quantize(x, name, imatrix=imatrix, backend="reference")
+    for threads in (1, 2):
+        assert_bit_identical(expected, qk.quantize(x, name, imatrix=imatrix, threads=threads), f"{threads} thread(s)")
+
+
 @pytest.mark.slow  # whole matrices (16 x 1024 weights per format) in the slow tier, a few rows in the fast one
 @pytest.mark.parametrize("name", IMATRIX)
 def test_quantize_with_an_imatrix_equals_llama_cpp_on_a_whole_matrix(name, libgguf):
@@ -52,6 +66,8 @@ def test_quantize_with_an_imatrix_equals_llama_cpp_on_a_whole_matrix(name, libgg
     imatrix[::97] = 0
     expected = libgguf.quantize_rows(w, int(qk.get_format(name).qtype), imatrix=imatrix)
     assert_bit_identical(expected, qk.quantize(w, name, imatrix=imatrix, backend="reference"), "reference")
+    if name in NUMBA:
+        assert_bit_identical(expected, qk.quantize(w, name, imatrix=imatrix, threads=2), "Numba, 2 threads")
 
 
 def test_an_imatrix_changes_what_the_quantizer_chooses():
@@ -84,8 +100,8 @@ def test_bad_importance_is_refused_naming_what_is_wrong(imatrix, message):
 
 def test_a_backend_without_an_imatrix_quantizer_says_which_has_one():
     x = np.ones(256, dtype=np.float32)
-    with pytest.raises(ValueError, match="Q4_0 has no quantizer with an importance matrix in the numba backend yet: "
+    with pytest.raises(ValueError, match="Q4_K has no quantizer with an importance matrix in the numba backend yet: "
                                          "backend='reference' has one"):
-        qk.quantize(x, "Q4_0", imatrix=np.ones(256, np.float32))
+        qk.quantize(x, "Q4_K", imatrix=np.ones(256, np.float32))
     with pytest.raises(ValueError, match="Q8_K has no quantizer with an importance matrix in the reference backend$"):
         qk.quantize(x, "Q8_K", imatrix=np.ones(256, np.float32), backend="reference")

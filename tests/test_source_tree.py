@@ -95,7 +95,7 @@ def test_every_format_module_declares_loops_and_is_registered_with_the_generated
         assert isinstance(module.FORMAT.loops, Loops), name
         fmt = qk.get_format(module.FORMAT.name)
         assert fmt.reference == module.FORMAT.reference
-        for op in ("dequantize", "quantize", "gemv", "quantize_activation"):
+        for op in ("dequantize", "quantize", "gemv", "quantize_activation", "quantize_imatrix"):
             assert getattr(fmt.numba, op) is getattr(loops, f"{name}_{op}", None), f"{fmt.name} {op}"
 
 

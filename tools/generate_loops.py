@@ -43,6 +43,7 @@ import numpy as np
 
 from . import simd
 from .compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, jit, pjit
+from .jitmath import mean_square
 from .qtypes import (
 $imports)
 from .registry import Ops, register
@@ -119,6 +120,47 @@ def ${m}_quantize_activation(x: np.ndarray, threads: int | None = None) -> np.nd
     return out
 '''
 
+QUANTIZE_IMATRIX = {
+    "rows": '''
+
+@jit
+def _${m}_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+${scratch}    nb = x.shape[1] // ${block_weights}
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = ${block_weights} * b
+            block, qw = x[r, at:at + ${block_weights}], imatrix[at:at + ${block_weights}]
+            ${m}._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2${scratch_args})
+
+
+@jit
+def _${m}_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _${m}_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _${m}_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _${m}_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def ${m}_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, ${block_bytes})."""
+    out = np.empty((x.shape[0] * (x.shape[1] // ${block_weights}), ${block_bytes}), dtype=np.uint8)
+    dispatch(_${m}_quantize_imatrix_serial, _${m}_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+''',
+    "ignored": '''
+
+def ${m}_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """:func:`${m}_quantize` of the rows ``x``: llama.cpp ignores the importance for this format."""
+    return ${m}_quantize(x.reshape(-1, ${block_weights}), threads)
+''',
+}
+
 # ``faster`` (the spec's ``faster_row_dot``) is how these differ when a format has two row dots.
 GEMV_ROWS = {
     False: '''
@@ -188,6 +230,8 @@ def _called(module: ModuleType, modules: dict[str, ModuleType]) -> list[str]:
         names += [f"{m}.{name}" for name in spec.faster_row_dot or ()]
     if spec.quantize_activation:
         names.append(f"{m}._quantize_activation_block")
+    if spec.quantize_imatrix == "rows":
+        names.append(f"{m}._quantize_imatrix_block")
     return names
 
 
@@ -245,6 +289,13 @@ def _format_text(module: ModuleType, by_name: dict[str, ModuleType]) -> str:
     if spec.quantize_activation:
         text += Template(QUANTIZE_ACTIVATION).substitute(values)
         ops.append(f"quantize_activation={m}_quantize_activation")
+    if spec.quantize_imatrix is not None:
+        scratch = "".join(f"    {name} = np.empty({shape!r}, dtype=np.{dtype})\n"
+                          for name, dtype, shape in spec.imatrix_scratch)
+        scratch_args = "".join(f", {name}" for name, _, _ in spec.imatrix_scratch)
+        text += Template(QUANTIZE_IMATRIX[spec.quantize_imatrix]).substitute(
+            values, scratch=scratch, scratch_args=scratch_args)
+        ops.append(f"quantize_imatrix={m}_quantize_imatrix")
     return text + Template(REGISTER).substitute(m=m, ops="".join(f"    {op},\n" for op in ops)[:-2])
 
 

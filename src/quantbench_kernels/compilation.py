@@ -180,6 +180,12 @@ class Loops:
     faster_row_dot: tuple[str, str] | None = None
     # The format is also an activation format with its own quantizer (llama.cpp's ``from_float``).
     quantize_activation: bool = False
+    # Quantizing given an importance matrix: "rows" (a loop over the rows calling
+    # ``_quantize_imatrix_block(x, qw, blk, sigma2, *imatrix_scratch)``, ``sigma2`` the row's mean
+    # square), "ignored" (llama.cpp ignores the importance: the plain quantizer), or None (no Numba
+    # kernel yet: the reference backend's).
+    quantize_imatrix: str | None = None
+    imatrix_scratch: tuple[tuple[str, str, int | tuple[int, ...]], ...] = ()
 
 
 @inline

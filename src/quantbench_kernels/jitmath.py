@@ -271,6 +271,23 @@ GROUP_MAX_EPS = F32(1e-15)  # llama.cpp's: a group whose largest magnitude is be
 
 
 @inline
+def mean_square(x: np.ndarray) -> np.float32:
+    """C's ``sum_x2 += x[j]*x[j]`` over ``x`` in order, over its length: ``refmath.sum_squares_ref``
+    of one row over n (the 32-weight formats' ``sigma2`` given importance)."""
+    total = F32(0)
+    for j in range(x.shape[0]):
+        total += x[j] * x[j]
+    return total / F32(x.shape[0])
+
+
+@inline
+def importance_weights(x: np.ndarray, qw: np.ndarray, sigma2: np.float32, out: np.ndarray) -> None:
+    """``out[j] = qw[j] * sqrtf(sigma2 + x[j]*x[j])``: ``refmath.importance_ref`` of one block."""
+    for j in range(x.shape[0]):
+        out[j] = qw[j] * np.sqrt(sigma2 + x[j] * x[j])
+
+
+@inline
 def running_max(values: np.ndarray) -> np.float32:
     """The largest of ``values`` as C's ``if (v > max) max = v`` finds it from 0 (NaN never wins):
     ``refmath.running_max`` of one block."""
@@ -295,16 +312,17 @@ def first_largest(x: np.ndarray) -> np.float32:
 
 
 @inline
-def _qx_fit(x: np.ndarray, iscale: np.float32, nmax: int, L: np.ndarray, store: bool) -> tuple[np.float32, np.float32]:
-    """One symmetric fit of make_qx_quants (weights x^2): ``(sumlx, suml2)``; stores the levels
-    plus ``nmax`` in ``L`` if ``store``."""
+def _qx_fit(x: np.ndarray, iscale: np.float32, nmax: int, L: np.ndarray, store: bool, qw: np.ndarray,
+            weighted: bool) -> tuple[np.float32, np.float32]:
+    """One symmetric fit of make_qx_quants (weights ``qw`` if ``weighted``, else x^2):
+    ``(sumlx, suml2)``; stores the levels plus ``nmax`` in ``L`` if ``store``."""
     sumlx = F32(0)
     suml2 = F32(0)
     for i in range(x.shape[0]):
         l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
         if store:
             L[i] = l + nmax
-        w = x[i] * x[i]
+        w = qw[i] if weighted else x[i] * x[i]
         sumlx += w * x[i] * F32(l)
         suml2 += w * F32(l) * F32(l)
     return sumlx, suml2
@@ -314,21 +332,32 @@ def _qx_fit(x: np.ndarray, iscale: np.float32, nmax: int, L: np.ndarray, store: 
 def make_qx_quants(x: np.ndarray, nmax: int, L: np.ndarray) -> np.float32:
     """llama.cpp's ``make_qx_quants(n, nmax, x, L, rmse_type=1, qw=NULL)`` for one group: fills
     ``L`` with levels in [0, 2 nmax - 1], returns the scale (see :func:`refmath.make_qx_quants`)."""
+    return _make_qx_quants(x, nmax, L, x, False)
+
+
+@inline
+def make_qx_quants_weighted(x: np.ndarray, nmax: int, L: np.ndarray, qw: np.ndarray) -> np.float32:
+    """:func:`make_qx_quants` with each value weighted by ``qw`` (C's ``qw``, given importance)."""
+    return _make_qx_quants(x, nmax, L, qw, True)
+
+
+@inline
+def _make_qx_quants(x: np.ndarray, nmax: int, L: np.ndarray, qw: np.ndarray, weighted: bool) -> np.float32:
     vmax = first_largest(x)
     if abs(vmax) < GROUP_MAX_EPS:
         for i in range(x.shape[0]):
             L[i] = 0
         return F32(0)
-    sumlx, suml2 = _qx_fit(x, F32(-nmax) / vmax, nmax, L, True)
+    sumlx, suml2 = _qx_fit(x, F32(-nmax) / vmax, nmax, L, True, qw, weighted)
     scale = sumlx / suml2 if suml2 != 0 else F32(0)
     best = scale * sumlx
     for step in range(-9, 10):
         if step == 0:
             continue
         iscale = -(F32(nmax) + F32(0.1) * F32(step)) / vmax
-        sumlx, suml2 = _qx_fit(x, iscale, nmax, L, False)
+        sumlx, suml2 = _qx_fit(x, iscale, nmax, L, False, qw, weighted)
         if suml2 > 0 and sumlx * sumlx > best * suml2:
-            _qx_fit(x, iscale, nmax, L, True)
+            _qx_fit(x, iscale, nmax, L, True, qw, weighted)
             scale = sumlx / suml2
             best = scale * sumlx
     return scale

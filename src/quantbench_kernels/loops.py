@@ -15,6 +15,7 @@ import numpy as np
 
 from . import simd
 from .compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, jit, pjit
+from .jitmath import mean_square
 from .qtypes import (
     iq4_nl,
     iq4_xs,
@@ -301,10 +302,16 @@ def mxfp4_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np
     return out
 
 
+def mxfp4_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """:func:`mxfp4_quantize` of the rows ``x``: llama.cpp ignores the importance for this format."""
+    return mxfp4_quantize(x.reshape(-1, 32), threads)
+
+
 register(dataclasses.replace(mxfp4.FORMAT, numba=Ops(
     dequantize=mxfp4_dequantize,
     quantize=mxfp4_quantize,
-    gemv=mxfp4_gemv)))
+    gemv=mxfp4_gemv,
+    quantize_imatrix=mxfp4_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,10 +585,44 @@ def q4_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q4_0_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    weights = np.empty(32, dtype=np.float32)
+    L = np.empty(32, dtype=np.uint8)
+    nb = x.shape[1] // 32
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 32 * b
+            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
+            q4_0._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L)
+
+
+@jit
+def _q4_0_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q4_0_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q4_0_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q4_0_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q4_0_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 18)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 32), 18), dtype=np.uint8)
+    dispatch(_q4_0_quantize_imatrix_serial, _q4_0_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q4_0.FORMAT, numba=Ops(
     dequantize=q4_0_dequantize,
     quantize=q4_0_quantize,
-    gemv=q4_0_gemv)))
+    gemv=q4_0_gemv,
+    quantize_imatrix=q4_0_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -668,10 +709,45 @@ def q4_1_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q4_1_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    weights = np.empty(32, dtype=np.float32)
+    L = np.empty(32, dtype=np.uint8)
+    lanes = np.empty((8, 40), dtype=np.float32)
+    nb = x.shape[1] // 32
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 32 * b
+            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
+            q4_1._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L, lanes)
+
+
+@jit
+def _q4_1_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q4_1_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q4_1_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q4_1_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q4_1_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 20)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 32), 20), dtype=np.uint8)
+    dispatch(_q4_1_quantize_imatrix_serial, _q4_1_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q4_1.FORMAT, numba=Ops(
     dequantize=q4_1_dequantize,
     quantize=q4_1_quantize,
-    gemv=q4_1_gemv)))
+    gemv=q4_1_gemv,
+    quantize_imatrix=q4_1_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -853,10 +929,44 @@ def q5_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q5_0_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    weights = np.empty(32, dtype=np.float32)
+    L = np.empty(32, dtype=np.uint8)
+    nb = x.shape[1] // 32
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 32 * b
+            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
+            q5_0._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L)
+
+
+@jit
+def _q5_0_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q5_0_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q5_0_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q5_0_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q5_0_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 22)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 32), 22), dtype=np.uint8)
+    dispatch(_q5_0_quantize_imatrix_serial, _q5_0_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q5_0.FORMAT, numba=Ops(
     dequantize=q5_0_dequantize,
     quantize=q5_0_quantize,
-    gemv=q5_0_gemv)))
+    gemv=q5_0_gemv,
+    quantize_imatrix=q5_0_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -943,10 +1053,45 @@ def q5_1_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q5_1_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    weights = np.empty(32, dtype=np.float32)
+    L = np.empty(32, dtype=np.uint8)
+    lanes = np.empty((8, 40), dtype=np.float32)
+    nb = x.shape[1] // 32
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 32 * b
+            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
+            q5_1._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L, lanes)
+
+
+@jit
+def _q5_1_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q5_1_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q5_1_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q5_1_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q5_1_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 24)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 32), 24), dtype=np.uint8)
+    dispatch(_q5_1_quantize_imatrix_serial, _q5_1_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q5_1.FORMAT, numba=Ops(
     dequantize=q5_1_dequantize,
     quantize=q5_1_quantize,
-    gemv=q5_1_gemv)))
+    gemv=q5_1_gemv,
+    quantize_imatrix=q5_1_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1239,11 +1384,17 @@ def q8_0_quantize_activation(x: np.ndarray, threads: int | None = None) -> np.nd
     return out
 
 
+def q8_0_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """:func:`q8_0_quantize` of the rows ``x``: llama.cpp ignores the importance for this format."""
+    return q8_0_quantize(x.reshape(-1, 32), threads)
+
+
 register(dataclasses.replace(q8_0.FORMAT, numba=Ops(
     dequantize=q8_0_dequantize,
     quantize=q8_0_quantize,
     gemv=q8_0_gemv,
-    quantize_activation=q8_0_quantize_activation)))
+    quantize_activation=q8_0_quantize_activation,
+    quantize_imatrix=q8_0_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------

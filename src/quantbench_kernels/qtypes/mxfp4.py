@@ -170,4 +170,5 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, _half_
 FORMAT = BlockFormat(name="MXFP4", qtype=GGMLQuantizationType.MXFP4, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
-                     loops=Loops(quantize_work=16, row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True))
+                     loops=Loops(quantize_work=16, row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True,
+                                 quantize_imatrix="ignored"))

@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline
-from ..jitmath import F32, write_f16
+from ..jitmath import F32, importance_weights, make_qx_quants_weighted, write_f16
 from ..registry import BlockFormat, Ops
 from . import q8_0
 
@@ -93,9 +93,31 @@ _row_dot = simd.row_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", _terms, deco
 _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0))
 
 
+# The scratch arrays of the block quantizer given importance (Q5_0's too).
+IMATRIX_SCRATCH = (("weights", "float32", 32), ("L", "uint8", 32))
+
+
+@inline
+def fit_imatrix(x: np.ndarray, qw: np.ndarray, sigma2: np.float32, weights: np.ndarray, L: np.ndarray,
+                nmax: int) -> np.float32:
+    """:func:`quantize_imatrix_ref`'s fit of one block (Q4_0: ``nmax`` 8, Q5_0: 16): the levels
+    (0..2 nmax - 1) into ``L``, the scale returned; ``weights``: float32 (32,) scratch."""
+    importance_weights(x, qw, sigma2, weights)
+    return make_qx_quants_weighted(x, nmax, L, weights)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
+                            weights: np.ndarray, L: np.ndarray) -> None:
+    write_f16(blk, 0, fit_imatrix(x, qw, sigma2, weights, L, 8))
+    for j in range(16):
+        blk[2 + j] = L[j] | (L[j + 16] << 4)
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_0", qtype=GGMLQuantizationType.Q4_0, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
-                     loops=Loops(row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True))
+                     loops=Loops(row_inputs="q8_0.row_inputs_with_sums_paired", two_rows=True, quantize_imatrix="rows",
+                                 imatrix_scratch=IMATRIX_SCRATCH))

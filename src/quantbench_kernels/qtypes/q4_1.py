@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline
-from ..jitmath import F32, write_f16
+from ..jitmath import F32, importance_weights, make_qkx2_quants, write_f16
 from ..registry import BlockFormat, Ops
 from . import q8_1
 
@@ -117,9 +117,34 @@ _row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_t
 _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0, 2))
 
 
+# The scratch arrays of the block quantizer given importance (Q5_1's too); lanes: make_qkx2_quants's
+# 37 steps, 8 a row.
+IMATRIX_SCRATCH = (("weights", "float32", 32), ("L", "uint8", 32), ("lanes", "float32", (8, 40)))
+
+
+@inline
+def fit_imatrix(x: np.ndarray, qw: np.ndarray, sigma2: np.float32, blk: np.ndarray, weights: np.ndarray,
+                L: np.ndarray, lanes: np.ndarray, nmax: int) -> None:
+    """:func:`fit_imatrix_ref` of one block (Q4_1: ``nmax`` 15, Q5_1: 31): d and m into ``blk[0:4]``,
+    the levels into ``L``; ``weights`` float32 (32,), ``lanes`` float32 (8, 40) scratch."""
+    importance_weights(x, qw, sigma2, weights)
+    d, the_min = make_qkx2_quants(x, weights, L, lanes, nmax, F32(-0.9), F32(0.05), 36, False)
+    write_f16(blk, 0, d)
+    write_f16(blk, 2, -the_min)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
+                            weights: np.ndarray, L: np.ndarray, lanes: np.ndarray) -> None:
+    fit_imatrix(x, qw, sigma2, blk, weights, L, lanes, NMAX)
+    for j in range(16):
+        blk[4 + j] = L[j] | (L[j + 16] << 4)
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q4_1", qtype=GGMLQuantizationType.Q4_1, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_1",
-                     loops=Loops(row_inputs="q8_1.row_inputs_paired", two_rows=True))
+                     loops=Loops(row_inputs="q8_1.row_inputs_paired", two_rows=True, quantize_imatrix="rows",
+                                 imatrix_scratch=IMATRIX_SCRATCH))

@@ -25,7 +25,7 @@ from .. import refmath, simd
 from ..compilation import Loops, inline
 from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, Ops
-from . import q8_0
+from . import q4_0, q8_0
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
 QK = 32
@@ -98,9 +98,29 @@ _row_dot = simd.row_dot_intrinsic(_quants, BLOCK_BYTES, "unsigned", _terms)
 _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0))
 
 
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
+                            weights: np.ndarray, L: np.ndarray) -> None:
+    write_f16(blk, 0, q4_0.fit_imatrix(x, qw, sigma2, weights, L, 16))
+    pack_levels(L, blk, 2)
+
+
+@inline
+def pack_levels(L: np.ndarray, blk: np.ndarray, qh_at: int) -> None:
+    """32 levels 0..31 into the fifth bits (uint32 at ``qh_at``) and the nibbles after them."""
+    qh = np.uint32(0)
+    for j in range(16):
+        qh |= np.uint32((L[j] >> 4) & 1) << np.uint32(j)
+        qh |= np.uint32((L[j + 16] >> 4) & 1) << np.uint32(j + 16)
+        blk[qh_at + 4 + j] = (L[j] & 0xF) | ((L[j + 16] & 0xF) << 4)
+    for k in range(4):
+        blk[qh_at + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q5_0", qtype=GGMLQuantizationType.Q5_0, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
-                     loops=Loops(row_inputs="q8_0.row_inputs_with_sums"))
+                     loops=Loops(row_inputs="q8_0.row_inputs_with_sums", quantize_imatrix="rows",
+                                 imatrix_scratch=q4_0.IMATRIX_SCRATCH))

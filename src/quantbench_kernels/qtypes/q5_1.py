@@ -27,7 +27,7 @@ from .. import refmath, simd
 from ..compilation import Loops, inline
 from ..jitmath import F32, write_f16
 from ..registry import BlockFormat, Ops
-from . import q4_1, q8_1
+from . import q4_1, q5_0, q8_1
 
 BLOCK_DTYPE = np.dtype([("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
 QK = 32
@@ -93,9 +93,17 @@ _row_dot = simd.row_dot_intrinsic(_decode, BLOCK_BYTES, "unsigned", q8_1.block_t
 _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f16_header(0, 2))
 
 
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
+                            weights: np.ndarray, L: np.ndarray, lanes: np.ndarray) -> None:
+    q4_1.fit_imatrix(x, qw, sigma2, blk, weights, L, lanes, NMAX)
+    q5_0.pack_levels(L, blk, 4)
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q5_1", qtype=GGMLQuantizationType.Q5_1, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_1",
-                     loops=Loops(row_inputs="q8_1.row_inputs", two_rows=True))
+                     loops=Loops(row_inputs="q8_1.row_inputs", two_rows=True, quantize_imatrix="rows",
+                                 imatrix_scratch=q4_1.IMATRIX_SCRATCH))

@@ -326,4 +326,5 @@ FORMAT = BlockFormat(name="Q8_0", qtype=GGMLQuantizationType.Q8_0, block_dtype=B
                                    quantize_activation=quantize_activation_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
                      loops=Loops(row_inputs="q8_0.row_inputs", two_rows=True,
-                                 faster_row_dot=("_no_128", "_row_dot_no_128"), quantize_activation=True))
+                                 faster_row_dot=("_no_128", "_row_dot_no_128"), quantize_activation=True,
+                                 quantize_imatrix="ignored"))
