@@ -130,8 +130,8 @@ ${scratch}    nb = x.shape[1] // ${block_weights}
         sigma2 = mean_square(x[r])
         for b in range(nb):
             at = ${block_weights} * b
-            block, qw = x[r, at:at + ${block_weights}], imatrix[at:at + ${block_weights}]
-            ${m}._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2${scratch_args})
+            block, qw, blk = x[r, at:at + ${block_weights}], imatrix[at:at + ${block_weights}], out[r * nb + b]
+            ${m}._quantize_imatrix_block(block, qw, blk, sigma2${scratch_args})
 
 
 @jit

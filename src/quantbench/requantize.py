@@ -40,8 +40,8 @@ def encode(choice: Choice, threads: int | None = None, importance: np.ndarray | 
                           f"(weight {bad}: {x.reshape(-1)[bad]}); it cannot be requantized to {choice.target}")
     if importance is None:
         return qk.quantize(x, choice.target, threads=threads).reshape(-1)
-    # The Numba kernels where they quantize with an importance matrix (the 32-weight formats so
-    # far), else the reference: the same bytes.
+    # The Numba kernels where they quantize with an importance matrix, else the reference: the
+    # same bytes.
     backend = "numba" if qk.get_format(choice.target).numba.quantize_imatrix is not None else "reference"
     return qk.quantize(x, choice.target, imatrix=importance, backend=backend, threads=threads).reshape(-1)
 

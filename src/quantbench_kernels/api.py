@@ -78,8 +78,8 @@ def quantize(
     ``imatrix``: an importance matrix's entry for this tensor, float32 (row length,), finite: each
     column's importance (llama-imatrix's mean squared activation). The blocks are then fitted as
     ``llama-quantize --imatrix`` fits them (llama.cpp's ``quantize_<type>`` with ``quant_weights``);
-    Q8_0 and MXFP4 ignore it, as llama.cpp does. The Numba backend has it for the 32-weight formats
-    so far; the reference backend for every weight format.
+    Q8_0 and MXFP4 ignore it, as llama.cpp does. The Numba backend has it for the 32-weight formats,
+    Q4_K, Q5_K and Q6_K so far; the reference backend for every weight format.
     """
     fmt = get_format(qtype)
     if imatrix is not None:

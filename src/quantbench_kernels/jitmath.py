@@ -150,12 +150,17 @@ and32 = _int32_binop("and_", "a & b in int32")
 shr32 = _int32_binop("ashr", "a >> b in int32 (arithmetic shift)")
 
 
-def qkx2_scratch(group: int, groups: int) -> tuple[tuple[str, str, int | tuple[int, int]], ...]:
+def qkx2_scratch(group: int, groups: int, imatrix: bool = False) -> tuple[tuple[str, str, int | tuple[int, int]], ...]:
     """The scratch arrays (``compilation.Loops.scratch``) of a k-quant quantizer that fits ``groups``
     groups of ``group`` weights with :func:`make_qkx2_quants` (Q2_K, Q4_K, Q5_K): the block's levels
-    ``L``, the fit's ``lanes``, one group's ``weights``, and the groups' ``scales`` and ``mins``."""
-    return (("L", "uint8", group * groups), ("lanes", "float32", (8, 32)), ("weights", "float32", group),
-            ("scales", "float32", groups), ("mins", "float32", groups))
+    ``L``, the fit's ``lanes``, one group's ``weights``, and the groups' ``scales`` and ``mins``; given
+    importance (``imatrix``), lanes for 37 steps and the groups' summed weights ``sw`` and the
+    levels ``Ls``, ``Lm`` of their scales and mins."""
+    common = (("weights", "float32", group), ("scales", "float32", groups), ("mins", "float32", groups))
+    if not imatrix:
+        return (("L", "uint8", group * groups), ("lanes", "float32", (8, 32)), *common)
+    return (("L", "uint8", group * groups), ("lanes", "float32", (8, 40)), *common, ("sw", "float32", groups),
+            ("Ls", "uint8", groups), ("Lm", "uint8", groups))
 
 
 @inline
@@ -361,6 +366,65 @@ def _make_qx_quants(x: np.ndarray, nmax: int, L: np.ndarray, qw: np.ndarray, wei
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
+
+
+@inline
+def make_qp_quants(x: np.ndarray, nmax: int, L: np.ndarray, w: np.ndarray) -> np.float32:
+    """llama.cpp's ``make_qp_quants(n, nmax, x, L, quant_weights)`` for one group: fills ``L`` (uint8:
+    a negative level is stored mod 256, as C's ``uint8_t``), returns the scale (see
+    :func:`refmath.make_qp_quants`)."""
+    n = x.shape[0]
+    vmax = F32(0)
+    for i in range(n):
+        vmax = vmax if vmax > x[i] else x[i]
+    if vmax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0)
+    iscale = F32(nmax) / vmax
+    scale = F32(1) / iscale
+    best = F32(0)
+    for i in range(n):
+        diff = x[i] - scale * F32(np.uint8(nearest_int(iscale * x[i]) & 0xFF))
+        best += w[i] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / vmax
+        scale_is = F32(1) / iscale_is
+        mse = F32(0)
+        for i in range(n):
+            diff = x[i] - scale_is * F32(min(nmax, nearest_int(iscale_is * x[i])))
+            mse += w[i] * diff * diff
+        if mse < best:
+            best = mse
+            iscale = iscale_is
+    sumlx = F32(0)
+    suml2 = F32(0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = np.uint8(l & 0xFF)
+        sumlx += w[i] * x[i] * F32(l)
+        suml2 += w[i] * F32(l) * F32(l)
+    for _ in range(5):
+        changed = 0
+        for i in range(n):
+            li = F32(L[i])
+            slx = sumlx - w[i] * x[i] * li
+            sl2 = suml2 - w[i] * li * li
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != np.int32(L[i]):
+                    slx += w[i] * x[i] * F32(new_l)
+                    sl2 += w[i] * F32(new_l) * F32(new_l)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = np.uint8(new_l & 0xFF)
+                        sumlx = slx
+                        suml2 = sl2
+                        changed += 1
+        if changed == 0:
+            break
+    return sumlx / suml2 if suml2 > 0 else F32(0)
 
 
 @inline

@@ -594,8 +594,8 @@ def _q4_0_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.nda
         sigma2 = mean_square(x[r])
         for b in range(nb):
             at = 32 * b
-            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
-            q4_0._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L)
+            block, qw, blk = x[r, at:at + 32], imatrix[at:at + 32], out[r * nb + b]
+            q4_0._quantize_imatrix_block(block, qw, blk, sigma2, weights, L)
 
 
 @jit
@@ -719,8 +719,8 @@ def _q4_1_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.nda
         sigma2 = mean_square(x[r])
         for b in range(nb):
             at = 32 * b
-            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
-            q4_1._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L, lanes)
+            block, qw, blk = x[r, at:at + 32], imatrix[at:at + 32], out[r * nb + b]
+            q4_1._quantize_imatrix_block(block, qw, blk, sigma2, weights, L, lanes)
 
 
 @jit
@@ -839,10 +839,50 @@ def q4_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q4_k_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(256, dtype=np.uint8)
+    lanes = np.empty((8, 40), dtype=np.float32)
+    weights = np.empty(32, dtype=np.float32)
+    scales = np.empty(8, dtype=np.float32)
+    mins = np.empty(8, dtype=np.float32)
+    sw = np.empty(8, dtype=np.float32)
+    Ls = np.empty(8, dtype=np.uint8)
+    Lm = np.empty(8, dtype=np.uint8)
+    nb = x.shape[1] // 256
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 256 * b
+            block, qw, blk = x[r, at:at + 256], imatrix[at:at + 256], out[r * nb + b]
+            q4_k._quantize_imatrix_block(block, qw, blk, sigma2, L, lanes, weights, scales, mins, sw, Ls, Lm)
+
+
+@jit
+def _q4_k_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q4_k_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q4_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q4_k_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q4_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 144)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 256), 144), dtype=np.uint8)
+    dispatch(_q4_k_quantize_imatrix_serial, _q4_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q4_k.FORMAT, numba=Ops(
     dequantize=q4_k_dequantize,
     quantize=q4_k_quantize,
-    gemv=q4_k_gemv)))
+    gemv=q4_k_gemv,
+    quantize_imatrix=q4_k_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -938,8 +978,8 @@ def _q5_0_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.nda
         sigma2 = mean_square(x[r])
         for b in range(nb):
             at = 32 * b
-            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
-            q5_0._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L)
+            block, qw, blk = x[r, at:at + 32], imatrix[at:at + 32], out[r * nb + b]
+            q5_0._quantize_imatrix_block(block, qw, blk, sigma2, weights, L)
 
 
 @jit
@@ -1063,8 +1103,8 @@ def _q5_1_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.nda
         sigma2 = mean_square(x[r])
         for b in range(nb):
             at = 32 * b
-            block, qw = x[r, at:at + 32], imatrix[at:at + 32]
-            q5_1._quantize_imatrix_block(block, qw, out[r * nb + b], sigma2, weights, L, lanes)
+            block, qw, blk = x[r, at:at + 32], imatrix[at:at + 32], out[r * nb + b]
+            q5_1._quantize_imatrix_block(block, qw, blk, sigma2, weights, L, lanes)
 
 
 @jit
@@ -1183,10 +1223,50 @@ def q5_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q5_k_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(256, dtype=np.uint8)
+    lanes = np.empty((8, 40), dtype=np.float32)
+    weights = np.empty(32, dtype=np.float32)
+    scales = np.empty(8, dtype=np.float32)
+    mins = np.empty(8, dtype=np.float32)
+    sw = np.empty(8, dtype=np.float32)
+    Ls = np.empty(8, dtype=np.uint8)
+    Lm = np.empty(8, dtype=np.uint8)
+    nb = x.shape[1] // 256
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 256 * b
+            block, qw, blk = x[r, at:at + 256], imatrix[at:at + 256], out[r * nb + b]
+            q5_k._quantize_imatrix_block(block, qw, blk, sigma2, L, lanes, weights, scales, mins, sw, Ls, Lm)
+
+
+@jit
+def _q5_k_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q5_k_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q5_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q5_k_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q5_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 176)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 256), 176), dtype=np.uint8)
+    dispatch(_q5_k_quantize_imatrix_serial, _q5_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q5_k.FORMAT, numba=Ops(
     dequantize=q5_k_dequantize,
     quantize=q5_k_quantize,
-    gemv=q5_k_gemv)))
+    gemv=q5_k_gemv,
+    quantize_imatrix=q5_k_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1275,10 +1355,44 @@ def q6_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q6_k_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(256, dtype=np.uint8)
+    scales = np.empty(16, dtype=np.float32)
+    nb = x.shape[1] // 256
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 256 * b
+            block, qw, blk = x[r, at:at + 256], imatrix[at:at + 256], out[r * nb + b]
+            q6_k._quantize_imatrix_block(block, qw, blk, sigma2, L, scales)
+
+
+@jit
+def _q6_k_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q6_k_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q6_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q6_k_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q6_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 210)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 256), 210), dtype=np.uint8)
+    dispatch(_q6_k_quantize_imatrix_serial, _q6_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q6_k.FORMAT, numba=Ops(
     dequantize=q6_k_dequantize,
     quantize=q6_k_quantize,
-    gemv=q6_k_gemv)))
+    gemv=q6_k_gemv,
+    quantize_imatrix=q6_k_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,7 +25,19 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline
-from ..jitmath import F32, and32, make_qkx2_quants, nearest_int, qkx2_scratch, read_f16, running_max, shr32, write_f16
+from ..jitmath import (
+    F32,
+    and32,
+    importance_weights,
+    make_qkx2_quants,
+    make_qp_quants,
+    nearest_int,
+    qkx2_scratch,
+    read_f16,
+    running_max,
+    shr32,
+    write_f16,
+)
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, Ops
 from . import q8_k
@@ -217,17 +229,58 @@ def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, 
     for k in range(12):
         blk[4 + k] = 0
     for j in range(8):
-        ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
-        lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
-        if j < 4:
-            blk[4 + j] |= ls
-            blk[8 + j] |= lm
-        else:
-            blk[8 + j] = (ls & 0xF) | ((lm & 0xF) << 4)
-            blk[j] |= (ls >> 4) << 6
-            blk[4 + j] |= (lm >> 4) << 6
+        _pack_scale_min(blk, j, min(63, nearest_int(inv_scale * scales[j]) & 0xFF),
+                        min(63, nearest_int(inv_min * mins[j]) & 0xFF))
     write_f16(blk, 0, max_scale / F32(63))
     write_f16(blk, 2, max_min / F32(63))
+    _requantize(x, blk, L, nmax)
+
+
+@inline
+def fit_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
+                      weights: np.ndarray, scales: np.ndarray, mins: np.ndarray, sw: np.ndarray, Ls: np.ndarray,
+                      Lm: np.ndarray, nmax: int, clamp: bool) -> None:
+    """:func:`fit_blocks_imatrix_ref` for one block (float32 x[256], its importance ``qw``): the
+    header and the levels, as :func:`fit_block` writes them."""
+    sum_x2 = F32(0)
+    for i in range(QK):
+        sum_x2 += x[i] * x[i]
+    sigma2 = F32(2) * sum_x2 / F32(QK)
+    for j in range(8):
+        xj = x[32 * j:32 * j + 32]
+        importance_weights(xj, qw[32 * j:32 * j + 32], sigma2, weights)
+        total = F32(0)
+        for i in range(32):
+            total += weights[i]
+        sw[j] = total
+        scales[j], mins[j] = make_qkx2_quants(xj, weights, L[32 * j:32 * j + 32], lanes, nmax, F32(-0.9), F32(0.05),
+                                              36, False)
+    d = make_qp_quants(scales, 63, Ls, sw)
+    dmin = make_qp_quants(mins, 63, Lm, sw)
+    for k in range(12):
+        blk[4 + k] = 0
+    for j in range(8):
+        _pack_scale_min(blk, j, min(63, Ls[j]) if clamp else Ls[j], min(63, Lm[j]) if clamp else Lm[j])
+    write_f16(blk, 0, d)
+    write_f16(blk, 2, dmin)
+    _requantize(x, blk, L, nmax)
+
+
+@inline
+def _pack_scale_min(blk: np.ndarray, j: int, ls: int, lm: int) -> None:
+    """Sub-block ``j``'s 6-bit scale and min into the zeroed header bytes 4..15."""
+    if j < 4:
+        blk[4 + j] |= ls
+        blk[8 + j] |= lm
+    else:
+        blk[8 + j] = (ls & 0xF) | ((lm & 0xF) << 4)
+        blk[j] |= (ls >> 4) << 6
+        blk[4 + j] |= (lm >> 4) << 6
+
+
+@inline
+def _requantize(x: np.ndarray, blk: np.ndarray, L: np.ndarray, nmax: int) -> None:
+    """Every sub-block's levels against its rounded scale and min (kept where the scale is 0)."""
     d_all = read_f16(blk, 0)
     dmin_all = read_f16(blk, 2)
     for j in range(8):
@@ -245,9 +298,22 @@ def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, 
 def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                     weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
     fit_block(x, blk, L, lanes, weights, scales, mins, 15, F32(-1.0), F32(0.1), 20)
+    _pack_levels(blk, L)
+
+
+@inline
+def _pack_levels(blk: np.ndarray, L: np.ndarray) -> None:
     for p in range(4):
         for l in range(32):
             blk[16 + 32 * p + l] = L[64 * p + l] | (L[64 * p + 32 + l] << 4)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, L: np.ndarray,
+                            lanes: np.ndarray, weights: np.ndarray, scales: np.ndarray, mins: np.ndarray,
+                            sw: np.ndarray, Ls: np.ndarray, Lm: np.ndarray) -> None:
+    fit_imatrix_block(x, qw, blk, L, lanes, weights, scales, mins, sw, Ls, Lm, 15, False)
+    _pack_levels(blk, L)
 
 
 def decode(context, builder, wt, w_, woff_, qs_offset: int, qh_offset: int | None,  # type: ignore[no-untyped-def]
@@ -337,4 +403,5 @@ _dequantize_one = dequantize_intrinsic(144, qs_offset=16, qh_offset=None)
 FORMAT = BlockFormat(name="Q4_K", qtype=GGMLQuantizationType.Q4_K, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
-                     loops=Loops(quantize_work=64, row_inputs="q8_k.row_inputs_in_lanes", scratch=qkx2_scratch(32, 8)))
+                     loops=Loops(quantize_work=64, row_inputs="q8_k.row_inputs_in_lanes", scratch=qkx2_scratch(32, 8),
+                                 quantize_imatrix="rows", imatrix_scratch=qkx2_scratch(32, 8, imatrix=True)))

@@ -108,6 +108,19 @@ _dequantize_one = q4_k.dequantize_intrinsic(176, qs_offset=48, qh_offset=16)
 def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                     weights: np.ndarray, scales: np.ndarray, mins: np.ndarray) -> None:
     q4_k.fit_block(x, blk, L, lanes, weights, scales, mins, 31, F32(-0.5), F32(0.1), 15)
+    _pack_levels(blk, L)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, L: np.ndarray,
+                            lanes: np.ndarray, weights: np.ndarray, scales: np.ndarray, mins: np.ndarray,
+                            sw: np.ndarray, Ls: np.ndarray, Lm: np.ndarray) -> None:
+    q4_k.fit_imatrix_block(x, qw, blk, L, lanes, weights, scales, mins, sw, Ls, Lm, 31, True)
+    _pack_levels(blk, L)
+
+
+@inline
+def _pack_levels(blk: np.ndarray, L: np.ndarray) -> None:
     for l in range(32):
         blk[16 + l] = 0
     for p in range(4):

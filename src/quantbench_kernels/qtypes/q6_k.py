@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline, jit
-from ..jitmath import F32, GROUP_MAX_EPS, make_qx_quants, nearest_int, read_f16, write_f16
+from ..jitmath import F32, GROUP_MAX_EPS, make_qx_quants, make_qx_quants_weighted, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, Ops
 from . import q8_k
@@ -134,10 +134,25 @@ def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndar
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.ndarray) -> None:
+    _fit_block(x, x, False, blk, L, scales)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, L: np.ndarray,
+                            scales: np.ndarray) -> None:
+    _fit_block(x, qw, True, blk, L, scales)  # Q6_K weighs by the importance alone: no sigma2
+
+
+@inline
+def _fit_block(x: np.ndarray, qw: np.ndarray, weighted: bool, blk: np.ndarray, L: np.ndarray,
+               scales: np.ndarray) -> None:
     max_scale = F32(0)
     max_abs = F32(0)
     for j in range(16):
-        sc = make_qx_quants(x[16 * j:16 * j + 16], 32, L[16 * j:16 * j + 16])
+        if weighted:
+            sc = make_qx_quants_weighted(x[16 * j:16 * j + 16], 32, L[16 * j:16 * j + 16], qw[16 * j:16 * j + 16])
+        else:
+            sc = make_qx_quants(x[16 * j:16 * j + 16], 32, L[16 * j:16 * j + 16])
         scales[j] = sc
         if abs(sc) > max_abs:
             max_abs = abs(sc)
@@ -190,10 +205,14 @@ def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[
 _row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 210, 208, 32, _SUB_BLOCK_OF_CHUNK)
 
 
+# The block quantizers' scratch arrays (with and without importance): the levels, the scales.
+_SCRATCH = (("L", "uint8", QK), ("scales", "float32", 16))
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q6_K", qtype=GGMLQuantizationType.Q6_K, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
-                     loops=Loops(quantize_work=64, row_inputs="q6_k._row_inputs", two_rows=True,
-                                 scratch=(("L", "uint8", QK), ("scales", "float32", 16))))
+                     loops=Loops(quantize_work=64, row_inputs="q6_k._row_inputs", two_rows=True, scratch=_SCRATCH,
+                                 quantize_imatrix="rows", imatrix_scratch=_SCRATCH))
