@@ -26,9 +26,9 @@ def importance(n: int) -> st.SearchStrategy[np.ndarray]:
     return st.one_of(hnp.arrays(np.float32, n, elements=_ENTRY), one_hot, uniform)
 
 
-def test_every_weight_format_has_a_reference_quantizer_with_an_importance_matrix():
+def test_every_weight_format_quantizes_with_an_importance_matrix_in_both_backends():
     weights = {f.name for f in qk.formats("gemv")}
-    assert weights <= set(IMATRIX), f"missing: {sorted(weights - set(IMATRIX))}"
+    assert weights == set(IMATRIX) == {f.name for f in qk.formats("quantize_imatrix")}
 
 
 @pytest.mark.parametrize("name", IMATRIX)
@@ -98,11 +98,9 @@ def test_bad_importance_is_refused_naming_what_is_wrong(imatrix, message):
         qk.quantize(x, "Q4_0", imatrix=imatrix, backend="reference")
 
 
-def test_a_backend_without_an_imatrix_quantizer_says_which_has_one():
+def test_an_activation_format_has_no_quantizer_with_an_importance_matrix():
     x = np.ones(256, dtype=np.float32)
-    without = next(f.name for f in qk.formats("gemv") if f.numba.quantize_imatrix is None)
-    with pytest.raises(ValueError, match=f"{without} has no quantizer with an importance matrix in the numba backend "
-                                         "yet: backend='reference' has one"):
-        qk.quantize(x, without, imatrix=np.ones(256, np.float32))
-    with pytest.raises(ValueError, match="Q8_K has no quantizer with an importance matrix in the reference backend$"):
-        qk.quantize(x, "Q8_K", imatrix=np.ones(256, np.float32), backend="reference")
+    for backend in qk.BACKENDS:
+        with pytest.raises(ValueError, match=f"Q8_K has no quantizer with an importance matrix in the {backend} "
+                                             "backend \\(an activation format"):
+            qk.quantize(x, "Q8_K", imatrix=np.ones(256, np.float32), backend=backend)

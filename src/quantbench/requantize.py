@@ -40,10 +40,7 @@ def encode(choice: Choice, threads: int | None = None, importance: np.ndarray | 
                           f"(weight {bad}: {x.reshape(-1)[bad]}); it cannot be requantized to {choice.target}")
     if importance is None:
         return qk.quantize(x, choice.target, threads=threads).reshape(-1)
-    # The Numba kernels where they quantize with an importance matrix, else the reference: the
-    # same bytes.
-    backend = "numba" if qk.get_format(choice.target).numba.quantize_imatrix is not None else "reference"
-    return qk.quantize(x, choice.target, imatrix=importance, backend=backend, threads=threads).reshape(-1)
+    return qk.quantize(x, choice.target, imatrix=importance, threads=threads).reshape(-1)
 
 
 def importance_for(choices: list[Choice], imatrix: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:

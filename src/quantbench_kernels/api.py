@@ -78,8 +78,7 @@ def quantize(
     ``imatrix``: an importance matrix's entry for this tensor, float32 (row length,), finite: each
     column's importance (llama-imatrix's mean squared activation). The blocks are then fitted as
     ``llama-quantize --imatrix`` fits them (llama.cpp's ``quantize_<type>`` with ``quant_weights``);
-    Q8_0 and MXFP4 ignore it, as llama.cpp does. The Numba backend has it for the 32-weight formats,
-    Q4_K, Q5_K and Q6_K so far; the reference backend for every weight format.
+    Q8_0 and MXFP4 ignore it, as llama.cpp does. Both backends, every weight format.
     """
     fmt = get_format(qtype)
     if imatrix is not None:
@@ -96,9 +95,8 @@ def quantize(
 def _quantize_imatrix(x: Any, fmt: BlockFormat, imatrix: Any, backend: str, threads: int | None) -> np.ndarray:
     """:func:`quantize` given an importance matrix."""
     if fmt.backend(backend).quantize_imatrix is None:
-        has = fmt.reference.quantize_imatrix is not None
-        raise ValueError(f"{fmt.name} has no quantizer with an importance matrix in the {backend} backend"
-                         + (" yet: backend='reference' has one, byte for byte llama.cpp's" if has else ""))
+        raise ValueError(f"{fmt.name} has no quantizer with an importance matrix in the {backend} backend "
+                         "(an activation format: llama.cpp quantizes weights with one)")
     fn = _op(fmt, backend, "quantize_imatrix")
     x = as_float32(x, "x", (1, 2))
     n_blocks = check_row_length(x, fmt, "x")

@@ -120,10 +120,44 @@ def iq4_nl_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> n
     return out
 
 
+@jit
+def _iq4_nl_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    weights = np.empty(32, dtype=np.float32)
+    scratch = np.empty(32, dtype=np.uint8)
+    nb = x.shape[1] // 32
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 32 * b
+            block, qw, blk = x[r, at:at + 32], imatrix[at:at + 32], out[r * nb + b]
+            iq4_nl._quantize_imatrix_block(block, qw, blk, sigma2, weights, scratch)
+
+
+@jit
+def _iq4_nl_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _iq4_nl_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _iq4_nl_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _iq4_nl_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def iq4_nl_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 18)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 32), 18), dtype=np.uint8)
+    dispatch(_iq4_nl_quantize_imatrix_serial, _iq4_nl_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(iq4_nl.FORMAT, numba=Ops(
     dequantize=iq4_nl_dequantize,
     quantize=iq4_nl_quantize,
-    gemv=iq4_nl_gemv)))
+    gemv=iq4_nl_gemv,
+    quantize_imatrix=iq4_nl_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,10 +246,45 @@ def iq4_xs_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> n
     return out
 
 
+@jit
+def _iq4_xs_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    scales = np.empty(8, dtype=np.float32)
+    scratch = np.empty(32, dtype=np.uint8)
+    weights = np.empty(32, dtype=np.float32)
+    nb = x.shape[1] // 256
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 256 * b
+            block, qw, blk = x[r, at:at + 256], imatrix[at:at + 256], out[r * nb + b]
+            iq4_xs._quantize_imatrix_block(block, qw, blk, sigma2, scales, scratch, weights)
+
+
+@jit
+def _iq4_xs_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _iq4_xs_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _iq4_xs_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _iq4_xs_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def iq4_xs_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 136)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 256), 136), dtype=np.uint8)
+    dispatch(_iq4_xs_quantize_imatrix_serial, _iq4_xs_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(iq4_xs.FORMAT, numba=Ops(
     dequantize=iq4_xs_dequantize,
     quantize=iq4_xs_quantize,
-    gemv=iq4_xs_gemv)))
+    gemv=iq4_xs_gemv,
+    quantize_imatrix=iq4_xs_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,10 +472,50 @@ def q2_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q2_k_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(256, dtype=np.uint8)
+    lanes = np.empty((8, 40), dtype=np.float32)
+    weights = np.empty(16, dtype=np.float32)
+    scales = np.empty(16, dtype=np.float32)
+    mins = np.empty(16, dtype=np.float32)
+    sw = np.empty(16, dtype=np.float32)
+    Ls = np.empty(16, dtype=np.uint8)
+    Lm = np.empty(16, dtype=np.uint8)
+    nb = x.shape[1] // 256
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 256 * b
+            block, qw, blk = x[r, at:at + 256], imatrix[at:at + 256], out[r * nb + b]
+            q2_k._quantize_imatrix_block(block, qw, blk, sigma2, L, lanes, weights, scales, mins, sw, Ls, Lm)
+
+
+@jit
+def _q2_k_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q2_k_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q2_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q2_k_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q2_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 84)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 256), 84), dtype=np.uint8)
+    dispatch(_q2_k_quantize_imatrix_serial, _q2_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q2_k.FORMAT, numba=Ops(
     dequantize=q2_k_dequantize,
     quantize=q2_k_quantize,
-    gemv=q2_k_gemv)))
+    gemv=q2_k_gemv,
+    quantize_imatrix=q2_k_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,10 +604,47 @@ def q3_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     return out
 
 
+@jit
+def _q3_k_quantize_imatrix_range(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+    L = np.empty(256, dtype=np.uint8)
+    scales = np.empty(16, dtype=np.float32)
+    weights = np.empty(16, dtype=np.float32)
+    sw = np.empty(16, dtype=np.float32)
+    Ls = np.empty(16, dtype=np.uint8)
+    nb = x.shape[1] // 256
+    for r in range(start, stop):
+        sigma2 = mean_square(x[r])
+        for b in range(nb):
+            at = 256 * b
+            block, qw, blk = x[r, at:at + 256], imatrix[at:at + 256], out[r * nb + b]
+            q3_k._quantize_imatrix_block(block, qw, blk, sigma2, L, scales, weights, sw, Ls)
+
+
+@jit
+def _q3_k_quantize_imatrix_serial(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    _q3_k_quantize_imatrix_range(x, imatrix, out, START, x.shape[0])
+
+
+@pjit
+def _q3_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.ndarray) -> None:
+    n = x.shape[0]
+    chunks = min(n, PARALLEL_CHUNKS)
+    for c in numba.prange(chunks):
+        _q3_k_quantize_imatrix_range(x, imatrix, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+def q3_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 110)."""
+    out = np.empty((x.shape[0] * (x.shape[1] // 256), 110), dtype=np.uint8)
+    dispatch(_q3_k_quantize_imatrix_serial, _q3_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    return out
+
+
 register(dataclasses.replace(q3_k.FORMAT, numba=Ops(
     dequantize=q3_k_dequantize,
     quantize=q3_k_quantize,
-    gemv=q3_k_gemv)))
+    gemv=q3_k_gemv,
+    quantize_imatrix=q3_k_quantize_imatrix)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline
-from ..jitmath import F32, GROUP_MAX_EPS, write_f16
+from ..jitmath import F32, GROUP_MAX_EPS, importance_weights, write_f16
 from ..registry import BlockFormat, Ops
 from . import q8_0
 
@@ -157,14 +157,15 @@ def best_index(v: np.float32) -> np.int32:
 
 
 @inline
-def _fit(x: np.ndarray, inv: np.float32, levels: np.ndarray) -> tuple[np.float32, np.float32]:
+def _fit(x: np.ndarray, inv: np.float32, levels: np.ndarray, qw: np.ndarray,
+         weighted: bool) -> tuple[np.float32, np.float32]:
     sumqx = F32(0)
     sumq2 = F32(0)
     for j in range(QK):
         k = best_index(inv * x[j])
         levels[j] = k
         q = KV_FLOAT[k]
-        w = x[j] * x[j]
+        w = qw[j] if weighted else x[j] * x[j]
         sumqx += w * q * x[j]
         sumq2 += w * q * q
     return sumqx, sumq2
@@ -173,14 +174,34 @@ def _fit(x: np.ndarray, inv: np.float32, levels: np.ndarray) -> tuple[np.float32
 @inline
 def search(x: np.ndarray, scratch: np.ndarray) -> np.float32:
     """:func:`search_ref` of one group of 32 weights (``scratch``: uint8 (32,), overwritten)."""
+    return _search(x, scratch, x, False)
+
+
+@inline
+def search_weighted(x: np.ndarray, scratch: np.ndarray, qw: np.ndarray) -> np.float32:
+    """:func:`search` with each value weighted by ``qw`` (given importance)."""
+    return _search(x, scratch, qw, True)
+
+
+@inline
+def super_block_sigma2(x: np.ndarray) -> np.float32:
+    """``quantize_row_iq4_nl_impl``'s ``sigma2``: the super-block's sum of squares times 2 / its size."""
+    total = F32(0)
+    for j in range(x.shape[0]):
+        total += x[j] * x[j]
+    return total * F32(2.0 / x.shape[0])
+
+
+@inline
+def _search(x: np.ndarray, scratch: np.ndarray, qw: np.ndarray, weighted: bool) -> np.float32:
     vmax = simd.first_largest32(x, 0)
     if abs(vmax) < GROUP_MAX_EPS:
         return F32(0)
-    sumqx, sumq2 = _fit(x, F32(1) / (-vmax / KV_FLOAT[0]), scratch)
-    d = sumqx / sumq2
+    sumqx, sumq2 = _fit(x, F32(1) / (-vmax / KV_FLOAT[0]), scratch, qw, weighted)
+    d = sumqx / sumq2 if sumq2 > 0 else F32(0)  # no weight (an importance of zeros): 0
     best = d * sumqx
     for itry in range(-NTRY, NTRY + 1):
-        sumqx, sumq2 = _fit(x, F32(itry + KV_INT[0]) / vmax, scratch)
+        sumqx, sumq2 = _fit(x, F32(itry + KV_INT[0]) / vmax, scratch, qw, weighted)
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             d = sumqx / sumq2
             best = d * sumqx
@@ -197,7 +218,18 @@ def pack_levels(x: np.ndarray, inv: np.float32, blk: np.ndarray, offset: int) ->
 
 @inline
 def _quantize_block(x: np.ndarray, blk: np.ndarray, scratch: np.ndarray) -> None:
-    d = search(x, scratch)
+    _write_block(x, blk, search(x, scratch))
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, weights: np.ndarray,
+                            scratch: np.ndarray) -> None:
+    importance_weights(x, qw, super_block_sigma2(x), weights)
+    _write_block(x, blk, search_weighted(x, scratch, weights))
+
+
+@inline
+def _write_block(x: np.ndarray, blk: np.ndarray, d: np.float32) -> None:
     write_f16(blk, 0, d)
     pack_levels(x, F32(1) / d if d != 0 else F32(0), blk, 2)
 
@@ -227,4 +259,5 @@ FORMAT = BlockFormat(name="IQ4_NL", qtype=GGMLQuantizationType.IQ4_NL, block_dty
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_0",
                      loops=Loops(quantize_work=64, row_inputs="q8_0.row_inputs_paired", two_rows=True,
-                                 scratch=(("scratch", "uint8", QK),)))
+                                 scratch=(("scratch", "uint8", QK),), quantize_imatrix="rows",
+                                 imatrix_scratch=(("weights", "float32", QK), ("scratch", "uint8", QK))))

@@ -28,7 +28,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline, jit
-from ..jitmath import F32, first_largest, nearest_int, write_f16
+from ..jitmath import F32, first_largest, importance_weights, nearest_int, write_f16
 from ..registry import BlockFormat, DotTerms, Ops
 from . import iq4_nl, q8_k
 
@@ -141,6 +141,22 @@ def _scale(blk: np.ndarray, s: int) -> np.int32:
 def _quantize_block(x: np.ndarray, blk: np.ndarray, scales: np.ndarray, scratch: np.ndarray) -> None:
     for s in range(8):
         scales[s] = iq4_nl.search(x[32 * s:32 * s + 32], scratch)
+    _write_block(x, blk, scales)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, scales: np.ndarray,
+                            scratch: np.ndarray, weights: np.ndarray) -> None:
+    block_sigma2 = iq4_nl.super_block_sigma2(x)
+    for s in range(8):
+        xs = x[32 * s:32 * s + 32]
+        importance_weights(xs, qw[32 * s:32 * s + 32], block_sigma2, weights)
+        scales[s] = iq4_nl.search_weighted(xs, scratch, weights)
+    _write_block(x, blk, scales)
+
+
+@inline
+def _write_block(x: np.ndarray, blk: np.ndarray, scales: np.ndarray) -> None:
     d = -first_largest(scales) / F32(32)
     inv = F32(1) / d if d != 0 else F32(0)
     write_f16(blk, 0, d)
@@ -235,10 +251,15 @@ def _dequantize_one(blocks: np.ndarray, out: np.ndarray, i: int, stream: bool) -
                               stream)
 
 
+# The block quantizers' scratch arrays: the sub-blocks' scales, one sub-block's levels (given
+# importance, also one sub-block's weights).
+_SCRATCH = (("scales", "float32", 8), ("scratch", "uint8", 32))
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="IQ4_XS", qtype=GGMLQuantizationType.IQ4_XS, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
-                     loops=Loops(quantize_work=64, row_inputs="iq4_xs._row_inputs",
-                                 scratch=(("scales", "float32", 8), ("scratch", "uint8", 32))))
+                     loops=Loops(quantize_work=64, row_inputs="iq4_xs._row_inputs", scratch=_SCRATCH,
+                                 quantize_imatrix="rows", imatrix_scratch=(*_SCRATCH, ("weights", "float32", 32))))

@@ -23,7 +23,17 @@ from llvmlite import ir
 
 from .. import refmath, simd
 from ..compilation import Loops, inline, jit
-from ..jitmath import F32, make_qkx2_quants, nearest_int, qkx2_scratch, read_f16, running_max, write_f16
+from ..jitmath import (
+    F32,
+    importance_weights,
+    make_qkx2_quants,
+    make_qp_quants,
+    nearest_int,
+    qkx2_scratch,
+    read_f16,
+    running_max,
+    write_f16,
+)
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, DotTerms, Ops
 from . import q8_k
@@ -184,6 +194,40 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
         write_f16(blk, 82, max_min / F32(15))
     else:
         write_f16(blk, 82, F32(0))
+    _requantize_and_pack(x, blk, L)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, L: np.ndarray,
+                            lanes: np.ndarray, weights: np.ndarray, scales: np.ndarray, mins: np.ndarray,
+                            sw: np.ndarray, Ls: np.ndarray, Lm: np.ndarray) -> None:
+    """:func:`quantize_imatrix_ref` of one block (``sigma2`` of the row unused: Q2_K's is the block's)."""
+    sum_x2 = F32(0)
+    for i in range(QK):
+        sum_x2 += x[i] * x[i]
+    block_sigma2 = sum_x2 / F32(QK)
+    for j in range(16):
+        xj = x[16 * j:16 * j + 16]
+        importance_weights(xj, qw[16 * j:16 * j + 16], block_sigma2, weights)
+        total = F32(0)
+        for i in range(16):
+            total += weights[i]
+        sw[j] = total
+        scales[j], mins[j] = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.9), F32(0.05), 36,
+                                              False)
+    d = make_qp_quants(scales, 15, Ls, sw)
+    dmin = make_qp_quants(mins, 15, Lm, sw)
+    for j in range(16):
+        blk[j] = (np.int32(Ls[j]) | (np.int32(Lm[j]) << 4)) & 0xFF
+    write_f16(blk, 80, d)
+    write_f16(blk, 82, dmin)
+    _requantize_and_pack(x, blk, L)
+
+
+@inline
+def _requantize_and_pack(x: np.ndarray, blk: np.ndarray, L: np.ndarray) -> None:
+    """Every group's levels against its rounded scale and min (kept where the scale is 0), then
+    the quants packed four to a byte."""
     d_all = read_f16(blk, 80)
     dmin_all = read_f16(blk, 82)
     for j in range(16):
@@ -321,4 +365,5 @@ def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndar
 FORMAT = BlockFormat(name="Q2_K", qtype=GGMLQuantizationType.Q2_K, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
-                     loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=qkx2_scratch(16, 16)))
+                     loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=qkx2_scratch(16, 16),
+                                 quantize_imatrix="rows", imatrix_scratch=qkx2_scratch(16, 16, imatrix=True)))

@@ -25,7 +25,18 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline, jit
-from ..jitmath import F32, and32, first_largest, make_q3_quants, nearest_int, read_f16, shr32, write_f16
+from ..jitmath import (
+    F32,
+    and32,
+    first_largest,
+    importance_weights,
+    make_q3_quants,
+    make_qx_quants_weighted,
+    nearest_int,
+    read_f16,
+    shr32,
+    write_f16,
+)
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, Ops
 from . import q8_k
@@ -167,13 +178,48 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, scales: np.nd
         iscale = F32(-32) / max_scale
         for j in range(16):
             # C assigns nearest_int() to an int8_t, then clamps to [-32, 31].
-            l = max(-32, min(31, np.int32(np.int8(nearest_int(iscale * scales[j]))))) + 32
-            if j < 8:
-                blk[96 + j] = l & 0xF
-            else:
-                blk[88 + j] |= (l & 0xF) << 4
-            blk[104 + j % 4] |= (l >> 4) << (2 * (j // 4))
+            _pack_scale(blk, j, max(-32, min(31, np.int32(np.int8(nearest_int(iscale * scales[j]))))) + 32)
         write_f16(blk, 108, F32(1) / iscale)
+    _requantize_and_pack(x, blk, L)
+
+
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32, L: np.ndarray,
+                            scales: np.ndarray, weights: np.ndarray, sw: np.ndarray, Ls: np.ndarray) -> None:
+    """:func:`quantize_imatrix_ref` of one block (``sigma2`` of the row unused: Q3_K's is the block's)."""
+    sum_x2 = F32(0)
+    for i in range(QK):
+        sum_x2 += x[i] * x[i]
+    block_sigma2 = F32(2) * sum_x2 / F32(QK)
+    for j in range(16):
+        importance_weights(x[16 * j:16 * j + 16], qw[16 * j:16 * j + 16], block_sigma2, weights)
+        total = F32(0)
+        for i in range(16):
+            total += weights[i]
+        sw[j] = total
+        scales[j] = make_qx_quants_weighted(x[16 * j:16 * j + 16], 4, L[16 * j:16 * j + 16], weights)
+    d = make_qx_quants_weighted(scales, 32, Ls, sw)
+    for k in range(blk.shape[0]):
+        blk[k] = 0
+    for j in range(16):
+        _pack_scale(blk, j, np.int32(Ls[j]))
+    write_f16(blk, 108, d)
+    _requantize_and_pack(x, blk, L)
+
+
+@inline
+def _pack_scale(blk: np.ndarray, j: int, l: int) -> None:
+    """Scale ``j``'s 6-bit level ``l`` into the zeroed scale bytes (96..107)."""
+    if j < 8:
+        blk[96 + j] = l & 0xF
+    else:
+        blk[88 + j] |= (l & 0xF) << 4
+    blk[104 + j % 4] |= (l >> 4) << (2 * (j // 4))
+
+
+@inline
+def _requantize_and_pack(x: np.ndarray, blk: np.ndarray, L: np.ndarray) -> None:
+    """Every group's levels against its rounded scale (kept where it is 0), then the hmask and qs."""
     d_all = read_f16(blk, 108)
     for j in range(16):
         d = d_all * F32(_scale(blk, j))
@@ -223,10 +269,17 @@ def _decode(context, builder, wt, w_, woff_, lane_order: bool):  # type: ignore[
 _row_dot, _dequantize_one = simd.offset_lanes_kernels(_decode, 110, 108, 4, _SUB_BLOCK_OF_CHUNK)
 
 
+# The block quantizer's scratch arrays given importance: levels, scales, one group's weights, the
+# groups' summed weights, the scales' levels.
+_IMATRIX_SCRATCH = (("L", "uint8", QK), ("scales", "float32", 16), ("weights", "float32", 16), ("sw", "float32", 16),
+                    ("Ls", "uint8", 16))
+
+
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="Q3_K", qtype=GGMLQuantizationType.Q3_K, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
-                     loops=Loops(quantize_work=64, row_inputs="q3_k._row_inputs",
+                     loops=Loops(quantize_work=64, row_inputs="q3_k._row_inputs", quantize_imatrix="rows",
+                                 imatrix_scratch=_IMATRIX_SCRATCH,
                                  scratch=(("L", "int8", QK), ("scales", "float32", 16))))
