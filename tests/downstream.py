@@ -72,6 +72,14 @@ def flaky(raw):
     return mine(raw)
 
 
+def weighted(x, imatrix):
+    return qk.quantize(x, "Q5_0", imatrix=imatrix)
+
+
+def unweighted(x, imatrix):  # the mistake of ignoring the importance
+    return qk.quantize(x, "Q5_0").reshape(x.shape[0], -1)
+
+
 def hangs(raw):
     while True:
         time.sleep(0.01)
@@ -102,6 +110,8 @@ KERNELS = {
     "reserved": [Kernel(name=n, qtype="Q4_K", op="dequantize", fn=mine) for n in ("reference", "np.copyto")]
                 + [Kernel(name="quantbench-numba", qtype="Q4_K", op="quantize", fn=mine)],
     "flaky": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=flaky)],
+    "imatrix": [Kernel(name="weighted", qtype="Q5_0", op="quantize_imatrix", fn=weighted),
+                Kernel(name="unweighted", qtype="Q5_0", op="quantize_imatrix", fn=unweighted)],
     "hangs": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=hangs)],
     "ab": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine),
            Kernel(name="fast", qtype="Q4_K", op="dequantize", fn=fast),

@@ -280,7 +280,8 @@ def test_both_probes_divide_by_their_geometric_mean():
     from pytest_quantbench.ops import OPS
 
     assert {op.name: op.probe for op in OPS.values()} == {
-        "dequantize": "memory", "quantize": "compute", "vec_dot": "compute", "gemv": "compute"}
+        "dequantize": "memory", "quantize": "compute", "quantize_imatrix": "compute", "vec_dot": "compute",
+        "gemv": "compute"}
     assert all(op.probe in gate.PROBES for op in OPS.values())
 
 

@@ -46,6 +46,7 @@ def test_benchmark_inputs_fit_the_op_and_say_what_they_move(name, op):
     expected = {
         "dequantize": (packed + 4 * 2048, (4 * 512 // fmt.block_weights, fmt.block_weights)),
         "quantize": (packed + 4 * 2048, (2048 // fmt.block_weights, fmt.block_bytes)),
+        "quantize_imatrix": (packed + 4 * 2048, (4, 512 // fmt.block_weights * fmt.block_bytes)),
         "vec_dot": (packed + 4 * 2048 + 4, ()),
         "gemv": (packed + 4 * 512 + 4 * 4, (4,)),
     }[op]

@@ -126,12 +126,23 @@ def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
     ])
 
 
+def test_a_quantizer_given_importance_is_checked_byte_for_byte_naming_row_block_and_byte(project):
+    result = _run(project, "--quantbench", "-k", "conformance and not gguf", which="imatrix")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*kernel 'unweighted' (Q5_0 quantize_imatrix) is not bit-identical to the reference: * of * bytes differ*",
+        "*first at row *, block *, byte * (*): expected 0x*, got 0x*",
+        "*their importance: *",
+    ])
+
+
 def test_bad_registrations_fail_and_name_the_kernel(project):
     result = _run(project, "--quantbench", "-k", "conformance and not gguf and (transposer or q9 or raiser)",
                   which="bad")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines_random([
-        "*kernel 'transposer': unknown op 'transpose'; the ops are dequantize, quantize, vec_dot, gemv*",
+        "*kernel 'transposer': unknown op 'transpose'; the ops are dequantize, quantize, quantize_imatrix, vec_dot, "
+        "gemv*",
         "*kernel 'q9': unknown or unsupported qtype 'Q9_K'*",
         "*kernel 'raiser' (Q4_K dequantize) raised RuntimeError: no AVX-1024 on this CPU*",
     ])
@@ -172,8 +183,8 @@ def test_conformance_on_every_matching_tensor_of_a_gguf_file(project):
     result = _run(project, "--quantbench", f"--quantbench-gguf={path}", "-k", "gguf", "-v",
                   "--quantbench-builtins", "test", "-W", "error")
     # tiny.gguf has two Q4_K and two Q8_0 tensors and one of each other format: 2 per Q4_K and Q8_0
-    # kernel, 1 per other; the built-ins have 4 ops per format, "mine" is a Q4_K dequantize.
-    result.assert_outcomes(passed=2 * 2 * 4 + 11 * 1 * 4 + 2, skipped=3)  # TQ2_0 and the decode steps
+    # kernel, 1 per other; the built-ins have 5 ops per format, "mine" is a Q4_K dequantize.
+    result.assert_outcomes(passed=2 * 2 * 5 + 11 * 1 * 5 + 2, skipped=3)  # TQ2_0 and the decode steps
     result.stdout.fnmatch_lines_random([
         "*test_conformance_gguf?mine-Q4_K-dequantize-tiny.gguf:blk.0.attn_output.weight? PASSED*",
         "*test_conformance_gguf?quantbench-numba-Q2_K-gemv-tiny.gguf:blk.0.ffn_down.weight? PASSED*",

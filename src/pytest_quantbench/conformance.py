@@ -280,6 +280,26 @@ def check_quantize(kernel: Checked, fmt: BlockFormat, x: np.ndarray) -> Distance
     return _exact(kernel, fmt, expected, actual, where, "bytes")
 
 
+def check_quantize_imatrix(kernel: Checked, fmt: BlockFormat, x: np.ndarray, imatrix: np.ndarray) -> Distance:
+    """``x``: float32 (rows, n_per_row); ``imatrix``: float32 (n_per_row,), its importance."""
+    expected = qk.quantize(x, fmt, imatrix=imatrix, backend="reference").reshape(-1, fmt.block_bytes)
+    actual = _as_array(kernel, fmt, _call(kernel, fmt, x.copy(), imatrix.copy()), np.uint8, expected.shape)
+    per_row = x.shape[1] // fmt.block_weights
+
+    def where(index: tuple[int, ...]) -> str:
+        block, offset = index
+        row, col = divmod(block, per_row)
+        at = col * fmt.block_weights
+        return (f"row {row}, block {col}, byte {offset} ({_field_at(fmt, offset)}): "
+                f"expected 0x{expected[index]:02x}, got 0x{actual[index]:02x}\n"
+                f"  expected block: {_hex(expected[block])}\n"
+                f"  actual block:   {_hex(actual[block])}\n"
+                f"  input weights: {x[row, at:at + fmt.block_weights]!r}\n"
+                f"  their importance: {imatrix[at:at + fmt.block_weights]!r}")
+
+    return _exact(kernel, fmt, expected, actual, where, "bytes")
+
+
 def dot_bound(terms: qk.DotTerms, n_blocks: int, unit_roundoff: float = UNIT_ROUNDOFF["float32"],
               adds_per_block: int = ADDS_PER_BLOCK, final_adds: int = FINAL_ADDS
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

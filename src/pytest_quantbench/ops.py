@@ -47,6 +47,9 @@ class Op:
     # tolerance (dequantize, quantize), or else is held to the rounding bound of the float
     # reduction (the dot products; pytest_quantbench.conformance.dot_bound).
     exact_by_default: bool
+    # Whether the op writes blocks (the quantizers): checked byte for byte, whatever a kernel
+    # declares, and its NumPy reference too slow to time above a million weights.
+    bytes_out: bool = False
 
     def supported_by(self, fmt: BlockFormat) -> bool:
         """Whether ``fmt`` has this op in both backends (a reference to check a kernel against)."""
@@ -83,6 +86,21 @@ def _random_x(fmt: BlockFormat, raw: np.ndarray) -> np.ndarray:
 
 MAX_TENSOR_ROWS_TO_QUANTIZE = 64  # the reference quantizer is slow: a tensor's first rows suffice
 
+
+def quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, qtype: Any, backend: str = "numba") -> np.ndarray:
+    """``quantbench_kernels.quantize`` with an importance matrix: uint8 (rows, row_bytes)."""
+    return qk.quantize(x, qtype, imatrix=imatrix, backend=backend)
+
+
+def _importance(n: int) -> np.ndarray:
+    """A fixed, llama-imatrix-like importance for rows of ``n`` weights (seeded)."""
+    return (np.random.default_rng(0).gamma(0.5, size=n) * 1e-3).astype(np.float32)
+
+
+def _rows_of(fmt: BlockFormat, raw: np.ndarray) -> np.ndarray:
+    """A tensor's first rows (uint8 (rows, row_bytes)) decoded: float32 (rows, n_per_row)."""
+    return qk.dequantize(raw[:MAX_TENSOR_ROWS_TO_QUANTIZE], fmt, backend="reference")
+
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
@@ -110,6 +128,21 @@ OPS: dict[str, Op] = {
             check=conformance.check_quantize,
             probe="compute",
             exact_by_default=True,
+            bytes_out=True,
+        ),
+        Op(
+            name="quantize_imatrix",
+            needs="quantize_imatrix",
+            api=quantize_imatrix,
+            draw=qst.imatrix_args,
+            from_tensor=lambda fmt, raw: (_rows_of(fmt, raw), _importance(raw.shape[-1] // fmt.block_bytes
+                                                                           * fmt.block_weights)),
+            bench_args=lambda fmt, dense, rng: (dense, _importance(dense.shape[1])),
+            bytes_moved=_convert_bytes,
+            check=conformance.check_quantize_imatrix,
+            probe="compute",
+            exact_by_default=True,
+            bytes_out=True,
         ),
         Op(
             name="vec_dot",

@@ -105,8 +105,8 @@ class Kernel:
         lowered = self._lowered
         if self.exact and lowered:
             return f"{what}: exact=True asks for bit-identity; it cannot come with a precision or a tolerance"
-        if self.op == "quantize" and lowered:
-            return f"{what}: quantize is checked byte for byte; a precision or a tolerance means nothing for bytes"
+        if self.op in OPS and OPS[self.op].bytes_out and lowered:
+            return f"{what}: {self.op} is checked byte for byte; a precision or a tolerance means nothing for bytes"
         for name in ("adds_per_block", "final_adds", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

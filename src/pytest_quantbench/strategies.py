@@ -156,6 +156,32 @@ def gemv_args(draw: st.DrawFn, qtype: str | BlockFormat) -> tuple[np.ndarray, np
     return draw(blocks(fmt, n_blocks=rows * nb)).reshape(rows, -1), x
 
 
+# What llama-imatrix's averaged squares look like, and the edges: zeros (columns never seen),
+# huge and subnormal values.
+_IMPORTANCE_ENTRY = st.one_of(st.just(0.0), st.floats(2.0**-20, 2.0**14, width=32),
+                              st.floats(2.0**100, 2.0**120, width=32), st.floats(2.0**-149, 2.0**-127, width=32))
+
+
+def importance(n: int) -> st.SearchStrategy[np.ndarray]:
+    """float32 (n,) importance-matrix entries: any mix of the values above, one column alone, all
+    equal."""
+    from hypothesis.extra import numpy as hnp
+
+    one_hot = st.integers(0, n - 1).map(lambda k: np.eye(1, n, k, dtype=np.float32)[0])
+    uniform = st.floats(2.0**-10, 2.0**10, width=32).map(lambda v: np.full(n, v, dtype=np.float32))
+    return st.one_of(hnp.arrays(np.float32, n, elements=_IMPORTANCE_ENTRY), one_hot, uniform)
+
+
+@st.composite
+def imatrix_args(draw: st.DrawFn, qtype: str | BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Input for ``quantize`` with an importance matrix: float32 rows (1-3 of the same 1-3 blocks)
+    and their importance, float32 (row length,)."""
+    fmt = get_format(qtype)
+    nb = draw(st.integers(1, 3))
+    rows = np.stack([draw(float_rows(fmt, n_blocks=nb)) for _ in range(draw(st.integers(1, 3)))])
+    return rows, draw(importance(rows.shape[1]))
+
+
 def register_profiles() -> None:
     """Register the "dev" and "ci" Hypothesis profiles."""
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

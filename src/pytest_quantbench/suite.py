@@ -225,7 +225,7 @@ def test_throughput_reference(qb_reference: tuple[str, str], qb_size: options.Si
     name, op = qb_reference
     fmt = qk.get_format(name)
     _skip_unless_whole_blocks(fmt, qb_size)
-    if op == "quantize" and qb_size.weights > (1 << 20):
+    if OPS[op].bytes_out and qb_size.weights > (1 << 20):
         pytest.skip("the NumPy reference quantizer takes minutes above 1M weights")
     work = workloads.build(fmt, op, qb_size)
     info = tag(op=op, fmt=fmt.name, size=qb_size.label, impl=REFERENCE, weights=work.n_weights, nbytes=work.nbytes,
