@@ -276,6 +276,14 @@ GROUP_MAX_EPS = F32(1e-15)  # llama.cpp's: a group whose largest magnitude is be
 
 
 @inline
+def pack_nibbles(L: np.ndarray, blk: np.ndarray, at: int) -> None:
+    """32 levels 0..15 as the 32-weight formats' 16 bytes of nibbles at ``blk[at:]``: weight j in
+    the low nibble of byte j, weight j + 16 in its high nibble."""
+    for j in range(16):
+        blk[at + j] = L[j] | (L[j + 16] << 4)
+
+
+@inline
 def mean_square(x: np.ndarray) -> np.float32:
     """C's ``sum_x2 += x[j]*x[j]`` over ``x`` in order, over its length: ``refmath.sum_squares_ref``
     of one row over n (the 32-weight formats' ``sigma2`` given importance)."""

@@ -21,19 +21,9 @@ import numpy as np
 from gguf import GGMLQuantizationType
 from llvmlite import ir
 
-from .. import refmath, simd
+from .. import jitmath, refmath, simd
 from ..compilation import Loops, inline, jit
-from ..jitmath import (
-    F32,
-    importance_weights,
-    make_qkx2_quants,
-    make_qp_quants,
-    nearest_int,
-    qkx2_scratch,
-    read_f16,
-    running_max,
-    write_f16,
-)
+from ..jitmath import F32, nearest_int, read_f16, write_f16
 from ..refmath import f16_to_f32, f32_to_f16_bits
 from ..registry import BlockFormat, DotTerms, Ops
 from . import q8_k
@@ -174,10 +164,10 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.nda
         xj = x[16 * j:16 * j + 16]
         for i in range(16):
             weights[i] = abs(xj[i])
-        scales[j], mins[j] = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.5), F32(0.1), 15,
-                                              True)
-    max_scale = running_max(scales)
-    max_min = running_max(mins)
+        scales[j], mins[j] = jitmath.make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.5),
+                                                      F32(0.1), 15, True)
+    max_scale = jitmath.running_max(scales)
+    max_min = jitmath.running_max(mins)
     if max_scale > 0:
         iscale = F32(15) / max_scale
         for j in range(16):
@@ -208,15 +198,15 @@ def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigm
     block_sigma2 = sum_x2 / F32(QK)
     for j in range(16):
         xj = x[16 * j:16 * j + 16]
-        importance_weights(xj, qw[16 * j:16 * j + 16], block_sigma2, weights)
+        jitmath.importance_weights(xj, qw[16 * j:16 * j + 16], block_sigma2, weights)
         total = F32(0)
         for i in range(16):
             total += weights[i]
         sw[j] = total
-        scales[j], mins[j] = make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.9), F32(0.05), 36,
-                                              False)
-    d = make_qp_quants(scales, 15, Ls, sw)
-    dmin = make_qp_quants(mins, 15, Lm, sw)
+        scales[j], mins[j] = jitmath.make_qkx2_quants(xj, weights, L[16 * j:16 * j + 16], lanes, 3, F32(-0.9),
+                                                      F32(0.05), 36, False)
+    d = jitmath.make_qp_quants(scales, 15, Ls, sw)
+    dmin = jitmath.make_qp_quants(mins, 15, Lm, sw)
     for j in range(16):
         blk[j] = (np.int32(Ls[j]) | (np.int32(Lm[j]) << 4)) & 0xFF
     write_f16(blk, 80, d)
@@ -365,5 +355,5 @@ def _row_inputs(act: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndar
 FORMAT = BlockFormat(name="Q2_K", qtype=GGMLQuantizationType.Q2_K, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
                      dot_terms=dot_terms_ref, activation="Q8_K",
-                     loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=qkx2_scratch(16, 16),
-                                 quantize_imatrix="rows", imatrix_scratch=qkx2_scratch(16, 16, imatrix=True)))
+                     loops=Loops(quantize_work=64, row_inputs="q2_k._row_inputs", scratch=jitmath.qkx2_scratch(16, 16),
+                                 quantize_imatrix="rows", imatrix_scratch=jitmath.qkx2_scratch(16, 16, imatrix=True)))

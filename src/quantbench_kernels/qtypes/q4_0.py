@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline
-from ..jitmath import F32, importance_weights, make_qx_quants_weighted, write_f16
+from ..jitmath import F32, importance_weights, make_qx_quants_weighted, pack_nibbles, write_f16
 from ..registry import BlockFormat, Ops
 from . import q8_0
 
@@ -75,6 +75,13 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     simd.levels32(x, 0, blk, 2, F32(0), inv, F32(8.5), 15)  # MIN(15, (int8_t)(x * id + 8.5f))
 
 
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
+                            weights: np.ndarray, L: np.ndarray) -> None:
+    write_f16(blk, 0, fit_imatrix(x, qw, sigma2, weights, L, 8))
+    pack_nibbles(L, blk, 2)
+
+
 # IR: the block's 32 quants q, 0..15, and two blocks' at once (see ``simd.row_dot_intrinsic``).
 _quants, _quant_pairs = simd.nibble_decoders(qs_at=2)
 _decode = simd.less_offset(_quants, 8)  # IR: the block's 32 values q - 8
@@ -104,14 +111,6 @@ def fit_imatrix(x: np.ndarray, qw: np.ndarray, sigma2: np.float32, weights: np.n
     (0..2 nmax - 1) into ``L``, the scale returned; ``weights``: float32 (32,) scratch."""
     importance_weights(x, qw, sigma2, weights)
     return make_qx_quants_weighted(x, nmax, L, weights)
-
-
-@inline
-def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
-                            weights: np.ndarray, L: np.ndarray) -> None:
-    write_f16(blk, 0, fit_imatrix(x, qw, sigma2, weights, L, 8))
-    for j in range(16):
-        blk[2 + j] = L[j] | (L[j + 16] << 4)
 
 
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into

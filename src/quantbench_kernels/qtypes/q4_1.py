@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
 from ..compilation import Loops, inline
-from ..jitmath import F32, importance_weights, make_qkx2_quants, write_f16
+from ..jitmath import F32, importance_weights, make_qkx2_quants, pack_nibbles, write_f16
 from ..registry import BlockFormat, Ops
 from . import q8_1
 
@@ -107,6 +107,13 @@ def _quantize_block(x: np.ndarray, blk: np.ndarray) -> None:
     simd.levels32(x, 0, blk, 4, lo, inv, F32(0.5), NMAX)  # MIN(15, (int8_t)((x - min) * id + 0.5f))
 
 
+@inline
+def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
+                            weights: np.ndarray, L: np.ndarray, lanes: np.ndarray) -> None:
+    fit_imatrix(x, qw, sigma2, blk, weights, L, lanes, NMAX)
+    pack_nibbles(L, blk, 4)
+
+
 # IR: the block's 32 quants, and two blocks' at once (see ``simd.row_dot_intrinsic``).
 _decode, _decode_pair = simd.nibble_decoders(qs_at=4)
 
@@ -131,14 +138,6 @@ def fit_imatrix(x: np.ndarray, qw: np.ndarray, sigma2: np.float32, blk: np.ndarr
     d, the_min = make_qkx2_quants(x, weights, L, lanes, nmax, F32(-0.9), F32(0.05), 36, False)
     write_f16(blk, 0, d)
     write_f16(blk, 2, -the_min)
-
-
-@inline
-def _quantize_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, sigma2: np.float32,
-                            weights: np.ndarray, L: np.ndarray, lanes: np.ndarray) -> None:
-    fit_imatrix(x, qw, sigma2, blk, weights, L, lanes, NMAX)
-    for j in range(16):
-        blk[4 + j] = L[j] | (L[j + 16] << 4)
 
 
 # The format; its loops (compilation.Loops) around this module's block kernels are generated into
