@@ -94,10 +94,16 @@ def test_a_file_that_is_not_an_imatrix_is_refused_naming_what_is_wrong(tmp_path:
 
 
 def test_a_missing_or_special_file_is_refused(tmp_path: Path):
+    import os
+
     with pytest.raises(imatrix.ImatrixError, match="No such file"):
         imatrix.load(tmp_path / "none.imatrix")
-    with pytest.raises(imatrix.ImatrixError, match="Is a directory"):
+    with pytest.raises(imatrix.ImatrixError, match="is a directory, not a file"):
         imatrix.load(tmp_path)
+    fifo = tmp_path / "pipe.imatrix"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    with pytest.raises(imatrix.ImatrixError, match="is not a regular file \\(a pipe, socket or device\\)"):
+        imatrix.load(fifo)
 
 
 def test_a_write_that_fails_leaves_no_file_and_the_old_one_as_it_was(tmp_path: Path, collected, monkeypatch):
