@@ -101,6 +101,7 @@ def _rows_of(fmt: BlockFormat, raw: np.ndarray) -> np.ndarray:
     """A tensor's first rows (uint8 (rows, row_bytes)) decoded: float32 (rows, n_per_row)."""
     return qk.dequantize(raw[:MAX_TENSOR_ROWS_TO_QUANTIZE], fmt, backend="reference")
 
+
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
