@@ -55,6 +55,18 @@ def test_norms_are_never_requantized_and_short_rows_fall_back_as_llama_quantize_
     assert (down.target, down.requested) == (FALLBACK["Q2_K"], "Q2_K") == ("IQ4_NL", "Q2_K")
 
 
+def test_llama_cpp_s_mixes_choose_per_tensor_and_layer_as_its_llama_tensor_get_type(tiny: Path) -> None:
+    q2 = {c.tensor.name: c for c in plan(read_tensors(tiny), parse("llama-Q2_K"))}
+    q3m = {c.tensor.name: c for c in plan(read_tensors(tiny), parse("llama-Q3_K_M"))}
+    assert [q2[f"blk.3.{m}.weight"].target for m in ("attn_q", "attn_v", "attn_output", "ffn_up")] == \
+        ["Q2_K", "Q4_K", "Q3_K", "Q2_K"]
+    assert (q2["blk.3.ffn_down.weight"].requested, q2["blk.3.ffn_down.weight"].target) == ("Q3_K", "IQ4_NL")
+    assert [q3m[f"blk.{i}.attn_v.weight"].target for i in range(4)] == ["Q5_K", "Q5_K", "Q4_K", "Q4_K"]
+    assert [q3m[f"blk.{i}.ffn_down.weight"].requested for i in range(3)] == ["Q5_K", "Q4_K", "Q4_K"]
+    assert [q3m[f"blk.5.{m}.weight"].target for m in ("attn_k", "attn_output", "ffn_gate")] == ["Q3_K", "Q4_K", "Q3_K"]
+    assert q2["token_embd.weight"].target == q3m["token_embd.weight"].target == "Q8_0"  # kept as shipped
+
+
 def test_every_format_is_decoded_for_requantizing_and_one_that_cannot_be_is_named(tmp_path: Path) -> None:
     mixed = Path(__file__).parent / "data" / "tiny.gguf"  # a tensor in every format, and TQ2_0
     with pytest.raises(PolicyError, match="'blk.1.ffn_up_exps.weight' is TQ2_0, which this package cannot decode"):

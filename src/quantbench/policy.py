@@ -43,6 +43,16 @@ PRESETS = {
     "all-Q2_K": f"blk.*=Q2_K,*={KEEP}",
     "attn-Q4_K-ffn-Q2_K": f"blk.*.attn_*=Q4_K,blk.*.ffn_*=Q2_K,*={KEEP}",
     "attn-Q2_K-ffn-Q4_K": f"blk.*.attn_*=Q2_K,blk.*.ffn_*=Q4_K,*={KEEP}",
+    # llama.cpp's own mixes, as its llama_tensor_get_type (c392e50) chooses them for Gemma 3 270M (18
+    # layers, 4 query heads per KV head): Q2_K gives attn_v Q4_K (n_gqa >= 4), attn_output and
+    # ffn_down Q3_K; Q3_K_M gives attn_v Q5_K in the first two layers and Q4_K after, ffn_down Q5_K
+    # in layer 0 (n_layer / 16) and Q4_K after, attn_output Q4_K. The rest of each block is the mix's
+    # base type; rows that are not whole 256-weight blocks fall back as llama-quantize's do.
+    "llama-Q2_K": f"blk.*.attn_v.weight=Q4_K,blk.*.attn_output.weight=Q3_K,blk.*.ffn_down.weight=Q3_K,"
+                  f"blk.*=Q2_K,*={KEEP}",
+    "llama-Q3_K_M": f"blk.0.attn_v.weight=Q5_K,blk.1.attn_v.weight=Q5_K,blk.*.attn_v.weight=Q4_K,"
+                    f"blk.0.ffn_down.weight=Q5_K,blk.*.ffn_down.weight=Q4_K,blk.*.attn_output.weight=Q4_K,"
+                    f"blk.*=Q3_K,*={KEEP}",
 }
 
 
