@@ -102,6 +102,12 @@ def _rows_of(fmt: BlockFormat, raw: np.ndarray) -> np.ndarray:
     return qk.dequantize(raw[:MAX_TENSOR_ROWS_TO_QUANTIZE], fmt, backend="reference")
 
 
+def _imatrix_from_tensor(fmt: BlockFormat, raw: np.ndarray) -> Args:
+    """A tensor's first rows decoded, and a fixed importance for their row length."""
+    rows = _rows_of(fmt, raw)
+    return rows, _importance(rows.shape[1])
+
+
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
@@ -122,8 +128,7 @@ OPS: dict[str, Op] = {
             needs="quantize",
             api=qk.quantize,
             draw=lambda fmt: st.tuples(qst.float_rows(fmt, n_blocks=st.integers(1, 3))),
-            from_tensor=lambda fmt, raw: (
-                qk.dequantize(raw[:MAX_TENSOR_ROWS_TO_QUANTIZE], fmt, backend="reference").reshape(-1),),
+            from_tensor=lambda fmt, raw: (_rows_of(fmt, raw).reshape(-1),),
             bench_args=lambda fmt, dense, rng: (dense.reshape(-1),),
             bytes_moved=_convert_bytes,
             check=conformance.check_quantize,
@@ -136,8 +141,7 @@ OPS: dict[str, Op] = {
             needs="quantize_imatrix",
             api=quantize_imatrix,
             draw=qst.imatrix_args,
-            from_tensor=lambda fmt, raw: (_rows_of(fmt, raw), _importance(raw.shape[-1] // fmt.block_bytes
-                                                                           * fmt.block_weights)),
+            from_tensor=_imatrix_from_tensor,
             bench_args=lambda fmt, dense, rng: (dense, _importance(dense.shape[1])),
             bytes_moved=_convert_bytes,
             check=conformance.check_quantize_imatrix,
