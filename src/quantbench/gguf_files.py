@@ -62,16 +62,23 @@ def read_tensors(path: str | os.PathLike[str]) -> list[Tensor]:
     return _CACHE[key]
 
 
-def _stat(path: Path) -> os.stat_result:
+def regular_file(path: Path, what: str, error: type[ValueError]) -> os.stat_result:
+    """The status of ``path``, or ``error`` naming ``what`` it should be (say "GGUF file") and the
+    file: missing or unreadable, a directory, or not a regular file (a FIFO is never opened, so
+    nothing blocks)."""
     try:
         st = path.stat()
     except OSError as err:
-        raise GGUFFileError(f"GGUF file {str(path)!r} cannot be read: {err.strerror}") from None
+        raise error(f"{what} {str(path)!r} cannot be read: {err.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise GGUFFileError(f"GGUF file {str(path)!r} is a directory, not a file")
+        raise error(f"{what} {str(path)!r} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise GGUFFileError(f"GGUF file {str(path)!r} is not a regular file (a pipe, socket or device)")
+        raise error(f"{what} {str(path)!r} is not a regular file (a pipe, socket or device)")
     return st
+
+
+def _stat(path: Path) -> os.stat_result:
+    return regular_file(path, "GGUF file", GGUFFileError)
 
 
 def read_file_header(path: str | os.PathLike[str], whole: Container[str] = frozenset()) -> Header:

@@ -12,7 +12,6 @@ imatrix=)``).
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import sys
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from .gguf_files import replacing
+from .gguf_files import regular_file, replacing
 
 GGUF_MAGIC = b"GGUF"
 
@@ -122,12 +121,8 @@ def load(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Tensor name -> float32 per-column importance, from llama.cpp's GGUF imatrix file (sums over
     counts; a count of 0 gives 1.0, as llama.cpp) or its older binary one (values over ncall)."""
     path = Path(path)
+    regular_file(path, "imatrix", ImatrixError)
     try:
-        st = path.stat()
-        if stat.S_ISDIR(st.st_mode):
-            raise ImatrixError(f"imatrix {str(path)!r} is a directory, not a file")
-        if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO would block
-            raise ImatrixError(f"imatrix {str(path)!r} is not a regular file (a pipe, socket or device)")
         with path.open("rb") as f:
             magic = f.read(4)
     except OSError as e:
