@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import decode_step
 from .gemma3 import Config, Gemma3
-from .gguf_files import read_file_header, read_tensors
+from .gguf_files import read_file_header, read_tensors, replacing
 from .policy import KEEP, PRESETS, Choice, is_matrix, parse, plan
 from .requantize import requantize
 from .tokenizer import Tokenizer
@@ -208,26 +208,24 @@ def plot(rows: list[Row], path: str | os.PathLike[str], model: str) -> None:
     ax.set_title(f"{model}: size against quality, per quantization policy", fontsize=9)
     ax.margins(x=0.3, y=0.15)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
 def write(rows: list[Row], out_dir: str | os.PathLike[str], model: str, tokens: int, threads: int,
           imatrix: str | None = None) -> list[Path]:
     """The table as Markdown and JSON and the plot as PNG in ``out_dir`` (each written whole:
-    to a temporary name, then renamed)."""
+    to a unique temporary name, then renamed; see :func:`quantbench.gguf_files.replacing`)."""
     out_dir = Path(out_dir)
     made = []
     for name, content in (("policies.md", markdown(rows, model, tokens, threads, imatrix)),
                           ("policies.json", json.dumps({"model": model, "tokens": tokens, "threads": threads,
                                                         "imatrix": imatrix,
                                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")):
-        tmp = out_dir / f".{name}.partial"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, out_dir / name)
+        with replacing(out_dir / name) as tmp:
+            tmp.write_text(content, encoding="utf-8")
         made.append(out_dir / name)
-    tmp = out_dir / ".policies.png.partial.png"
-    plot(rows, tmp, model)
-    os.replace(tmp, out_dir / "policies.png")
+    with replacing(out_dir / "policies.png") as tmp:
+        plot(rows, tmp, model)
     made.append(out_dir / "policies.png")
     return made

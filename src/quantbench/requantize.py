@@ -38,8 +38,6 @@ def encode(choice: Choice, threads: int | None = None, importance: np.ndarray | 
         bad = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
         raise PolicyError(f"tensor {choice.tensor.name!r} ({choice.source}) holds a non-finite weight "
                           f"(weight {bad}: {x.reshape(-1)[bad]}); it cannot be requantized to {choice.target}")
-    if importance is None:
-        return qk.quantize(x, choice.target, threads=threads).reshape(-1)
     return qk.quantize(x, choice.target, imatrix=importance, threads=threads).reshape(-1)
 
 
