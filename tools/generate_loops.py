@@ -42,7 +42,7 @@ import numba
 import numpy as np
 
 from . import simd
-from .compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, jit, pjit
+from .compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, jit, pjit, read_only
 from .jitmath import mean_square
 from .qtypes import (
 $imports)
@@ -100,7 +100,7 @@ def _${m}_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def ${m}_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, ${block_weights}) -> uint8 (n_blocks, ${block_bytes})."""
     out = np.empty((x.shape[0], ${block_bytes}), dtype=np.uint8)
-    dispatch(_${m}_quantize_serial, _${m}_quantize_parallel, threads, ${quantize_work} * x.size, x, out)
+    dispatch(_${m}_quantize_serial, _${m}_quantize_parallel, threads, ${quantize_work} * x.size, read_only(x), out)
     return out
 '''
 
@@ -116,7 +116,7 @@ def ${m}_quantize_activation(x: np.ndarray, threads: int | None = None) -> np.nd
     """float32 (n_blocks, ${block_weights}) -> uint8 (n_blocks, ${block_bytes}) activations (one thread: an
     activation vector is one row)."""
     out = np.empty((x.shape[0], ${block_bytes}), dtype=np.uint8)
-    _${m}_quantize_activation_serial(x, out)
+    _${m}_quantize_activation_serial(read_only(x), out)
     return out
 '''
 
@@ -150,7 +150,8 @@ def _${m}_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def ${m}_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, ${block_bytes})."""
     out = np.empty((x.shape[0] * (x.shape[1] // ${block_weights}), ${block_bytes}), dtype=np.uint8)
-    dispatch(_${m}_quantize_imatrix_serial, _${m}_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_${m}_quantize_imatrix_serial, _${m}_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 ''',
     "ignored": '''
@@ -202,7 +203,10 @@ def ${m}_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, ${block_bytes}) times ${activation} activations (uint8 (nb, ${activation_bytes}) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_${m}_gemv_serial, _${m}_gemv_parallel, threads, w.shape[0] * w.shape[1] * ${block_weights}, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * ${block_weights}
+    dispatch(_${m}_gemv_serial, _${m}_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 '''
 

@@ -107,6 +107,16 @@ def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
     return numba.njit(inline="always", **SETTINGS)(fn)
 
 
+def helper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A large helper that several kernels call (a quantizer's search over scales, run once per
+    sub-block): compiled once per signature and linked into its callers, where LLVM inlines it or
+    not. :func:`inline` re-types and re-optimises the whole body at every call site of every kernel:
+    for these searches that was a third of a cold start's compile time (docs/results). The price is
+    a call per sub-block, up to about a tenth of a quantizer's time where groups are 16 weights, so
+    code with one call site, or called per weight, stays :func:`inline`."""
+    return numba.njit(**SETTINGS)(fn)
+
+
 def activation_blocks(quantize_block: Callable[..., Any], block_weights: int, block_bytes: int) -> Callable[..., Any]:
     """A function for the dot kernels, ``blocks(x)``: an activation format's blocks (uint8, 2-D) as
     they are, or float32 values (1-D, or (n_blocks, ``block_weights``)) quantized to new blocks, one
@@ -225,6 +235,18 @@ PARALLEL_CHUNKS = 64
 START = np.int64(0)
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only view (``a`` itself when it is one already): what the loops hand their
+    kernels for every input, so that each kernel has one compiled signature whatever the caller's
+    array is. Numba types a read-only array apart from a writable one, so a memory-mapped model
+    file's weights (read-only) beside a NumPy array (writable) compiled every kernel twice."""
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def resolve_threads(threads: int | None, work_weights: int) -> int:
     """How many threads a kernel call uses: ``threads`` if given (capped at Numba's pool),
     else all of them when the work is at least :data:`PARALLEL_MIN_WEIGHTS` weights, else 1."""
@@ -266,7 +288,7 @@ def dispatch_dequantize(serial: Callable[..., Any], parallel: Callable[..., Any]
     stores) where ``out`` (float32) holds at least :data:`STREAM_FROM_BYTES` and starts on a
     16-byte boundary (NumPy aligns large arrays so; a view that does not gets plain stores)."""
     stream = out.nbytes >= STREAM_FROM_BYTES and out.ctypes.data % simd.STREAM_BYTES == 0
-    dispatch(serial, parallel, threads, out.size, blocks, out, stream)
+    dispatch(serial, parallel, threads, out.size, read_only(blocks), out, stream)
 
 
 @numba.njit(cache=False)  # Numba cannot cache it: the thread count functions are ctypes pointers

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from . import simd
-from .compilation import inline
+from .compilation import helper, inline
 
 F32 = np.float32
 
@@ -163,7 +163,7 @@ def qkx2_scratch(group: int, groups: int, imatrix: bool = False) -> tuple[tuple[
             ("Ls", "uint8", groups), ("Lm", "uint8", groups))
 
 
-@inline
+@helper
 def make_qkx2_quants(
     x: np.ndarray,
     weights: np.ndarray,
@@ -376,7 +376,7 @@ def _make_qx_quants(x: np.ndarray, nmax: int, L: np.ndarray, qw: np.ndarray, wei
     return scale
 
 
-@inline
+@helper
 def make_qp_quants(x: np.ndarray, nmax: int, L: np.ndarray, w: np.ndarray) -> np.float32:
     """llama.cpp's ``make_qp_quants(n, nmax, x, L, quant_weights)`` for one group: fills ``L`` (uint8:
     a negative level is stored mod 256, as C's ``uint8_t``), returns the scale (see

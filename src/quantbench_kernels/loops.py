@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from . import simd
-from .compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, jit, pjit
+from .compilation import PARALLEL_CHUNKS, START, dispatch, dispatch_dequantize, gemv_rows, jit, pjit, read_only
 from .jitmath import mean_square
 from .qtypes import (
     iq4_nl,
@@ -88,7 +88,7 @@ def _iq4_nl_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def iq4_nl_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 18)."""
     out = np.empty((x.shape[0], 18), dtype=np.uint8)
-    dispatch(_iq4_nl_quantize_serial, _iq4_nl_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_iq4_nl_quantize_serial, _iq4_nl_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -116,7 +116,10 @@ def iq4_nl_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> n
     """uint8 (rows, nb, 18) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_iq4_nl_gemv_serial, _iq4_nl_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_iq4_nl_gemv_serial, _iq4_nl_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -149,7 +152,8 @@ def _iq4_nl_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: n
 def iq4_nl_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 18)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 32), 18), dtype=np.uint8)
-    dispatch(_iq4_nl_quantize_imatrix_serial, _iq4_nl_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_iq4_nl_quantize_imatrix_serial, _iq4_nl_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -214,7 +218,7 @@ def _iq4_xs_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def iq4_xs_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 136)."""
     out = np.empty((x.shape[0], 136), dtype=np.uint8)
-    dispatch(_iq4_xs_quantize_serial, _iq4_xs_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_iq4_xs_quantize_serial, _iq4_xs_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -242,7 +246,10 @@ def iq4_xs_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> n
     """uint8 (rows, nb, 136) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_iq4_xs_gemv_serial, _iq4_xs_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 256
+    dispatch(_iq4_xs_gemv_serial, _iq4_xs_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -276,7 +283,8 @@ def _iq4_xs_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: n
 def iq4_xs_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 136)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 256), 136), dtype=np.uint8)
-    dispatch(_iq4_xs_quantize_imatrix_serial, _iq4_xs_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_iq4_xs_quantize_imatrix_serial, _iq4_xs_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -339,7 +347,7 @@ def _mxfp4_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def mxfp4_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 17)."""
     out = np.empty((x.shape[0], 17), dtype=np.uint8)
-    dispatch(_mxfp4_quantize_serial, _mxfp4_quantize_parallel, threads, 16 * x.size, x, out)
+    dispatch(_mxfp4_quantize_serial, _mxfp4_quantize_parallel, threads, 16 * x.size, read_only(x), out)
     return out
 
 
@@ -367,7 +375,10 @@ def mxfp4_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np
     """uint8 (rows, nb, 17) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_mxfp4_gemv_serial, _mxfp4_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_mxfp4_gemv_serial, _mxfp4_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -440,7 +451,7 @@ def _q2_k_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q2_k_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 84)."""
     out = np.empty((x.shape[0], 84), dtype=np.uint8)
-    dispatch(_q2_k_quantize_serial, _q2_k_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_q2_k_quantize_serial, _q2_k_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -468,7 +479,10 @@ def q2_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 84) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q2_k_gemv_serial, _q2_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 256
+    dispatch(_q2_k_gemv_serial, _q2_k_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -507,7 +521,8 @@ def _q2_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q2_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 84)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 256), 84), dtype=np.uint8)
-    dispatch(_q2_k_quantize_imatrix_serial, _q2_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q2_k_quantize_imatrix_serial, _q2_k_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -572,7 +587,7 @@ def _q3_k_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q3_k_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 110)."""
     out = np.empty((x.shape[0], 110), dtype=np.uint8)
-    dispatch(_q3_k_quantize_serial, _q3_k_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_q3_k_quantize_serial, _q3_k_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -600,7 +615,10 @@ def q3_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 110) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q3_k_gemv_serial, _q3_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 256
+    dispatch(_q3_k_gemv_serial, _q3_k_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -636,7 +654,8 @@ def _q3_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q3_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 110)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 256), 110), dtype=np.uint8)
-    dispatch(_q3_k_quantize_imatrix_serial, _q3_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q3_k_quantize_imatrix_serial, _q3_k_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -699,7 +718,7 @@ def _q4_0_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q4_0_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 18)."""
     out = np.empty((x.shape[0], 18), dtype=np.uint8)
-    dispatch(_q4_0_quantize_serial, _q4_0_quantize_parallel, threads, 8 * x.size, x, out)
+    dispatch(_q4_0_quantize_serial, _q4_0_quantize_parallel, threads, 8 * x.size, read_only(x), out)
     return out
 
 
@@ -727,7 +746,10 @@ def q4_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 18) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q4_0_gemv_serial, _q4_0_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_q4_0_gemv_serial, _q4_0_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -760,7 +782,8 @@ def _q4_0_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q4_0_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 18)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 32), 18), dtype=np.uint8)
-    dispatch(_q4_0_quantize_imatrix_serial, _q4_0_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q4_0_quantize_imatrix_serial, _q4_0_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -823,7 +846,7 @@ def _q4_1_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q4_1_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 20)."""
     out = np.empty((x.shape[0], 20), dtype=np.uint8)
-    dispatch(_q4_1_quantize_serial, _q4_1_quantize_parallel, threads, 8 * x.size, x, out)
+    dispatch(_q4_1_quantize_serial, _q4_1_quantize_parallel, threads, 8 * x.size, read_only(x), out)
     return out
 
 
@@ -851,7 +874,10 @@ def q4_1_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 20) times Q8_1 activations (uint8 (nb, 36) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q4_1_gemv_serial, _q4_1_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_q4_1_gemv_serial, _q4_1_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -885,7 +911,8 @@ def _q4_1_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q4_1_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 20)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 32), 20), dtype=np.uint8)
-    dispatch(_q4_1_quantize_imatrix_serial, _q4_1_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q4_1_quantize_imatrix_serial, _q4_1_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -953,7 +980,7 @@ def _q4_k_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q4_k_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 144)."""
     out = np.empty((x.shape[0], 144), dtype=np.uint8)
-    dispatch(_q4_k_quantize_serial, _q4_k_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_q4_k_quantize_serial, _q4_k_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -981,7 +1008,10 @@ def q4_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 144) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q4_k_gemv_serial, _q4_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 256
+    dispatch(_q4_k_gemv_serial, _q4_k_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -1020,7 +1050,8 @@ def _q4_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q4_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 144)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 256), 144), dtype=np.uint8)
-    dispatch(_q4_k_quantize_imatrix_serial, _q4_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q4_k_quantize_imatrix_serial, _q4_k_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -1083,7 +1114,7 @@ def _q5_0_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q5_0_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 22)."""
     out = np.empty((x.shape[0], 22), dtype=np.uint8)
-    dispatch(_q5_0_quantize_serial, _q5_0_quantize_parallel, threads, 8 * x.size, x, out)
+    dispatch(_q5_0_quantize_serial, _q5_0_quantize_parallel, threads, 8 * x.size, read_only(x), out)
     return out
 
 
@@ -1111,7 +1142,10 @@ def q5_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 22) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q5_0_gemv_serial, _q5_0_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_q5_0_gemv_serial, _q5_0_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -1144,7 +1178,8 @@ def _q5_0_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q5_0_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 22)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 32), 22), dtype=np.uint8)
-    dispatch(_q5_0_quantize_imatrix_serial, _q5_0_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q5_0_quantize_imatrix_serial, _q5_0_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -1207,7 +1242,7 @@ def _q5_1_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q5_1_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 24)."""
     out = np.empty((x.shape[0], 24), dtype=np.uint8)
-    dispatch(_q5_1_quantize_serial, _q5_1_quantize_parallel, threads, 8 * x.size, x, out)
+    dispatch(_q5_1_quantize_serial, _q5_1_quantize_parallel, threads, 8 * x.size, read_only(x), out)
     return out
 
 
@@ -1235,7 +1270,10 @@ def q5_1_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 24) times Q8_1 activations (uint8 (nb, 36) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q5_1_gemv_serial, _q5_1_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_q5_1_gemv_serial, _q5_1_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -1269,7 +1307,8 @@ def _q5_1_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q5_1_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 24)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 32), 24), dtype=np.uint8)
-    dispatch(_q5_1_quantize_imatrix_serial, _q5_1_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q5_1_quantize_imatrix_serial, _q5_1_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -1337,7 +1376,7 @@ def _q5_k_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q5_k_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 176)."""
     out = np.empty((x.shape[0], 176), dtype=np.uint8)
-    dispatch(_q5_k_quantize_serial, _q5_k_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_q5_k_quantize_serial, _q5_k_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -1365,7 +1404,10 @@ def q5_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 176) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q5_k_gemv_serial, _q5_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 256
+    dispatch(_q5_k_gemv_serial, _q5_k_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -1404,7 +1446,8 @@ def _q5_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q5_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 176)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 256), 176), dtype=np.uint8)
-    dispatch(_q5_k_quantize_imatrix_serial, _q5_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q5_k_quantize_imatrix_serial, _q5_k_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -1469,7 +1512,7 @@ def _q6_k_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q6_k_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 210)."""
     out = np.empty((x.shape[0], 210), dtype=np.uint8)
-    dispatch(_q6_k_quantize_serial, _q6_k_quantize_parallel, threads, 64 * x.size, x, out)
+    dispatch(_q6_k_quantize_serial, _q6_k_quantize_parallel, threads, 64 * x.size, read_only(x), out)
     return out
 
 
@@ -1497,7 +1540,10 @@ def q6_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 210) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q6_k_gemv_serial, _q6_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 256
+    dispatch(_q6_k_gemv_serial, _q6_k_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -1530,7 +1576,8 @@ def _q6_k_quantize_imatrix_parallel(x: np.ndarray, imatrix: np.ndarray, out: np.
 def q6_k_quantize_imatrix(x: np.ndarray, imatrix: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (rows, n_per_row) with importance float32 (n_per_row,) -> uint8 (n_blocks, 210)."""
     out = np.empty((x.shape[0] * (x.shape[1] // 256), 210), dtype=np.uint8)
-    dispatch(_q6_k_quantize_imatrix_serial, _q6_k_quantize_imatrix_parallel, threads, 64 * x.size, x, imatrix, out)
+    dispatch(_q6_k_quantize_imatrix_serial, _q6_k_quantize_imatrix_parallel, threads, 64 * x.size, read_only(x),
+             read_only(imatrix), out)
     return out
 
 
@@ -1593,7 +1640,7 @@ def _q8_0_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q8_0_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 34)."""
     out = np.empty((x.shape[0], 34), dtype=np.uint8)
-    dispatch(_q8_0_quantize_serial, _q8_0_quantize_parallel, threads, 8 * x.size, x, out)
+    dispatch(_q8_0_quantize_serial, _q8_0_quantize_parallel, threads, 8 * x.size, read_only(x), out)
     return out
 
 
@@ -1626,7 +1673,10 @@ def q8_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 34) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    dispatch(_q8_0_gemv_serial, _q8_0_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
+    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
+    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
+    work = w.shape[0] * w.shape[1] * 32
+    dispatch(_q8_0_gemv_serial, _q8_0_gemv_parallel, threads, work, read_only(w), act, out)
     return out
 
 
@@ -1640,7 +1690,7 @@ def q8_0_quantize_activation(x: np.ndarray, threads: int | None = None) -> np.nd
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 34) activations (one thread: an
     activation vector is one row)."""
     out = np.empty((x.shape[0], 34), dtype=np.uint8)
-    _q8_0_quantize_activation_serial(x, out)
+    _q8_0_quantize_activation_serial(read_only(x), out)
     return out
 
 
@@ -1709,7 +1759,7 @@ def _q8_1_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q8_1_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 36)."""
     out = np.empty((x.shape[0], 36), dtype=np.uint8)
-    dispatch(_q8_1_quantize_serial, _q8_1_quantize_parallel, threads, 8 * x.size, x, out)
+    dispatch(_q8_1_quantize_serial, _q8_1_quantize_parallel, threads, 8 * x.size, read_only(x), out)
     return out
 
 
@@ -1723,7 +1773,7 @@ def q8_1_quantize_activation(x: np.ndarray, threads: int | None = None) -> np.nd
     """float32 (n_blocks, 32) -> uint8 (n_blocks, 36) activations (one thread: an
     activation vector is one row)."""
     out = np.empty((x.shape[0], 36), dtype=np.uint8)
-    _q8_1_quantize_activation_serial(x, out)
+    _q8_1_quantize_activation_serial(read_only(x), out)
     return out
 
 
@@ -1785,7 +1835,7 @@ def _q8_k_quantize_parallel(x: np.ndarray, out: np.ndarray) -> None:
 def q8_k_quantize(x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """float32 (n_blocks, 256) -> uint8 (n_blocks, 292)."""
     out = np.empty((x.shape[0], 292), dtype=np.uint8)
-    dispatch(_q8_k_quantize_serial, _q8_k_quantize_parallel, threads, 4 * x.size, x, out)
+    dispatch(_q8_k_quantize_serial, _q8_k_quantize_parallel, threads, 4 * x.size, read_only(x), out)
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import Loops, inline
+from ..compilation import Loops, helper, inline
 from ..jitmath import F32, GROUP_MAX_EPS, importance_weights, write_f16
 from ..registry import BlockFormat, Ops
 from . import q8_0
@@ -156,7 +156,7 @@ def best_index(v: np.float32) -> np.int32:
     return lo if v - KV_FLOAT[lo] < KV_FLOAT[lo + 1] - v else lo + np.int32(1)
 
 
-@inline
+@helper
 def _fit(x: np.ndarray, inv: np.float32, levels: np.ndarray, qw: np.ndarray,
          weighted: bool) -> tuple[np.float32, np.float32]:
     sumqx = F32(0)
@@ -192,7 +192,7 @@ def super_block_sigma2(x: np.ndarray) -> np.float32:
     return total * F32(2.0 / x.shape[0])
 
 
-@inline
+@helper
 def _search(x: np.ndarray, scratch: np.ndarray, qw: np.ndarray, weighted: bool) -> np.float32:
     vmax = simd.first_largest32(x, 0)
     if abs(vmax) < GROUP_MAX_EPS:

@@ -24,7 +24,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .. import refmath, simd
-from ..compilation import Loops, inline
+from ..compilation import Loops, helper, inline
 from ..jitmath import (
     F32,
     and32,
@@ -206,7 +206,7 @@ def scale_min(blk: np.ndarray, j: int) -> tuple[np.int32, np.int32]:
     return np.int32(sc), np.int32(m)
 
 
-@inline
+@helper
 def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, weights: np.ndarray,
               scales: np.ndarray, mins: np.ndarray, nmax: int, rmin: np.float32, rdelta: np.float32,
               nstep: int) -> None:
@@ -236,7 +236,7 @@ def fit_block(x: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray, 
     _requantize(x, blk, L, nmax)
 
 
-@inline
+@helper
 def fit_imatrix_block(x: np.ndarray, qw: np.ndarray, blk: np.ndarray, L: np.ndarray, lanes: np.ndarray,
                       weights: np.ndarray, scales: np.ndarray, mins: np.ndarray, sw: np.ndarray, Ls: np.ndarray,
                       Lm: np.ndarray, nmax: int, clamp: bool) -> None:
