@@ -97,3 +97,34 @@ def test_the_plugin_refuses_a_bad_value_before_collecting_and_exits_with_a_usage
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--quantbench-sizes: '16x100' is neither*"])
     result.stdout.no_fnmatch_line("*collected*")
+
+
+@pytest.mark.parametrize("args", [
+    ["--quantbench-compare"], ["--quantbench-compare=main", "--quantbench-fail-on=5"], ["--quantbench-fail-on=5"],
+    ["--quantbench-ab=old,new"], ["--quantbench-save=main"],
+])
+def test_a_gate_option_without_quantbench_is_a_usage_error_naming_the_missing_flag(pytester, args):
+    config = pytester.parseconfig(*args)
+    with pytest.raises(pytest.UsageError) as err:
+        options.refuse_without_quantbench(config)
+    flag = args[0].split("=")[0]
+    assert str(err.value).startswith(f"{flag} needs --quantbench: without it no kernel is measured"), err.value
+
+
+def test_options_that_only_shape_a_run_are_accepted_without_quantbench(pytester):
+    # A project may keep these in its ini's addopts for the runs that add --quantbench.
+    config = pytester.parseconfig("--quantbench-sizes=cache", "--quantbench-storage=x", "--quantbench-passes=2")
+    options.refuse_without_quantbench(config)
+
+
+def test_latest_is_not_a_name_a_run_can_be_saved_under(pytester):
+    got = usage_error(pytester, "--quantbench", "--quantbench-save=latest")
+    assert got.startswith("--quantbench-save: 'latest' is not a usable run name: --quantbench-compare reads it"), got
+
+
+def test_the_plugin_refuses_a_gate_without_quantbench_before_running_any_test(pytester):
+    pytester.makepyfile(test_nothing="def test_passes():\n    pass\n")
+    result = pytester.runpytest_inprocess("--quantbench-compare=main", "--quantbench-fail-on=5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--quantbench-compare needs --quantbench*"])
+    assert "passed" not in result.stdout.str()

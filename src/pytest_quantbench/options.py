@@ -103,6 +103,21 @@ def enabled(config: pytest.Config) -> bool:
     return bool(config.getoption("quantbench"))
 
 
+# The options that store, compare or gate: given without --quantbench they would do nothing, and
+# a CI line that forgot the flag would pass with the gate it asked for never run.
+GATE_OPTIONS = ("--quantbench-save", "--quantbench-compare", "--quantbench-ab", "--quantbench-fail-on")
+
+
+def refuse_without_quantbench(config: pytest.Config) -> None:
+    """Refuse a :data:`GATE_OPTIONS` option given without ``--quantbench`` (pytest.UsageError naming
+    it). The others (sizes, files, storage) are left alone: a project may keep them in its ini's
+    ``addopts`` for the runs that add ``--quantbench``."""
+    for flag in GATE_OPTIONS:
+        if config.getoption(flag.lstrip("-").replace("-", "_")) not in (None, []):
+            raise pytest.UsageError(f"{flag} needs --quantbench: without it no kernel is measured, so nothing is "
+                                    "stored, compared or gated (add --quantbench to the command line)")
+
+
 def sizes(config: pytest.Config) -> list[Size]:
     import quantbench_kernels as qk
 
@@ -207,6 +222,9 @@ def validate(config: pytest.Config) -> None:
     save = config.getoption("quantbench_save")
     compare = config.getoption("quantbench_compare")
     fail_pct = config.getoption("quantbench_fail_on")
+    if save == "latest":
+        raise pytest.UsageError("--quantbench-save: 'latest' is not a usable run name: --quantbench-compare "
+                                "reads it as the newest stored run, whatever its name")
     if save is not None and not storage.valid_name(save):
         raise pytest.UsageError(f"--quantbench-save: {save!r} is not a usable run name ({storage.NAME_RULE})")
     if compare is not None and compare != "latest" and not storage.valid_name(compare):

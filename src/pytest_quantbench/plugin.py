@@ -57,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not config.getoption("quantbench_benchmark_table") and hasattr(config.option, "benchmark_quiet"):
             config.option.benchmark_quiet = True  # the summary is the one table
         config.pluginmanager.register(findings.ConformanceCollector(config), "quantbench-conformance")
+    else:
+        options.refuse_without_quantbench(config)
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
