@@ -153,3 +153,24 @@ def test_bad_option_values_are_usage_errors(option, tmp_path, capsys):
         main(["bench", str(tmp_path / "m.gguf"), *option])
     assert exit_.value.code == 2
     assert "expected a positive whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["bench", "m.gguf"], ["requantize", "a.gguf", "b.gguf", "--policy", "all-Q4_K"],
+                                     ["generate", "m.gguf", "--prompt", "x"], ["compare-policies", "m.gguf"]])
+def test_more_threads_than_the_pool_holds_is_a_usage_error_naming_the_pool(command, capsys):
+    import numba
+
+    pool = numba.config.NUMBA_NUM_THREADS
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--threads", str(pool + 1)])
+    assert exit_.value.code == 2
+    assert f"at most {pool} threads here (Numba's pool), got '{pool + 1}'" in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_packages_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"quantbench {version('pytest-quantbench')}"

@@ -351,14 +351,17 @@ def weight_formats(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="quantbench", description="GGUF model files: what they hold, how fast")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('pytest-quantbench')}")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("inspect", help="the quant map of a GGUF file: types, totals, per-layer pattern")
     p.add_argument("file", type=Path, metavar="FILE.gguf")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     b = commands.add_parser("bench", help="the decode step: every matrix one token multiplies, through gemv")
     b.add_argument("file", type=Path, metavar="FILE.gguf")
-    b.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2], metavar="N",
+    b.add_argument("--threads", type=thread_count, nargs="+", default=[1, 2], metavar="N",
                    help="thread counts to measure (default: 1 2)")
     b.add_argument("--repeats", type=positive_int, default=7, metavar="R", help="tokens timed; the median is shown")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--policy", type=_policy_type, required=True, metavar="POLICY",
                    help=f"GLOB=TYPE rules, first match wins (e.g. 'blk.*.attn_*=Q4_K,blk.*=Q2_K,*=keep'), or a "
                         f"preset: {', '.join(PRESETS)}")
-    r.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for the quantizers")
+    r.add_argument("--threads", type=thread_count, default=None, metavar="N", help="threads for the quantizers")
     r.add_argument("--imatrix", type=Path, default=None, metavar="FILE",
                    help="weight by this importance matrix, as llama-quantize --imatrix (quantbench imatrix writes one)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -379,20 +382,20 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--text", type=Path, required=True, metavar="FILE", help="the text to run through the model")
     m.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the imatrix file to write (GGUF)")
     m.add_argument("--tokens", type=positive_int, default=None, metavar="N", help="at most N tokens of the text")
-    m.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for every gemv")
+    m.add_argument("--threads", type=thread_count, default=None, metavar="N", help="threads for every gemv")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = commands.add_parser("generate", help="greedy decoding with the reference forward pass (Gemma 3)")
     g.add_argument("file", type=Path, metavar="MODEL.gguf")
     g.add_argument("--prompt", required=True, help="the text to continue")
     g.add_argument("--tokens", type=positive_int, default=32, metavar="N", help="tokens to generate (default 32)")
-    g.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads for every gemv")
+    g.add_argument("--threads", type=thread_count, default=None, metavar="N", help="threads for every gemv")
     c = commands.add_parser("compare-policies", help="the preset policies side by side: size, speed, quality")
     c.add_argument("file", type=Path, metavar="MODEL.gguf")
     c.add_argument("--out", type=Path, default=Path("policies"), metavar="DIR",
                    help="where the requantized files, the table and the plot go (default ./policies)")
     c.add_argument("--tokens", type=positive_int, default=None, metavar="N",
                    help="measure quality on the first N tokens of the text only (default: all)")
-    c.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads (default 1)")
+    c.add_argument("--threads", type=thread_count, default=1, metavar="N", help="threads (default 1)")
     c.add_argument("--policy", type=_named_policy, action="append", metavar="NAME:RULES", dest="policies",
                    help="compare this policy (repeatable) instead of the presets; the shipped file is always "
                         "the baseline, e.g. --policy 'mine:blk.*.ffn_down*=Q6_K,blk.*=Q4_K,*=keep'")
