@@ -140,10 +140,17 @@ def test_q8_k_has_no_gemv_and_says_so():
         qk.gemv(np.zeros((1, 292), np.uint8), np.zeros(256, np.float32), "Q8_K")
 
 
-def test_threads_must_be_positive():
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+@pytest.mark.parametrize("threads", [0, -1, "x", 1.5, True])
+def test_threads_must_be_positive_with_either_backend(backend, threads):
     w = _blocks("Q4_K").reshape(1, -1)
-    with pytest.raises(ValueError, match="threads must be a positive int"):
-        qk.gemv(w, np.zeros(512, np.float32), "Q4_K", threads=0)
+    x = np.zeros(512, np.float32)
+    for call in (lambda: qk.gemv(w, x, "Q4_K", backend=backend, threads=threads),
+                 lambda: qk.dequantize(w, "Q4_K", backend=backend, threads=threads),
+                 lambda: qk.quantize(x, "Q4_K", backend=backend, threads=threads),
+                 lambda: qk.quantize(x, "Q4_K", imatrix=np.ones(512, np.float32), backend=backend, threads=threads)):
+        with pytest.raises(ValueError, match=f"threads must be a positive int or None, got {threads!r}"):
+            call()
 
 
 def test_a_kernel_on_two_threads_leaves_the_callers_thread_count_as_it_was_even_when_it_fails():

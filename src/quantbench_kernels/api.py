@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from .compilation import resolve_threads
 from .registry import BlockFormat, DotTerms, get_format
 from .validation import as_bytes, as_float32, check_out, check_row_length, check_whole_blocks
 
@@ -20,7 +21,21 @@ def _op(fmt: BlockFormat, backend: str, op: str) -> Callable[..., Any]:
     fn = getattr(fmt.backend(backend), op)
     if fn is None:
         raise ValueError(f"{fmt.name} has no {op} in the {backend} backend")
-    return _ieee(fn) if backend == "reference" else fn
+    return _reference(fn) if backend == "reference" else fn
+
+
+def _reference(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A reference op ``fn(*inputs, threads)`` as the API calls it: ``threads`` checked as the Numba
+    kernels check it (the reference runs on one thread whatever it says, but a bad value is the
+    caller's error with either backend), under :func:`_ieee`."""
+    quiet = _ieee(fn)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        resolve_threads(args[-1], 0)
+        return quiet(*args)
+
+    return call
 
 
 def _ieee(fn: Callable[..., Any]) -> Callable[..., Any]:
