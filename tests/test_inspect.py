@@ -78,6 +78,10 @@ def test_the_package_still_gives_kernel_and_ops_on_first_use():
     (b"", "the file is empty (byte 0)"),
     (b"GGML" + DATA[4:], "not a GGUF file: magic b'GGML' at byte 0"),
     (DATA[:4] + (7).to_bytes(4, "little") + DATA[8:], "unknown GGUF version 7 at byte 4"),
+    (DATA[:4] + (3).to_bytes(4, "big") + DATA[8:], "a big-endian GGUF file (its version at byte 4 reads 3 "
+                                                   "byte-swapped): this reads little-endian files"),
+    (b"GGUF" + (3).to_bytes(4, "little") + (0).to_bytes(8, "little") + (1).to_bytes(8, "little")
+     + (100).to_bytes(8, "little") + b"k" * 20, "truncated: a metadata key at byte 32 needs 100 bytes, 20 are left"),
     (DATA[:600], "truncated: a dimension of 'blk.1.attn_k.weight' at byte 597 needs 8 bytes, 3 are left"),
     (DATA[:100], "the counts at byte 8 (18 tensors, 3 metadata items) need more bytes than the 100 of the file"),
     (DATA[:8] + (1 << 60).to_bytes(8, "little") + DATA[16:], "need more bytes than the"),

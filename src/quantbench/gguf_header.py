@@ -205,6 +205,10 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: Container[str] = frozenset
     c.pos = 4
     version = c.unpack("I", "the version")
     if version not in VERSIONS:
+        if int.from_bytes(version.to_bytes(4, "little"), "big") in VERSIONS:
+            raise GGUFHeaderError(f"a big-endian GGUF file (its version at byte 4 reads "
+                                  f"{int.from_bytes(version.to_bytes(4, 'little'), 'big')} byte-swapped): "
+                                  "this reads little-endian files, as llama.cpp writes them on x86 and ARM")
         raise GGUFHeaderError(f"unknown GGUF version {version} at byte 4 (this reads {VERSIONS})")
     n_tensors = c.unpack("Q", "the tensor count")
     n_kv = c.unpack("Q", "the metadata count")
@@ -217,7 +221,7 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: Container[str] = frozenset
     lengths: dict[str, int] = {}
     types: dict[str, tuple[int, int | None]] = {}
     for _ in range(n_kv):
-        key = c.string(f"a metadata key at byte {c.pos}")
+        key = c.string("a metadata key")
         vtype = c.unpack("I", f"the value type of {key!r}")
         metadata[key] = _value(c, vtype, key, lengths, types, key in whole)
     raw_tensors = [_tensor(c) for _ in range(n_tensors)]
