@@ -51,6 +51,15 @@ def test_the_exact_terms_sum_to_the_reference_within_its_rounding(name):
 
 
 @pytest.mark.parametrize("name", DOTS)
+def test_the_exact_terms_of_no_rows_are_empty(name):
+    w, x = _matrix(name)
+    terms = qk.dot_terms(w[:0], x, name)
+    full = qk.dot_terms(w[:1], x, name)
+    for got, one in zip((terms.coef, terms.ints, terms.abs_ints), (full.coef, full.ints, full.abs_ints), strict=True):
+        assert got.shape == (0, one.shape[1]) and got.dtype == one.dtype
+
+
+@pytest.mark.parametrize("name", DOTS)
 def test_the_builtin_dot_is_within_the_bound_and_reports_the_distance(name):
     w, x = _matrix(name)
     d = check_gemv(_builtin(name), qk.get_format(name), w, x)

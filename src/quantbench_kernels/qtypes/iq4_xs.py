@@ -119,9 +119,9 @@ def dot_terms_ref(w: np.ndarray, act: np.ndarray) -> DotTerms:
     ``d * yd`` (exact in float64) times (ls - 32) times the sum of value * q8."""
     d, yd, scales, sumi, magnitude = _sub_block_sums(w, act)
     coef = d.astype(np.float64) * yd.astype(np.float64)
-    rows = w.shape[0]
-    return DotTerms(coef=np.repeat(coef[..., None], 8, axis=-1).reshape(rows, -1),
-                    ints=(scales * sumi).reshape(rows, -1), abs_ints=(np.abs(scales) * magnitude).reshape(rows, -1))
+    shape = (w.shape[0], w.shape[1] * 8)  # explicit: reshape(0, -1) cannot infer the -1
+    return DotTerms(coef=np.repeat(coef[..., None], 8, axis=-1).reshape(shape),
+                    ints=(scales * sumi).reshape(shape), abs_ints=(np.abs(scales) * magnitude).reshape(shape))
 
 
 # ----------------------------------------------------------------------------------------------
