@@ -81,6 +81,16 @@ def test_every_format_is_decoded_for_requantizing_and_one_that_cannot_be_is_name
             assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(c.tensor.to_float32(), "Q8_0"))
 
 
+def test_a_written_rule_that_matches_no_tensor_is_refused_naming_it(tiny: Path) -> None:
+    tensors = read_tensors(tiny)
+    with pytest.raises(PolicyError, match=r"policy rule 2 \(attn_\*=Q4_K\) matches no tensor of the file "
+                                          r"\(its tensors are named like output_norm.weight, token_embd.weight, "):
+        plan(tensors, parse("blk.*=Q8_0,attn_*=Q4_K"))
+    plan(tensors, parse("*attn_*=Q4_K"))  # the glob matches whole names
+    for preset in PRESETS:  # a preset's rules are written for several families: some match nothing here
+        plan(tensors, parse(preset))
+
+
 def test_rows_that_fit_neither_the_type_nor_its_fallback_are_refused(tiny: Path) -> None:
     t = read_tensors(tiny)
     odd = [x for x in t if x.name == "blk.0.ffn_down.weight"][0]

@@ -143,10 +143,16 @@ def _fits(row_weights: int, qtype: str) -> bool:
 
 def plan(tensors: list[Tensor], policy: Policy) -> list[Choice]:
     """The type of every tensor of a file under ``policy``, in file order. Raises PolicyError for
-    a matrix whose rows fit neither the chosen type nor its fallback, or whose type cannot be
-    decoded here for requantizing (naming the tensor, its rows and the types)."""
+    a rule of a written policy that matches no tensor (a typo would copy the file unchanged), a
+    matrix whose rows fit neither the chosen type nor its fallback, or whose type cannot be
+    decoded here for requantizing (naming the rule or the tensor, its rows and the types)."""
     import quantbench_kernels as qk  # noqa: PLC0415
 
+    if policy.text not in PRESETS and policy.text not in PRESETS.values():
+        for n, rule in enumerate(policy.rules, 1):  # a preset's rules cover several families of models
+            if not any(fnmatch.fnmatchcase(t.name, rule.glob) for t in tensors):
+                raise PolicyError(f"policy rule {n} ({rule.glob}={rule.type}) matches no tensor of the file "
+                                  f"(its tensors are named like {', '.join(t.name for t in tensors[:3])}, ...)")
     decodable = {f.name for f in qk.formats("dequantize")} | {"F32", "F16", "BF16"}
     out = []
     for t in tensors:
