@@ -217,3 +217,19 @@ def test_the_generate_command_prints_the_continuation_and_refuses_bad_input(tiny
     junk.write_bytes(b"not a model")
     assert main(["generate", str(junk), "--prompt", "x"]) == 2
     assert "is not a GGUF file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("gemma3.attention.head_count_kv", 0, "gemma3.attention.head_count_kv is 0, not a positive whole number"),
+    ("gemma3.attention.head_count_kv", 3, "gemma3.attention.head_count (2) is not a multiple of "
+                                          "gemma3.attention.head_count_kv (3)"),
+    ("gemma3.block_count", 0, "the metadata gemma3.block_count is 0, not a positive whole number"),
+    ("gemma3.attention.layer_norm_rms_epsilon", math.nan, "layer_norm_rms_epsilon is nan, not a positive number"),
+    ("gemma3.rope.freq_base", 0.0, "the metadata gemma3.rope.freq_base is 0.0, not a positive number"),
+    ("tokenizer.ggml.bos_token_id", 10 ** 6, "tokenizer.ggml.bos_token_id is 1000000, not an id of its"),
+])
+def test_generate_on_tampered_metadata_is_one_line_naming_the_key(tiny, tmp_path, capsys, key, value, message):
+    bad = tiny_gemma3.with_metadata(tiny, tmp_path / "bad.gguf", key, value)
+    assert main(["generate", str(bad), "--prompt", "the", "--tokens", "2"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and len(out.err.splitlines()) == 1 and message in out.err, out.err

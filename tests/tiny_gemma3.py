@@ -9,6 +9,7 @@ a policy that asks for a k-quant there falls back).
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import gguf
@@ -100,4 +101,17 @@ def with_architecture(src: Path, dst: Path, arch: str) -> Path:
     data = src.read_bytes()
     at = data.index(b"gemma3")  # general.architecture's value, the first "gemma3" of the header
     dst.write_bytes(data[:at] + arch.encode() + data[at + 6:])
+    return dst
+
+
+def with_metadata(src: Path, dst: Path, key: str, value: float) -> Path:
+    """A copy of the tiny model whose metadata ``key`` (a uint32 or float32 value) holds ``value``
+    instead, patched in place (every offset stays put); returns ``dst``."""
+    data = bytearray(src.read_bytes())
+    name = key.encode()
+    at = data.index(len(name).to_bytes(8, "little") + name) + 8 + len(name)
+    vtype = int.from_bytes(data[at:at + 4], "little")
+    fmt = {gguf.GGUFValueType.UINT32: "<I", gguf.GGUFValueType.FLOAT32: "<f"}[gguf.GGUFValueType(vtype)]
+    struct.pack_into(fmt, data, at + 4, value)
+    dst.write_bytes(bytes(data))
     return dst

@@ -60,7 +60,9 @@ class Config:
 
     @classmethod
     def from_metadata(cls, m: dict[str, Any], path: str) -> Config:
-        """Raises GGUFFileError naming the file and the first missing key."""
+        """Raises GGUFFileError naming the file and the first missing key, or the first value that
+        is out of its range (counts below 1, an epsilon or RoPE base that is not a positive
+        number, query heads that the key/value heads do not divide)."""
         if m.get("general.architecture") != ARCH:
             raise GGUFFileError(f"GGUF file {path!r} is a {m.get('general.architecture')!r} model; the forward pass "
                                 f"here is for {ARCH!r}")
@@ -71,19 +73,35 @@ class Config:
                 raise GGUFFileError(f"GGUF file {path!r} lacks the metadata {ARCH}.{key}")
             return value
 
-        n_head = int(get("attention.head_count"))
-        return cls(
-            n_layer=int(get("block_count")),
-            n_embd=int(get("embedding_length")),
+        def number(key: str, kind: type, default: Any = None, positive: bool = True) -> Any:
+            """The value of ``key``: a finite ``kind`` (int: a whole number), above 0 if ``positive``
+            else at least 0. Tampered metadata would otherwise divide by zero or compute NaN far
+            from here."""
+            value = get(key, default)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (kind is float or float(value).is_integer()) and (value > 0 if positive else value >= 0)
+            if not ok:
+                rule = f"{'a positive' if positive else 'a non-negative'} {'whole ' if kind is int else ''}number"
+                raise GGUFFileError(f"GGUF file {path!r}: the metadata {ARCH}.{key} is {value!r}, not {rule}")
+            return kind(value)
+
+        n_head = number("attention.head_count", int)
+        config = cls(
+            n_layer=number("block_count", int),
+            n_embd=number("embedding_length", int),
             n_head=n_head,
-            n_head_kv=int(get("attention.head_count_kv", n_head)),
-            head_dim=int(get("attention.key_length")),
-            eps=float(get("attention.layer_norm_rms_epsilon")),
-            rope_base=float(get("rope.freq_base", 10000.0)),
-            sliding_window=int(get("attention.sliding_window", 0)),
-            final_softcap=float(get("final_logit_softcapping", 0.0)),
-            context_length=int(get("context_length")),
+            n_head_kv=number("attention.head_count_kv", int, n_head),
+            head_dim=number("attention.key_length", int),
+            eps=number("attention.layer_norm_rms_epsilon", float),
+            rope_base=number("rope.freq_base", float, 10000.0),
+            sliding_window=number("attention.sliding_window", int, 0, positive=False),
+            final_softcap=number("final_logit_softcapping", float, 0.0, positive=False),
+            context_length=number("context_length", int),
         )
+        if config.n_head % config.n_head_kv:
+            raise GGUFFileError(f"GGUF file {path!r}: {ARCH}.attention.head_count ({config.n_head}) is not a "
+                                f"multiple of {ARCH}.attention.head_count_kv ({config.n_head_kv})")
+        return config
 
     def is_global(self, layer: int) -> bool:
         """Whether ``layer`` attends to every earlier token (else to the last ``sliding_window``)."""

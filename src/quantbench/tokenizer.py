@@ -53,7 +53,7 @@ class Tokenizer:
     def from_gguf(cls, path: str | os.PathLike[str]) -> Tokenizer:
         """The vocabulary of the GGUF file at ``path``. Raises GGUFFileError for a file that cannot
         be read, TokenizerError for one without a SentencePiece vocabulary, or with one whose
-        arrays disagree in length."""
+        arrays disagree in length or whose ``<bos>`` id is not one of its tokens."""
         m = read_file_header(path, VOCAB_KEYS).metadata
         model = m.get("tokenizer.ggml.model")
         if model != "llama":
@@ -65,7 +65,11 @@ class Tokenizer:
             sizes = {k: None if m.get(k) is None else len(m[k]) for k in sorted(VOCAB_KEYS)}
             raise TokenizerError(f"GGUF file {str(path)!r}: the vocabulary arrays are missing or differ in length "
                                  f"({sizes})")
-        return cls(list(tokens), list(scores), list(types), m.get("tokenizer.ggml.bos_token_id"),
+        bos = m.get("tokenizer.ggml.bos_token_id")
+        if bos is not None and not (isinstance(bos, int) and 0 <= bos < len(tokens)):
+            raise TokenizerError(f"GGUF file {str(path)!r}: tokenizer.ggml.bos_token_id is {bos!r}, not an id of its "
+                                 f"{len(tokens)}-token vocabulary")
+        return cls(list(tokens), list(scores), list(types), bos,
                    bool(m.get("tokenizer.ggml.add_bos_token", True)),
                    bool(m.get("tokenizer.ggml.add_space_prefix", True)))
 
