@@ -5,6 +5,7 @@ Gemma 3 file made here (tests/tiny_gemma3.py); one real requantization of Gemma 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import gguf
@@ -313,3 +314,13 @@ def test_gemma_requantized_under_a_preset_holds_the_promised_types(gemma_path: s
     for c in changed[:3]:
         assert np.array_equal(np.asarray(written[c.tensor.name].raw), qk.quantize(c.tensor.to_float32(), "Q2_K"))
     assert sum(t.raw.nbytes for t in written.values()) < sum(c.tensor.raw.nbytes for c in choices)
+
+
+def test_compare_policies_without_matplotlib_says_so_before_any_work(tiny: Path, tmp_path: Path, monkeypatch,
+                                                                    capsys) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    assert main(["compare-policies", str(tiny), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("quantbench compare-policies: it draws its plot with matplotlib, which is not installed "
+                   "(pip install 'pytest-quantbench[models]')\n")
+    assert not (tmp_path / "out").exists()  # nothing was requantized

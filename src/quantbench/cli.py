@@ -292,6 +292,12 @@ def compare_policies(path: Path, out: Path, tokens: int | None, threads: int, pr
                      named: list[tuple[str, str]] | None, imatrix: Path | None = None) -> int:
     from . import compare_policies  # noqa: PLC0415
 
+    try:  # before the minutes of work whose plot it draws
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        print("quantbench compare-policies: it draws its plot with matplotlib, which is not installed "
+              "(pip install 'pytest-quantbench[models]')", file=sys.stderr)
+        return EXIT_BAD_FILE
     policies = None
     if named:
         policies = {compare_policies.BASELINE: PRESETS[compare_policies.BASELINE], **dict(named)}
