@@ -324,3 +324,18 @@ def test_compare_policies_without_matplotlib_says_so_before_any_work(tiny: Path,
     assert err == ("quantbench compare-policies: it draws its plot with matplotlib, which is not installed "
                    "(pip install 'pytest-quantbench[models]')\n")
     assert not (tmp_path / "out").exists()  # nothing was requantized
+
+
+@pytest.mark.parametrize("where", ["name too long", "no such folder", "a folder"])
+def test_requantize_to_where_it_cannot_write_is_one_line_and_leaves_nothing(tiny: Path, tmp_path: Path, capsys,
+                                                                           where: str) -> None:
+    dst = {"name too long": tmp_path / ("x" * 250 + ".gguf"), "no such folder": tmp_path / "none" / "out.gguf",
+           "a folder": tmp_path}[where]
+    before = sorted(tmp_path.iterdir())
+    assert main(["requantize", str(tiny), str(dst), "--policy", "all-Q4_K", "--no-progress"]) == 2
+    out = capsys.readouterr()
+    said = {"name too long": f"cannot write {str(dst)!r}: File name too long",
+            "no such folder": f"output {str(dst)!r}: its directory {str(dst.parent)!r} does not exist",
+            "a folder": f"output {str(dst)!r} is a directory: give a new file's path"}[where]
+    assert out.out == "" and out.err == f"quantbench requantize: {said}\n", out.err
+    assert sorted(tmp_path.iterdir()) == before  # no temporary file left

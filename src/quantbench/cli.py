@@ -218,6 +218,9 @@ def requantize(src: Path, dst: Path, policy: Policy, threads: int | None, progre
     except (GGUFFileError, PolicyError, ImatrixError) as err:
         print(f"quantbench requantize: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
+    except OSError as err:  # the reader names its own; these are the output's: read-only, full, name too long
+        print(f"quantbench requantize: cannot write {str(dst)!r}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_FILE
     moved: dict[tuple[str, str], list[str]] = defaultdict(list)
     for c in choices:
         if c.changed or c.requested:
@@ -250,7 +253,7 @@ def imatrix(path: Path, text: Path, out: Path, tokens: int | None, threads: int 
         model = Gemma3(path, context=min(len(ids), 512), threads=threads)
         importance = collect(model, ids, dataset=text.name, progress=progress)
         save(importance, out)
-    except (GGUFFileError, TokenizerError, ImatrixError, ValueError) as err:
+    except (GGUFFileError, TokenizerError, ImatrixError, ValueError, OSError) as err:
         print(f"quantbench imatrix: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
     n = max(importance.counts.values())
