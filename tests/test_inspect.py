@@ -137,3 +137,20 @@ def test_inspect_maps_gemma_3_270m(capsys):
         "Q5_0": 81, "Q8_0": 10, "Q4_K": 27, "Q6_K": 9, "F32": 109}
     assert data["architecture"] == "gemma3" and data["layers"] == 18 and data["embedding_width"] == 640
     assert data["layer_pattern"]["ffn_down.weight"] == "Q4_K in blk 2-3,5-6,8-9,11-12,14  Q6_K in the other 9"
+
+
+def test_inspect_on_tensors_of_no_bytes_prints_the_map_without_a_share(tmp_path, capsys):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "empty.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("a", np.zeros((0,), np.float32))
+    w.add_tensor("b", np.zeros((4, 0), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4].split() == ["F32", "2", "0", "0", "-"]  # type, tensors, weights, bytes, share

@@ -128,7 +128,8 @@ def _print(path: Path, s: dict[str, Any]) -> None:
     print()
     print(f"{'type':<8} {'tensors':>7} {'weights':>12} {'bytes':>12} {'share':>6}")
     for name, e in sorted(s["types"].items(), key=lambda kv: -kv[1]["bytes"]):
-        print(f"{name:<8} {e['tensors']:>7} {e['weights']:>12} {e['bytes']:>12} {e['bytes'] / total:>6.1%}")
+        share = f"{e['bytes'] / total:>6.1%}" if total else f"{'-':>6}"  # tensors of 0 bytes: no share
+        print(f"{name:<8} {e['tensors']:>7} {e['weights']:>12} {e['bytes']:>12} {share}")
     if s["layer_pattern"]:
         print()
         width = max(len(k) for k in s["layer_pattern"])
