@@ -211,6 +211,27 @@ def test_a_hostile_stored_run_is_a_reported_gate_problem_never_a_traceback_or_a_
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "directory"])
+def test_a_stored_run_that_is_not_a_regular_file_is_refused_never_read(tmp_path, kind):
+    path = tmp_path / "main.json"
+    {"fifo": lambda: os.mkfifo(path), "link to /dev/zero": lambda: path.symlink_to("/dev/zero"),
+     "directory": path.mkdir}[kind]()
+    with pytest.raises(storage.StorageError, match=r"main.json is unreadable or corrupt: not a regular file"):
+        storage.load(path)  # a FIFO would block here, /dev/zero fill the memory
+    with pytest.raises(storage.StorageError, match=r"main.json is not a regular file .* it is left as it is"):
+        storage.save(tmp_path, "main", {"runs": []}, keep=1)  # nor is it replaced
+    assert os.path.lexists(path) and not path.is_file()
+
+
+def test_a_number_too_large_for_a_float_in_a_stored_run_is_refused(tmp_path):
+    path = tmp_path / "main.json"
+    stored_run(path)
+    text = path.read_text()
+    path.write_text(text.replace('"rounds": [', '"rounds": [' + "9" * 400 + ", ", 1))
+    with pytest.raises(storage.StorageError, match="main.json is unreadable or corrupt: .*too large"):
+        storage.load(path)
+
+
 def test_a_huge_or_deeply_nested_stored_run_is_refused(tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)

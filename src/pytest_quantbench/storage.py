@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +92,9 @@ def save(directory: Path, name: str, snap: dict, *, keep: int = 1) -> Path:
     path = path_of(directory, name)
     with FileLock(directory / f".{name}.lock"):
         runs = []
+        if os.path.lexists(path) and not (path.is_file() and not path.is_symlink()):
+            raise StorageError(f"stored run {path} is not a regular file (a link, directory, pipe or device): it is "
+                               "left as it is; remove it or save under another name")
         if path.exists() and keep > 1:
             stored = load(path)
             if stored["machine"] != snap["machine"]:
@@ -224,10 +228,20 @@ def validate(snap: Any) -> dict:
 def load(path: Path) -> dict:
     """The validated stored run at ``path``; StorageError naming the file and the problem."""
     try:
-        size = path.stat().st_size
+        size = _regular(path).st_size
         if size > MAX_FILE_BYTES:
             raise ValueError(f"the file is {size} bytes, larger than any stored run ({MAX_FILE_BYTES})")
         with open(path, "rb") as f:
             return validate(json.loads(f.read()))
-    except (OSError, ValueError, RecursionError) as err:
+    except (OSError, ValueError, RecursionError, OverflowError) as err:  # Overflow: 1e400 or a 400-digit number
         raise StorageError(f"stored run {path} is unreadable or corrupt: {err}") from None
+
+
+def _regular(path: Path) -> os.stat_result:
+    """The status of ``path`` (a link followed), or ValueError unless it is a regular file: a FIFO
+    would block the read, a device (a link to /dev/zero) never end it."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file (a directory, pipe, socket or device, or a link to one): a stored run "
+                         "is a JSON file")
+    return st
