@@ -5,6 +5,8 @@ Gemma 3 file made here (tests/tiny_gemma3.py); one real requantization of Gemma 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -339,3 +341,16 @@ def test_requantize_to_where_it_cannot_write_is_one_line_and_leaves_nothing(tiny
             "a folder": f"output {str(dst)!r} is a directory: give a new file's path"}[where]
     assert out.out == "" and out.err == f"quantbench requantize: {said}\n", out.err
     assert sorted(tmp_path.iterdir()) == before  # no temporary file left
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_requantize_never_replaces_a_pipe_or_a_link_at_its_output(tiny: Path, tmp_path: Path, capsys,
+                                                                 kind: str) -> None:
+    dst, target = tmp_path / "out.gguf", tmp_path / "target"
+    target.write_bytes(b"kept")
+    os.mkfifo(dst) if kind == "fifo" else dst.symlink_to(target)
+    assert main(["requantize", str(tiny), str(dst), "--policy", "all-Q4_K", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"quantbench requantize: output {str(dst)!r} is not a regular file (a link, "
+                                       "directory, pipe or device): it is left as it is; give a new file's path\n")
+    assert (stat.S_ISFIFO(dst.lstat().st_mode) if kind == "fifo" else dst.readlink() == target)
+    assert target.read_bytes() == b"kept" and sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf", "target"]

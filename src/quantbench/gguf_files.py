@@ -116,7 +116,12 @@ def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:
 @contextmanager
 def replacing(dst: Path) -> Iterator[Path]:
     """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
-    ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted."""
+    ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted. Only a
+    regular file at ``dst`` is replaced: a link, pipe or device there is GGUFFileError, before any
+    work (replacing a link would leave its target stale, a device node would be lost)."""
+    if os.path.lexists(dst) and not (dst.is_file() and not dst.is_symlink()):
+        raise GGUFFileError(f"output {str(dst)!r} is not a regular file (a link, directory, pipe or device): "
+                            "it is left as it is; give a new file's path")
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
     os.close(fd)
     tmp = Path(name)
