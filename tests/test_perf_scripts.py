@@ -133,3 +133,12 @@ def test_the_calibration_analysis_counts_a_run_stored_without_probes_apart(tmp_p
         storage.load(stored / f"{name}.json")
     table = "\n".join(_script("gate_calibration/analyse").fast_state_table(tmp_path))
     assert "| unchanged | gemv | 0 of 1 | 1.000 - 1.000 | 1 |" in table
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--formats", "Q4_K,Q9_Z"], "unknown or unsupported qtype 'Q9_Z'"),
+    (["--threads", "0"], "argument --threads: expected a positive whole number, got '0'"),
+    (["--threads", "1", "100000"], "argument --threads: at most"),
+])
+def test_compile_time_refuses_a_bad_option_naming_it(argv, message, capsys):
+    assert message in _refused("compile_time", argv, capsys)
