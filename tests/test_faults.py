@@ -15,6 +15,7 @@ import fnmatch
 import json
 import multiprocessing
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -221,6 +222,18 @@ def test_a_stored_run_that_is_not_a_regular_file_is_refused_never_read(tmp_path,
     with pytest.raises(storage.StorageError, match=r"main.json is not a regular file .* it is left as it is"):
         storage.save(tmp_path, "main", {"runs": []}, keep=1)  # nor is it replaced
     assert os.path.lexists(path) and not path.is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_run_gets_the_mode_a_plain_open_would_give(tmp_path, umask):
+    stored_run(tmp_path / "seed.json")
+    snap = storage.load(tmp_path / "seed.json")
+    previous = os.umask(umask)
+    try:
+        path = storage.save(tmp_path, "main", snap, keep=1)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # mkstemp alone gives 0600 whatever the umask
 
 
 def test_a_number_too_large_for_a_float_in_a_stored_run_is_refused(tmp_path):

@@ -36,6 +36,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from quantbench.gguf_files import with_open_mode
+
 from .findings import Measurement
 
 VERSION = 2
@@ -110,6 +112,7 @@ def _write(directory: Path, name: str, snap: dict) -> None:
     path = path_of(directory, name)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
+        with_open_mode(Path(tmp))
         with os.fdopen(fd, "w") as f:
             json.dump(snap, f, allow_nan=False)
             f.flush()

@@ -113,6 +113,14 @@ def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:
     return Tensor(t.name, t.qtype, (raw.shape[0], dims[0]), raw)
 
 
+def with_open_mode(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open(path, "w")`` would (0666 less the umask): a temporary
+    file from ``tempfile.mkstemp`` is private (0600), and the file it becomes should not be."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 @contextmanager
 def replacing(dst: Path) -> Iterator[Path]:
     """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
@@ -125,10 +133,7 @@ def replacing(dst: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
     os.close(fd)
     tmp = Path(name)
-    # mkstemp makes the file private (0600); the result gets the mode a new file would get.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
+    with_open_mode(tmp)
     try:
         yield tmp
         os.replace(tmp, dst)
