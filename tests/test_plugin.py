@@ -273,13 +273,19 @@ def test_gguf_test_ids_do_not_depend_on_how_the_path_is_written(project):
                                       "*-other/tiny.gguf:blk.0.attn_q.weight]"])
 
 
-def test_a_gguf_path_given_as_a_separate_argument_that_moves_the_rootdir_is_named(project, tmp_path_factory):
+def test_a_gguf_path_outside_the_project_given_as_a_separate_word_is_a_usage_error(project, tmp_path_factory):
+    # The layout that lost the project's ini and kernels: the model in a sibling folder, rootdir
+    # moved to the folder above both (no warning was given, the built-ins alone ran and passed).
     elsewhere = tmp_path_factory.mktemp("models")
-    (elsewhere / "pytest.ini").write_text("[pytest]\n")
     path = _copy(elsewhere)
     result = _run(project, "--quantbench", "--quantbench-gguf", str(path), "-k", "gguf", "--collect-only", "-q")
-    result.stdout.fnmatch_lines([f"*--quantbench-gguf {path}: pytest took it for a test path and moved its rootdir to "
-                                 f"{elsewhere}*write --quantbench-gguf={path}*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--quantbench-gguf {path}: given as two words, pytest takes a path outside "
+                                 f"{project.path} for a test path and moves its rootdir*"
+                                 f"write --quantbench-gguf={path}"])
+    inside = _copy(project.path / "models")  # inside the project: the rootdir stays, and it works
+    result = _run(project, "--quantbench", "--quantbench-gguf", str(inside), "-k", "gguf", "--collect-only", "-q")
+    assert result.ret == 0 and any("test_conformance_gguf[mine-" in line for line in result.stdout.lines)
 
 
 def test_the_builtins_are_a_comparison_row_unless_asked_and_off_when_told(project):

@@ -189,23 +189,33 @@ def ab_names(config: pytest.Config) -> list[tuple[str, str]]:
 
 
 def warn_at_start(config: pytest.Config) -> None:
-    """Say once, at start-up, which deprecated options this run uses, and when a GGUF path given
-    as a separate argument moved pytest's rootdir."""
+    """Say once, at start-up, which deprecated options this run uses; refuse a GGUF path given as
+    a separate word that moves pytest's rootdir (:func:`gguf_separate_word`)."""
     if config.getoption("quantbench_windows") is not None:
         config.issue_config_time_warning(
             pytest.PytestDeprecationWarning("--quantbench-windows is deprecated: use --quantbench-passes"),
             stacklevel=2,
         )
+    gguf_separate_word(config)
+
+
+def gguf_separate_word(config: pytest.Config) -> None:
+    """Refuse ``--quantbench-gguf PATH`` (two words) with a PATH outside the folder pytest was
+    started in (pytest.UsageError saying to write ``=``). pytest picks its rootdir and ini file
+    before plugins add their options, so it takes that PATH for a test path: the rootdir moves to
+    a folder above both, where the project's ini (and the kernels it registers) and its tests are
+    not found, and the run would test the built-ins alone and pass. ``--quantbench-gguf=PATH`` is
+    one word that pytest leaves alone; a PATH inside the folder cannot move the rootdir."""
     args = list(config.invocation_params.args)
     invoked = Path(config.invocation_params.dir).resolve()
     for flag, value in zip(args, args[1:], strict=False):
-        # pytest picks its rootdir before plugins add their options, so it takes the value of
-        # "--quantbench-gguf PATH" for a test path; "--quantbench-gguf=PATH" it leaves alone.
-        if flag == "--quantbench-gguf" and invoked != config.rootpath and config.rootpath not in invoked.parents:
-            config.issue_config_time_warning(pytest.PytestConfigWarning(
-                f"--quantbench-gguf {value}: pytest took it for a test path and moved its rootdir to "
-                f"{config.rootpath} (your tests' ids change with it): write --quantbench-gguf={value}"), stacklevel=2)
-            break
+        if flag != "--quantbench-gguf":
+            continue
+        path = (invoked / value).resolve()
+        if path != invoked and invoked not in path.parents:
+            raise pytest.UsageError(f"--quantbench-gguf {value}: given as two words, pytest takes a path outside "
+                                    f"{invoked} for a test path and moves its rootdir (to {config.rootpath}: your "
+                                    f"ini file and tests are not found from there): write --quantbench-gguf={value}")
 
 
 def validate(config: pytest.Config) -> None:
