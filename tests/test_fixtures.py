@@ -53,7 +53,7 @@ def test_gguf_tensors_skips_without_files(pytester):
     pytester.makepyfile("def test_it(gguf_tensors):\n    list(gguf_tensors)\n")
     result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*no GGUF files given: pass --quantbench-gguf PATH*"])
+    result.stdout.fnmatch_lines(["*no GGUF files given: pass --quantbench-gguf=PATH*"])
 
 
 def test_gguf_tensors_iterates_the_given_files(pytester, tiny_gguf):

@@ -105,7 +105,7 @@ def gguf_tensors(request: pytest.FixtureRequest) -> Iterator[tuple[str, gguf.GGM
 
     paths = options.gguf_paths(request.config)
     if not paths:
-        pytest.skip("no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option")
+        pytest.skip("no GGUF files given: pass --quantbench-gguf=PATH or set the quantbench_gguf ini option")
     return ((t.name, t.qtype, t.shape, t.raw) for path in paths for t in read_tensors(path))
 
 

@@ -26,7 +26,7 @@ from quantbench import decode_step, llamacpp
 from quantbench.gguf_files import GGUFFileError, read_tensors
 
 XDIST_SKIP = "quantbench benchmarks do not run under pytest-xdist (-n): run pytest --quantbench without -n to measure"
-NO_GGUF = "no GGUF files given: pass --quantbench-gguf PATH or set the quantbench_gguf ini option"
+NO_GGUF = "no GGUF files given: pass --quantbench-gguf=PATH or set the quantbench_gguf ini option"
 NO_AB = "no A/B comparison asked for: pass --quantbench-ab OLD,NEW (two registered kernel names)"
 NO_MATCH = "the GGUF files hold no tensor in the format of a registered kernel"
 
