@@ -203,10 +203,11 @@ def ${m}_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, ${block_bytes}) times ${activation} activations (uint8 (nb, ${activation_bytes}) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * ${block_weights}
-    dispatch(_${m}_gemv_serial, _${m}_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_${m}_gemv_serial, _${m}_gemv_parallel, threads, w.shape[0] * w.shape[1] * ${block_weights}, w, act, out)
     return out
 '''
 

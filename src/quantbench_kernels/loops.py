@@ -116,10 +116,11 @@ def iq4_nl_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> n
     """uint8 (rows, nb, 18) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_iq4_nl_gemv_serial, _iq4_nl_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_iq4_nl_gemv_serial, _iq4_nl_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
@@ -246,10 +247,11 @@ def iq4_xs_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> n
     """uint8 (rows, nb, 136) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 256
-    dispatch(_iq4_xs_gemv_serial, _iq4_xs_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_iq4_xs_gemv_serial, _iq4_xs_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
     return out
 
 
@@ -375,10 +377,11 @@ def mxfp4_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np
     """uint8 (rows, nb, 17) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_mxfp4_gemv_serial, _mxfp4_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_mxfp4_gemv_serial, _mxfp4_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
@@ -479,10 +482,11 @@ def q2_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 84) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 256
-    dispatch(_q2_k_gemv_serial, _q2_k_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q2_k_gemv_serial, _q2_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
     return out
 
 
@@ -615,10 +619,11 @@ def q3_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 110) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 256
-    dispatch(_q3_k_gemv_serial, _q3_k_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q3_k_gemv_serial, _q3_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
     return out
 
 
@@ -746,10 +751,11 @@ def q4_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 18) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_q4_0_gemv_serial, _q4_0_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q4_0_gemv_serial, _q4_0_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
@@ -874,10 +880,11 @@ def q4_1_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 20) times Q8_1 activations (uint8 (nb, 36) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_q4_1_gemv_serial, _q4_1_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q4_1_gemv_serial, _q4_1_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
@@ -1008,10 +1015,11 @@ def q4_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 144) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 256
-    dispatch(_q4_k_gemv_serial, _q4_k_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q4_k_gemv_serial, _q4_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
     return out
 
 
@@ -1142,10 +1150,11 @@ def q5_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 22) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_q5_0_gemv_serial, _q5_0_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q5_0_gemv_serial, _q5_0_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
@@ -1270,10 +1279,11 @@ def q5_1_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 24) times Q8_1 activations (uint8 (nb, 36) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_q5_1_gemv_serial, _q5_1_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q5_1_gemv_serial, _q5_1_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
@@ -1404,10 +1414,11 @@ def q5_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 176) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 256
-    dispatch(_q5_k_gemv_serial, _q5_k_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q5_k_gemv_serial, _q5_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
     return out
 
 
@@ -1540,10 +1551,11 @@ def q6_k_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 210) times Q8_K activations (uint8 (nb, 292) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 256
-    dispatch(_q6_k_gemv_serial, _q6_k_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q6_k_gemv_serial, _q6_k_gemv_parallel, threads, w.shape[0] * w.shape[1] * 256, w, act, out)
     return out
 
 
@@ -1673,10 +1685,11 @@ def q8_0_gemv(w: np.ndarray, act: np.ndarray, threads: int | None = None) -> np.
     """uint8 (rows, nb, 34) times Q8_0 activations (uint8 (nb, 34) blocks, or
     float32 values) -> float32 (rows,)."""
     out = np.empty(w.shape[0], dtype=np.float32)
-    # Float values as one row (the kernels take 2-D ones too): one compiled signature for both.
-    act = read_only(act if act.dtype == np.uint8 else act.reshape(-1))
-    work = w.shape[0] * w.shape[1] * 32
-    dispatch(_q8_0_gemv_serial, _q8_0_gemv_parallel, threads, work, read_only(w), act, out)
+    if act.ndim == 2 and act.dtype.kind == "f":  # values as one row (the kernels take both): one signature
+        act = act.reshape(-1)
+    # w and x as they come: a read-only view per call (as the other ops take) would cost a
+    # one-row call about 15 % more (Numba types read-only arrays off its fast path too).
+    dispatch(_q8_0_gemv_serial, _q8_0_gemv_parallel, threads, w.shape[0] * w.shape[1] * 32, w, act, out)
     return out
 
 
