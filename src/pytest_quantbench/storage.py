@@ -36,7 +36,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from quantbench.gguf_files import with_open_mode
+from quantbench.gguf_files import replaceable, with_open_mode
 
 from .findings import Measurement
 
@@ -94,7 +94,7 @@ def save(directory: Path, name: str, snap: dict, *, keep: int = 1) -> Path:
     path = path_of(directory, name)
     with FileLock(directory / f".{name}.lock"):
         runs = []
-        if os.path.lexists(path) and not (path.is_file() and not path.is_symlink()):
+        if not replaceable(path):
             raise StorageError(f"stored run {path} is not a regular file (a link, directory, pipe or device): it is "
                                "left as it is; remove it or save under another name")
         if path.exists() and keep > 1:

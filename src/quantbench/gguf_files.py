@@ -121,13 +121,19 @@ def with_open_mode(path: Path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
+def replaceable(path: Path) -> bool:
+    """Whether an output may be written at ``path``: nothing is there, or a regular file (not a
+    link, whose target would go stale, nor a directory, pipe or device)."""
+    return not os.path.lexists(path) or (path.is_file() and not path.is_symlink())
+
+
 @contextmanager
 def replacing(dst: Path) -> Iterator[Path]:
     """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
     ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted. Only a
     regular file at ``dst`` is replaced: a link, pipe or device there is GGUFFileError, before any
     work (replacing a link would leave its target stale, a device node would be lost)."""
-    if os.path.lexists(dst) and not (dst.is_file() and not dst.is_symlink()):
+    if not replaceable(dst):
         raise GGUFFileError(f"output {str(dst)!r} is not a regular file (a link, directory, pipe or device): "
                             "it is left as it is; give a new file's path")
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
