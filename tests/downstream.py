@@ -96,6 +96,19 @@ def fast(raw):
     return qk.dequantize(raw, "Q4_K", out=out)
 
 
+def zero_past_1024(w, x):  # a shape bug: rows from 1024 on never computed
+    out = qk.gemv(w, x, "Q4_0")
+    out[1024:] = 0
+    return out
+
+
+def wide_rows_wrong(w, x):  # a wrong quant that only a row of 4096 weights reaches (block 100)
+    if w.shape[1] >= 4096 // 32 * 18:
+        w = np.array(w)
+        w[:, 100 * 18 + 2] ^= 1
+    return qk.gemv(w, x, "Q4_0")
+
+
 KERNELS = {
     "good": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine)],
     "broken": [Kernel(name="broken", qtype="Q4_K", op="dequantize", fn=broken)],
@@ -113,6 +126,8 @@ KERNELS = {
     "imatrix": [Kernel(name="weighted", qtype="Q5_0", op="quantize_imatrix", fn=weighted),
                 Kernel(name="unweighted", qtype="Q5_0", op="quantize_imatrix", fn=unweighted)],
     "hangs": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=hangs)],
+    "shapes": [Kernel(name="zero-past-1024", qtype="Q4_0", op="gemv", fn=zero_past_1024),
+               Kernel(name="wide-rows-wrong", qtype="Q4_0", op="gemv", fn=wide_rows_wrong)],
     "ab": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine),
            Kernel(name="fast", qtype="Q4_K", op="dequantize", fn=fast),
            Kernel(name="fast2", qtype="Q4_K", op="dequantize", fn=fast),

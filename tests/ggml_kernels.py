@@ -69,6 +69,21 @@ def _gemv(name: str, generic: bool) -> Callable[[np.ndarray, np.ndarray], np.nda
     return gemv
 
 
+def from_float(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """ggml's CPU ``from_float`` of the format ``name`` (for IQ4_NL: ``quantize_row_iq4_nl_ref``, no
+    scale search): float32 x (n,) -> uint8 (n / block_weights * block_bytes,)."""
+    fmt = qk.get_format(name)
+    fn = FROM_FLOAT(_address(ggml.ggml_get_type_traits_cpu(getattr(ggml, f"GGML_TYPE_{name}")).contents.from_float))
+
+    def quantize(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(x.size // fmt.block_weights * fmt.block_bytes, dtype=np.uint8)
+        fn(x.ctypes.data, out.ctypes.data, x.size)
+        return out
+
+    return quantize
+
+
 def wrong_on_a_plain_row() -> list[tuple[str, str]]:
     """(kernel name suffix, format) of the dots that this libggml build gets wrong on one plain row:
     a ramp from -1 to 1 quantized by this package, dotted with a ramp activation, off the

@@ -190,7 +190,11 @@ def test_a_float16_dequantizer_passes_when_it_says_so_and_fails_when_it_does_not
     with pytest.raises(ConformanceError, match="returned dtype float16, expected float32"):
         check_dequantize(Kernel("half", name, "dequantize", half), fmt, raw)
     d = check_dequantize(Kernel("half", name, "dequantize", half, precision="float16"), fmt, raw)
-    assert d.criterion == "within float16 precision" and d.max_ulps > 0 and 0 < d.bound_share <= 1
+    # Its weights are the reference's rounded to float16: 0 float16 ulps away, and a share of the bound used.
+    assert d.criterion == "within float16 precision" and d.max_ulps == 0 and 0 < d.bound_share <= 1
+    off_by_one = Kernel("half", name, "dequantize", lambda r: np.nextafter(half(r), np.float16(np.inf)),
+                        precision="float16")
+    assert check_dequantize(off_by_one, fmt, raw).max_ulps == 1  # ulps in the declared precision
     wrong = Kernel("half", name, "dequantize", lambda r: (half(r) * np.float16(1.01)), precision="float16")
     with pytest.raises(ConformanceError, match="is not within float16 precision of the reference: .* weights outside"):
         check_dequantize(wrong, fmt, raw)

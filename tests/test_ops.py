@@ -32,7 +32,7 @@ def test_the_builtin_kernels_are_every_supported_format_and_op():
 def test_drawn_inputs_pass_the_check_of_the_builtin_kernel(name, op, data):
     fmt = qk.get_format(name)
     spec = OPS[op]
-    spec.check(Kernel(name="builtin", qtype=name, op=op, fn=spec.builtin(fmt)), fmt, *data.draw(spec.draw(fmt)))
+    spec.check(Kernel(name="builtin", qtype=name, op=op, fn=spec.builtin(fmt)), fmt, *data.draw(spec.draw(fmt, True)))
 
 
 @pytest.mark.parametrize("name,op", PAIRS)

@@ -65,7 +65,7 @@ def test_a_correct_custom_kernel_passes_conformance_and_gets_a_table_row(project
         "*test_conformance?mine-Q4_K-dequantize? PASSED*",
         "*test_throughput?mine-Q4_K-dequantize-16x4096? PASSED*",
         "*quantbench summary*",
-        "Q4_K*dequantize*mine*16x4096*bit-identical (* values, 1 test)",
+        "Q4_K*dequantize*mine*16x4096*bit-identical (* values*, 4 tests)",
     ])
     assert result.ret == 0
     saved = {b["extra_info"]["impl"]: b["extra_info"] for b in json.loads((project.path / "bench.json").read_text())[
@@ -126,18 +126,50 @@ def test_a_kernel_wrong_in_one_weight_fails_with_where_and_how(project):
     ])
 
 
+def test_shape_bugs_that_hypothesis_small_draws_miss_fail_on_the_fixed_shapes(project):
+    hypothesis_only = _run(project, "--quantbench", "-k", "test_conformance and not gguf and not shape",
+                           which="shapes")
+    hypothesis_only.assert_outcomes(passed=2)  # at most 3 rows of 3 blocks: neither bug shows
+    result = _run(project, "--quantbench", "-k", "conformance_shape", which="shapes")
+    result.assert_outcomes(passed=6, failed=2)
+    result.stdout.fnmatch_lines_random([
+        "FAILED *test_conformance_shape?zero-past-1024-Q4_0-gemv-1031x256?*",
+        "FAILED *test_conformance_shape?wide-rows-wrong-Q4_0-gemv-5x4096?*",
+        "*kernel 'zero-past-1024' (Q4_0 gemv) is not within the rounding bound of the reference: 7 of 1031 rows "
+        "outside it*",
+        "*first at row 1024: expected *, got 0.0 (0x00000000)*",
+        "*kernel 'wide-rows-wrong' (Q4_0 gemv) is not within the rounding bound of the reference: 5 of 5 rows*",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    assert len(re.findall(r"^_+ test_conformance_shape", result.stdout.str(), re.M)) == 2
+
+
+def test_the_fixed_shapes_are_chosen_by_option_and_a_bad_one_is_a_usage_error(project):
+    result = _run(project, "--quantbench", "-k", "conformance_shape", "--quantbench-shapes=none", which="shapes")
+    result.assert_outcomes(skipped=1)
+    result = _run(project, "--quantbench", "-k", "conformance_shape", "--quantbench-shapes=2x64,large",
+                  "--collect-only", "-q", which="shapes")
+    for shape in ("2x64", "one-block", "3x640", "1031x256", "5x4096", "2048x4096", "2x65536"):
+        result.stdout.fnmatch_lines([f"*zero-past-1024-Q4_0-gemv-{shape}]"])
+    for bad in ("3x100", "7", "", "99999x99999"):
+        result = _run(project, "--quantbench", f"--quantbench-shapes={bad}", which="shapes")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*--quantbench-shapes: *"])
+
+
 def test_a_quantizer_given_importance_is_checked_byte_for_byte_naming_row_block_and_byte(project):
-    result = _run(project, "--quantbench", "-k", "conformance and not gguf", which="imatrix")
+    result = _run(project, "--quantbench", "-k", "conformance and not gguf and not shape", which="imatrix")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*kernel 'unweighted' (Q5_0 quantize_imatrix) is not bit-identical to the reference: * of * bytes differ*",
+        "*kernel 'unweighted' (Q5_0 quantize_imatrix) is not bit-identical to the reference (quantize_q5_0 with an "
+        "importance matrix): * of * bytes differ*",
         "*first at row *, block *, byte * (*): expected 0x*, got 0x*",
-        "*their importance: *",
+        "*(-vv shows the block's float inputs)",
     ])
 
 
 def test_bad_registrations_fail_and_name_the_kernel(project):
-    result = _run(project, "--quantbench", "-k", "conformance and not gguf and (transposer or q9 or raiser)",
+    result = _run(project, "--quantbench", "-k", "conformance and not gguf and not shape and (transposer or q9 or raiser)",
                   which="bad")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines_random([
@@ -157,7 +189,7 @@ KERNELS = [Kernel(name="from-ini", qtype="Q2_K", op="gemv",
 """)
     pytester.makeini("[pytest]\nquantbench_kernels =\n    mykernels:KERNELS\n    nosuchmodule:X\n")
     pytester.syspathinsert()
-    result = _run(pytester, "--quantbench", "-k", "conformance and (from-ini or nosuchmodule)", "--hypothesis-seed=1")
+    result = _run(pytester, "--quantbench", "-k", "conformance and not shape and (from-ini or nosuchmodule)", "--hypothesis-seed=1")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*quantbench_kernels line 'nosuchmodule:X': ModuleNotFoundError*"])
 
@@ -296,7 +328,7 @@ def test_the_builtins_are_a_comparison_row_unless_asked_and_off_when_told(projec
         "quantbench: kernels: mine: Q4_K dequantize",
         "quantbench: built-in kernels (quantbench-numba) measured beside them, not tested*: Q4_K dequantize",
         "*x base*base*conformance",
-        "Q4_K*dequantize*mine*?*16x4096*x*quantbench-numba*bit-identical (* values, 1 test)",
+        "Q4_K*dequantize*mine*?*16x4096*x*quantbench-numba*bit-identical (* values*, 4 tests)",
     ])
     compared.stdout.no_fnmatch_line("*test_conformance?quantbench-numba*")
     compared.stdout.no_fnmatch_line("*Name (time in*")  # pytest-benchmark's own table is off...
@@ -313,5 +345,5 @@ def test_the_readme_quick_start_project_passes_conformance(pytester):
         shutil.copy(example / name, pytester.path / name)
     pytester.syspathinsert()
     result = _run(pytester, "--quantbench", "-k", "conformance", "-W", "error")
-    result.assert_outcomes(passed=2, skipped=1)  # the GGUF test: no file given
+    result.assert_outcomes(passed=2 + 2 * 4, skipped=1)  # 4 fixed shapes each; the GGUF test: no file given
     result.stdout.fnmatch_lines_random(["Q4_0*dequantize*mylib*bit-identical*", "Q8_0*dequantize*mylib*bit-identical*"])

@@ -8,6 +8,15 @@
   rigorous rounding bound (:func:`dot_bound`). A kernel that asks for ``exact=True`` must equal
   the reference's float order bit for bit.
 
+- A dot kernel that declares ``activation="float32"`` multiplies float32 x by the dequantized
+  weights (the PyTorch / GPU path): each row is checked against the exact dot of the reference's
+  dequantized weights with x, within :func:`float_dot_bound`.
+
+Every kernel gets read-only copies of its inputs (writable copies, checked unchanged afterwards, if
+it declares ``writable_inputs``), is called twice on each input and must give the same bits twice
+(unless it declares ``deterministic=False``), and runs with NumPy's floating-point warnings off: the
+edge-case blocks make inf and NaN on purpose, and a NumPy kernel is right to produce them quietly.
+
 Each check runs the kernel and the NumPy reference on the same input and returns the
 :class:`Distance` it measured (largest distance in float32 ulps from the reference's output, the
 largest share of the allowed error used), or raises :class:`ConformanceError` naming the kernel,
@@ -26,6 +35,7 @@ import numpy as np
 
 import quantbench_kernels as qk
 from quantbench_kernels import BlockFormat
+from quantbench_kernels.registry import c_name
 
 from .bitexact import first_difference
 
@@ -41,9 +51,16 @@ TERM_ROUNDINGS = 3
 # one per term), and additions of the final reduction of a kernel's accumulators.
 ADDS_PER_BLOCK = 2
 FINAL_ADDS = 32
-# Absolute error one float32 operation may make in the subnormal range (half the smallest subnormal).
-FLOAT32_UNDERFLOW = 2.0**-150
+# Absolute error one operation may make in the subnormal range of each precision (half its
+# smallest subnormal; bfloat16 has float32's exponent range and 7 fraction bits).
+UNDERFLOW = {"float32": 2.0**-150, "float16": 2.0**-25, "bfloat16": 2.0**-134}
+FLOAT32_UNDERFLOW = UNDERFLOW["float32"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The largest finite value of each precision (bfloat16's is float32's to 3 significant bits).
+LARGEST = {"float32": FLOAT32_MAX, "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+# Roundings of one term of a float-activation dot besides its additions: x converted to the
+# kernel's precision, and the product (the weight's own decoding is bounded apart).
+FLOAT_TERM_ROUNDINGS = 2
 
 
 class ConformanceError(AssertionError):
@@ -60,6 +77,7 @@ class Criterion:
     precision: str = "float32"
     rtol: float = 0.0
     atol: float = 0.0
+    activation: str | None = None  # a dot kernel's declared activation ("float32"), else llama.cpp's
 
     def describe(self) -> str:
         if self.exact:
@@ -67,7 +85,8 @@ class Criterion:
         parts = [] if self.precision == "float32" else [f"{self.precision} precision"]
         if self.rtol or self.atol:
             parts.append(f"rtol={self.rtol:g}, atol={self.atol:g}")
-        return "within " + (", ".join(parts) if parts else "the rounding bound")
+        text = "within " + (", ".join(parts) if parts else "the rounding bound")
+        return text + (f" of a {self.activation}-activation dot" if self.activation else "")
 
 
 class Checked(Protocol):
@@ -78,6 +97,10 @@ class Checked(Protocol):
     fn: Callable[..., Any]
     adds_per_block: int | None
     final_adds: int | None
+    activation: str | None
+    writable_inputs: bool
+    deterministic: bool
+    reference: str | None
 
     @property
     def criterion(self) -> Criterion: ...
@@ -93,6 +116,7 @@ class Distance:
     max_ulps: int = 0
     bound_share: float | None = None
     values: int = 0  # how many values (weights, bytes, rows) were compared
+    non_finite: int = 0  # values non-finite on both sides (a NaN or infinite scale), not in max_ulps
 
 
 def _hex(raw: np.ndarray, limit: int = 400) -> str:
@@ -100,13 +124,71 @@ def _hex(raw: np.ndarray, limit: int = 400) -> str:
     return text if len(text) <= limit * 3 else text[: limit * 3] + " ..."
 
 
+def _what(kernel: Checked, fmt: BlockFormat) -> str:
+    return f"kernel {kernel.name!r} ({fmt.name} {kernel.op})"
+
+
+READ_ONLY_HINT = ("the plugin hands a kernel read-only copies of its inputs, so that one that changes its caller's "
+                  "arrays is caught; a kernel that must write to its inputs declares writable_inputs=True (it then "
+                  "gets writable copies, checked unchanged after the call)")
+
+
 def _call(kernel: Checked, fmt: BlockFormat, *args: Any) -> Any:
+    """``kernel.fn(*args)`` with NumPy's floating-point warnings off; what it raises becomes a
+    ConformanceError naming the kernel."""
     try:
-        return kernel.fn(*args)
+        with np.errstate(all="ignore"):
+            return kernel.fn(*args)
     except Exception as err:
-        raise ConformanceError(
-            f"kernel {kernel.name!r} ({fmt.name} {kernel.op}) raised {type(err).__name__}: {err}"
-        ) from err
+        text = str(err).splitlines()[0] if str(err) else ""
+        hint = f"\n  ({READ_ONLY_HINT})" if ("read-only" in text or "readonly" in text) else ""
+        raise ConformanceError(f"{_what(kernel, fmt)} raised {type(err).__name__}: {text}{hint}") from err
+
+
+def _handed(kernel: Checked, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Copies of ``args`` as the kernel gets them: read-only unless it declares writable_inputs."""
+    out = []
+    for a in args:
+        c = np.array(a, copy=True)
+        c.setflags(write=bool(kernel.writable_inputs))
+        out.append(c)
+    return tuple(out)
+
+
+def _untouched(kernel: Checked, fmt: BlockFormat, names: tuple[str, ...], args: tuple[Any, ...],
+               handed: tuple[Any, ...]) -> None:
+    """Refuse a kernel that changed the (writable) inputs it was handed."""
+    for name, before, after in zip(names, args, handed, strict=True):
+        m = first_difference(np.asarray(before), after)
+        if m is not None:
+            index = m.index[0] if len(m.index) == 1 else m.index
+            raise ConformanceError(
+                f"{_what(kernel, fmt)} changed its input {name} in place: {m.n_different} of {m.n_total} values "
+                f"differ, first at index {index} (was {np.asarray(before)[m.index]!r}, now {after[m.index]!r}); "
+                "a kernel must leave its caller's arrays as it found them")
+
+
+def _run(kernel: Checked, fmt: BlockFormat, names: tuple[str, ...], args: tuple[Any, ...],
+         result: Callable[[Any], np.ndarray], unit: str) -> np.ndarray:
+    """The kernel's output on ``args`` (``result`` turns what it returns into an array), from two
+    calls on fresh copies that must agree bit for bit unless it declares deterministic=False."""
+    outputs = []
+    for _ in range(2 if kernel.deterministic else 1):
+        handed = _handed(kernel, args)
+        outputs.append(np.array(result(_call(kernel, fmt, *handed)), copy=True))  # a reused buffer: copied
+        _untouched(kernel, fmt, names, args, handed)
+    if len(outputs) == 2:
+        m = first_difference(outputs[0], outputs[1])
+        if m is not None:
+            first, second = outputs[0][m.index], outputs[1][m.index]
+            shown = (f"{_value(first)} then {_value(second)}" if outputs[0].dtype == np.float32
+                     else f"0x{int(first):02x} then 0x{int(second):02x}")
+            at = ", ".join(str(i) for i in m.index)
+            raise ConformanceError(
+                f"{_what(kernel, fmt)} gave different results on two calls with the same input: {m.n_different} "
+                f"of {m.n_total} {unit} differ, first at [{at}]: {shown} (a kernel that cannot repeat its "
+                "results declares deterministic=False)")
+    return outputs[0]
 
 
 def _host_candidates(value: Any) -> list[Any]:
@@ -162,17 +244,37 @@ def _as_array(kernel: Checked, fmt: BlockFormat, value: Any, dtype: type, shape:
     return np.ascontiguousarray(array).reshape(shape)
 
 
-def ulps(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Distance in float32 units in the last place (int64): how many float32 values lie between;
-    0 where both are NaN, a large sentinel (2**32) where only one is."""
-    def ordered(a: np.ndarray) -> np.ndarray:
-        bits = a.astype(np.float32).view(np.int32).astype(np.int64)
-        return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+def _ordered(a: np.ndarray, precision: str) -> np.ndarray:
+    """Values of ``a`` rounded to ``precision`` as int64 that count its representable values in order."""
+    if precision == "float16":
+        with np.errstate(over="ignore"):
+            bits = a.astype(np.float16).view(np.int16).astype(np.int64)
+        return np.where(bits < 0, -(bits & 0x7FFF), bits)
+    bits = a.astype(np.float32).view(np.uint32).astype(np.int64)
+    if precision == "bfloat16":  # round to nearest even on the 16 bits bfloat16 keeps
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return np.where(bits & 0x8000, -(bits & 0x7FFF), bits)
+    return np.where(bits & 0x80000000, -(bits & 0x7FFFFFFF), bits)
 
+
+def ulps(expected: np.ndarray, actual: np.ndarray, precision: str = "float32") -> np.ndarray:
+    """Distance in units in the last place of ``precision`` (int64): how many values of that
+    precision lie between the two, each rounded to it. -1 where either is not finite: a distance
+    means nothing there (see :func:`non_finite`)."""
+    both = np.isfinite(expected) & np.isfinite(actual)
     with np.errstate(invalid="ignore"):
-        out = np.abs(ordered(expected) - ordered(actual))
-    nan_e, nan_a = np.isnan(expected), np.isnan(actual)
-    return np.where(nan_e & nan_a, 0, np.where(nan_e | nan_a, 1 << 32, out))
+        e = np.where(both, expected, 0).astype(np.float32)
+        a = np.where(both, actual, 0).astype(np.float32)
+    return np.where(both, np.abs(_ordered(e, precision) - _ordered(a, precision)), -1)
+
+
+def _distance_text(expected: float, actual: float, distance: int, precision: str) -> str:
+    if distance >= 0:
+        return f"{distance} {precision} ulps"
+    if not math.isfinite(expected) and not math.isfinite(actual):
+        return "both non-finite"
+    return "non-finite where the reference is finite" if math.isfinite(expected) else \
+        "finite where the reference is not"
 
 
 def _header(kernel: Checked, fmt: BlockFormat, how: str | None = None) -> str:
@@ -196,40 +298,65 @@ def _value(v: float) -> str:
 
 
 def _exact(kernel: Checked, fmt: BlockFormat, expected: np.ndarray, actual: np.ndarray,
-           where: Callable[[tuple[int, ...]], str], unit: str) -> Distance:
-    """Bit-identity, with a message naming the first difference (``where(index)``)."""
+           where: Callable[[tuple[int, ...]], str], unit: str, reference: str = "") -> Distance:
+    """Bit-identity, with a message naming the first difference (``where(index)``) and the
+    ``reference`` function the expected values reproduce (where an op has several)."""
     m = first_difference(expected, actual)
     if m is not None:
         distance = int(ulps(expected, actual).max()) if expected.dtype == np.float32 else 0
+        header = _header(kernel, fmt, 'bit-identical') + (f" ({reference})" if reference else "")
         raise ConformanceError(
-            f"{_header(kernel, fmt, 'bit-identical')}: {m.n_different} of {m.n_total} {unit} differ"
-            + (f" (up to {distance} ulps)" if distance else "") + "\n"
+            f"{header}: {m.n_different} of {m.n_total} {unit} differ"
+            + (f" (up to {distance} ulps among the finite ones)" if distance > 0 else "") + "\n"
             f"  first at {where(m.index)}"
         )
-    return Distance("bit-identical", values=int(expected.size))
+    both = int((~np.isfinite(expected) & ~np.isfinite(actual)).sum()) if expected.dtype == np.float32 else 0
+    return Distance("bit-identical", values=int(expected.size), non_finite=both)
 
 
 def _within(kernel: Checked, fmt: BlockFormat, reference: np.ndarray, actual: np.ndarray, target: np.ndarray,
             allowed: np.ndarray, overflow_ok: np.ndarray, where: Callable[[tuple[int, ...]], str],
-            unit: str) -> Distance:
+            unit: str, blocks_at: Callable[[tuple[int, ...]], np.ndarray]) -> Distance:
     """``actual`` within ``allowed`` of ``target`` (the exact value, float64) where that is finite,
     or non-finite where float32 may overflow on the way (``overflow_ok``: another order of the same
     sums may overflow where the reference's did not, or not where it did); non-finite where the
-    exact value is (a NaN or infinite scale)."""
+    exact value is (a NaN or infinite scale). ``blocks_at(index)``: the blocks the value at
+    ``index`` was made from (to say where a lower precision overflows)."""
     ok, share = _judge(actual, target, allowed, overflow_ok)
-    distances = ulps(reference, actual)
+    precision = kernel.criterion.precision
+    distances = ulps(reference, actual, precision)
     shares = np.where(np.isfinite(target) & np.isfinite(actual), share, 0.0)
     if not ok.all():
         bad = np.argwhere(~ok)
         index = tuple(int(i) for i in bad[0])
+        distance = _distance_text(float(reference[index]), float(actual[index]), int(distances[index]), precision)
         raise ConformanceError(
             f"{_header(kernel, fmt)}: {len(bad)} of {ok.size} {unit} outside it\n"
             f"  first at {where(index)}\n"
-            f"  distance: {int(distances[index])} ulps from the reference's float32, "
+            f"  distance: {distance} from the reference's float32, "
             f"{share[index]:.3g} times the allowed error {allowed[index]:.3g} (exact value {float(target[index])!r})"
+            + _overflow_note(kernel, fmt, float(target[index]), float(actual[index]), blocks_at(index))
         )
+    both = int((~np.isfinite(reference) & ~np.isfinite(actual)).sum())
     return Distance(kernel.criterion.describe(), int(distances.max(initial=0)), float(shares.max(initial=0.0)),
-                    int(reference.size))
+                    int(reference.size), both)
+
+
+def _overflow_note(kernel: Checked, fmt: BlockFormat, target: float, actual: float, blocks: np.ndarray) -> str:
+    """For a kernel computing in float16 (or bfloat16) whose value is not finite where the exact one
+    is: the sentence that says its precision overflows on the way, from the blocks' largest scale."""
+    precision = kernel.criterion.precision
+    if precision == "float32" or not math.isfinite(target) or math.isfinite(actual):
+        return ""
+    largest = LARGEST[precision]
+    structured = np.ascontiguousarray(blocks).reshape(-1, fmt.block_bytes).view(fmt.block_dtype)
+    scales = [np.abs(structured[name].astype(np.float64)).max() for name in fmt.block_dtype.names
+              if (fmt.block_dtype.fields[name][0].subdtype or (fmt.block_dtype.fields[name][0],))[0].kind == "f"]
+    scale = max(scales, default=0.0)
+    return (f"\n  {precision} overflows on the way: its largest finite value is {largest:g}, and this block's largest "
+            f"scale is {scale:g}, so a scale times a quant or a sub-scale passes it before the weight is formed "
+            f"(the float32 reference stays finite). A kernel that does not handle such blocks declares "
+            f"extreme_scales=False (Hypothesis then draws no scale beyond 1.0, inf or NaN)")
 
 
 def _judge(actual: np.ndarray, target: np.ndarray, allowed: np.ndarray, overflow_ok: np.ndarray
@@ -242,10 +369,11 @@ def _judge(actual: np.ndarray, target: np.ndarray, allowed: np.ndarray, overflow
     return np.where(finite, (share <= 1) | (overflow_ok & ~np.isfinite(actual)), ~np.isfinite(actual)), share
 
 
-def check_dequantize(kernel: Checked, fmt: BlockFormat, raw: np.ndarray) -> Distance:
+def check_dequantize(kernel: Checked, fmt: BlockFormat, raw: np.ndarray, *, verbose: bool = False) -> Distance:
     """``raw``: uint8 (n_blocks, block_bytes)."""
     expected = qk.dequantize(raw, fmt, backend="reference")
-    actual = _as_array(kernel, fmt, _call(kernel, fmt, raw.copy()), np.float32, expected.shape)
+    actual = _run(kernel, fmt, ("raw",), (raw,),
+                  lambda value: _as_array(kernel, fmt, value, np.float32, expected.shape), "weights")
 
     def where(index: tuple[int, ...]) -> str:
         block, weight = index
@@ -260,44 +388,69 @@ def check_dequantize(kernel: Checked, fmt: BlockFormat, raw: np.ndarray) -> Dist
         block_max = np.nanmax(np.where(np.isfinite(e64), np.abs(e64), 0.0), axis=1, keepdims=True)
         allowed = DEQUANTIZE_ROUNDINGS * UNIT_ROUNDOFF[c.precision] * block_max + c.atol + c.rtol * np.abs(e64)
     limit = float(np.finfo(c.precision).max) if c.precision != "bfloat16" else FLOAT32_MAX
-    return _within(kernel, fmt, expected, actual, e64, allowed, np.abs(e64) + allowed > limit, where, "weights")
+    return _within(kernel, fmt, expected, actual, e64, allowed, np.abs(e64) + allowed > limit, where, "weights",
+                   lambda index: raw[index[0]])
 
 
-def check_quantize(kernel: Checked, fmt: BlockFormat, x: np.ndarray) -> Distance:
-    """``x``: float32 (n_weights,)."""
-    expected = qk.quantize(x, fmt, backend="reference")
-    actual = _as_array(kernel, fmt, _call(kernel, fmt, x.copy()), np.uint8, expected.shape)
+def _inputs_shown(verbose: bool, *named: tuple[str, np.ndarray]) -> str:
+    """The float inputs of a failing block, bits and decimals, under -vv; else where to find them."""
+    if not verbose:
+        return "\n  (-vv shows the block's float inputs)"
+    return "".join(f"\n  {name} (float32 bits): {' '.join(f'{b:08x}' for b in v.view(np.uint32))}\n  {name}: {v!r}"
+                   for name, v in named)
+
+
+def quantizer_name(kernel: Checked, fmt: BlockFormat) -> str:
+    """The llama.cpp quantizer a quantize kernel is checked against."""
+    return kernel.reference or fmt.quantizer
+
+
+def check_quantize(kernel: Checked, fmt: BlockFormat, x: np.ndarray, *, verbose: bool = False) -> Distance:
+    """``x``: float32 (n_weights,). Checked against the format's reference quantizer, or the other
+    llama.cpp quantizer the kernel names (``reference``), on the bytes that quantizer defines."""
+    name = quantizer_name(kernel, fmt)
+    if name in fmt.quantizers:
+        expected, defined = fmt.quantizers[name](x.reshape(-1, fmt.block_weights))
+    else:
+        expected = qk.quantize(x, fmt, backend="reference")
+        defined = np.ones(expected.shape, dtype=bool)
+    actual = _run(kernel, fmt, ("x",), (x,), lambda value: _as_array(kernel, fmt, value, np.uint8, expected.shape),
+                  "bytes")
+    undefined = f" (bytes {name} leaves undefined are not compared)" if not defined.all() else ""
 
     def where(index: tuple[int, ...]) -> str:
         block, offset = index
-        return (f"block {block}, byte {offset} ({_field_at(fmt, offset)}): "
+        text = (f"block {block}, byte {offset} ({_field_at(fmt, offset)}): "
                 f"expected 0x{expected[index]:02x}, got 0x{actual[index]:02x}\n"
                 f"  expected block {block}: {_hex(expected[block])}\n"
-                f"  actual block {block}:   {_hex(actual[block])}\n"
-                f"  input weights of block {block}: "
-                f"{x[block * fmt.block_weights:(block + 1) * fmt.block_weights]!r}")
+                f"  actual block {block}:   {_hex(actual[block])}{undefined}")
+        return text + _inputs_shown(verbose, ("input weights", x[block * fmt.block_weights:
+                                                                 (block + 1) * fmt.block_weights]))
 
-    return _exact(kernel, fmt, expected, actual, where, "bytes")
+    return _exact(kernel, fmt, expected, np.where(defined, actual, expected), where, "bytes", name)
 
 
-def check_quantize_imatrix(kernel: Checked, fmt: BlockFormat, x: np.ndarray, imatrix: np.ndarray) -> Distance:
+def check_quantize_imatrix(kernel: Checked, fmt: BlockFormat, x: np.ndarray, imatrix: np.ndarray, *,
+                           verbose: bool = False) -> Distance:
     """``x``: float32 (rows, n_per_row); ``imatrix``: float32 (n_per_row,), its importance."""
     expected = qk.quantize(x, fmt, imatrix=imatrix, backend="reference").reshape(-1, fmt.block_bytes)
-    actual = _as_array(kernel, fmt, _call(kernel, fmt, x.copy(), imatrix.copy()), np.uint8, expected.shape)
+    actual = _run(kernel, fmt, ("x", "imatrix"), (x, imatrix),
+                  lambda value: _as_array(kernel, fmt, value, np.uint8, expected.shape), "bytes")
     per_row = x.shape[1] // fmt.block_weights
 
     def where(index: tuple[int, ...]) -> str:
         block, offset = index
         row, col = divmod(block, per_row)
         at = col * fmt.block_weights
-        return (f"row {row}, block {col}, byte {offset} ({_field_at(fmt, offset)}): "
+        text = (f"row {row}, block {col}, byte {offset} ({_field_at(fmt, offset)}): "
                 f"expected 0x{expected[index]:02x}, got 0x{actual[index]:02x}\n"
                 f"  expected block: {_hex(expected[block])}\n"
-                f"  actual block:   {_hex(actual[block])}\n"
-                f"  input weights: {x[row, at:at + fmt.block_weights]!r}\n"
-                f"  their importance: {imatrix[at:at + fmt.block_weights]!r}")
+                f"  actual block:   {_hex(actual[block])}")
+        return text + _inputs_shown(verbose, ("input weights", x[row, at:at + fmt.block_weights]),
+                                    ("their importance", imatrix[at:at + fmt.block_weights]))
 
-    return _exact(kernel, fmt, expected, actual, where, "bytes")
+    return _exact(kernel, fmt, expected, actual, where, "bytes",
+                  f"quantize_{c_name(fmt.name)} with an importance matrix")
 
 
 def dot_bound(terms: qk.DotTerms, n_blocks: int, unit_roundoff: float = UNIT_ROUNDOFF["float32"],
@@ -335,11 +488,78 @@ def dot_bound(terms: qk.DotTerms, n_blocks: int, unit_roundoff: float = UNIT_ROU
     return exact, bound, magnitude
 
 
+def float_dot_bound(weights: np.ndarray, x: np.ndarray, block_weights: int, precision: str = "float32",
+                    adds_per_block: int | None = None, final_adds: int = FINAL_ADDS
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The float-activation model: the exact value of each row of ``weights`` (float32 (rows, n),
+    the reference's dequantized weights) times float32 ``x`` (n,), a rigorous bound on the error of
+    any correct kernel that multiplies x by the dequantized weights in ``precision``, and the sum
+    of the terms' magnitudes, each float64 (rows,).
+
+    The model, in the style of :func:`dot_bound`: the kernel decodes each weight (in float32 the
+    reference's value, in a lower precision within DEQUANTIZE_ROUNDINGS roundings of the largest
+    magnitude B_i of its block, as :func:`check_dequantize` allows), converts x_i to its precision,
+    multiplies (FLOAT_TERM_ROUNDINGS roundings with the conversion) and adds the products in any
+    order, fused or not, such that no product passes through more than D = blocks x
+    ``adds_per_block`` + ``final_adds`` additions (``adds_per_block`` defaults to a block's weights:
+    a plain loop over the row). With n = D + FLOAT_TERM_ROUNDINGS and gamma_n = n u / (1 - n u):
+
+        |error| <= gamma_n sum |w_i x_i| + (1 + gamma_n) R u sum B_i |x_i| + underflow,
+
+    R = DEQUANTIZE_ROUNDINGS (also in float32, where another order of a weight's decoding may
+    round differently), and underflow = (1 + gamma_n) (R + 2) n_weights eta, eta the absolute
+    error of one operation in the precision's subnormal range (:data:`UNDERFLOW`); plus the float64
+    rounding of the exact value's own evaluation. The products w_i x_i of two float32 values are
+    exact in float64, so the exact value is their correctly rounded sum (math.fsum)."""
+    u = UNIT_ROUNDOFF[precision]
+    rows, n = weights.shape
+    n_blocks = max(1, n // block_weights)
+    depth = n_blocks * (adds_per_block or block_weights) + final_adds
+    k = depth + FLOAT_TERM_ROUNDINGS
+    gamma = k * u / (1 - k * u)
+    with np.errstate(all="ignore"):
+        w = weights.astype(np.float64)
+        products = w * x.astype(np.float64)
+        exact = np.array([math.fsum(row) if np.isfinite(row).all() else row.sum() for row in products])
+        magnitude = np.abs(products).sum(axis=1)
+        block_max = np.nanmax(np.where(np.isfinite(w), np.abs(w), 0.0).reshape(rows, -1, block_weights), axis=2)
+        decoded = (block_max[:, :, None] * np.abs(x.astype(np.float64)).reshape(1, -1, block_weights)).sum(axis=(1, 2))
+        bound = (gamma * magnitude + (1 + gamma) * DEQUANTIZE_ROUNDINGS * u * decoded
+                 + (1 + gamma) * (DEQUANTIZE_ROUNDINGS + 2) * n * UNDERFLOW[precision] + 2.0**-52 * magnitude)
+    return exact, bound, magnitude
+
+
+def _float_weights(fmt: BlockFormat, w: np.ndarray) -> np.ndarray:
+    """The reference's dequantized weights of rows ``w`` (uint8 (rows, row_bytes)): float32 (rows, n)."""
+    return qk.dequantize(w.reshape(-1, fmt.block_bytes), fmt, backend="reference").reshape(w.shape[0], -1)
+
+
+def _reference_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """What the kernel's rows are measured against in ulps: the reference's gemv, or for a
+    float-activation kernel the exact dot of the dequantized weights rounded to float32."""
+    if kernel.activation == "float32":
+        exact, _, _ = float_dot_bound(_float_weights(fmt, w), x, fmt.block_weights)
+        with np.errstate(all="ignore"):
+            return exact.astype(np.float32)
+    return qk.gemv(w, x, fmt, backend="reference")
+
+
 def _allowed(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
     """The exact values of rows ``w`` (uint8 (rows, row_bytes)) times ``x``, the error allowed to
-    the kernel (its criterion's bound and tolerance), and where float32 may overflow on the way
-    (a scale product or a partial sum beyond its range), each (rows,)."""
+    the kernel (its criterion's bound and tolerance), and where its precision may overflow on the
+    way (a scale product or a partial sum beyond its range), each (rows,)."""
     c = kernel.criterion
+    limit = LARGEST[c.precision]
+    if kernel.activation == "float32":
+        weights = _float_weights(fmt, w)
+        exact, bound, magnitude = float_dot_bound(weights, x, fmt.block_weights, c.precision, kernel.adds_per_block,
+                                                  kernel.final_adds or FINAL_ADDS)
+        with np.errstate(all="ignore"):
+            allowed = bound + c.atol + c.rtol * np.abs(exact)
+            big = max(float(np.abs(x).max(initial=0.0)), 0.0)
+            overflow = ((magnitude + allowed > limit) | (np.nanmax(np.abs(weights), axis=1, initial=0.0) > limit)
+                        | (big > limit))
+        return exact, allowed, overflow
     terms = qk.dot_terms(w, x, fmt)
     n_blocks = w.shape[1] // fmt.block_bytes
     adds_per_block = kernel.adds_per_block or max(ADDS_PER_BLOCK, terms.coef.shape[1] // n_blocks)
@@ -347,70 +567,89 @@ def _allowed(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) ->
                                         kernel.final_adds or FINAL_ADDS)
     with np.errstate(all="ignore"):
         allowed = bound + c.atol + c.rtol * np.abs(exact)
-        overflow = (magnitude + allowed > FLOAT32_MAX) | (np.abs(terms.coef) > FLOAT32_MAX).any(axis=1)
+        overflow = (magnitude + allowed > limit) | (np.abs(terms.coef) > limit).any(axis=1)
     return exact, allowed, overflow
 
 
 def _check_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, expected: np.ndarray,
                 actual: np.ndarray, rerun: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Distance:
     """Rows of dot products: bit-identical for an ``exact`` kernel, else within :func:`dot_bound`
-    of the exact value. ``w``: uint8 (rows, row_bytes); ``expected``: the reference's float32;
-    ``rerun(w_rows, x)`` calls the kernel again (on one block, to say which block fails)."""
+    (or :func:`float_dot_bound`) of the exact value. ``w``: uint8 (rows, row_bytes); ``expected``:
+    :func:`_reference_rows`; ``rerun(w_rows, x)`` calls the kernel again (on one block, to say which
+    block fails)."""
     blocks = w.reshape(w.shape[0], -1, fmt.block_bytes)
 
     def where(index: tuple[int, ...]) -> str:
         row = index[0]
         text = f"row {row}: expected {_value(expected[row])}, got {_value(actual[row])}"
-        return text + "\n  " + _failing_block(kernel, fmt, blocks[row], x, rerun, row)
+        return text + _float_hint(kernel, fmt, w[row:row + 1], x, actual[row:row + 1]) + "\n  " + \
+            _failing_block(kernel, fmt, blocks[row], x, rerun, row)
 
     if kernel.criterion.exact:
         return _exact(kernel, fmt, expected, actual, where, "rows")
     exact, allowed, overflow = _allowed(kernel, fmt, w, x)
-    return _within(kernel, fmt, expected, actual, exact, allowed, overflow, where, "rows")
+    return _within(kernel, fmt, expected, actual, exact, allowed, overflow, where, "rows",
+                   lambda index: blocks[index[0]])
+
+
+def _float_hint(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, actual: np.ndarray) -> str:
+    """For a dot kernel judged on llama.cpp's quantized activation: whether its failing row would
+    pass as a float32-activation dot, the usual reason (the PyTorch / GPU path)."""
+    if kernel.activation is not None or kernel.criterion.exact:
+        return ""
+    exact, bound, _ = float_dot_bound(_float_weights(fmt, w), x, fmt.block_weights)
+    with np.errstate(all="ignore"):
+        close = bool(np.isfinite(exact[0]) and abs(float(actual[0]) - exact[0]) <= bound[0])
+    return ("\n  (this row is within the bound of a float32-activation dot, x times the dequantized weights: if the "
+            "kernel does not quantize x as llama.cpp does, declare activation=\"float32\")") if close else ""
 
 
 def _failing_block(kernel: Checked, fmt: BlockFormat, row_blocks: np.ndarray, x: np.ndarray,
                    rerun: Callable[[np.ndarray, np.ndarray], np.ndarray], row: int) -> str:
     """Which block of a failing row fails on its own: the kernel run again on each block alone."""
     width = fmt.block_weights
+    precision = kernel.criterion.precision
     for b in range(row_blocks.shape[0]):
         w1, x1 = row_blocks[b:b + 1].reshape(1, -1), x[b * width:(b + 1) * width]
-        expected = qk.gemv(w1, x1, fmt, backend="reference")
+        expected = _reference_rows(kernel, fmt, w1, x1)
         try:
-            actual = _as_array(kernel, fmt, rerun(w1.copy(), x1.copy()), np.float32, (1,))
+            with np.errstate(all="ignore"):
+                actual = _as_array(kernel, fmt, rerun(*_handed(kernel, (w1, x1))), np.float32, (1,))
         except Exception as err:  # noqa: BLE001 - the kernel may not take one-block rows: say less
             return (f"(run on block {b} of row {row} alone, the kernel raised {type(err).__name__}, so no block is "
                     f"named); row {row}, block 0 bytes: {_hex(row_blocks[0])}")
+        distance = _distance_text(float(expected[0]), float(actual[0]), int(ulps(expected, actual, precision)[0]),
+                                  precision)
         if kernel.criterion.exact:
             bad = first_difference(expected, actual) is not None
-            detail = f"{int(ulps(expected, actual)[0])} ulps"
+            detail = distance
         else:
             exact, allowed, overflow = _allowed(kernel, fmt, w1, x1)
             ok, share = _judge(actual, exact, allowed, overflow)
             bad = not ok[0]
-            detail = f"{int(ulps(expected, actual)[0])} ulps, {share[0]:.3g} times its bound {allowed[0]:.3g}"
+            detail = f"{distance}, {share[0]:.3g} times its bound {allowed[0]:.3g}"
         if bad:
             return (f"block {b} of row {row} fails alone ({detail}): expected {_value(expected[0])}, "
                     f"got {_value(actual[0])}\n  row {row}, block {b} bytes: {_hex(row_blocks[b])}")
     return f"no block of row {row} fails alone; row {row}, block 0 bytes: {_hex(row_blocks[0])}"
 
 
-def check_gemv(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> Distance:
+def check_gemv(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, *, verbose: bool = False) -> Distance:
     """``w``: uint8 (rows, row_bytes); ``x``: float32 (row_weights,)."""
-    expected = qk.gemv(w, x, fmt, backend="reference")
-    actual = _as_array(kernel, fmt, _call(kernel, fmt, w.copy(), x.copy()), np.float32, expected.shape)
+    expected = _reference_rows(kernel, fmt, w, x)
+    actual = _run(kernel, fmt, ("w", "x"), (w, x),
+                  lambda value: _as_array(kernel, fmt, value, np.float32, expected.shape), "rows")
     return _check_rows(kernel, fmt, w, x, expected, actual, kernel.fn)
 
 
-def check_vec_dot(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> Distance:
+def check_vec_dot(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, *,
+                  verbose: bool = False) -> Distance:
     """``w``: uint8 (n_blocks, block_bytes), one row; ``x``: float32 (n_blocks * block_weights,)."""
-    expected = np.float32([qk.vec_dot(w, x, fmt, backend="reference")])
-    actual = np.float32([_scalar(kernel, fmt, _call(kernel, fmt, w.copy(), x.copy()))])
+    expected = _reference_rows(kernel, fmt, w.reshape(1, -1), x)
+    actual = _run(kernel, fmt, ("w", "x"), (w, x), lambda value: np.float32([_scalar(kernel, fmt, value)]), "rows")
     return _check_rows(kernel, fmt, w.reshape(1, -1), x, expected, actual,
                        lambda w1, x1: np.float32([_scalar(kernel, fmt, kernel.fn(w1.reshape(-1, fmt.block_bytes),
                                                                                    x1))]))
-
-
 def _scalar(kernel: Checked, fmt: BlockFormat, value: Any) -> float:
     """A vec_dot kernel's result: a float, or a one-value float array of any library."""
     array = np.float64(value) if isinstance(value, (float, np.floating)) else to_host(value)

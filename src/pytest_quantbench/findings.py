@@ -28,26 +28,30 @@ class Conformance:
     max_ulps: int = 0
     bound_share: float | None = None
     values: int = 0
+    non_finite: int = 0  # values non-finite on both sides, matched (not in max_ulps)
 
     def describe(self) -> str:
         if self.failed:
             return f"FAILED ({self.failed} of {self.passed + self.failed} tests)"
+        counted = (f"{self.values} values" + (f", {self.non_finite} non-finite, matched" if self.non_finite else "")
+                   + f", {self.passed} test{'s' if self.passed != 1 else ''}")
         if self.criterion == "bit-identical":
-            return f"bit-identical ({self.values} values, {self.passed} test{'s' if self.passed != 1 else ''})"
+            return f"bit-identical ({counted})"
         share = "-" if self.bound_share is None else f"{100 * self.bound_share:.3g}%"
-        return (f"{self.criterion}: max {self.max_ulps} ulps, {share} of the allowed error "
-                f"({self.values} values, {self.passed} test{'s' if self.passed != 1 else ''})")
+        return f"{self.criterion}: max {self.max_ulps} ulps, {share} of the allowed error ({counted})"
 
 
 def start_conformance(node: pytest.Item, kernel_key: tuple[str, str, str], criterion: str) -> dict:
     """The dict a conformance test fills in as it checks inputs: kept as a user property of the
     test, so that it reaches the summary even from a pytest-xdist worker."""
-    result = {"key": list(kernel_key), "criterion": criterion, "max_ulps": 0, "bound_share": None, "values": 0}
+    result = {"key": list(kernel_key), "criterion": criterion, "max_ulps": 0, "bound_share": None, "values": 0,
+              "non_finite": 0}
     node.user_properties.append((CONFORMANCE_PROPERTY, result))
     return result
 
 
-def add_distance(result: dict, max_ulps: int, bound_share: float | None, values: int) -> None:
+def add_distance(result: dict, max_ulps: int, bound_share: float | None, values: int, non_finite: int = 0) -> None:
+    result["non_finite"] = result.get("non_finite", 0) + non_finite
     result["max_ulps"] = max(result["max_ulps"], max_ulps)
     if bound_share is not None:
         result["bound_share"] = max(result["bound_share"] or 0.0, bound_share)
@@ -71,6 +75,7 @@ def conformance_report(config: pytest.Config, report: pytest.TestReport) -> None
             if result["bound_share"] is not None:
                 entry.bound_share = max(entry.bound_share or 0.0, result["bound_share"])
             entry.values += result["values"]
+            entry.non_finite += result.get("non_finite", 0)
 
 
 def note_unchecked(config: pytest.Config, reasons: list[str]) -> None:
@@ -169,6 +174,23 @@ def merge_passes(done: list[Measurement]) -> list[Measurement]:
     return list(merged.values())
 
 
+def shorten_failure(report: pytest.TestReport, call: pytest.CallInfo, verbosity: int) -> None:
+    """A conformance failure reported as its message (kernel, block, bytes) and Hypothesis' notes
+    (the falsifying example, the blob to reproduce it), without the traceback through the plugin's
+    own code; the whole traceback under -vv."""
+    from .conformance import ConformanceError
+
+    if report.when != "call" or not report.failed or call.excinfo is None or verbosity >= 2:
+        return
+    if not call.excinfo.errisinstance(ConformanceError):
+        return
+    err = call.excinfo.value
+    # Hypothesis' notes: the falsifying example and the blob to reproduce it (its "Explanation" of
+    # the lines only failing cases ran names the plugin's own code: left for -vv).
+    notes = [n for n in getattr(err, "__notes__", ()) if n.strip() and not n.startswith("Explanation:")]
+    report.longrepr = "\n".join([str(err), *notes, "(-vv shows the traceback)"])
+
+
 class ConformanceCollector:
     """A plugin object that folds every test report's conformance results into the session's."""
 
@@ -177,3 +199,8 @@ class ConformanceCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         conformance_report(self.config, report)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201 - a hook wrapper
+        outcome = yield
+        shorten_failure(outcome.get_result(), call, self.config.get_verbosity())

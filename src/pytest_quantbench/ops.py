@@ -33,7 +33,9 @@ class Op:
     name: str
     needs: str  # the registry capability (a field of quantbench_kernels.Ops) both backends must have
     api: Callable[..., Any]  # api(*args, qtype, backend=...)
-    draw: Callable[[BlockFormat], st.SearchStrategy[Args]]  # Hypothesis inputs, edge cases weighted
+    # Hypothesis inputs, edge cases weighted: draw(fmt, extreme) (extreme: whether blocks may have
+    # extreme f16 scales, registration.Kernel.extreme_scales)
+    draw: Callable[[BlockFormat, bool], st.SearchStrategy[Args]]
     from_tensor: Callable[[BlockFormat, np.ndarray], Args]  # inputs from a tensor's uint8 (rows, row_bytes)
     bench_args: Callable[[BlockFormat, np.ndarray, np.random.Generator], Args]  # from float32 (rows, cols)
     bytes_moved: Callable[[BlockFormat, int, int], int]  # (fmt, weights, rows) -> bytes one call moves
@@ -50,6 +52,10 @@ class Op:
     # Whether the op writes blocks (the quantizers): checked byte for byte, whatever a kernel
     # declares, and its NumPy reference too slow to time above a million weights.
     bytes_out: bool = False
+    # Whether the op is a dot product (a kernel may declare the activation it multiplies by).
+    dot: bool = False
+    # Whether its input is one row (vec_dot): a fixed shape's first row only.
+    one_row: bool = False
 
     def supported_by(self, fmt: BlockFormat) -> bool:
         """Whether ``fmt`` has this op in both backends (a reference to check a kernel against)."""
@@ -115,7 +121,7 @@ OPS: dict[str, Op] = {
             name="dequantize",
             needs="dequantize",
             api=qk.dequantize,
-            draw=lambda fmt: st.tuples(qst.blocks(fmt, n_blocks=st.integers(1, 4))),
+            draw=lambda fmt, extreme: st.tuples(qst.blocks(fmt, n_blocks=st.integers(1, 4), extreme=extreme)),
             from_tensor=lambda fmt, raw: (raw.reshape(-1, fmt.block_bytes),),
             bench_args=lambda fmt, dense, rng: (qk.quantize(dense, fmt).reshape(-1, fmt.block_bytes),),
             bytes_moved=_convert_bytes,
@@ -127,7 +133,7 @@ OPS: dict[str, Op] = {
             name="quantize",
             needs="quantize",
             api=qk.quantize,
-            draw=lambda fmt: st.tuples(qst.float_rows(fmt, n_blocks=st.integers(1, 3))),
+            draw=lambda fmt, extreme: st.tuples(qst.float_rows(fmt, n_blocks=st.integers(1, 3))),
             from_tensor=lambda fmt, raw: (_rows_of(fmt, raw).reshape(-1),),
             bench_args=lambda fmt, dense, rng: (dense.reshape(-1),),
             bytes_moved=_convert_bytes,
@@ -140,7 +146,7 @@ OPS: dict[str, Op] = {
             name="quantize_imatrix",
             needs="quantize_imatrix",
             api=quantize_imatrix,
-            draw=qst.imatrix_args,
+            draw=lambda fmt, extreme: qst.imatrix_args(fmt),
             from_tensor=_imatrix_from_tensor,
             bench_args=lambda fmt, dense, rng: (dense, _importance(dense.shape[1])),
             bytes_moved=_convert_bytes,
@@ -161,6 +167,8 @@ OPS: dict[str, Op] = {
             check=conformance.check_vec_dot,
             probe="compute",
             exact_by_default=False,
+            dot=True,
+            one_row=True,
         ),
         Op(
             name="gemv",
@@ -174,6 +182,7 @@ OPS: dict[str, Op] = {
             check=conformance.check_gemv,
             probe="compute",
             exact_by_default=False,
+            dot=True,
         ),
     ]
 }

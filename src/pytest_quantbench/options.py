@@ -25,6 +25,14 @@ GATE_PASSES = 3
 MAX_PASSES = 100
 MAX_SIZE_WEIGHTS = 1 << 30  # 4 GB of float32 per benchmark input: anything larger is a typo
 MAX_FAIL_PCT = 1000.0
+# The fixed shapes every dot and dequantize kernel meets besides Hypothesis' small draws (ROWSxCOLS;
+# "one-block": 3 rows of one block each, the narrowest row a format has): Gemma 3's 640-wide rows,
+# a row count that is prime, above 1024 and so no multiple of 8 or of a thread split, and 4096-wide
+# rows. "large" adds a 2048 x 4096 matrix and rows of 65,536 weights.
+NAMED_SHAPES = {"one-block": (3, 0)}
+SHAPE_SETS = {"default": "one-block,3x640,1031x256,5x4096", "none": ""}
+SHAPE_SETS["large"] = SHAPE_SETS["default"] + ",2048x4096,2x65536"
+MAX_SHAPE_WEIGHTS = 1 << 26  # checked against the NumPy reference: 64M weights take minutes
 BUILTIN_MODES = ("compare", "test", "off")
 BUILTIN_NAME = "quantbench-numba"  # the built-in kernels' name (registration.BUILTIN)
 KEEP_RUNS = 5  # runs a stored baseline holds by default: --quantbench-save adds one, the oldest goes
@@ -40,6 +48,10 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--quantbench-sizes", default=None, metavar="LIST",
                     help=f"benchmark sizes, comma-separated: {', '.join(NAMED_SIZES)} or ROWSxCOLS "
                          f"(default {DEFAULT_SIZES})")
+    group.addoption("--quantbench-shapes", default=None, metavar="LIST",
+                    help="the fixed shapes every dot and dequantize kernel is checked on, comma-separated: "
+                         f"ROWSxCOLS, one-block, or one of {', '.join(SHAPE_SETS)} (default: "
+                         f"{SHAPE_SETS['default']})")
     group.addoption("--quantbench-save", default=None, metavar="NAME",
                     help="store this run's benchmark rounds as NAME in the storage folder")
     group.addoption("--quantbench-keep", type=int, default=None, metavar="N",
@@ -91,6 +103,10 @@ class Size:
     def weights(self) -> int:
         return self.rows * self.cols
 
+    def cols_for(self, fmt: qk.BlockFormat) -> int:
+        """Weights per row for ``fmt``: ``cols``, or one block where cols is 0 (the "one-block" shape)."""
+        return self.cols or fmt.block_weights
+
     def unfit_for(self, fmt: qk.BlockFormat) -> str | None:
         """Why ``fmt`` cannot be benchmarked at this size (its rows are not whole blocks), or None."""
         if self.cols % fmt.block_weights:
@@ -118,28 +134,44 @@ def refuse_without_quantbench(config: pytest.Config) -> None:
                                     "stored, compared or gated (add --quantbench to the command line)")
 
 
-def sizes(config: pytest.Config) -> list[Size]:
+def _parse_sizes(spec: str, option: str, named: dict[str, tuple[int, int]], limit: int) -> list[Size]:
+    """``spec``'s comma-separated ROWSxCOLS and ``named`` items (pytest.UsageError naming a bad one)."""
     import quantbench_kernels as qk
 
-    spec = config.getoption("quantbench_sizes") or DEFAULT_SIZES
     out = []
     block = min(f.block_weights for f in qk.formats())  # the smallest block: every COLS is a multiple
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        if item in NAMED_SIZES:
-            out.append(Size(item, *NAMED_SIZES[item]))
+        if item in named:
+            out.append(Size(item, *named[item]))
             continue
         rows, _, cols = item.lower().partition("x")
         if not (rows.isdigit() and cols.isdigit()) or int(cols) % block or int(cols) < 1 or int(rows) < 1:
             raise pytest.UsageError(
-                f"--quantbench-sizes: {item!r} is neither {' nor '.join(NAMED_SIZES)} nor ROWSxCOLS "
+                f"{option}: {item!r} is neither {' nor '.join(named)} nor ROWSxCOLS "
                 f"with ROWS at least 1 and COLS a positive multiple of {block} (the smallest block; a "
                 "format whose blocks do not divide COLS skips that size)"
             )
-        if int(rows) * int(cols) > MAX_SIZE_WEIGHTS:
-            raise pytest.UsageError(f"--quantbench-sizes: {item!r} is {int(rows) * int(cols)} weights, more than "
-                                    f"the {MAX_SIZE_WEIGHTS} a benchmark may use")
+        if int(rows) * int(cols) > limit:
+            raise pytest.UsageError(f"{option}: {item!r} is {int(rows) * int(cols)} weights, more than "
+                                    f"the {limit} it may use")
         out.append(Size(item, int(rows), int(cols)))
     return out
+
+
+def sizes(config: pytest.Config) -> list[Size]:
+    return _parse_sizes(config.getoption("quantbench_sizes") or DEFAULT_SIZES, "--quantbench-sizes", NAMED_SIZES,
+                        MAX_SIZE_WEIGHTS)
+
+
+def shapes(config: pytest.Config) -> list[Size]:
+    """The fixed shapes of ``--quantbench-shapes`` (:data:`SHAPE_SETS`' names expanded), each once."""
+    spec = config.getoption("quantbench_shapes")
+    spec = SHAPE_SETS["default"] if spec is None else spec
+    expanded = ",".join(SHAPE_SETS.get(item.strip(), item) for item in spec.split(","))
+    if not expanded.strip(", ") and spec.strip() not in SHAPE_SETS:
+        raise pytest.UsageError(f"--quantbench-shapes: {spec!r} names no shape (give 'none' to check none)")
+    found = _parse_sizes(expanded, "--quantbench-shapes", NAMED_SHAPES, MAX_SHAPE_WEIGHTS)
+    return list({s.label: s for s in found}.values())
 
 
 def passes(config: pytest.Config) -> int:
@@ -225,6 +257,7 @@ def validate(config: pytest.Config) -> None:
     from . import storage
 
     sizes(config)
+    shapes(config)
     passes(config)
     keep(config)
     ab = ab_names(config)

@@ -33,6 +33,9 @@ from .conformance import UNIT_ROUNDOFF, Criterion
 from .ops import OPS
 from .table import PROBE, REFERENCE
 
+# What a dot kernel may declare it multiplies the weights by, besides llama.cpp's quantized activation.
+ACTIVATIONS = ("float32",)
+
 BUILTIN = options.BUILTIN_NAME
 # Names of the rows the plugin measures itself: a kernel named like one would be taken for it.
 RESERVED_NAMES = (BUILTIN, REFERENCE, PROBE)
@@ -65,6 +68,22 @@ class Kernel:
     adds_per_block: int | None = None
     final_adds: int | None = None
     threads: int | None = None  # how many threads fn uses (None: unknown), shown in the summary
+    # What a dot kernel multiplies the weights by: None, x quantized to the format's activation type
+    # as llama.cpp's CPU backend does (Q8_K, Q8_0, Q8_1); "float32", x itself times the dequantized
+    # weights (the PyTorch / GPU path), judged against the exact dot of the reference's dequantized
+    # weights with x (conformance.float_dot_bound), in ``precision``.
+    activation: str | None = None
+    # How the kernel's inputs are handed to it: read-only copies, unless it must write to them
+    # (then writable copies, checked unchanged after each call).
+    writable_inputs: bool = False
+    # Each input is run twice and must give the same bits twice, unless the kernel says it cannot.
+    deterministic: bool = True
+    # Whether Hypothesis may draw blocks with extreme f16 scales (inf, NaN, 65504): a kernel that
+    # computes in float16 and does not handle them may leave them out (False).
+    extreme_scales: bool = True
+    # The llama.cpp quantizer a quantize kernel follows, where a format has more than one
+    # (quantbench_kernels.BlockFormat.quantizers); None: the format's default reference.
+    reference: str | None = None
     origin: str = field(default="", compare=False, repr=False)  # where it was registered (set by the plugin)
 
     @property
@@ -92,7 +111,7 @@ class Kernel:
             return f"kernel {self.name!r}: format {fmt.name} has no reference {self.op} to check it against"
         if not callable(self.fn):
             return f"kernel {self.name!r}: fn is not callable ({type(self.fn).__name__})"
-        return self._criterion_problem()
+        return self._criterion_problem() or self._declaration_problem(fmt)
 
     def _criterion_problem(self) -> str | None:
         what = f"kernel {self.name!r} ({self.format_name} {self.op})"
@@ -113,6 +132,36 @@ class Kernel:
                 return f"{what}: {name} must be a positive integer or None, got {value!r}"
         return None
 
+    def _declaration_problem(self, fmt: qk.BlockFormat) -> str | None:
+        what = f"kernel {self.name!r} ({fmt.name} {self.op})"
+        op = OPS[self.op]
+        if self.activation is not None:
+            if not op.dot:
+                return f"{what}: activation= is for the dot products (vec_dot, gemv), not {self.op}"
+            if self.activation not in ACTIVATIONS:
+                return (f"{what}: activation {self.activation!r} is not one of {', '.join(map(repr, ACTIVATIONS))} "
+                        f"(leave it None for x quantized to {fmt.activation} as llama.cpp does)")
+            if self.exact:
+                return (f"{what}: exact=True asks for the reference's float order, and no reference computes a "
+                        f"float32-activation dot: leave exact off (judged within the rounding bound)")
+        if self.reference is not None:
+            names = fmt.quantizer_names
+            if not op.bytes_out:
+                return f"{what}: reference= names a quantizer; {self.op} has one reference"
+            if self.reference not in names:
+                return f"{what}: reference {self.reference!r} is not one of {fmt.name}'s quantizers: {', '.join(names)}"
+        for name in ("writable_inputs", "deterministic", "extreme_scales"):
+            if not isinstance(getattr(self, name), bool):
+                return f"{what}: {name} must be True or False, got {getattr(self, name)!r}"
+        return None
+
+    def __repr__(self) -> str:
+        # Short: Hypothesis prints it in every falsifying example (the fn and every field made 20 lines).
+        return f"Kernel({self.name!r}, {self.format_name}, {self.op})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # Hypothesis' printer: the same short form
+        p.text(repr(self))
+
     @property
     def _lowered(self) -> bool:
         """Whether the kernel declares less than float32 bit-identity: a precision or a tolerance."""
@@ -130,7 +179,7 @@ class Kernel:
     def criterion(self) -> Criterion:
         """What the conformance tests hold this kernel's output to."""
         exact = self.exact or (self.op in OPS and OPS[self.op].exact_by_default and not self._lowered)
-        return Criterion(exact, self.precision, float(self.rtol), float(self.atol))
+        return Criterion(exact, self.precision, float(self.rtol), float(self.atol), self.activation)
 
 
 def builtin_kernels() -> list[Kernel]:

@@ -42,9 +42,17 @@ F16_EDGES = (
 F32_EDGES = (0.0, -0.0, 1e-45, 1e-38, 3.4028235e38, -1.0, float("inf"), float("-inf"), float("nan"))
 
 
-def f16_bits() -> st.SearchStrategy[int]:
-    """f16 bit patterns: edge cases, typical block scales (2^-20..1), and any pattern at all."""
+# Of those, the ones a model's scales never are: what a kernel declaring extreme_scales=False is spared.
+F16_EXTREMES = (0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0xFE01)
+
+
+def f16_bits(extreme: bool = True) -> st.SearchStrategy[int]:
+    """f16 bit patterns: edge cases, typical block scales (2^-20..1), and any pattern at all; with
+    ``extreme`` False, no inf, NaN or magnitude above 1.0 (the other edges and the typical scales)."""
     typical = st.floats(2.0**-20, 1.0, width=16).map(lambda v: int(np.float16(v).view(np.uint16)))
+    if not extreme:
+        return st.one_of(st.sampled_from([b for b in F16_EDGES if b not in F16_EXTREMES]), typical,
+                         typical.map(lambda b: b | 0x8000))
     return st.one_of(st.sampled_from(F16_EDGES), typical, typical.map(lambda b: b | 0x8000), st.integers(0, 0xFFFF))
 
 
@@ -66,13 +74,13 @@ def _int_array(base: np.dtype, count: int) -> st.SearchStrategy[np.ndarray]:
 
 
 @functools.cache
-def _field(dtype: np.dtype) -> st.SearchStrategy:
+def _field(dtype: np.dtype, extreme: bool = True) -> st.SearchStrategy:
     # One strategy per field type, built once: Hypothesis validates a new strategy on its first
     # draw, which cost more than the draws themselves when a strategy was built per field and block.
     base, shape = (dtype.subdtype if dtype.subdtype else (dtype, ()))
     count = int(np.prod(shape)) if shape else 1
     if base == np.float16:
-        return f16_bits().map(lambda b: np.uint16(b).view(np.float16))
+        return f16_bits(extreme).map(lambda b: np.uint16(b).view(np.float16))
     if base == np.float32:
         return _f32().map(np.float32)
     if base.kind in "iu":
@@ -81,14 +89,16 @@ def _field(dtype: np.dtype) -> st.SearchStrategy:
 
 
 @st.composite
-def blocks(draw: st.DrawFn, qtype: str | BlockFormat, n_blocks: int | st.SearchStrategy[int] = 1) -> np.ndarray:
-    """Valid raw blocks of ``qtype``: uint8 (n_blocks, block_bytes), each field drawn with edge cases."""
+def blocks(draw: st.DrawFn, qtype: str | BlockFormat, n_blocks: int | st.SearchStrategy[int] = 1,
+           extreme: bool = True) -> np.ndarray:
+    """Valid raw blocks of ``qtype``: uint8 (n_blocks, block_bytes), each field drawn with edge cases
+    (``extreme`` False: f16 scales no larger than 1.0 and finite, :func:`f16_bits`)."""
     fmt = get_format(qtype)
     n = draw(n_blocks) if isinstance(n_blocks, st.SearchStrategy) else n_blocks
     out = np.zeros(n, dtype=fmt.block_dtype)
     for i in range(n):
         for name in fmt.block_dtype.names:
-            out[name][i] = draw(_field(fmt.block_dtype.fields[name][0]))
+            out[name][i] = draw(_field(fmt.block_dtype.fields[name][0], extreme))
     if fmt.fill_derived is not None:
         fmt.fill_derived(out)
     return out.view(np.uint8).reshape(n, fmt.block_bytes)
@@ -136,24 +146,24 @@ def non_finite_rows(draw: st.DrawFn, qtype: str | BlockFormat) -> np.ndarray:
 
 
 @st.composite
-def vec_dot_args(draw: st.DrawFn, qtype: str | BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+def vec_dot_args(draw: st.DrawFn, qtype: str | BlockFormat, extreme: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Arguments of a vec_dot kernel: one row of 1-3 blocks, uint8 (n_blocks, block_bytes), and a
     float32 activation of its length, drawn as the activation format's quantizer input."""
     fmt = get_format(qtype)
     nb = draw(st.integers(1, 3))
     x = draw(float_rows(fmt.activation, n_blocks=nb))
-    return draw(blocks(fmt, n_blocks=nb)), x
+    return draw(blocks(fmt, n_blocks=nb, extreme=extreme)), x
 
 
 @st.composite
-def gemv_args(draw: st.DrawFn, qtype: str | BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+def gemv_args(draw: st.DrawFn, qtype: str | BlockFormat, extreme: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Arguments of a gemv kernel: 1-3 rows of 1-3 blocks, uint8 (rows, row_bytes), and a float32
     activation of a row's length."""
     fmt = get_format(qtype)
     nb = draw(st.integers(1, 3))
     x = draw(float_rows(fmt.activation, n_blocks=nb))
     rows = draw(st.integers(1, 3))
-    return draw(blocks(fmt, n_blocks=rows * nb)).reshape(rows, -1), x
+    return draw(blocks(fmt, n_blocks=rows * nb, extreme=extreme)).reshape(rows, -1), x
 
 
 # What llama-imatrix's averaged squares look like, and the edges: zeros (columns never seen),

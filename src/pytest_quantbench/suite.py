@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import quantbench_kernels as qk
 from pytest_quantbench import findings, options, workloads
+from pytest_quantbench import strategies as qst
 from pytest_quantbench.ops import OPS
 from pytest_quantbench.registration import BadEntry, Kernel, ab_pairs, registered_kernels
 from pytest_quantbench.table import LLAMACPP, PROBE, REFERENCE, tag
@@ -102,6 +103,21 @@ def _gguf_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list
     return [pytest.param(None, None, id="no-gguf", marks=pytest.mark.skip(reason=reason))]
 
 
+def _shape_cases(config: pytest.Config, kernels: list[Kernel | BadEntry]) -> list:
+    """(kernel, shape) for every usable dot and dequantize kernel and each ``--quantbench-shapes``
+    shape whose rows are whole blocks of its format (the quantizers' NumPy reference takes seconds
+    per large shape: they meet Hypothesis' rows and the GGUF tensors)."""
+    cases = []
+    for k in kernels:
+        if not isinstance(k, Kernel) or k.problem() is not None or OPS[k.op].bytes_out:
+            continue
+        fmt = qk.get_format(k.qtype)
+        cases.extend(pytest.param(k, shape, id=f"{k.id}-{shape.label}") for shape in options.shapes(config)
+                     if shape.unfit_for(fmt) is None)
+    return cases or [pytest.param(None, None, id="no-shapes", marks=pytest.mark.skip(
+        reason="no dot or dequantize kernel, or no shape (--quantbench-shapes)"))]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     config = metafunc.config
     registered = registered_kernels(config)
@@ -109,6 +125,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     if "qb_tensor" in names:
         metafunc.parametrize("qb_kernel,qb_tensor", _gguf_cases(config, kernels))
+    elif "qb_shape" in names:
+        metafunc.parametrize("qb_kernel,qb_shape", _shape_cases(config, kernels))
     elif "qb_kernel" in names:
         chosen = registered.benchmarked if "benchmark" in names else kernels
         metafunc.parametrize("qb_kernel", chosen, ids=lambda entry: entry.id)
@@ -156,8 +174,22 @@ def _results(request: pytest.FixtureRequest, kernel: Kernel) -> dict:
 def _check(request: pytest.FixtureRequest, kernel: Kernel, args: tuple) -> None:
     fmt = qk.get_format(kernel.qtype)
     result = _results(request, kernel)
-    d = OPS[kernel.op].check(kernel, fmt, *args)
-    findings.add_distance(result, d.max_ulps, d.bound_share, d.values)
+    d = OPS[kernel.op].check(kernel, fmt, *args, verbose=request.config.get_verbosity() >= 2)
+    findings.add_distance(result, d.max_ulps, d.bound_share, d.values, d.non_finite)
+
+
+class Drawn(tuple):
+    """A drawn input, printed short in Hypothesis' falsifying example (the failure's own message
+    shows the failing block's bytes): each array's dtype and shape."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "(" + ", ".join(f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else repr(a)
+                               for a in self) + ")"
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:  # Hypothesis' pretty printer
+        p.text(repr(self))
 
 
 # Hypothesis calls the test once per example with the same request: each example adds its distance.
@@ -168,7 +200,19 @@ def test_conformance(qb_kernel: Kernel | BadEntry, data: st.DataObject, request:
     """The kernel meets its criterion (bit-identical, or within the dot products' rounding bound)
     on Hypothesis-drawn inputs (edge cases weighted)."""
     kernel = _usable(qb_kernel)
-    _check(request, kernel, data.draw(OPS[kernel.op].draw(qk.get_format(kernel.qtype)), label="input"))
+    drawn = OPS[kernel.op].draw(qk.get_format(kernel.qtype), kernel.extreme_scales).map(Drawn)
+    _check(request, kernel, data.draw(drawn, label="input"))
+
+
+def test_conformance_shape(qb_kernel: Kernel | None, qb_shape: options.Size, request: pytest.FixtureRequest) -> None:
+    """The kernel meets its criterion on a fixed shape of model-like weights (--quantbench-shapes):
+    the rows and widths that Hypothesis' few blocks never reach."""
+    kernel = _usable(qb_kernel)
+    fmt = qk.get_format(kernel.qtype)
+    op = OPS[kernel.op]
+    rng = np.random.default_rng(0)
+    dense = qst.weight_like(rng, (1 if op.one_row else qb_shape.rows, qb_shape.cols_for(fmt)))
+    _check(request, kernel, op.bench_args(fmt, dense, rng))
 
 
 def test_conformance_gguf(qb_kernel: Kernel | None, qb_tensor, request: pytest.FixtureRequest) -> None:

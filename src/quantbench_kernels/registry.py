@@ -40,6 +40,10 @@ GemvFn = Callable[[np.ndarray, np.ndarray, "int | None"], np.ndarray]
 #   dot_terms(w uint8 (rows, blocks_per_row, block_bytes), act uint8 (blocks_per_row, act_block_bytes))
 #       -> DotTerms (reference only: what the conformance model of the dot products is built on)
 DotTermsFn = Callable[[np.ndarray, np.ndarray], "DotTerms"]
+#   another of llama.cpp's quantizers of a format (reference only, BlockFormat.quantizers):
+#   x float32 (n_blocks, block_weights) -> (uint8 (n_blocks, block_bytes), bool (n_blocks, block_bytes):
+#   which bytes llama.cpp defines; False where its C leaves them uninitialised)
+OtherQuantizerFn = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
 BACKENDS = ("numba", "reference")
 
@@ -106,6 +110,10 @@ class BlockFormat:
     ``dot_terms`` (reference only) splits dot products into their exact parts (:class:`DotTerms`).
     ``loops`` (:class:`quantbench_kernels.compilation.Loops`) is what the Numba kernels' loops around
     the format module's block kernels are generated from (``tools/generate_loops.py``).
+    ``quantizer`` names the llama.cpp function that ``quantize`` reproduces (default
+    ``quantize_row_<type>_ref``); ``quantizers`` holds llama.cpp's other quantizers of the format, by
+    function name, in the reference backend only (IQ4_NL's ``quantize_row_iq4_nl_ref``, which skips
+    the scale search of ``quantize_iq4_nl``): a kernel that follows one declares it.
     """
 
     name: str
@@ -117,6 +125,8 @@ class BlockFormat:
     fill_derived: Callable[[np.ndarray], None] | None = None
     dot_terms: DotTermsFn | None = None
     loops: Loops | None = None
+    quantizer: str = ""
+    quantizers: dict[str, OtherQuantizerFn] = field(default_factory=dict)
     bits_per_weight: float = field(init=False)
     block_weights: int = field(init=False)
     block_bytes: int = field(init=False)
@@ -131,6 +141,13 @@ class BlockFormat:
         object.__setattr__(self, "block_weights", weights)
         object.__setattr__(self, "block_bytes", nbytes)
         object.__setattr__(self, "bits_per_weight", 8 * nbytes / weights)
+        if not self.quantizer:
+            object.__setattr__(self, "quantizer", f"quantize_row_{c_name(self.name)}_ref")
+
+    @property
+    def quantizer_names(self) -> tuple[str, ...]:
+        """The llama.cpp quantizers a quantize kernel of this format may follow: ``quantizer`` first."""
+        return (self.quantizer, *self.quantizers)
 
     def backend(self, name: str) -> Ops:
         """The implementation called ``name`` ("numba" or "reference")."""
@@ -144,6 +161,12 @@ class BlockFormat:
         if op not in Ops.__dataclass_fields__:
             raise ValueError(f"unknown op {op!r}: the registry's ops are {', '.join(Ops.__dataclass_fields__)}")
         return getattr(self.reference, op) is not None and getattr(self.numba, op) is not None
+
+
+def c_name(name: str) -> str:
+    """A format's name as llama.cpp's C functions spell it: q4_0, iq4_nl, q4_K, q8_K."""
+    low = name.lower()
+    return low[:-2] + "_K" if low.endswith("_k") else low
 
 
 _FORMATS: dict[str, BlockFormat] = {}

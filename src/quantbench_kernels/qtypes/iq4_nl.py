@@ -10,9 +10,11 @@ Q8_0 activations.
 
     weight = d * KVALUES[q]        (llama.cpp's kvalues_iq4nl)
 
-Quantize is llama.cpp's ``quantize_row_iq4_nl_impl`` without an importance matrix and with its
-search of 15 scales (``ntry = 7``), as ``ggml_quantize_chunk`` and ``llama-quantize`` run it;
-``quantize_row_iq4_nl_ref`` (``from_float_ref``) skips that search (``ntry = -1``). The search
+Quantize is llama.cpp's ``quantize_iq4_nl``: ``quantize_row_iq4_nl_impl`` without an importance
+matrix and with its search of 15 scales (``ntry = 7``), as ``ggml_quantize_chunk`` and
+``llama-quantize`` run it. ``quantize_row_iq4_nl_ref`` (``from_float_ref``, and the CPU backend's
+``from_float``) skips that search (``ntry = -1``): :func:`quantize_row_ref_ref`, in the registry's
+``quantizers``, for kernels that follow it. The search
 and the table are shared with IQ4_XS. The dot product follows ``ggml_vec_dot_iq4_nl_q8_0_generic``
 (``sumf += (dy * d) * sumi``).
 """
@@ -116,6 +118,29 @@ def quantize_imatrix_ref(x: np.ndarray, imatrix: np.ndarray, threads: int | None
     ``quantize_iq4_nl`` given ``quant_weights``: :func:`quantize_ref` with the search's weights
     from :func:`importance_weights_ref`."""
     return _quantize_ref(x.reshape(-1, QK), importance_weights_ref(x, imatrix, QK))
+
+
+def quantize_row_ref_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's other IQ4_NL quantizer, ``quantize_row_iq4_nl_ref`` (ggml's ``from_float_ref``
+    and the CPU backend's ``from_float``): ``quantize_row_iq4_nl_impl`` with ``ntry = -1``, so no
+    scale search: one fit at the scale ``max / KVALUES[0]`` (the value of largest magnitude mapped
+    to -127), the scale refitted as sumqx / sumq2, and the quants of that first fit kept.
+    float32 (n_blocks, 32) -> (uint8 (n_blocks, 18), bool (n_blocks, 18): the bytes llama.cpp
+    defines). A block whose largest magnitude is below GROUP_MAX_EPS gets d = 0 and quants that C
+    never writes: it packs its uninitialised level array (the previous block's levels, or stack
+    garbage for the first), undefined behaviour. Those 16 bytes are written here as the searching
+    quantizer writes them (0x88) and marked undefined, so a kernel is not held to them."""
+    vmax = refmath.first_largest(x)
+    live = np.abs(vmax) >= refmath.GROUP_MAX_EPS
+    d = np.where(live, vmax, F32(1)) / F32(KVALUES[0])
+    levels, sumqx, sumq2 = _fit_ref(x, x * x, F32(1) / d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(live, sumqx / sumq2, F32(0)).astype(np.float32)
+    levels = np.where(live[:, None], levels, np.uint8(8))
+    out = refmath.blocks_ref(BLOCK_DTYPE, d=refmath.f16_ref(d), qs=refmath.pack_nibbles_ref(levels))
+    defined = np.ones(out.shape, dtype=bool)
+    defined[~live, 2:] = False
+    return out, defined
 
 
 def _quantize_ref(x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
@@ -257,7 +282,8 @@ _dequantize_one = simd.block32_dequantize_intrinsic(_decode, BLOCK_BYTES, simd.f
 # quantbench_kernels.loops by tools/generate_loops.py.
 FORMAT = BlockFormat(name="IQ4_NL", qtype=GGMLQuantizationType.IQ4_NL, block_dtype=BLOCK_DTYPE,
                      reference=Ops(dequantize_ref, quantize_ref, gemv_ref, quantize_imatrix=quantize_imatrix_ref),
-                     dot_terms=dot_terms_ref, activation="Q8_0",
+                     dot_terms=dot_terms_ref, activation="Q8_0", quantizer="quantize_iq4_nl",
+                     quantizers={"quantize_row_iq4_nl_ref": quantize_row_ref_ref},
                      loops=Loops(quantize_work=64, row_inputs="q8_0.row_inputs_paired", two_rows=True,
                                  scratch=(("scratch", "uint8", QK),), quantize_imatrix="rows",
                                  imatrix_scratch=(("weights", "float32", QK), ("scratch", "uint8", QK))))
