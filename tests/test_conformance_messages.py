@@ -21,7 +21,8 @@ def test_a_quantizer_wrong_in_one_byte_is_named_by_block_byte_and_field():
         check_quantize(Kernel("broken", "Q4_K", "quantize", broken), fmt, x)
     expected = qk.quantize(x, fmt, backend="reference")[1, 20]
     message = str(err.value)
-    assert "kernel 'broken' (Q4_K quantize) is not bit-identical to the reference (quantize_row_q4_K_ref): 1 of 432 bytes differ" in message
+    assert ("kernel 'broken' (Q4_K quantize) is not bit-identical to the reference (quantize_row_q4_K_ref): 1 of 432 "
+            "bytes differ") in message
     assert f"first at block 1, byte 20 (qs[4]): expected 0x{expected:02x}, got 0x{expected ^ 1:02x}" in message
 
 

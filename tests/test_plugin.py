@@ -169,7 +169,8 @@ def test_a_quantizer_given_importance_is_checked_byte_for_byte_naming_row_block_
 
 
 def test_bad_registrations_fail_and_name_the_kernel(project):
-    result = _run(project, "--quantbench", "-k", "conformance and not gguf and not shape and (transposer or q9 or raiser)",
+    result = _run(project, "--quantbench", "-k",
+                  "conformance and not gguf and not shape and (transposer or q9 or raiser)",
                   which="bad")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines_random([
@@ -189,7 +190,8 @@ KERNELS = [Kernel(name="from-ini", qtype="Q2_K", op="gemv",
 """)
     pytester.makeini("[pytest]\nquantbench_kernels =\n    mykernels:KERNELS\n    nosuchmodule:X\n")
     pytester.syspathinsert()
-    result = _run(pytester, "--quantbench", "-k", "conformance and not shape and (from-ini or nosuchmodule)", "--hypothesis-seed=1")
+    result = _run(pytester, "--quantbench", "-k", "conformance and not shape and (from-ini or nosuchmodule)",
+                  "--hypothesis-seed=1")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*quantbench_kernels line 'nosuchmodule:X': ModuleNotFoundError*"])
 

@@ -185,9 +185,14 @@ def shorten_failure(report: pytest.TestReport, call: pytest.CallInfo, verbosity:
     if not call.excinfo.errisinstance(ConformanceError):
         return
     err = call.excinfo.value
-    # Hypothesis' notes: the falsifying example and the blob to reproduce it (its "Explanation" of
-    # the lines only failing cases ran names the plugin's own code: left for -vv).
-    notes = [n for n in getattr(err, "__notes__", ()) if n.strip() and not n.startswith("Explanation:")]
+    # Hypothesis' notes: the falsifying example and the blob to reproduce it. Its "Explanation" (the
+    # lines only failing cases ran, the plugin's own code) is left for -vv: the notes from it up to
+    # the blob's.
+    notes, explaining = [], False
+    for note in getattr(err, "__notes__", ()):
+        explaining = (explaining or note.startswith("Explanation:")) and not note.startswith("You can reproduce")
+        if note.strip() and not explaining:
+            notes.append(note)
     report.longrepr = "\n".join([str(err), *notes, "(-vv shows the traceback)"])
 
 

@@ -63,8 +63,8 @@ class Kernel:
     precision: str = "float32"
     rtol: float = 0.0
     atol: float = 0.0
-    # A dot kernel that adds more than conformance.ADDS_PER_BLOCK float terms per block into one
-    # accumulator, or reduces more than conformance.FINAL_ADDS accumulators, says so (dot_bound).
+    # A dot kernel that adds more than bounds.ADDS_PER_BLOCK float terms per block into one
+    # accumulator, or reduces more than bounds.FINAL_ADDS accumulators, says so (dot_bound).
     adds_per_block: int | None = None
     final_adds: int | None = None
     threads: int | None = None  # how many threads fn uses (None: unknown), shown in the summary
