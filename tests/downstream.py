@@ -109,6 +109,10 @@ def wide_rows_wrong(w, x):  # a wrong quant that only a row of 4096 weights reac
     return qk.gemv(w, x, "Q4_0")
 
 
+def two_args(raw, scale):  # a dequantize kernel with the wrong signature
+    return mine(raw) * scale
+
+
 KERNELS = {
     "good": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine)],
     "broken": [Kernel(name="broken", qtype="Q4_K", op="dequantize", fn=broken)],
@@ -126,6 +130,8 @@ KERNELS = {
     "imatrix": [Kernel(name="weighted", qtype="Q5_0", op="quantize_imatrix", fn=weighted),
                 Kernel(name="unweighted", qtype="Q5_0", op="quantize_imatrix", fn=unweighted)],
     "hangs": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=hangs)],
+    "wrongsig": [Kernel(name="wrongsig", qtype="Q4_K", op="dequantize", fn=two_args),
+                 Kernel(name="raiser", qtype="Q4_K", op="dequantize", fn=raising)],
     "shapes": [Kernel(name="zero-past-1024", qtype="Q4_0", op="gemv", fn=zero_past_1024),
                Kernel(name="wide-rows-wrong", qtype="Q4_0", op="gemv", fn=wide_rows_wrong)],
     "ab": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine),

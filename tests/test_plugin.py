@@ -181,6 +181,28 @@ def test_bad_registrations_fail_and_name_the_kernel(project):
     ])
 
 
+def test_a_kernel_with_the_wrong_signature_or_that_raises_fails_in_a_line_per_test_and_is_not_timed(project):
+    result = _run(project, "--quantbench", "-W", "error", "-k", "wrongsig or raiser", which="wrongsig")
+    result.assert_outcomes(failed=1 + 1 + 1 + 3 + 1)  # wrongsig: conformance, benchmark; raiser: + 3 shapes
+    result.stdout.fnmatch_lines_random([
+        "kernel 'wrongsig' (Q4_K dequantize): fn(raw, scale) cannot be called as a dequantize kernel, fn(raw): "
+        "missing a required argument: 'scale'",
+        "raiser (Q4_K dequantize) raised RuntimeError on its first, untimed call: no AVX-1024 on this CPU; not "
+        "measured",
+    ])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "was not used at all" not in out and "workloads.py" not in out
+    assert len(out.splitlines()) < 70  # 7 failures, a few lines each, and the summary
+    measured = findings_measured(out)
+    assert "quantbench-numba" in measured and not {"wrongsig", "raiser"} & set(measured)
+
+
+def findings_measured(stdout: str) -> list[str]:
+    """The kernels the summary table shows a speed for."""
+    return [line.split()[2] for line in stdout.splitlines()
+            if re.match(r"^Q4_K\s+dequantize\s+\S+\s+\S+\s+16x4096\s+[0-9.]+", line)]
+
+
 def test_kernels_from_the_ini_option(pytester):
     pytester.makepyfile(mykernels="""
 import quantbench_kernels as qk

@@ -90,6 +90,9 @@ class Checked(Protocol):
     reference: str | None
 
     @property
+    def arg_names(self) -> tuple[str, ...]: ...
+
+    @property
     def criterion(self) -> Criterion: ...
 
 
@@ -155,15 +158,15 @@ def _untouched(kernel: Checked, fmt: BlockFormat, names: tuple[str, ...], args: 
                 "a kernel must leave its caller's arrays as it found them")
 
 
-def _run(kernel: Checked, fmt: BlockFormat, names: tuple[str, ...], args: tuple[Any, ...],
-         result: Callable[[Any], np.ndarray], unit: str) -> np.ndarray:
+def _run(kernel: Checked, fmt: BlockFormat, args: tuple[Any, ...], result: Callable[[Any], np.ndarray],
+         unit: str) -> np.ndarray:
     """The kernel's output on ``args`` (``result`` turns what it returns into an array), from two
     calls on fresh copies that must agree bit for bit unless it declares deterministic=False."""
     outputs = []
     for _ in range(2 if kernel.deterministic else 1):
         handed = _handed(kernel, args)
         outputs.append(np.array(result(_call(kernel, fmt, *handed)), copy=True))  # a reused buffer: copied
-        _untouched(kernel, fmt, names, args, handed)
+        _untouched(kernel, fmt, kernel.arg_names, args, handed)
     if len(outputs) == 2:
         m = first_difference(outputs[0], outputs[1])
         if m is not None:
@@ -360,7 +363,7 @@ def _judge(actual: np.ndarray, target: np.ndarray, allowed: np.ndarray, overflow
 def check_dequantize(kernel: Checked, fmt: BlockFormat, raw: np.ndarray, *, verbose: bool = False) -> Distance:
     """``raw``: uint8 (n_blocks, block_bytes)."""
     expected = qk.dequantize(raw, fmt, backend="reference")
-    actual = _run(kernel, fmt, ("raw",), (raw,),
+    actual = _run(kernel, fmt, (raw,),
                   lambda value: _as_array(kernel, fmt, value, np.float32, expected.shape), "weights")
 
     def where(index: tuple[int, ...]) -> str:
@@ -403,7 +406,7 @@ def check_quantize(kernel: Checked, fmt: BlockFormat, x: np.ndarray, *, verbose:
     else:
         expected = qk.quantize(x, fmt, backend="reference")
         defined = np.ones(expected.shape, dtype=bool)
-    actual = _run(kernel, fmt, ("x",), (x,), lambda value: _as_array(kernel, fmt, value, np.uint8, expected.shape),
+    actual = _run(kernel, fmt, (x,), lambda value: _as_array(kernel, fmt, value, np.uint8, expected.shape),
                   "bytes")
     undefined = f" (bytes {name} leaves undefined are not compared)" if not defined.all() else ""
 
@@ -423,7 +426,7 @@ def check_quantize_imatrix(kernel: Checked, fmt: BlockFormat, x: np.ndarray, ima
                            verbose: bool = False) -> Distance:
     """``x``: float32 (rows, n_per_row); ``imatrix``: float32 (n_per_row,), its importance."""
     expected = qk.quantize(x, fmt, imatrix=imatrix, backend="reference").reshape(-1, fmt.block_bytes)
-    actual = _run(kernel, fmt, ("x", "imatrix"), (x, imatrix),
+    actual = _run(kernel, fmt, (x, imatrix),
                   lambda value: _as_array(kernel, fmt, value, np.uint8, expected.shape), "bytes")
     per_row = x.shape[1] // fmt.block_weights
 
@@ -550,7 +553,7 @@ def _failing_block(kernel: Checked, fmt: BlockFormat, row_blocks: np.ndarray, x:
 def check_gemv(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, *, verbose: bool = False) -> Distance:
     """``w``: uint8 (rows, row_bytes); ``x``: float32 (row_weights,)."""
     expected = _reference_rows(kernel, fmt, w, x)
-    actual = _run(kernel, fmt, ("w", "x"), (w, x),
+    actual = _run(kernel, fmt, (w, x),
                   lambda value: _as_array(kernel, fmt, value, np.float32, expected.shape), "rows")
     return _check_rows(kernel, fmt, w, x, expected, actual, kernel.fn)
 
@@ -559,7 +562,7 @@ def check_vec_dot(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarra
                   verbose: bool = False) -> Distance:
     """``w``: uint8 (n_blocks, block_bytes), one row; ``x``: float32 (n_blocks * block_weights,)."""
     expected = _reference_rows(kernel, fmt, w.reshape(1, -1), x)
-    actual = _run(kernel, fmt, ("w", "x"), (w, x), lambda value: np.float32([_scalar(kernel, fmt, value)]), "rows")
+    actual = _run(kernel, fmt, (w, x), lambda value: np.float32([_scalar(kernel, fmt, value)]), "rows")
     return _check_rows(kernel, fmt, w.reshape(1, -1), x, expected, actual,
                        lambda w1, x1: np.float32([_scalar(kernel, fmt, kernel.fn(w1.reshape(-1, fmt.block_bytes),
                                                                                    x1))]))

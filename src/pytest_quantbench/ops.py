@@ -31,6 +31,7 @@ class Op:
     """One op: the capability it needs, what computes it, and how it is drawn, built, sized and checked."""
 
     name: str
+    args: tuple[str, ...]  # the names of a kernel's arguments, as its failures name them
     needs: str  # the registry capability (a field of quantbench_kernels.Ops) both backends must have
     api: Callable[..., Any]  # api(*args, qtype, backend=...)
     # Hypothesis inputs, edge cases weighted: draw(fmt, extreme) (extreme: whether blocks may have
@@ -119,6 +120,7 @@ OPS: dict[str, Op] = {
     for op in [
         Op(
             name="dequantize",
+            args=("raw",),
             needs="dequantize",
             api=qk.dequantize,
             draw=lambda fmt, extreme: st.tuples(qst.blocks(fmt, n_blocks=st.integers(1, 4), extreme=extreme)),
@@ -131,6 +133,7 @@ OPS: dict[str, Op] = {
         ),
         Op(
             name="quantize",
+            args=("x",),
             needs="quantize",
             api=qk.quantize,
             draw=lambda fmt, extreme: st.tuples(qst.float_rows(fmt, n_blocks=st.integers(1, 3))),
@@ -144,6 +147,7 @@ OPS: dict[str, Op] = {
         ),
         Op(
             name="quantize_imatrix",
+            args=("x", "imatrix"),
             needs="quantize_imatrix",
             api=quantize_imatrix,
             draw=lambda fmt, extreme: qst.imatrix_args(fmt),
@@ -157,6 +161,7 @@ OPS: dict[str, Op] = {
         ),
         Op(
             name="vec_dot",
+            args=("w", "x"),
             needs="gemv",  # a one-row gemv
             api=qk.vec_dot,
             draw=qst.vec_dot_args,
@@ -172,6 +177,7 @@ OPS: dict[str, Op] = {
         ),
         Op(
             name="gemv",
+            args=("w", "x"),
             needs="gemv",
             api=qk.gemv,
             draw=qst.gemv_args,

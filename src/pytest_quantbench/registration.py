@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -111,7 +112,7 @@ class Kernel:
             return f"kernel {self.name!r}: format {fmt.name} has no reference {self.op} to check it against"
         if not callable(self.fn):
             return f"kernel {self.name!r}: fn is not callable ({type(self.fn).__name__})"
-        return self._criterion_problem() or self._declaration_problem(fmt)
+        return self._criterion_problem() or self._declaration_problem(fmt) or self._signature_problem(fmt)
 
     def _criterion_problem(self) -> str | None:
         what = f"kernel {self.name!r} ({self.format_name} {self.op})"
@@ -153,6 +154,26 @@ class Kernel:
         for name in ("writable_inputs", "deterministic", "extreme_scales"):
             if not isinstance(getattr(self, name), bool):
                 return f"{what}: {name} must be True or False, got {getattr(self, name)!r}"
+        return None
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        """The arguments the kernel's op passes it, by name (``ops.Op.args``)."""
+        return OPS[self.op].args
+
+    def _signature_problem(self, fmt: qk.BlockFormat) -> str | None:
+        """A Python ``fn`` that cannot take its op's arguments, found before any call (one line,
+        and none of its tests, benchmarks included, calls it). A callable whose signature Python
+        cannot read (a C function, a Numba dispatcher) is left to its first call."""
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            return None
+        try:
+            signature.bind(*self.arg_names)
+        except TypeError as err:
+            return (f"kernel {self.name!r} ({fmt.name} {self.op}): fn{signature} cannot be called as a {self.op} "
+                    f"kernel, fn({', '.join(self.arg_names)}): {err}")
         return None
 
     def __repr__(self) -> str:

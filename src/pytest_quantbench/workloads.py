@@ -12,6 +12,7 @@ from typing import Any
 
 import numba
 import numpy as np
+import pytest
 
 from quantbench_kernels import BlockFormat
 from quantbench_kernels.compilation import CACHE
@@ -146,7 +147,14 @@ def measure(benchmark, workload: Workload, fn: Callable[..., Any], info: dict, c
     rounds then fill --benchmark-max-time, up to MAX_PAIRED_ROUNDS. ``ab``: the paired call is
     the baseline kernel of an A/B comparison."""
     call = workload.caller(fn)
-    call()
+    failure = ""
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - one line, not the traceback through the benchmark's code
+        failure = (f"{info['impl']} ({info['format']} {info['op']}) raised {type(err).__name__} on its first, "
+                   f"untimed call: {str(err).splitlines()[0] if str(err) else ''}; not measured")
+    if failure:
+        pytest.fail(failure, pytrace=False)
     call()
     benchmark.extra_info.update(info)
     times: dict[str, list[float]] = {name: [] for name in paired or {}}
