@@ -182,8 +182,10 @@ def test_bad_registrations_fail_and_name_the_kernel(project):
 
 
 def test_a_kernel_with_the_wrong_signature_or_that_raises_fails_in_a_line_per_test_and_is_not_timed(project):
-    result = _run(project, "--quantbench", "-W", "error", "-k", "wrongsig or raiser", which="wrongsig")
-    result.assert_outcomes(failed=1 + 1 + 1 + 3 + 1)  # wrongsig: conformance, benchmark; raiser: + 3 shapes
+    result = _run(project, "--quantbench", "-W", "error", "-k", "wrongsig or raiser or quantbench-numba or probe",
+                  which="wrongsig")
+    # wrongsig: conformance, benchmark; raiser: conformance, 3 shapes, benchmark; the built-in row, the probe
+    result.assert_outcomes(failed=1 + 1 + 1 + 3 + 1, passed=2)
     result.stdout.fnmatch_lines_random([
         "kernel 'wrongsig' (Q4_K dequantize): fn(raw, scale) cannot be called as a dequantize kernel, fn(raw): "
         "missing a required argument: 'scale'",
