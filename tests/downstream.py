@@ -137,7 +137,7 @@ KERNELS = {
     "ab": [Kernel(name="mine", qtype="Q4_K", op="dequantize", fn=mine),
            Kernel(name="fast", qtype="Q4_K", op="dequantize", fn=fast),
            Kernel(name="fast2", qtype="Q4_K", op="dequantize", fn=fast),
-           Kernel(name="other-op", qtype="Q4_K", op="quantize", fn=qk.quantize)],
+           Kernel(name="other-op", qtype="Q4_K", op="quantize", fn=lambda x: qk.quantize(x, "Q4_K"))],
 }
 
 

@@ -401,3 +401,37 @@ def test_import_from_loads_another_checkouts_kernels_beside_this_ones(tmp_path):
     with pytest.raises(RuntimeError, match="half written"):
         import_from(tmp_path / "broken.py", "broken_for_test")
     assert "broken_for_test" not in sys.modules
+
+
+_KILLED_SAVE = """
+import os, sys, time
+from pathlib import Path
+from pytest_quantbench import storage
+from quantbench.gguf_files import temporary_beside
+fd, tmp = temporary_beside(storage.path_of(Path(sys.argv[1]), "main"), storage.TEMPORARY)
+os.write(fd, b'{"half": ')
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_save_removes_the_temporary_files_of_saves_that_were_killed_and_the_summary_says_so(project):
+    import signal
+    import subprocess
+
+    folder = project.path / ".quantbench"
+    folder.mkdir()
+    children = [subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(folder)], stdout=subprocess.PIPE, text=True)
+                for _ in range(3)]
+    for child in children:
+        assert child.stdout.readline().strip() == "writing"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert len(list(folder.glob(".main.json.*.tmp"))) == 3
+    result = _run(project, "--quantbench", "-k", "throughput and (mine or probe)", "--quantbench-save=main",
+                  "--quantbench-passes=1")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    for child in children:
+        result.stdout.fnmatch_lines([f"quantbench: removed *.main.json.{child.pid}.*.tmp (9 bytes), the temporary "
+                                     f"file of a run that was killed (process {child.pid} is gone)"])
+    assert not list(folder.glob("*.tmp")) and storage.load(folder / "main.json")["runs"]

@@ -354,3 +354,46 @@ def test_requantize_never_replaces_a_pipe_or_a_link_at_its_output(tiny: Path, tm
                                        "directory, pipe or device): it is left as it is; give a new file's path\n")
     assert (stat.S_ISFIFO(dst.lstat().st_mode) if kind == "fifo" else dst.readlink() == target)
     assert target.read_bytes() == b"kept" and sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf", "target"]
+
+
+# A process that opens OUT's temporary file as a requantize run does, says so, and waits to be killed.
+_KILLED_MIDWAY = """
+import sys, time
+from pathlib import Path
+from quantbench.gguf_files import replacing
+with replacing(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b"half a model" * 1000)
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def _killed_midway(out: Path) -> int:
+    """Start a writer of ``out``, SIGKILL it while its temporary file exists; its process id."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_MIDWAY, str(out)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    return child.pid
+
+
+def test_the_next_run_removes_a_killed_runs_temporary_file_and_says_so(tiny: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.gguf"
+    dead = _killed_midway(out)
+    stale = [p.name for p in tmp_path.iterdir()]
+    assert len(stale) == 1 and stale[0].startswith(f".out.gguf.{dead}.") and stale[0].endswith(".partial")
+    live = tmp_path / f".out.gguf.{os.getpid()}.abcdefgh.partial"  # a run still going: kept
+    live.write_bytes(b"busy")
+    planted = tmp_path / f".out.gguf.{dead}.zzzzzzzz.partial"  # a link at a stale name: never followed, kept
+    target = tmp_path / "target.txt"
+    target.write_text("keep me")
+    planted.symlink_to(target)
+    assert main(["requantize", str(tiny), str(out), "--policy", "all-Q4_K"]) == 0
+    err = capsys.readouterr().err
+    assert f"quantbench: removed {tmp_path / stale[0]} (12000 bytes), the temporary file of a run that was killed " \
+           f"(process {dead} is gone)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.gguf", live.name, planted.name, "target.txt"])
+    assert target.read_text() == "keep me" and read_header(out).tensors

@@ -45,6 +45,7 @@ class SaveOutcome:
     name: str
     path: Path | None = None
     problem: str | None = None
+    removed: list[str] = field(default_factory=list)  # killed saves' temporary files removed
 
 
 @dataclass
@@ -95,7 +96,7 @@ def _save(session: pytest.Session, name: str, done: list[Measurement]) -> SaveOu
     else:
         try:
             outcome.path = storage.save(options.storage_dir(config), name, storage.snapshot(done),
-                                        keep=options.keep(config))
+                                        keep=options.keep(config), removed=outcome.removed)
         except storage.StorageError as err:
             outcome.problem = str(err)
         except OSError as err:
@@ -140,6 +141,8 @@ def summary(tr: pytest.TerminalReporter, config: pytest.Config) -> None:
                           "tested here (--quantbench-builtins test)")
     for line in unchecked(config):
         tr.write_line(f"quantbench: {line}", yellow=True)
+    for line in report.save.removed if report.save is not None else []:
+        tr.write_line(f"quantbench: {line}")
     if report.save is not None and report.save.path is not None:
         tr.write_line(f"quantbench: saved this run as {report.save.path}")
     elif report.save is not None:

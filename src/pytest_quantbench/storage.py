@@ -36,12 +36,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from quantbench.gguf_files import replaceable, with_open_mode
+from quantbench.gguf_files import remove_stale_temporaries, replaceable, temporary_beside, with_open_mode
 
 from .findings import Measurement
 
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
+TEMPORARY = ".tmp"  # the suffix of a save's temporary file (.<name>.json.<pid>.<random>.tmp)
 MAX_FILE_BYTES = 256 << 20  # a stored run is a few MB; anything far larger is not one
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
@@ -87,12 +88,16 @@ def path_of(directory: Path, name: str) -> Path:
     return directory / f"{name}.json"
 
 
-def save(directory: Path, name: str, snap: dict, *, keep: int = 1) -> Path:
+def save(directory: Path, name: str, snap: dict, *, keep: int = 1, removed: list[str] | None = None) -> Path:
     """Add the runs of ``snap`` to the stored baseline ``name``, which then keeps its last ``keep``
     runs (1: ``snap`` replaces it). Raises StorageError if the stored file cannot be read or holds
-    another machine's runs (it is left as it is), OSError if the disk says no."""
+    another machine's runs (it is left as it is), OSError if the disk says no. The temporary files
+    that killed saves of ``name`` left are removed (under the lock), a line each added to ``removed``."""
     path = path_of(directory, name)
     with FileLock(directory / f".{name}.lock"):
+        lines = remove_stale_temporaries(path, TEMPORARY)
+        if removed is not None:
+            removed.extend(lines)
         runs = []
         if not replaceable(path):
             raise StorageError(f"stored run {path} is not a regular file (a link, directory, pipe or device): it is "
@@ -110,9 +115,9 @@ def save(directory: Path, name: str, snap: dict, *, keep: int = 1) -> Path:
 def _write(directory: Path, name: str, snap: dict) -> None:
     """Write ``snap`` as ``<directory>/<name>.json`` atomically (see the module docstring)."""
     path = path_of(directory, name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    fd, tmp = temporary_beside(path, TEMPORARY)
     try:
-        with_open_mode(Path(tmp))
+        with_open_mode(tmp)
         with os.fdopen(fd, "w") as f:
             json.dump(snap, f, allow_nan=False)
             f.flush()

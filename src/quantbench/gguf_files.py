@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,13 @@ def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:
     return Tensor(t.name, t.qtype, (raw.shape[0], dims[0]), raw)
 
 
+PARTIAL = ".partial"  # the suffix of an output's temporary file
+
+
+def _to_stderr(line: str) -> None:
+    print(f"quantbench: {line}", file=sys.stderr)
+
+
 def with_open_mode(path: Path) -> None:
     """Give ``path`` the mode a plain ``open(path, "w")`` would (0666 less the umask): a temporary
     file from ``tempfile.mkstemp`` is private (0600), and the file it becomes should not be."""
@@ -127,18 +135,71 @@ def replaceable(path: Path) -> bool:
     return not os.path.lexists(path) or (path.is_file() and not path.is_symlink())
 
 
+def temporary_beside(dst: Path, suffix: str) -> tuple[int, Path]:
+    """A new temporary file in ``dst``'s folder, created exclusively (``mkstemp``: O_EXCL, so never
+    through a link planted at its name), named ``.<dst name>.<this process's id>.<random><suffix>``
+    so that a later run can tell a killed run's leftover (:func:`remove_stale_temporaries`) from a
+    live run's. Returns its open descriptor and path."""
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.{os.getpid()}.", suffix=suffix)
+    return fd, Path(name)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError, OSError):
+        return False
+    return pid > 0
+
+
+def remove_stale_temporaries(dst: Path, suffix: str) -> list[str]:
+    """Remove the temporary files of :func:`temporary_beside` that runs killed before they could
+    clean up left beside ``dst`` (SIGKILL, a power cut): regular files whose process is gone. A
+    live run's are kept. Returns a line per file removed, naming it, its size and its process."""
+    removed = []
+    prefix = f".{dst.name}."
+    try:
+        entries = list(os.scandir(dst.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)):
+            continue
+        pid = entry.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(f"removed {entry.path} ({size} bytes), the temporary file of a run that was killed "
+                       f"(process {pid} is gone)")
+    return removed
+
+
 @contextmanager
-def replacing(dst: Path) -> Iterator[Path]:
+def replacing(dst: Path, say: Callable[[str], None] | None = None) -> Iterator[Path]:
     """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
     ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted. Only a
     regular file at ``dst`` is replaced: a link, pipe or device there is GGUFFileError, before any
-    work (replacing a link would leave its target stale, a device node would be lost)."""
+    work (replacing a link would leave its target stale, a device node would be lost). Killed runs'
+    temporary files of ``dst`` are removed first, each said through ``say`` (default: a line on
+    standard error)."""
     if not replaceable(dst):
         raise GGUFFileError(f"output {str(dst)!r} is not a regular file (a link, directory, pipe or device): "
                             "it is left as it is; give a new file's path")
-    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
+    for line in remove_stale_temporaries(dst, PARTIAL):
+        (say or _to_stderr)(line)
+    fd, tmp = temporary_beside(dst, PARTIAL)
     os.close(fd)
-    tmp = Path(name)
     with_open_mode(tmp)
     try:
         yield tmp
