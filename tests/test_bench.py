@@ -4,6 +4,7 @@ gemv), timed, with its totals by format and by kind; and what it says about file
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gguf
@@ -64,10 +65,12 @@ def test_each_matrix_is_multiplied_as_gemv_would(tmp_path):
 
 def test_bench_reports_time_per_token_by_type_and_kind(tmp_path, capsys):
     path = _model(tmp_path / "m.gguf")
-    assert main(["bench", str(path), "--threads", "1", "2", "--repeats", "2", "--json"]) == 0
+    assert main(["bench", str(path), "--threads", "1", "2", "auto", "--repeats", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [r["threads"] for r in data["results"]] == [1, 2]
+    assert [r["threads"] for r in data["results"]] == [1, 2, "auto"]
+    assert isinstance(data["slower_than_one_thread"], list)
     for r in data["results"]:
+        assert len(r["token_ms"]) == 3 and min(r["token_ms"]) > 0 and r["iqr_over_median"] >= 0
         assert r["matrices"] == 5 and r["weights"] == 8 * 64 + 4 * 256 + 8 * 64 + 32 * 64 + 4 * 64
         assert r["ms_per_token"] > 0 and r["tokens_per_s_bound"] == pytest.approx(1e3 / r["ms_per_token"])
         assert set(r["by_type"]) == {"Q4_0", "Q4_K", "Q5_0", "Q8_0", "F16"}
@@ -76,6 +79,34 @@ def test_bench_reports_time_per_token_by_type_and_kind(tmp_path, capsys):
     assert main(["bench", str(path), "--threads", "1", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "decode step = 5 matrices" in out and "ms per token" in out and "output (tied token_embd)" in out
+    assert re.search(r"1 thread\(s\): [0-9.]+ ms per token .* spread [0-9.]+-[0-9.]+ ms, IQR [0-9.]+% of the "
+                     r"median", out)
+
+
+def test_two_threads_slower_than_one_are_flagged_and_faster_ones_are_not():
+    def result(threads, ms):
+        return {"threads": threads, "ms_per_token": ms}
+
+    quiet = [result(1, 21.0), result(2, 12.0), result("auto", 12.5)]
+    assert decode_step.slower_than_one_thread(quiet) == []
+    busy = [result(1, 21.0), result(2, 845.2), result("auto", 22.0)]
+    (line, auto) = decode_step.slower_than_one_thread(busy)
+    assert line.startswith("2 threads took 845.20 ms per token, more than 1 thread's 21.00: another process")
+    assert auto.startswith("auto threads took 22.00 ms")
+    assert decode_step.slower_than_one_thread([result(2, 845.2)]) == []  # nothing to compare with
+
+
+def test_bench_prints_the_flag_under_its_results(tmp_path, capsys, monkeypatch):
+    path = _model(tmp_path / "m.gguf")
+    monkeypatch.setattr(decode_step, "slower_than_one_thread", lambda results: ["2 threads took ages"])
+    assert main(["bench", str(path), "--threads", "1", "2", "--repeats", "1"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("note: 2 threads took ages")
+
+
+def test_bench_refuses_a_thread_count_that_is_neither_a_number_nor_auto(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", str(tmp_path / "m.gguf"), "--threads", "most"])
+    assert exit_.value.code == 2 and "most" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(llamacpp.unavailable_reason() is not None, reason=str(llamacpp.unavailable_reason()))

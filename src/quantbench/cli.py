@@ -167,8 +167,10 @@ def _print_bench(path: Path, results: list[dict[str, Any]]) -> None:
     for r in results:
         theirs = r.get("llamacpp")
         print()
-        print(f"{r['threads']} thread(s): {r['ms_per_token']:.2f} ms per token (matmuls only: at most "
-              f"{r['tokens_per_s_bound']:.1f} tokens/s), {r['gweights_per_s']:.2f} G weights/s")
+        label = "automatic threads" if r["threads"] == "auto" else f"{r['threads']} thread(s)"
+        print(f"{label}: {r['ms_per_token']:.2f} ms per token (matmuls only: at most "
+              f"{r['tokens_per_s_bound']:.1f} tokens/s), {r['gweights_per_s']:.2f} G weights/s; spread "
+              f"{min(r['token_ms']):.2f}-{max(r['token_ms']):.2f} ms, IQR {r['iqr_over_median']:.1%} of the median")
         if theirs:
             print(f"  llama.cpp's kernels, tokens interleaved with these: {theirs['ms_per_token']:.2f} ms per token "
                   f"(at most {theirs['tokens_per_s_bound']:.1f} tokens/s): this package {r['x_llamacpp']:.2f}x as fast")
@@ -185,7 +187,7 @@ def _print_bench(path: Path, results: list[dict[str, Any]]) -> None:
                       f"{g['share']:>6.1%}{extra}")
 
 
-def bench(path: Path, threads: list[int], repeats: int, as_json: bool, llamacpp: bool = False) -> int:
+def bench(path: Path, threads: list[int | str], repeats: int, as_json: bool, llamacpp: bool = False) -> int:
     from . import decode_step  # noqa: PLC0415 (Numba: only the commands that compute import it)
 
     try:
@@ -194,11 +196,14 @@ def bench(path: Path, threads: list[int], repeats: int, as_json: bool, llamacpp:
     except (GGUFFileError, RuntimeError, ValueError) as err:
         print(f"quantbench bench: {err}", file=sys.stderr)
         return EXIT_BAD_FILE
-    results = [decode_step.measure(step, t, repeats, against=against) for t in threads]
+    results = [decode_step.measure(step, None if t == "auto" else t, repeats, against=against) for t in threads]
+    flags = decode_step.slower_than_one_thread(results)
     if as_json:
-        print(json.dumps({"file": str(path), "results": results}, indent=1))
+        print(json.dumps({"file": str(path), "results": results, "slower_than_one_thread": flags}, indent=1))
     else:
         _print_bench(path, results)
+        for line in flags:
+            print(f"\nnote: {line}")
     return 0
 
 
@@ -342,6 +347,11 @@ def thread_count(text: str) -> int:
     return value
 
 
+def thread_count_or_auto(text: str) -> int | str:
+    """:func:`thread_count`, or "auto": the kernels' automatic choice (threads=None)."""
+    return "auto" if text == "auto" else thread_count(text)
+
+
 def weight_formats(text: str) -> list[str]:
     """An argparse ``type``: comma-separated names of weight formats (those with a gemv), as the
     registry spells them; an unknown name or an activation format is a usage error naming it."""
@@ -371,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print it as JSON")
     b = commands.add_parser("bench", help="the decode step: every matrix one token multiplies, through gemv")
     b.add_argument("file", type=Path, metavar="FILE.gguf")
-    b.add_argument("--threads", type=thread_count, nargs="+", default=[1, 2], metavar="N",
-                   help="thread counts to measure (default: 1 2)")
+    b.add_argument("--threads", type=thread_count_or_auto, nargs="+", default=[1, 2], metavar="N",
+                   help="thread counts to measure, or 'auto' for the API's automatic choice (default: 1 2)")
     b.add_argument("--repeats", type=positive_int, default=7, metavar="R", help="tokens timed; the median is shown")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--llamacpp", action="store_true",

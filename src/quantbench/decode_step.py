@@ -173,10 +173,24 @@ def _totals(step: list[Matmul], per_call: np.ndarray) -> dict[str, Any]:
     }
 
 
-def measure(step: list[Matmul], threads: int, repeats: int = 7, seed: int = 0,
+def slower_than_one_thread(results: list[dict[str, Any]]) -> list[str]:
+    """A line for each result on more than one thread (or the automatic choice) whose time per
+    token is above the one-thread result's of the same run: a busy neighbour's mark."""
+    one = next((r for r in results if r["threads"] == 1), None)
+    if one is None:
+        return []
+    return [f"{r['threads']} threads took {r['ms_per_token']:.2f} ms per token, more than 1 thread's "
+            f"{one['ms_per_token']:.2f}: another process is probably using a core (a parallel call waits for "
+            "its slowest thread); the automatic choice (--threads auto, and the API's threads=None) measures "
+            "this and falls back to one thread" for r in results
+            if r["threads"] != 1 and r["ms_per_token"] > one["ms_per_token"]]
+
+
+def measure(step: list[Matmul], threads: int | None, repeats: int = 7, seed: int = 0,
             against: list[Gemv] | None = None) -> dict[str, Any]:
     """The decode step timed ``repeats`` times after one untimed token (compiles, pages the file
-    in): per matrix the median seconds, and the totals by format and by kind. With ``against``
+    in): per matrix the median seconds, the totals by format and by kind, each token's milliseconds
+    and their interquartile range over the median (``threads`` None: the automatic choice). With ``against``
     (:func:`llamacpp_step`), each timed token of ours is followed by one of theirs; their totals
     are under ``"llamacpp"`` and ``"x_llamacpp"`` is their time per token over ours."""
     if repeats < 1:
@@ -190,8 +204,11 @@ def measure(step: list[Matmul], threads: int, repeats: int = 7, seed: int = 0,
         for calls, side in zip(sides, times, strict=True):
             side.append(run_once(step, xs, threads, calls))
     ours, *theirs = (_totals(step, np.median(np.array(side), axis=0)) for side in times)
-    result = {"threads": threads, "repeats": repeats, "matrices": len(step),
-              "weights": sum(m.weights for m in step), **ours}
+    tokens = 1e3 * np.array(times[0]).sum(axis=1)  # ms of each timed token
+    q25, q50, q75 = np.percentile(tokens, [25, 50, 75])
+    result = {"threads": "auto" if threads is None else threads, "repeats": repeats, "matrices": len(step),
+              "weights": sum(m.weights for m in step), **ours,
+              "token_ms": tokens.tolist(), "iqr_over_median": float((q75 - q25) / q50) if q50 > 0 else 0.0}
     if theirs:
         result["llamacpp"] = theirs[0]
         result["x_llamacpp"] = theirs[0]["ms_per_token"] / ours["ms_per_token"]

@@ -19,7 +19,7 @@ import numba
 import numba.extending
 import numpy as np
 
-from . import simd
+from . import autothreads, simd
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -264,7 +264,8 @@ def dispatch(
     serial: Callable[..., Any], parallel: Callable[..., Any], threads: int | None, work_weights: int,
     *args: Any,
 ) -> Any:
-    """Run ``serial(*args)`` or, on more than one thread, ``parallel(*args)`` with that many."""
+    """Run ``serial(*args)`` or, on more than one thread, ``parallel(*args)`` with that many; the
+    automatic choice (``threads=None``) as :mod:`quantbench_kernels.autothreads` measures it pays."""
     # The serial cases first, in as few steps as possible: a small gemv's whole call takes a few
     # microseconds, and resolve_threads' checks cost half of one.
     if (work_weights < PARALLEL_MIN_WEIGHTS if threads is None else type(threads) is int and threads == 1):
@@ -272,6 +273,12 @@ def dispatch(
     n = resolve_threads(threads, work_weights)
     if n == 1:
         return serial(*args)
+    if threads is None:
+        return autothreads.run(serial, lambda: _on_threads(n, parallel, args), work_weights, *args)
+    return _on_threads(n, parallel, args)
+
+
+def _on_threads(n: int, parallel: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     previous = _swap_threads(n)
     try:
         return parallel(*args)
