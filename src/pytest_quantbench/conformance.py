@@ -18,8 +18,8 @@ it declares ``writable_inputs``), is called twice on each input and must give th
 edge-case blocks make inf and NaN on purpose, and a NumPy kernel is right to produce them quietly.
 
 Each check runs the kernel and the NumPy reference on the same input and returns the
-:class:`Distance` it measured (largest distance in float32 ulps from the reference's output, the
-largest share of the allowed error used), or raises :class:`ConformanceError` naming the kernel,
+:class:`Distance` it measured (largest distance in ulps of the kernel's precision from the
+reference's output, the largest share of the allowed error used), or raises :class:`ConformanceError` naming the kernel,
 the format, the first failing block and weight (or byte, or row), the block's bytes in hex, the
 expected and actual values with their bit patterns, the distance, and how many values fail.
 """
@@ -250,7 +250,7 @@ def _ordered(a: np.ndarray, precision: str) -> np.ndarray:
 def ulps(expected: np.ndarray, actual: np.ndarray, precision: str = "float32") -> np.ndarray:
     """Distance in units in the last place of ``precision`` (int64): how many values of that
     precision lie between the two, each rounded to it. -1 where either is not finite: a distance
-    means nothing there (see :func:`non_finite`)."""
+    means nothing there (:class:`Distance` counts the values non-finite on both sides apart)."""
     both = np.isfinite(expected) & np.isfinite(actual)
     with np.errstate(invalid="ignore"):
         e = np.where(both, expected, 0).astype(np.float32)
