@@ -166,19 +166,18 @@ KV_FLOAT = KVALUES.astype(np.float32)
 @inline
 def best_index(v: np.float32) -> np.int32:
     """:func:`best_index_ref` of one value, as llama.cpp's binary search picks it."""
-    if v <= KV_FLOAT[0]:
-        return np.int32(0)
-    if v >= KV_FLOAT[15]:
-        return np.int32(15)
     # C's search ends with table[lo] <= v < table[lo + 1]: the largest such lo, found in four
-    # steps of selects instead of branches that the quantizer's search mispredicts. A NaN, for
-    # which no comparison holds, takes every step (lo 15); C's loop ends it at lo 14: min().
+    # steps of selects, then the nearer of lo and lo + 1, also a select: no branch for the
+    # quantizer's search to mispredict (the last choice is a coin toss per value). C's early
+    # returns need none: v <= table[0] takes no step (lo 0) and is nearer table[0]; v >= table[15]
+    # takes all four (lo 15, then 14 by min()) and is not nearer table[14]; a NaN, for which no
+    # comparison holds, does the same and ends at 15 as C's loop does.
     lo = np.int32(8) * np.int32(not v < KV_FLOAT[8])
     lo += np.int32(4) * np.int32(not v < KV_FLOAT[lo + 4])
     lo += np.int32(2) * np.int32(not v < KV_FLOAT[lo + 2])
     lo += np.int32(not v < KV_FLOAT[lo + 1])
     lo = min(lo, np.int32(14))
-    return lo if v - KV_FLOAT[lo] < KV_FLOAT[lo + 1] - v else lo + np.int32(1)
+    return lo + np.int32(not v - KV_FLOAT[lo] < KV_FLOAT[lo + 1] - v)
 
 
 @helper
