@@ -94,3 +94,13 @@ def test_a_call_of_no_weights_does_not_divide_by_zero(weights):
     choice.record(True, 1e-3, weights)
     choice.record(True, 1e-3, weights)
     assert choice.parallel_rate == 1e-3
+
+
+@pytest.mark.parametrize(("value", "static"), [("", False), ("auto", False), ("static", True), ("STATIC", True)])
+def test_the_environment_switch_takes_its_two_values(value, static):
+    assert autothreads._static(value) is static
+
+
+def test_a_misspelt_environment_switch_is_named_in_a_warning_and_ignored():
+    with pytest.warns(RuntimeWarning, match="QUANTBENCH_AUTO_THREADS='statc' is neither auto nor static: ignored"):
+        assert autothreads._static("statc") is False

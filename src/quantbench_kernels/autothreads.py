@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,19 @@ def _ewma(old: float | None, new: float) -> float:
 
 
 _CHOICES: dict[int, Choice] = {}
-STATIC = os.environ.get("QUANTBENCH_AUTO_THREADS", "").lower() == "static"
+SETTINGS = ("auto", "static")  # QUANTBENCH_AUTO_THREADS's values; unset is "auto"
+
+
+def _static(value: str) -> bool:
+    """Whether QUANTBENCH_AUTO_THREADS's ``value`` turns the measuring off; another value than
+    SETTINGS' is ignored with a warning naming it (a typo must not pass unseen)."""
+    if value.lower() not in ("", *SETTINGS):
+        warnings.warn(f"QUANTBENCH_AUTO_THREADS={value!r} is neither {' nor '.join(SETTINGS)}: ignored (auto)",
+                      RuntimeWarning, stacklevel=2)
+    return value.lower() == "static"
+
+
+STATIC = _static(os.environ.get("QUANTBENCH_AUTO_THREADS", ""))
 
 
 def choice_of(kernel: Any) -> Choice:
