@@ -150,6 +150,21 @@ def test_a_kernel_that_halves_its_callers_x_fails_naming_the_read_only_input():
     assert x.flags.writeable  # the caller's own array, untouched and still its own
 
 
+def test_a_c_kernel_writing_its_read_only_input_through_the_pointer_is_caught():
+    import ctypes
+
+    w, x = _model_like("Q4_K", 4, 1024)
+
+    def scribbles(wr, xr):  # as C code given xr.ctypes.data may: the read-only flag does not stop it
+        y = qk.gemv(wr, xr, "Q4_K")
+        ctypes.memset(xr.ctypes.data, 0, 8)
+        return y
+
+    with pytest.raises(ConformanceError, match=r"changed its input x in place: 2 of 1024 values differ, first at "
+                                               r"index 0"):
+        check_gemv(Kernel("scribbles", "Q4_K", "gemv", scribbles), qk.get_format("Q4_K"), w, x)
+
+
 def test_a_dequantizer_that_zeroes_its_callers_blocks_fails_naming_the_input():
     raw = qk.quantize(np.random.default_rng(0).standard_normal(512).astype(np.float32), "Q4_0")
 

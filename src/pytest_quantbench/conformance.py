@@ -147,7 +147,8 @@ def _handed(kernel: Checked, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _untouched(kernel: Checked, fmt: BlockFormat, names: tuple[str, ...], args: tuple[Any, ...],
                handed: tuple[Any, ...]) -> None:
-    """Refuse a kernel that changed the (writable) inputs it was handed."""
+    """Refuse a kernel that changed the inputs it was handed: writable ones, or read-only ones
+    written through a pointer (the flag stops NumPy, not C code given the address)."""
     for name, before, after in zip(names, args, handed, strict=True):
         m = first_difference(np.asarray(before), after)
         if m is not None:
