@@ -451,14 +451,16 @@ def _float_weights(fmt: BlockFormat, w: np.ndarray) -> np.ndarray:
     return qk.dequantize(w.reshape(-1, fmt.block_bytes), fmt, backend="reference").reshape(w.shape[0], -1)
 
 
-def _reference_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """What the kernel's rows are measured against in ulps: the reference's gemv, or for a
-    float-activation kernel the exact dot of the dequantized weights rounded to float32."""
+def _expected(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+    """What the kernel's rows are measured against in ulps, float32 (rows,): the reference's gemv;
+    or for a float-activation kernel the exact dot of the dequantized weights rounded to float32,
+    returned with the :func:`_allowed` it is part of (computed once: the exact sums and the bound
+    come from the same dequantized weights)."""
     if kernel.activation == "float32":
-        exact, _, _ = float_dot_bound(_float_weights(fmt, w), x, fmt.block_weights)
+        model = _allowed(kernel, fmt, w, x)
         with np.errstate(all="ignore"):
-            return exact.astype(np.float32)
-    return qk.gemv(w, x, fmt, backend="reference")
+            return model[0].astype(np.float32), model
+    return qk.gemv(w, x, fmt, backend="reference"), None
 
 
 def _allowed(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -488,12 +490,14 @@ def _allowed(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray) ->
     return exact, allowed, overflow
 
 
-def _check_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, expected: np.ndarray,
-                actual: np.ndarray, rerun: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Distance:
+def _check_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray,
+                reference: tuple[np.ndarray, tuple | None], actual: np.ndarray,
+                rerun: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Distance:
     """Rows of dot products: bit-identical for an ``exact`` kernel, else within :func:`dot_bound`
-    (or :func:`float_dot_bound`) of the exact value. ``w``: uint8 (rows, row_bytes); ``expected``:
-    :func:`_reference_rows`; ``rerun(w_rows, x)`` calls the kernel again (on one block, to say which
+    (or :func:`float_dot_bound`) of the exact value. ``w``: uint8 (rows, row_bytes); ``reference``:
+    :func:`_expected`'s; ``rerun(w_rows, x)`` calls the kernel again (on one block, to say which
     block fails)."""
+    expected, model = reference
     blocks = w.reshape(w.shape[0], -1, fmt.block_bytes)
 
     def where(index: tuple[int, ...]) -> str:
@@ -504,7 +508,7 @@ def _check_rows(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray,
 
     if kernel.criterion.exact:
         return _exact(kernel, fmt, expected, actual, where, "rows")
-    exact, allowed, overflow = _allowed(kernel, fmt, w, x)
+    exact, allowed, overflow = model or _allowed(kernel, fmt, w, x)
     return _within(kernel, fmt, expected, actual, exact, allowed, overflow, where, "rows",
                    lambda index: blocks[index[0]])
 
@@ -528,7 +532,7 @@ def _failing_block(kernel: Checked, fmt: BlockFormat, row_blocks: np.ndarray, x:
     precision = kernel.criterion.precision
     for b in range(row_blocks.shape[0]):
         w1, x1 = row_blocks[b:b + 1].reshape(1, -1), x[b * width:(b + 1) * width]
-        expected = _reference_rows(kernel, fmt, w1, x1)
+        expected, model = _expected(kernel, fmt, w1, x1)
         try:
             with np.errstate(all="ignore"):
                 actual = _as_array(kernel, fmt, rerun(*_handed(kernel, (w1, x1))), np.float32, (1,))
@@ -541,7 +545,7 @@ def _failing_block(kernel: Checked, fmt: BlockFormat, row_blocks: np.ndarray, x:
             bad = first_difference(expected, actual) is not None
             detail = distance
         else:
-            exact, allowed, overflow = _allowed(kernel, fmt, w1, x1)
+            exact, allowed, overflow = model or _allowed(kernel, fmt, w1, x1)
             ok, share = _judge(actual, exact, allowed, overflow)
             bad = not ok[0]
             detail = f"{distance}, {share[0]:.3g} times its bound {allowed[0]:.3g}"
@@ -553,20 +557,22 @@ def _failing_block(kernel: Checked, fmt: BlockFormat, row_blocks: np.ndarray, x:
 
 def check_gemv(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, *, verbose: bool = False) -> Distance:
     """``w``: uint8 (rows, row_bytes); ``x``: float32 (row_weights,)."""
-    expected = _reference_rows(kernel, fmt, w, x)
+    expected = _expected(kernel, fmt, w, x)
     actual = _run(kernel, fmt, (w, x),
-                  lambda value: _as_array(kernel, fmt, value, np.float32, expected.shape), "rows")
+                  lambda value: _as_array(kernel, fmt, value, np.float32, expected[0].shape), "rows")
     return _check_rows(kernel, fmt, w, x, expected, actual, kernel.fn)
 
 
 def check_vec_dot(kernel: Checked, fmt: BlockFormat, w: np.ndarray, x: np.ndarray, *,
                   verbose: bool = False) -> Distance:
     """``w``: uint8 (n_blocks, block_bytes), one row; ``x``: float32 (n_blocks * block_weights,)."""
-    expected = _reference_rows(kernel, fmt, w.reshape(1, -1), x)
+    expected = _expected(kernel, fmt, w.reshape(1, -1), x)
     actual = _run(kernel, fmt, (w, x), lambda value: np.float32([_scalar(kernel, fmt, value)]), "rows")
     return _check_rows(kernel, fmt, w.reshape(1, -1), x, expected, actual,
                        lambda w1, x1: np.float32([_scalar(kernel, fmt, kernel.fn(w1.reshape(-1, fmt.block_bytes),
                                                                                    x1))]))
+
+
 def _scalar(kernel: Checked, fmt: BlockFormat, value: Any) -> float:
     """A vec_dot kernel's result: a float, or a one-value float array of any library."""
     array = np.float64(value) if isinstance(value, (float, np.floating)) else to_host(value)
