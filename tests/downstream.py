@@ -24,13 +24,21 @@ from pytest_quantbench.table import PROBE, tag
 FAST = ["--quantbench-sizes=16x4096", "--benchmark-max-time=0.05", "-p", "no:cacheprovider"]
 KEY = "mine|Q4_K|dequantize|16x4096"  # the "good" kernel's benchmark key at that size
 
-CONFTEST = """
+# The tests folder, where the conftest imports the shared kernels (mutants.py) from, in a process
+# of its own too.
+TESTS = str(Path(__file__).parent)
+
+CONFTEST = f"""
+import sys
+sys.path.insert(0, {TESTS!r})
+""" + """
 import os
 import time
 import numpy as np
 from hypothesis import settings
 import quantbench_kernels as qk
 from pytest_quantbench import Kernel
+from mutants import wide_rows_wrong, zero_past_1024
 
 settings.register_profile("downstream", max_examples=10, deadline=None)
 settings.load_profile("downstream")
@@ -94,19 +102,6 @@ def fast(raw):
     # faster than another's for a whole process (docs/gate.md), which A/B would rightly report.
     out = _OUT.setdefault(raw.shape[0], np.empty((raw.shape[0], 256), np.float32))
     return qk.dequantize(raw, "Q4_K", out=out)
-
-
-def zero_past_1024(w, x):  # a shape bug: rows from 1024 on never computed
-    out = qk.gemv(w, x, "Q4_0")
-    out[1024:] = 0
-    return out
-
-
-def wide_rows_wrong(w, x):  # a wrong quant that only a row of 4096 weights reaches (block 100)
-    if w.shape[1] >= 4096 // 32 * 18:
-        w = np.array(w)
-        w[:, 100 * 18 + 2] ^= 1
-    return qk.gemv(w, x, "Q4_0")
 
 
 def two_args(raw, scale):  # a dequantize kernel with the wrong signature

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import gguf
+import mutants
 import numpy as np
 import pytest
 
@@ -27,9 +28,10 @@ import numpy as np
 from hypothesis import settings
 import quantbench_kernels as qk
 from pytest_quantbench import Kernel
-from quantbench_kernels.qtypes import q6_k
 
 sys.path.insert(0, {str(TESTS)!r})
+from mutants import (float_gemv as mv, half_q6_k, halves_x, noisy, wide_rows_wrong, zero_past_1024,
+                     zeroes_blocks)
 settings.register_profile("gallery", max_examples=30, deadline=None, derandomize=True)
 settings.load_profile("gallery")
 
@@ -41,44 +43,6 @@ def gguf_py(name, op):
     return lambda x: gguf.quants.quantize(x.reshape(1, -1), qtype)
 
 
-def mv(name, dtype=np.float32):
-    qtype = qk.get_format(name).qtype
-    return lambda w, x: (gguf.quants.dequantize(w, qtype).astype(dtype) @ x.astype(dtype)).astype(np.float32)
-
-
-def zero_past_1024(w, x):
-    out = qk.gemv(w, x, "Q4_0")
-    out[1024:] = 0
-    return out
-
-
-def wide_rows_wrong(w, x):
-    if w.shape[1] >= 4096 // 32 * 18:
-        w = np.array(w)
-        w[:, 100 * 18 + 2] ^= 1
-    return qk.gemv(w, x, "Q4_0")
-
-
-def halves_x(w, x):
-    y = qk.gemv(w, x, "Q4_K")
-    x *= 0.5
-    return y
-
-
-def zeroes_blocks(raw):
-    out = qk.dequantize(raw, "Q4_K", backend="reference")
-    raw[:] = 0
-    return out
-
-
-_NOISE = np.random.default_rng()
-
-
-def noisy(w, x):
-    y = qk.gemv(w, x, "Q4_K")
-    return (y * (1 + 1e-7 * _NOISE.standard_normal(y.shape))).astype(np.float32)
-
-
 def mv_flipped(w, x):
     # One quant level off at the weight whose |x| is nearest the mean |x|, in every row.
     j = int(np.argmin(np.abs(np.abs(x) - np.abs(x).mean())))
@@ -87,13 +51,6 @@ def mv_flipped(w, x):
     w = np.array(w)
     w[:, block * 144 + 16 + group * 32 + r % 32] ^= 1 if r < 32 else 0x10
     return mv("Q4_K")(w, x)
-
-
-def half_q6_k(raw):
-    b = raw.view(q6_k.BLOCK_DTYPE)[:, 0]
-    d = b["d"][:, None] * b["scales"].astype(np.float16)
-    q = q6_k.unpack_quants_ref(b["ql"], b["qh"]).astype(np.float16) - np.float16(32)
-    return (d[..., None] * q.reshape(-1, 16, 16)).reshape(-1, 256)
 
 
 def ggml_iq4_nl():
@@ -159,13 +116,8 @@ ONLY_ON_THE_FILE = {"half-q6k", "half-q6k-tame"}
 def _extreme_gguf(path: Path) -> Path:
     """A GGUF file with one Q6_K tensor of two blocks: d = 65504 (float16's largest), sub-scales 2,
     every quant at zero (each weight 0, but d x sc overflows float16), then a model-like block."""
-    from quantbench_kernels.qtypes import q6_k
-
-    b = np.zeros(1, dtype=q6_k.BLOCK_DTYPE)
-    b["d"], b["scales"] = 65504.0, 2
-    b["ql"], b["qh"] = q6_k.pack_quants_ref(np.full((1, 256), 32, np.uint8))
     normal = qk.quantize(np.random.default_rng(0).standard_normal(256).astype(np.float32) * 0.02, "Q6_K")
-    raw = np.concatenate([b.view(np.uint8).reshape(1, -1), normal.reshape(1, -1)])
+    raw = np.concatenate([mutants.huge_scale_q6_k_block(), normal.reshape(1, -1)])
     writer = gguf.GGUFWriter(path, arch="llama")
     writer.add_tensor("blk.0.ffn_down.weight", raw, raw_dtype=gguf.GGMLQuantizationType.Q6_K)
     writer.write_header_to_file()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mutants import float_gemv, half_q6_k, halves_x, huge_scale_q6_k_block, noisy, zeroes_blocks
 
 import quantbench_kernels as qk
 from pytest_quantbench import Kernel
@@ -36,11 +37,6 @@ def _model_like(name: str, rows: int, cols: int, seed: int = 0) -> tuple[np.ndar
 
 def _dequantized(name: str, w: np.ndarray) -> np.ndarray:
     return gguf.quants.dequantize(np.asarray(w), qk.get_format(name).qtype)
-
-
-def float_gemv(name: str, dtype: type = np.float32):
-    """The PyTorch / GPU path: dequantize the weights, multiply by x in ``dtype`` (torch.mv's sgemv)."""
-    return lambda w, x: (_dequantized(name, w).astype(dtype) @ x.astype(dtype)).astype(np.float32)
 
 
 FLOAT_FORMATS = ["Q4_0", "Q5_1", "Q8_0", "Q2_K", "Q4_K", "Q6_K", "IQ4_NL", "MXFP4"]
@@ -136,12 +132,7 @@ def test_the_float_bound_holds_the_exact_sum_and_is_tight_enough_to_mean_somethi
 
 def test_a_kernel_that_halves_its_callers_x_fails_naming_the_read_only_input():
     w, x = _model_like("Q4_K", 4, 1024)
-
-    def halves(wr, xr):
-        y = qk.gemv(wr, xr, "Q4_K")
-        xr *= 0.5
-        return y
-
+    halves = halves_x
     with pytest.raises(ConformanceError, match="raised ValueError: .*read-only(.|\n)*writable_inputs=True"):
         check_gemv(Kernel("halves", "Q4_K", "gemv", halves), qk.get_format("Q4_K"), w, x)
     with pytest.raises(ConformanceError, match=r"changed its input x in place: 1024 of 1024 values differ, first at "
@@ -166,28 +157,17 @@ def test_a_c_kernel_writing_its_read_only_input_through_the_pointer_is_caught():
 
 
 def test_a_dequantizer_that_zeroes_its_callers_blocks_fails_naming_the_input():
-    raw = qk.quantize(np.random.default_rng(0).standard_normal(512).astype(np.float32), "Q4_0")
-
-    def zeroes(r):
-        out = qk.dequantize(r, "Q4_0", backend="reference")
-        r[:] = 0
-        return out
-
-    fmt = qk.get_format("Q4_0")
+    raw = qk.quantize(np.random.default_rng(0).standard_normal(512).astype(np.float32), "Q4_K")
+    zeroes = zeroes_blocks
+    fmt = qk.get_format("Q4_K")
     with pytest.raises(ConformanceError, match="read-only"):
-        check_dequantize(Kernel("zeroes", "Q4_0", "dequantize", zeroes), fmt, raw)
+        check_dequantize(Kernel("zeroes", "Q4_K", "dequantize", zeroes), fmt, raw)
     with pytest.raises(ConformanceError, match="changed its input raw in place"):
-        check_dequantize(Kernel("zeroes", "Q4_0", "dequantize", zeroes, writable_inputs=True), fmt, raw)
+        check_dequantize(Kernel("zeroes", "Q4_K", "dequantize", zeroes, writable_inputs=True), fmt, raw)
 
 
 def test_a_kernel_giving_other_bits_on_a_second_call_fails_unless_it_says_it_may():
     w, x = _model_like("Q4_K", 16, 1024)
-    rng = np.random.default_rng()
-
-    def noisy(wr, xr):
-        y = qk.gemv(wr, xr, "Q4_K")
-        return (y * (1 + 1e-7 * rng.standard_normal(y.shape))).astype(np.float32)
-
     kernel = Kernel("noisy", "Q4_K", "gemv", noisy)
     with pytest.raises(ConformanceError, match="gave different results on two calls with the same input: .* rows "
                                                "differ(.|\n)*deterministic=False"):
@@ -215,26 +195,8 @@ def test_gguf_pys_numpy_dequantizers_pass_with_numpy_warnings_as_errors(name, da
                          fmt, raw)
 
 
-def _huge_scale_q6_k_block() -> np.ndarray:
-    """One Q6_K block with d = 65504 (float16's largest), sub-scales 2 and every quant 0 (32 - 32):
-    each weight is 0, but d x sc passes float16's range on the way."""
-    b = np.zeros(1, dtype=q6_k.BLOCK_DTYPE)
-    b["d"] = 65504.0
-    b["scales"] = 2
-    b["ql"], b["qh"] = q6_k.pack_quants_ref(np.full((1, 256), 32, np.uint8))
-    return b.view(np.uint8).reshape(1, -1)
-
-
-def half_q6_k(raw):
-    """A Q6_K dequantizer computing in float16, d x sc first (as a GPU kernel may)."""
-    b = raw.view(q6_k.BLOCK_DTYPE)[:, 0]
-    d = b["d"][:, None] * b["scales"].astype(np.float16)
-    q = q6_k.unpack_quants_ref(b["ql"], b["qh"]).astype(np.float16) - np.float16(32)
-    return (d[..., None] * q.reshape(-1, 16, 16)).reshape(-1, 256)
-
-
 def test_a_float16_intermediate_overflow_is_named_as_such():
-    raw = _huge_scale_q6_k_block()
+    raw = huge_scale_q6_k_block()
     kernel = Kernel("half", "Q6_K", "dequantize", half_q6_k, precision="float16")
     with pytest.raises(ConformanceError) as err:
         check_dequantize(kernel, qk.get_format("Q6_K"), raw)
@@ -254,7 +216,7 @@ def test_without_extreme_scales_the_float16_dequantizer_passes(raw):
 
 
 def test_non_finite_values_on_both_sides_are_counted_as_matched_not_as_a_distance():
-    raw = _huge_scale_q6_k_block()
+    raw = huge_scale_q6_k_block()
     raw.view(q6_k.BLOCK_DTYPE)["d"] = np.inf  # every weight inf * 0: NaN in the reference too
     d = check_dequantize(Kernel("half", "Q6_K", "dequantize", half_q6_k, precision="float16"),
                          qk.get_format("Q6_K"), raw)
