@@ -291,3 +291,35 @@ def test_vec_dot_kernels_take_the_float_model_too():
     kernel = Kernel("dot", "Q4_K", "vec_dot", lambda wr, xr: float(_dequantized("Q4_K", wr.reshape(1, -1))[0] @ xr),
                     activation="float32")
     assert check_vec_dot(kernel, fmt, w.reshape(-1, fmt.block_bytes), x).values == 1
+
+
+def _failed_call(err: BaseException):
+    from types import SimpleNamespace
+
+    report = SimpleNamespace(when="call", failed=True, longrepr="the long traceback")
+    try:
+        raise err
+    except BaseException:  # noqa: BLE001 - caught to give pytest an ExceptionInfo with a traceback
+        return report, SimpleNamespace(excinfo=pytest.ExceptionInfo.from_current())
+
+
+def test_several_distinct_failures_that_hypothesis_groups_are_each_shown_short():
+    import builtins
+
+    from pytest_quantbench.findings import shorten_failure
+
+    group = getattr(builtins, "ExceptionGroup", None) or pytest.importorskip("exceptiongroup").ExceptionGroup
+    first, second = ConformanceError("kernel 'k' gave different results"), ConformanceError("kernel 'k' raised")
+    first.__notes__ = ["Falsifying example: one"]
+    second.__notes__ = ["Explanation:", "    These lines were always and only run by failing test cases:",
+                        "You can reproduce this test case by ..."]
+    report, call = _failed_call(group("Hypothesis found 2 distinct failures", [first, second]))
+    shorten_failure(report, call, verbosity=0)
+    assert report.longrepr == ("kernel 'k' gave different results\nFalsifying example: one\n\n"
+                               "kernel 'k' raised\nYou can reproduce this test case by ...\n(-vv shows the traceback)")
+    report, call = _failed_call(group("2 failures", [first, ValueError("a bug of the plugin's")]))
+    shorten_failure(report, call, verbosity=0)
+    assert report.longrepr == "the long traceback"  # anything else keeps pytest's whole report
+    report, call = _failed_call(first)
+    shorten_failure(report, call, verbosity=2)
+    assert report.longrepr == "the long traceback"  # -vv

@@ -177,23 +177,37 @@ def merge_passes(done: list[Measurement]) -> list[Measurement]:
 def shorten_failure(report: pytest.TestReport, call: pytest.CallInfo, verbosity: int) -> None:
     """A conformance failure reported as its message (kernel, block, bytes) and Hypothesis' notes
     (the falsifying example, the blob to reproduce it), without the traceback through the plugin's
-    own code; the whole traceback under -vv."""
+    own code; the whole traceback under -vv. Where Hypothesis found several distinct failures (an
+    exception group of them), each the same way, one after another."""
     from .conformance import ConformanceError
 
     if report.when != "call" or not report.failed or call.excinfo is None or verbosity >= 2:
         return
-    if not call.excinfo.errisinstance(ConformanceError):
+    errors = _leaves(call.excinfo.value)
+    if not all(isinstance(e, ConformanceError) for e in errors):
         return
-    err = call.excinfo.value
-    # Hypothesis' notes: the falsifying example and the blob to reproduce it. Its "Explanation" (the
-    # lines only failing cases ran, the plugin's own code) is left for -vv: the notes from it up to
-    # the blob's.
+    report.longrepr = "\n\n".join("\n".join([str(e), *_notes(e)]) for e in errors) + "\n(-vv shows the traceback)"
+
+
+def _leaves(err: BaseException) -> list[BaseException]:
+    """The exceptions of an exception group (Hypothesis raises one for several distinct failures;
+    the builtin's or the exceptiongroup backport's on Python 3.10), nested ones flattened; else ``err``."""
+    group = getattr(err, "exceptions", None)
+    if not isinstance(group, tuple):
+        return [err]
+    return [leaf for e in group for leaf in _leaves(e)]
+
+
+def _notes(err: BaseException) -> list[str]:
+    """Hypothesis' notes of ``err``: the falsifying example and the blob to reproduce it. Its
+    "Explanation" (the lines only failing cases ran, the plugin's own code) is left for -vv: the
+    notes from it up to the blob's."""
     notes, explaining = [], False
     for note in getattr(err, "__notes__", ()):
         explaining = (explaining or note.startswith("Explanation:")) and not note.startswith("You can reproduce")
         if note.strip() and not explaining:
             notes.append(note)
-    report.longrepr = "\n".join([str(err), *notes, "(-vv shows the traceback)"])
+    return notes
 
 
 def quiet_unused_benchmark(item: pytest.Item, report: pytest.TestReport) -> None:
