@@ -112,10 +112,15 @@ class Kernel:
             return f"kernel {self.name!r}: format {fmt.name} has no reference {self.op} to check it against"
         if not callable(self.fn):
             return f"kernel {self.name!r}: fn is not callable ({type(self.fn).__name__})"
-        return self._criterion_problem() or self._declaration_problem(fmt) or self._signature_problem(fmt)
+        return self._criterion_problem() or self._declaration_problem(fmt) or self._signature_problem()
+
+    @property
+    def _what(self) -> str:
+        """How problems name the kernel: ``kernel 'mine' (Q4_K gemv)``."""
+        return f"kernel {self.name!r} ({self.format_name} {self.op})"
 
     def _criterion_problem(self) -> str | None:
-        what = f"kernel {self.name!r} ({self.format_name} {self.op})"
+        what = self._what
         if self.precision not in UNIT_ROUNDOFF:
             return f"{what}: precision {self.precision!r} is not one of {', '.join(UNIT_ROUNDOFF)}"
         for name in ("rtol", "atol"):
@@ -134,7 +139,7 @@ class Kernel:
         return None
 
     def _declaration_problem(self, fmt: qk.BlockFormat) -> str | None:
-        what = f"kernel {self.name!r} ({fmt.name} {self.op})"
+        what = self._what
         op = OPS[self.op]
         if self.activation is not None:
             if not op.dot:
@@ -161,7 +166,7 @@ class Kernel:
         """The arguments the kernel's op passes it, by name (``ops.Op.args``)."""
         return OPS[self.op].args
 
-    def _signature_problem(self, fmt: qk.BlockFormat) -> str | None:
+    def _signature_problem(self) -> str | None:
         """A Python ``fn`` that cannot take its op's arguments, found before any call (one line,
         and none of its tests, benchmarks included, calls it). A callable whose signature Python
         cannot read (a C function, a Numba dispatcher) is left to its first call."""
@@ -172,7 +177,7 @@ class Kernel:
         try:
             signature.bind(*self.arg_names)
         except TypeError as err:
-            return (f"kernel {self.name!r} ({fmt.name} {self.op}): fn{signature} cannot be called as a {self.op} "
+            return (f"{self._what}: fn{signature} cannot be called as a {self.op} "
                     f"kernel, fn({', '.join(self.arg_names)}): {err}")
         return None
 

@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,10 +117,6 @@ def _tensor(path: Path, t: TensorInfo, data: np.ndarray) -> Tensor:
 PARTIAL = ".partial"  # the suffix of an output's temporary file
 
 
-def _to_stderr(line: str) -> None:
-    print(f"quantbench: {line}", file=sys.stderr)
-
-
 def with_open_mode(path: Path) -> None:
     """Give ``path`` the mode a plain ``open(path, "w")`` would (0666 less the umask): a temporary
     file from ``tempfile.mkstemp`` is private (0600), and the file it becomes should not be."""
@@ -186,18 +182,17 @@ def remove_stale_temporaries(dst: Path, suffix: str) -> list[str]:
 
 
 @contextmanager
-def replacing(dst: Path, say: Callable[[str], None] | None = None) -> Iterator[Path]:
+def replacing(dst: Path) -> Iterator[Path]:
     """A new temporary path beside ``dst`` (unique: concurrent runs never share one) that becomes
     ``dst`` atomically if the block succeeds, and is removed if it fails or is interrupted. Only a
     regular file at ``dst`` is replaced: a link, pipe or device there is GGUFFileError, before any
     work (replacing a link would leave its target stale, a device node would be lost). Killed runs'
-    temporary files of ``dst`` are removed first, each said through ``say`` (default: a line on
-    standard error)."""
+    temporary files of ``dst`` are removed first, a line on standard error each."""
     if not replaceable(dst):
         raise GGUFFileError(f"output {str(dst)!r} is not a regular file (a link, directory, pipe or device): "
                             "it is left as it is; give a new file's path")
     for line in remove_stale_temporaries(dst, PARTIAL):
-        (say or _to_stderr)(line)
+        print(f"quantbench: {line}", file=sys.stderr)
     fd, tmp = temporary_beside(dst, PARTIAL)
     os.close(fd)
     with_open_mode(tmp)

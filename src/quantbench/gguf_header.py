@@ -20,8 +20,8 @@ the GGUF specification allows (65,535 and 64 bytes) are refused before they are 
 value longer than MAX_KEPT_STRING is skipped unread, as a long array is (its length kept), unless
 its key is asked for whole; an array's string item longer than that is refused when the array is
 asked for whole (a vocabulary), else the array is summarised; names are shown at most SHOWN
-characters long in messages. So a length
-field near a (sparse) file's size costs nothing but the bytes really asked for.
+characters long in messages. So a length field near a (sparse) file's size costs nothing but the
+bytes really asked for.
 """
 
 from __future__ import annotations
@@ -130,6 +130,20 @@ class _Cursor:
         n = self.unpack("Q", f"the length of {what}")
         if limit is not None and n > limit:
             raise GGUFHeaderError(f"{what} at byte {start} is {n} bytes long, more than {rule}")
+        return self._text(start, n, what)
+
+    def string_or_length(self, what: str) -> tuple[str | None, int]:
+        """A string value up to MAX_KEPT_STRING bytes, else (None, its length), skipped unread."""
+        start = self.pos
+        n = self.unpack("Q", f"the length of {what}")
+        if n <= MAX_KEPT_STRING:
+            return self._text(start, n, what), n
+        self.need(n, what)
+        self.pos += n
+        return None, n
+
+    def _text(self, start: int, n: int, what: str) -> str:
+        """The ``n`` bytes at the cursor as UTF-8 (``start``: where their length field began)."""
         self.need(n, what)
         raw = bytes(self.data[self.pos:self.pos + n])
         self.pos += n
@@ -137,16 +151,6 @@ class _Cursor:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise GGUFHeaderError(f"{what} at byte {start} is not UTF-8") from None
-
-    def string_or_length(self, what: str) -> tuple[str | None, int]:
-        """A string value up to MAX_KEPT_STRING bytes, else (None, its length), skipped unread."""
-        n = self.unpack("Q", f"the length of {what}")
-        self.need(n, what)
-        if n > MAX_KEPT_STRING:
-            self.pos += n
-            return None, n
-        self.pos -= 8
-        return self.string(what), n
 
     def skip_strings(self, count: int, what: str) -> None:
         for _ in range(count):
