@@ -301,9 +301,12 @@ def test_several_passes_run_pass_by_pass_and_merge_in_the_table(project):
     stored = json.loads((project.path / ".quantbench" / "two.json").read_text())
     assert sorted((b["info"]["impl"], b["info"]["pass"]) for b in stored["runs"][0]["benchmarks"]) == [
         ("mine", 0), ("mine", 1), ("np.copyto", 0), ("np.copyto", 1)]
-    again = _run(project, *select, "--quantbench-compare=two", "--quantbench-fail-on=100")
+    # Compared with the stored run: a verdict on the row, whichever the timings give (the first run
+    # may have shared the cores with other workers' compiles: 0.14x in one cold fresh-clone run).
+    again = _run(project, *select, "--quantbench-compare=two", "--quantbench-fail-on=1000")
     assert again.ret == 0, again.stdout.str()
-    again.stdout.fnmatch_lines(["mine|Q4_K|dequantize|16x4096 * same *"])
+    assert re.search(r"^mine\|Q4_K\|dequantize\|16x4096 +[0-9.]+ +\[.*\] +(same|faster|slower) +1 ",
+                     again.stdout.str(), re.M), again.stdout.str()
 
 
 TINY = Path(__file__).parent / "data" / "tiny.gguf"
