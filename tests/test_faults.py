@@ -15,6 +15,7 @@ import fnmatch
 import json
 import multiprocessing
 import os
+import re
 import stat
 import sys
 import time
@@ -347,8 +348,11 @@ def test_comparing_with_the_latest_run_while_saving_compares_with_the_previous_o
 def test_ab_of_a_kernel_against_itself_passes(project):
     result = _run(project, "--quantbench", "-k", "test_ab", "--quantbench-ab", "fast,fast2", "--quantbench-fail-on=3",
                   "--benchmark-max-time=0.3", which="ab")
-    assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["fast -> fast2|Q4_K|dequantize|16x4096 * same *"])
+    assert result.ret == 0, result.stdout.str()  # the gate does not fail a kernel against itself
+    # Its row is there with a verdict; which one the timings give beside the other worker's load is
+    # not asserted: in 1 of 7 slow-tier runs here it was not "same" while the gate passed.
+    assert re.search(r"^fast -> fast2\|Q4_K\|dequantize\|16x4096 +[0-9.]+ +\[.*\] +(same|faster|slower) ",
+                     result.stdout.str(), re.M), result.stdout.str()
 
 
 @pytest.mark.parametrize(("value", "message"), [
